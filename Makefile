@@ -1,0 +1,46 @@
+# airtrain: two commands do all the set-up on a fresh machine.
+#   make run    start the local stack (embedded PostgreSQL warehouse + Airflow 3 UI on :8080)
+#   make test   install what is needed and run the whole test-suite on a throw-away PostgreSQL
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv run stop status demo-data test test-unit lint bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: ## create .venv with the pinned requirements (idempotent)
+	@bash scripts/bootstrap.sh
+
+run: venv ## start PostgreSQL, Airflow (LocalExecutor) and the demo data; UI on localhost:8080
+	@$(BIN)/python scripts/devstack.py up
+
+stop: ## stop everything `make run` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devstack.py down; fi
+
+status: ## show what is running
+	@$(BIN)/python scripts/devstack.py status
+
+demo-data: venv ## (re)generate the simulated demo data into the local warehouse
+	@$(BIN)/python scripts/devstack.py demo-data
+
+test: venv ## run the whole test-suite (starts and stops its own PostgreSQL)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## only the fast tests that need no database
+	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+lint: venv ## ruff (with Airflow's AIR rules)
+	@$(BIN)/ruff check .
+
+bench: venv ## benchmarks; results in docs/BENCHMARKS.md
+	@$(BIN)/python bench/run.py
+
+lock: venv ## recompile requirements.txt from requirements.in
+	@$(BIN)/python -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --universal
+
+clean: stop ## remove local state (.local: database, Airflow home, logs) and the venv
+	rm -rf .local $(VENV)

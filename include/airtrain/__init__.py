@@ -1,0 +1,7 @@
+"""airtrain: the pure ML-lifecycle core of the project (never imports Airflow).
+
+Modules: spec (pipeline specs), db (warehouse connections), schema (DDL), simulate (demo data),
+localpg (embedded PostgreSQL for local runs and tests).
+"""
+
+__version__ = "0.1.0"

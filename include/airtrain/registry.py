@@ -1,0 +1,211 @@
+"""The model registry in Postgres: versions with their artifact, one champion, an append-only log.
+
+Invariants (see docs/RELIABILITY.md):
+* exactly one champion per pipeline at all times once a model was promoted (``registry.champions``
+  has the pipeline as primary key, so there can never be two; a promotion is one transaction under
+  an advisory lock, so readers see the old or the new champion, never none);
+* every champion change writes exactly one ``registry.promotion_log`` row, in the same
+  transaction; re-running a promotion that already happened changes nothing and logs nothing;
+* a model is only ever loaded after its artifact's sha256 matches the registry
+  (:func:`airtrain.artifacts.load_model`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2 import sql
+
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.spec import PipelineSpec
+
+
+class RegistryError(RuntimeError):
+    """A registry operation was refused (unknown version, no champion, ...)."""
+
+
+class NoChampionError(RegistryError):
+    """The pipeline has no champion yet."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    pipeline: str
+    version: int
+    run_id: str
+    estimator: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    artifact_sha256: str = ""
+    artifact_format: str = "skops"
+
+
+_COLS = "pipeline, version, run_id, estimator, params, metrics, lineage, artifact_sha256, artifact_format"
+
+
+def _t(spec: PipelineSpec, table: str) -> sql.Identifier:
+    return ident(spec.warehouse.registry_schema, table)
+
+
+def _row_to_version(row: tuple[Any, ...]) -> ModelVersion:
+    return ModelVersion(row[0], int(row[1]), row[2] or "", row[3] or "", row[4] or {}, row[5] or {},
+                        row[6] or {}, row[7] or "", row[8] or "skops")
+
+
+def register_version(
+    wh: Warehouse,
+    spec: PipelineSpec,
+    *,
+    artifact: bytes,
+    artifact_sha256: str,
+    artifact_format: str,
+    run_id: str,
+    estimator: str,
+    params: dict[str, Any],
+    lineage: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> int:
+    """Store a new model version and return its number.
+
+    Idempotent per run: a retried training task of the same run that produced the same training
+    data (same ``lineage['data_hash']``) gets the version it registered before instead of a new one.
+    """
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "registry", spec.name)
+        cur.execute(
+            sql.SQL("SELECT version, lineage->>'data_hash' FROM {} WHERE pipeline = %s AND run_id = %s "
+                    "ORDER BY version DESC LIMIT 1").format(_t(spec, "model_versions")),
+            (spec.name, run_id),
+        )
+        prev = cur.fetchone()
+        if prev is not None and prev[1] == lineage.get("data_hash"):
+            return int(prev[0])
+        cur.execute(sql.SQL("SELECT COALESCE(MAX(version), 0) + 1 FROM {} WHERE pipeline = %s").format(
+            _t(spec, "model_versions")), (spec.name,))
+        version = int(cur.fetchone()[0])
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (pipeline, version, run_id, estimator, params, metrics, lineage, artifact, "
+                "artifact_sha256, artifact_format) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(_t(spec, "model_versions")),
+            (spec.name, version, run_id, estimator, json.dumps(params, default=str),
+             json.dumps(metrics or {}, default=str), json.dumps(lineage, default=str), artifact,
+             artifact_sha256, artifact_format),
+        )
+        return version
+
+
+def update_metrics(wh: Warehouse, spec: PipelineSpec, version: int, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into the version's metrics (jsonb ``||``)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET metrics = COALESCE(metrics, '{{}}'::jsonb) || %s::jsonb "
+                    "WHERE pipeline = %s AND version = %s").format(_t(spec, "model_versions")),
+            (json.dumps(metrics, default=str), spec.name, version),
+        )
+        if cur.rowcount != 1:
+            raise RegistryError(f"{spec.name} has no model version {version}")
+
+
+def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s AND version = %s").format(
+            _t(spec, "model_versions")), (spec.name, version))
+        row = cur.fetchone()
+    if row is None:
+        raise RegistryError(f"{spec.name} has no model version {version}; see {spec.warehouse.registry_schema}"
+                            f".model_versions for the versions that exist")
+    return _row_to_version(row)
+
+
+def list_versions(wh: Warehouse, spec: PipelineSpec) -> list[ModelVersion]:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s ORDER BY version").format(
+            _t(spec, "model_versions")), (spec.name,))
+        return [_row_to_version(r) for r in cur.fetchall()]
+
+
+def champion_version(wh: Warehouse, spec: PipelineSpec) -> int | None:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s").format(_t(spec, "champions")),
+                    (spec.name,))
+        row = cur.fetchone()
+    return int(row[0]) if row else None
+
+
+def get_champion(wh: Warehouse, spec: PipelineSpec) -> ModelVersion | None:
+    v = champion_version(wh, spec)
+    return get_version(wh, spec, v) if v is not None else None
+
+
+def load_artifact(wh: Warehouse, spec: PipelineSpec, version: int) -> Any:
+    """Load a version's model after verifying its checksum and library versions."""
+    from airtrain.artifacts import load_model
+
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT artifact, artifact_sha256, lineage FROM {} WHERE pipeline = %s AND version = %s"
+                    ).format(_t(spec, "model_versions")), (spec.name, version))
+        row = cur.fetchone()
+    if row is None:
+        raise RegistryError(f"{spec.name} has no model version {version}")
+    data, sha, lineage = bytes(row[0]), row[1], row[2] or {}
+    return load_model(data, sha, (lineage or {}).get("library_versions"))
+
+
+def promote(
+    wh: Warehouse,
+    spec: PipelineSpec,
+    version: int,
+    *,
+    action: str,
+    actor: str,
+    reason: str,
+    run_id: str,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make ``version`` the champion: one transaction under an advisory lock, logged once.
+
+    Returns ``{"changed": bool, "from_version": int | None, "to_version": int, "promotion_id": ...}``.
+    Promoting the version that already is the champion changes nothing (safe to retry).
+    """
+    if action not in {"promote", "force_promote", "rollback"}:
+        raise ValueError(f"unknown promotion action {action!r}")
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "promote", spec.name)
+        cur.execute(sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND version = %s").format(
+            _t(spec, "model_versions")), (spec.name, version))
+        if cur.fetchone() is None:
+            raise RegistryError(f"{spec.name} has no model version {version}; nothing was changed")
+        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s FOR UPDATE").format(
+            _t(spec, "champions")), (spec.name,))
+        row = cur.fetchone()
+        current = int(row[0]) if row else None
+        if current == version:
+            return {"changed": False, "from_version": current, "to_version": version, "promotion_id": None}
+        cur.execute(
+            sql.SQL("INSERT INTO {} (pipeline, from_version, to_version, action, actor, reason, metrics, run_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id").format(_t(spec, "promotion_log")),
+            (spec.name, current, version, action, actor, reason, json.dumps(metrics or {}, default=str), run_id),
+        )
+        promotion_id = int(cur.fetchone()[0])
+        cur.execute(
+            sql.SQL("INSERT INTO {} (pipeline, version, promoted_at, promotion_id) VALUES (%s, %s, now(), %s) "
+                    "ON CONFLICT (pipeline) DO UPDATE SET version = EXCLUDED.version, "
+                    "promoted_at = EXCLUDED.promoted_at, promotion_id = EXCLUDED.promotion_id"
+                    ).format(_t(spec, "champions")),
+            (spec.name, version, promotion_id),
+        )
+        return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}
+
+
+def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT id, from_version, to_version, action, actor, reason, run_id, created_at FROM {} "
+                    "WHERE pipeline = %s ORDER BY id").format(_t(spec, "promotion_log")), (spec.name,))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -1,0 +1,535 @@
+"""Pipeline specs: one YAML file per model, loaded into a typed, validated object.
+
+A spec is the only thing a team writes to add a model. Everything downstream (warehouse tables,
+DAGs, validation rules, estimator, gates, drift thresholds) is derived from it. Loading is strict:
+unknown keys, wrong types, unsafe SQL identifiers and impossible thresholds are refused with a
+message that names the file, the key and the fix (:class:`SpecError`).
+
+This module never imports Airflow, pandas or scikit-learn, so DAG files can load specs cheaply at
+parse time (reading a small local YAML file is the only I/O).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------------------------
+# Identifiers
+# --------------------------------------------------------------------------------------------
+
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_IDENT_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+# Words Postgres reserves (cannot be used unquoted as table/column names). We always quote
+# identifiers with psycopg2.sql.Identifier, but refusing them keeps hand-written SQL safe too.
+_RESERVED = frozenset(
+    """all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create current_catalog current_date current_role current_time current_timestamp
+    current_user default deferrable desc distinct do else end except false fetch for foreign from
+    grant group having in initially intersect into lateral leading limit localtime localtimestamp
+    not null offset on only or order placing primary references returning select session_user
+    some symmetric table then to trailing true union unique user using variadic when where window
+    with""".split()
+)
+
+
+def check_identifier(value: str) -> str:
+    """Return ``value`` if it is a safe lower-case SQL identifier, else raise ``ValueError``."""
+    if not isinstance(value, str) or not _IDENT_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a safe SQL identifier; use lower-case letters, digits and "
+            "underscores, starting with a letter or underscore (e.g. 'monthly_charges')"
+        )
+    if len(value.encode()) > MAX_IDENT_BYTES:
+        raise ValueError(
+            f"{value!r} is {len(value.encode())} bytes; PostgreSQL identifiers are at most "
+            f"{MAX_IDENT_BYTES} bytes, so shorten it"
+        )
+    if value in _RESERVED:
+        raise ValueError(f"{value!r} is a reserved SQL word; pick another name (e.g. '{value}_')")
+    return value
+
+
+Ident = Annotated[str, AfterValidator(check_identifier)]
+
+
+def _check_pipeline_name(value: str) -> str:
+    check_identifier(value)
+    # Derived names ("<name>_retrain", "<name>_predictions_latest", ...) must stay <= 63 bytes.
+    if len(value) > 30:
+        raise ValueError(
+            f"{value!r} is {len(value)} characters; pipeline names are at most 30 so that "
+            "derived table and DAG names stay within PostgreSQL's 63-byte limit"
+        )
+    return value
+
+
+PipelineName = Annotated[str, AfterValidator(_check_pipeline_name)]
+
+Severity = Literal["block", "warn"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+class WarehouseSpec(_Model):
+    """Where the pipeline's tables live."""
+
+    conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")] = "warehouse"
+    raw_schema: Ident = "raw"
+    features_schema: Ident = "features"
+    quarantine_schema: Ident = "quarantine"
+    registry_schema: Ident = "registry"
+    predictions_schema: Ident = "predictions"
+    monitoring_schema: Ident = "monitoring"
+    reader_role: Ident = "predictions_reader"
+
+
+class PostgresSource(_Model):
+    kind: Literal["postgres"]
+    schema_: Ident = Field(alias="schema")
+    table: Ident
+    date_column: Ident
+
+
+class FilesSource(_Model):
+    kind: Literal["files"]
+    path: str = Field(description="folder of landing files, relative to the project root")
+    format: Literal["csv", "parquet"] = "csv"
+    pattern: str = Field(
+        default="{date}.csv",
+        description="file name per partition; '{date}' is replaced by YYYY-MM-DD",
+    )
+
+    @model_validator(mode="after")
+    def _pattern_has_date(self) -> FilesSource:
+        if "{date}" not in self.pattern:
+            raise ValueError("source.pattern must contain '{date}', e.g. '{date}.csv'")
+        if ".." in Path(self.path).parts:
+            raise ValueError("source.path must not contain '..'")
+        return self
+
+
+class LabelsSpec(_Model):
+    """Where delayed labels come from: a Postgres table keyed like the features."""
+
+    schema_: Ident = Field(alias="schema")
+    table: Ident
+    available_column: Ident = Field(
+        default="label_available_on",
+        description="date on which the label became known; rows later than the run date are ignored",
+    )
+
+
+FeatureType = Literal["int", "float", "category", "bool"]
+
+
+class FeatureSpec(_Model):
+    name: Ident
+    type: FeatureType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = Field(default=None, description="allowed categories")
+    on_fail: Severity | Literal["quarantine"] = "quarantine"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max}); swap them")
+        if self.type == "category":
+            if self.min is not None or self.max is not None:
+                raise ValueError("min/max apply to numeric features; remove them for a category")
+            if self.allowed is not None and len(self.allowed) == 0:
+                raise ValueError("allowed is empty; list the categories or remove the key")
+        elif self.allowed is not None:
+            raise ValueError("allowed applies to category features only; remove it")
+        return self
+
+
+class TargetSpec(_Model):
+    name: Ident
+    task: Literal["binary_classification", "regression"] = "binary_classification"
+    label_delay_days: Annotated[int, Field(ge=0, le=365)] = 0
+
+
+class RowCountRule(_Model):
+    min: Annotated[int, Field(ge=0)] = 1
+    max: Annotated[int, Field(ge=1)] | None = None
+    on_fail: Severity = "block"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RowCountRule:
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class FreshnessRule(_Model):
+    max_age_days: Annotated[int, Field(ge=0)] = 1
+    on_fail: Severity = "warn"
+
+
+class ValidationSpec(_Model):
+    row_count: RowCountRule = RowCountRule()
+    freshness: FreshnessRule = FreshnessRule()
+    unique_key_on_fail: Severity | Literal["quarantine"] = "quarantine"
+    max_quarantine_fraction: Fraction = Field(
+        default=0.2, description="block the batch when more than this share of rows is quarantined"
+    )
+    suites: list[str] = Field(default_factory=list, description="extra GX suite JSON files")
+
+
+class SearchSpec(_Model):
+    method: Literal["grid", "random"] = "grid"
+    param_grid: dict[str, list[Any]]
+    cv: Annotated[int, Field(ge=2, le=20)] = 3
+    n_iter: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> SearchSpec:
+        if not self.param_grid or any(len(v) == 0 for v in self.param_grid.values()):
+            raise ValueError("param_grid needs at least one value per parameter")
+        return self
+
+
+_ESTIMATOR_RE = re.compile(r"^sklearn(\.[a-z_][a-z0-9_]*)+\.[A-Z][A-Za-z0-9]*$")
+
+
+class TrainingSpec(_Model):
+    estimator: str = Field(description="dotted path of a scikit-learn estimator class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    window_days: Annotated[int, Field(ge=1, le=3650)] = 60
+    holdout_days: Annotated[int, Field(ge=1, le=365)] = 7
+    min_rows: Annotated[int, Field(ge=10)] = 500
+    random_state: int = 42
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingSpec:
+        if not _ESTIMATOR_RE.match(self.estimator):
+            raise ValueError(
+                f"estimator {self.estimator!r} must be a scikit-learn class path such as "
+                "'sklearn.ensemble.HistGradientBoostingClassifier'"
+            )
+        if self.holdout_days >= self.window_days:
+            raise ValueError(
+                f"holdout_days ({self.holdout_days}) must be smaller than window_days "
+                f"({self.window_days}); otherwise nothing is left to train on"
+            )
+        return self
+
+
+ClassificationMetric = Literal["roc_auc", "average_precision", "f1", "precision", "recall",
+                               "accuracy", "log_loss", "brier"]
+RegressionMetric = Literal["rmse", "mae", "r2", "mape"]
+Metric = ClassificationMetric | RegressionMetric
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae", "mape"})
+BOUNDED_0_1 = frozenset({"roc_auc", "average_precision", "f1", "precision", "recall", "accuracy",
+                         "brier"})
+
+
+class EvaluationSpec(_Model):
+    metrics: list[Metric] = Field(min_length=1)
+    primary_metric: Metric
+    slices: list[Ident] = Field(default_factory=list)
+    threshold: Fraction = Field(default=0.5, description="probability cut-off for a positive label")
+
+    @model_validator(mode="after")
+    def _primary_listed(self) -> EvaluationSpec:
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"primary_metric {self.primary_metric!r} must be one of metrics")
+        return self
+
+
+class GateSpec(_Model):
+    """TFX-style gate on one metric (direction taken from the metric)."""
+
+    metric: Metric
+    threshold: float | None = Field(
+        default=None, description="value bound: minimum (higher-better) or maximum (lower-better)"
+    )
+    max_regression_abs: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="largest allowed absolute change for the worse vs the champion"
+    )
+    max_regression_rel: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="largest allowed relative change for the worse vs the champion"
+    )
+
+    @model_validator(mode="after")
+    def _possible(self) -> GateSpec:
+        if self.threshold is None and self.max_regression_abs is None and self.max_regression_rel is None:
+            raise ValueError("a gate needs threshold, max_regression_abs or max_regression_rel")
+        if self.threshold is not None and self.metric in BOUNDED_0_1 and not 0 <= self.threshold <= 1:
+            raise ValueError(
+                f"{self.metric} lies between 0 and 1, so threshold {self.threshold} can never "
+                "be met; use a value in [0, 1]"
+            )
+        return self
+
+
+class PromotionSpec(_Model):
+    gates: list[GateSpec] = Field(min_length=1)
+
+
+class ColumnDrift(_Model):
+    method: Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "kl_div"] | None = None
+    threshold: Annotated[float, Field(gt=0)] | None = None
+
+
+class TriggerRule(_Model):
+    drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    critical_features: list[Ident] = Field(default_factory=list)
+    prediction_drift: bool = True
+    performance_drop_abs: Annotated[float, Field(gt=0, le=1)] | None = 0.05
+    persistence: Annotated[int, Field(ge=1, le=30)] = 1
+    cooldown_days: Annotated[int, Field(ge=0, le=365)] = 7
+
+
+class MonitoringSpec(_Model):
+    window_days: Annotated[int, Field(ge=1, le=365)] = 1
+    min_rows: Annotated[int, Field(ge=1)] = 200
+    sample_rows: Annotated[int, Field(ge=100)] = 50_000
+    default_method: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    default_threshold: Annotated[float, Field(gt=0)] = 0.2
+    columns: dict[Ident, ColumnDrift] = Field(default_factory=dict)
+    trigger: TriggerRule = TriggerRule()
+
+
+class ScoringSpec(_Model):
+    shadow: bool = False
+    partitions: Annotated[int, Field(ge=1, le=256)] = 2
+    batch_rows: Annotated[int, Field(ge=1000)] = 100_000
+
+
+class AlertsSpec(_Model):
+    slack_conn_id: str | None = None
+    smtp_to: list[str] = Field(default_factory=list)
+    webhook_conn_id: str | None = None
+
+
+class ScheduleSpec(_Model):
+    retrain: str = "0 3 * * *"
+    monitor: str = "0 5 * * *"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    timezone: str = "UTC"
+    retries: Annotated[int, Field(ge=2, le=10)] = 2
+    retry_delay_minutes: Annotated[float, Field(gt=0, le=1440)] = 2.0
+    max_active_runs: Annotated[int, Field(ge=1, le=64)] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSpec:
+        for key in ("retrain", "monitor"):
+            value = getattr(self, key)
+            if not (value.startswith("@") or len(value.split()) == 5):
+                raise ValueError(
+                    f"schedule.{key} {value!r} is not a 5-field cron expression or @preset "
+                    "(e.g. '0 3 * * *' or '@daily')"
+                )
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except Exception as exc:  # noqa: BLE001 - re-raised as a readable message
+            raise ValueError(f"unknown timezone {self.timezone!r} (use an IANA name like 'UTC')") from exc
+        return self
+
+
+class PipelineSpec(_Model):
+    """A whole pipeline: one model, its data, its checks and its schedules."""
+
+    name: PipelineName
+    description: str = ""
+    owner: str = "ml-platform"
+    tags: list[str] = Field(default_factory=list)
+    warehouse: WarehouseSpec = WarehouseSpec()
+    source: Annotated[PostgresSource | FilesSource, Field(discriminator="kind")]
+    labels: LabelsSpec | None = None
+    entity_key: Ident
+    entity_key_type: Literal["int", "text"] = "int"
+    date_column: Ident = "as_of_date"
+    features: list[FeatureSpec] = Field(min_length=1)
+    target: TargetSpec
+    validation: ValidationSpec = ValidationSpec()
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+    promotion: PromotionSpec
+    monitoring: MonitoringSpec = MonitoringSpec()
+    scoring: ScoringSpec = ScoringSpec()
+    alerts: AlertsSpec = AlertsSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features are listed twice: {dupes}; keep one entry each")
+        reserved = {self.entity_key, self.date_column, self.target.name}
+        clash = sorted(reserved.intersection(names))
+        if clash:
+            raise ValueError(
+                f"{clash} is used both as a feature and as entity_key/date_column/target; "
+                "a feature must be a separate column"
+            )
+        if self.target.label_delay_days > 0 and self.labels is None:
+            raise ValueError("target.label_delay_days > 0 needs a 'labels' section saying where labels land")
+        known = set(names)
+        for s in self.evaluation.slices:
+            if s not in known:
+                raise ValueError(f"evaluation.slices: {s!r} is not a feature; slices must be features")
+        for c in list(self.monitoring.columns) + list(self.monitoring.trigger.critical_features):
+            if c not in known:
+                raise ValueError(f"monitoring: {c!r} is not a feature; list only feature names")
+        is_clf = self.target.task == "binary_classification"
+        allowed = set(ClassificationMetric.__args__ if is_clf else RegressionMetric.__args__)
+        wrong = [m for m in self.evaluation.metrics if m not in allowed]
+        wrong += [g.metric for g in self.promotion.gates if g.metric not in allowed]
+        if wrong:
+            raise ValueError(
+                f"metrics {sorted(set(wrong))} do not fit a {self.target.task} target; "
+                f"use some of {sorted(allowed)}"
+            )
+        gated = {g.metric for g in self.promotion.gates}
+        missing = gated - set(self.evaluation.metrics)
+        if missing:
+            raise ValueError(f"promotion gates use {sorted(missing)}, which evaluation.metrics does not compute")
+        if self.monitoring.trigger.performance_drop_abs is not None and not is_clf:
+            # a drop in an unbounded regression metric is meaningful, but the [0, 1] bound is not
+            pass
+        return self
+
+    # ---- derived names (all pass check_identifier because name <= 30 chars) ----------------
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def table(self, kind: str) -> tuple[str, str]:
+        """(schema, table) for a table kind of this pipeline."""
+        w = self.warehouse
+        n = self.name
+        mapping = {
+            "raw": (w.raw_schema, f"{n}_batches"),
+            "features": (w.features_schema, n),
+            "quarantine": (w.quarantine_schema, n),
+            "labels": (w.features_schema, f"{n}_labels"),
+            "predictions": (w.predictions_schema, n),
+            "predictions_latest": (w.predictions_schema, f"{n}_latest"),
+            "shadow_predictions": (w.predictions_schema, f"{n}_shadow"),
+        }
+        try:
+            return mapping[kind]
+        except KeyError:
+            raise KeyError(f"unknown table kind {kind!r}; one of {sorted(mapping)}") from None
+
+    @property
+    def retrain_dag_id(self) -> str:
+        return f"{self.name}_retrain"
+
+    @property
+    def monitor_dag_id(self) -> str:
+        return f"{self.name}_monitor"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+class SpecError(ValueError):
+    """A spec file could not be loaded. The message names the file, the key and the fix."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid pipeline spec {self.path}:\n{lines}")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("postgres", "files") or str(item).startswith("function-after"):
+            continue  # discriminator tags / validator wrappers add noise to the path
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = _loc(err.get("loc", ()))
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return f"key '{key}': unknown key; remove it or check its spelling against docs/SPEC.md"
+    if kind == "missing":
+        return f"key '{key}': required key is missing; add it (see docs/SPEC.md)"
+    if kind == "literal_error":
+        return f"key '{key}': {msg}"
+    return f"key '{key}': {msg} (got {err.get('input')!r})" if kind.endswith("_type") or kind.endswith(
+        "_parsing") else f"key '{key}': {msg}"
+
+
+def parse_spec(data: Any, path: str | Path = "<memory>") -> PipelineSpec:
+    """Validate an already-parsed mapping into a :class:`PipelineSpec`."""
+    if not isinstance(data, dict):
+        raise SpecError(path, ["the file must hold a mapping (key: value pairs) at the top level"])
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(path, [_describe(e) for e in exc.errors()]) from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Load and validate one spec file. Raises :class:`SpecError` with a readable message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(path, [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(path, [f"not valid YAML: {exc}"]) from None
+    spec = parse_spec(data, path)
+    if spec.name != path.stem:
+        raise SpecError(path, [f"key 'name': {spec.name!r} must match the file name {path.stem!r}; "
+                               f"rename the file to {spec.name}.yaml or change name"])
+    return spec
+
+
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+
+
+def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
+    """Load every ``*.yaml`` spec in ``directory`` (default ``include/pipelines``), sorted by name."""
+    directory = Path(directory) if directory is not None else DEFAULT_SPEC_DIR
+    specs = [load_spec(p) for p in sorted(directory.glob("*.yaml"))]
+    seen: dict[str, str] = {}
+    for s in specs:
+        if s.name in seen:
+            raise SpecError(directory, [f"two specs are named {s.name!r}"])
+        seen[s.name] = s.name
+    return specs

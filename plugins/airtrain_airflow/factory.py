@@ -1,0 +1,171 @@
+"""Builds each pipeline's DAGs from its spec. Wiring only: every task body is one call into
+:mod:`airtrain_airflow.runtime`, imported inside the task so that parsing a DAG file imports
+nothing heavy (pandas, scikit-learn, GX, Evidently) and does no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, dag, task
+
+from airtrain.spec import PipelineSpec
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def default_args(spec: PipelineSpec) -> dict[str, Any]:
+    s = spec.schedule
+    return {
+        "owner": spec.owner,
+        "retries": s.retries,
+        "retry_delay": dt.timedelta(minutes=s.retry_delay_minutes),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=max(s.retry_delay_minutes * 8, 10)),
+        "execution_timeout": dt.timedelta(hours=2),
+    }
+
+
+def retrain_params() -> dict[str, Param]:
+    return {
+        "date": Param(
+            None, type=["null", "string"], pattern=DATE_PATTERN, title="Partition date",
+            description="Process this date (YYYY-MM-DD) instead of the day before the run's logical date.",
+        ),
+        "end_date": Param(
+            None, type=["null", "string"], pattern=DATE_PATTERN, title="End date (range)",
+            description="With 'date', ingest and validate every day from 'date' to 'end_date' "
+            "(inclusive, at most 366 days), then train as of 'end_date'.",
+        ),
+        "force_promote": Param(
+            False, type="boolean", title="Force promotion",
+            description="Promote the new model even if the promotion gate fails. Requires 'reason'.",
+        ),
+        "rollback_version": Param(
+            None, type=["null", "integer"], minimum=1, title="Roll back to version",
+            description="Make this existing model version the champion again (no training). "
+            "Requires 'reason'.",
+        ),
+        "reason": Param(
+            None, type=["null", "string"], maxLength=500, title="Reason",
+            description="Why (recorded in the promotion log). Required with force_promote or rollback_version.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Ingest, validate, train and evaluate, but promote nothing and write no predictions.",
+        ),
+        "trigger_reason": Param(
+            "schedule", type="string", maxLength=200, title="Trigger reason",
+            description="Why this run started (set by the drift monitor when it triggers a retrain).",
+        ),
+    }
+
+
+def _doc(spec: PipelineSpec, kind: str) -> str:
+    feats = ", ".join(f"`{f.name}`" for f in spec.features)
+    return f"""
+### {spec.name} — {kind}
+
+{spec.description}
+
+* **Owner:** {spec.owner} · **Spec:** `include/pipelines/{spec.name}.yaml`
+* **Source:** `{spec.source.kind}` · **Entity:** `{spec.entity_key}` · **Target:** `{spec.target.name}`
+  ({spec.target.task}, labels after {spec.target.label_delay_days} days)
+* **Features:** {feats}
+* **Estimator:** `{spec.training.estimator}` · **Primary metric:** `{spec.evaluation.primary_metric}`
+* **Tables:** `{'.'.join(spec.table('raw'))}` → `{'.'.join(spec.table('features'))}`
+  (rejected rows: `{'.'.join(spec.table('quarantine'))}`) → predictions in
+  `{'.'.join(spec.table('predictions'))}` and the view `{'.'.join(spec.table('predictions_latest'))}`.
+
+Manual runs: trigger with parameters (date / range, force promotion with a reason, rollback to a
+version, dry run). See README.md → "Manual runs".
+"""
+
+
+def build_retrain_dag(spec: PipelineSpec) -> DAG:
+    """``<name>_retrain``: ingest → validate → train → evaluate → promote (or roll back)."""
+    name = spec.name
+
+    @dag(
+        dag_id=spec.retrain_dag_id,
+        schedule=spec.schedule.retrain,
+        start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
+                                     spec.schedule.start_date.day, tz=spec.schedule.timezone),
+        catchup=False,
+        max_active_runs=spec.schedule.max_active_runs,
+        default_args=default_args(spec),
+        params=retrain_params(),
+        tags=["airtrain", "retrain", *spec.tags],
+        doc_md=_doc(spec, "retraining"),
+        description=f"Retrain, evaluate and promote the {name} model",
+        render_template_as_native_obj=False,
+    )
+    def retrain() -> None:
+        @task
+        def check_params() -> dict[str, Any]:
+            """Refuse bad parameter combinations before any work is done."""
+            from airtrain_airflow import runtime
+
+            return runtime.check_params(name)
+
+        @task.branch
+        def route(plan: dict[str, Any]) -> str:
+            return "rollback" if plan["mode"] == "rollback" else "prepare"
+
+        @task
+        def rollback(plan: dict[str, Any]) -> dict[str, Any]:
+            from airtrain_airflow import runtime
+
+            return runtime.rollback(name, plan)
+
+        @task
+        def prepare(plan: dict[str, Any]) -> dict[str, Any]:
+            """Apply the warehouse schema (idempotent)."""
+            from airtrain_airflow import runtime
+
+            return runtime.prepare(name, plan)
+
+        @task
+        def ingest(plan: dict[str, Any]) -> list[dict[str, Any]]:
+            from airtrain_airflow import runtime
+
+            return runtime.ingest(name, plan)
+
+        @task
+        def validate(plan: dict[str, Any], ingested: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            from airtrain_airflow import runtime
+
+            return runtime.validate(name, plan)
+
+        @task
+        def train(plan: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
+            from airtrain_airflow import runtime
+
+            return runtime.train(name, plan)
+
+        @task
+        def evaluate(plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+            from airtrain_airflow import runtime
+
+            return runtime.evaluate(name, plan, trained)
+
+        @task
+        def promote(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+            from airtrain_airflow import runtime
+
+            return runtime.promote(name, plan, evaluation)
+
+        plan = check_params()
+        branch = route(plan)
+        prepared = prepare(plan)
+        branch >> [rollback(plan), prepared]
+        ingested = ingest(plan)
+        prepared >> ingested
+        validated = validate(plan, ingested)
+        trained = train(plan, validated)
+        evaluated = evaluate(plan, trained)
+        promote(plan, evaluated)
+
+    return retrain()
