@@ -55,11 +55,16 @@ def find_bindir() -> Path:
         candidates.append(Path(os.path.realpath(pg_ctl)).parent)
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     candidates += [Path(p) for p in sorted(glob.glob("/opt/homebrew/opt/postgresql@*/bin"), reverse=True)]
+    for c in candidates:
+        if all((c / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):
+            return c
     try:  # the pgserver wheel ships binaries for machines with no PostgreSQL at all
-        from pgserver._commands import POSTGRES_BIN_PATH  # type: ignore[import-not-found]
+        import importlib.util
 
-        candidates.append(Path(POSTGRES_BIN_PATH))
-    except Exception:  # noqa: BLE001 - optional dependency
+        spec = importlib.util.find_spec("pgserver")
+        if spec is not None and spec.submodule_search_locations:
+            candidates.append(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
+    except (ImportError, ValueError):
         pass
     for c in candidates:
         if all((c / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):

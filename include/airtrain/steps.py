@@ -1,0 +1,327 @@
+"""The retraining lifecycle as plain functions, one per DAG task: prepare → ingest → validate →
+train → evaluate → promote (or roll back).
+
+Each step reads what it needs from the warehouse, calls the pure modules (validation, training,
+evaluation, gate, artifacts), writes its results back in one transaction keyed by the partition
+(so a re-run replaces, never duplicates) and returns a small JSON-able dict for XCom. No Airflow
+import here: the Airflow tasks (plugins/airtrain_airflow/runtime.py) only pass the context in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from airtrain import registry
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def read_frame(wh: Warehouse, query: sql.Composable, params: dict[str, Any] | tuple[Any, ...] | None = None):
+    """Run ``query`` and return a pandas DataFrame (column names from the cursor)."""
+    import pandas as pd
+
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
+
+
+def coerce_features(df, spec: PipelineSpec):
+    """Give the feature columns of ``df`` their spec dtypes (nulls become NaN/None)."""
+    import pandas as pd
+
+    out = df.copy()
+    for f in spec.features:
+        if f.name not in out:
+            continue
+        if f.type in ("int", "float"):
+            out[f.name] = pd.to_numeric(out[f.name], errors="coerce").astype("float64")
+        elif f.type == "bool":
+            out[f.name] = out[f.name].map(lambda v: None if v is None else float(bool(v))).astype("float64")
+        else:
+            out[f.name] = out[f.name].astype("object").where(out[f.name].notna(), None)
+    if spec.date_column in out:
+        out[spec.date_column] = pd.to_datetime(out[spec.date_column]).dt.date
+    return out
+
+
+def _copy_frame(cur: Any, table: sql.Composable, df, columns: list[str]) -> None:
+    """COPY ``df[columns]`` into ``table`` (bulk, inside the caller's transaction)."""
+    if df.empty:
+        return
+    buf = io.StringIO()
+    df[columns].to_csv(buf, index=False, header=False, na_rep="")
+    buf.seek(0)
+    cur.copy_expert(
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            table, sql.SQL(", ").join(ident(c) for c in columns)).as_string(cur),
+        buf,
+    )
+
+
+def reports_dir(root: Path, spec: PipelineSpec, kind: str) -> Path:
+    path = root / spec.name / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(wh: Warehouse, spec: PipelineSpec) -> dict[str, Any]:
+    from airtrain.schema import apply_schema
+
+    report = apply_schema(wh, spec)
+    return {"schema": "applied", "report": str(report)[:500]}
+
+
+def ingest(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, project_root: Path
+           ) -> list[dict[str, Any]]:
+    from airtrain.ingest import ingest_partition
+
+    out = []
+    for d in dates:
+        res = ingest_partition(wh, spec, d, run_id, project_root=project_root)
+        log.info("ingested %s rows for %s from %s", res.rows, d, res.source)
+        out.append({"date": d.isoformat(), "rows": res.rows, "columns_missing": list(res.columns_missing),
+                    "columns_extra": list(res.columns_extra)})
+    return out
+
+
+def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, *, today: dt.date,
+             reports_root: Path) -> list[dict[str, Any]]:
+    """Validate each partition; store valid rows, quarantine, results and an HTML report.
+
+    All partitions are validated and stored first; then, if any was blocked, :class:`BatchBlockedError`
+    is raised for the first blocked one, so nothing downstream (training, promotion) runs.
+    """
+    from airtrain.ingest import read_partition
+    from airtrain.validation import validate_batch
+
+    summaries = []
+    outcomes = []
+    for d in dates:
+        raw = read_partition(wh, spec, d)
+        outcome = validate_batch(raw, spec, d, run_id, today=today, extra_suites=[
+            Path(p) for p in spec.validation.suites])
+        report_path = reports_dir(reports_root, spec, "validation") / f"{d.isoformat()}.html"
+        report_path.write_text(outcome.html_report, encoding="utf-8")
+        store_validation(wh, spec, d, run_id, outcome, str(report_path))
+        summary = {"date": d.isoformat(), **outcome.summary(), "report": str(report_path)}
+        log.info("validation %s: %s", d, json.dumps(summary, default=str))
+        summaries.append(summary)
+        outcomes.append(outcome)
+    for outcome in outcomes:
+        outcome.raise_if_blocked()
+    return summaries
+
+
+def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, outcome: Any,
+                     report_path: str) -> None:
+    """Write one partition's validation outcome in ONE transaction (replacing earlier runs).
+
+    A blocked batch writes its quarantine rows and its result, and removes nothing from the
+    features table except the same partition's rows from an earlier run of this date.
+    """
+    fs, ft = spec.table("features")
+    qs, qt = spec.table("quarantine")
+    cols = [spec.entity_key, spec.date_column, *spec.feature_names]
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "partition", spec.name, d.isoformat())
+        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(qs, qt)), (d,))
+        q = outcome.quarantine
+        if len(q):
+            rows = [
+                (d, int(r["_row_number"]), run_id, list(r["reasons"]), json.dumps(r["row_data"], default=str))
+                for r in q.to_dict("records")
+            ]
+            execute_values(
+                cur,
+                sql.SQL("INSERT INTO {} (_partition_date, _row_number, _run_id, reasons, row_data) VALUES %s"
+                        ).format(ident(qs, qt)).as_string(cur),
+                rows,
+            )
+        if not outcome.blocked:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident(fs, ft), ident(spec.date_column)),
+                        (d,))
+            valid = outcome.valid.copy()
+            valid["_run_id"] = run_id
+            _copy_frame(cur, ident(fs, ft), valid, [*cols, "_run_id"])
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
+                "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+                "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
+                "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
+                "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
+                "results = EXCLUDED.results, report_path = EXCLUDED.report_path, created_at = now()"
+            ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")),
+            (spec.name, d, run_id, outcome.rows_total, outcome.rows_valid, outcome.rows_quarantined,
+             outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
+                                          "warnings": outcome.warnings}, default=str), report_path),
+        )
+
+
+def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.date | None = None,
+                  end: dt.date | None = None):
+    """Validated features joined to labels known on ``as_of`` (optionally within [start, end])."""
+    fs, ft = spec.table("features")
+    ls, lt = spec.table("labels")
+    key, date, target = spec.entity_key, spec.date_column, spec.target.name
+    cols = sql.SQL(", ").join([sql.SQL("f.{}").format(ident(c)) for c in [key, date, *spec.feature_names]]
+                              + [sql.SQL("l.{}").format(ident(target))])
+    cond = [sql.SQL("l.label_available_on <= %(as_of)s")]
+    if start is not None:
+        cond.append(sql.SQL("f.{} >= %(start)s").format(ident(date)))
+    if end is not None:
+        cond.append(sql.SQL("f.{} <= %(end)s").format(ident(date)))
+    query = sql.SQL("SELECT {cols} FROM {f} f JOIN {l} l ON l.{k} = f.{k} AND l.{d} = f.{d} WHERE {cond} "
+                    "ORDER BY f.{d}, f.{k}").format(
+        cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
+        cond=sql.SQL(" AND ").join(cond))
+    df = read_frame(wh, query, {"as_of": as_of, "start": start, "end": end})
+    df = coerce_features(df, spec)
+    if len(df):
+        df[target] = df[target].astype("float64" if spec.target.task == "regression" else "int64")
+    return df
+
+
+def last_labeled_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> dt.date | None:
+    fs, ft = spec.table("features")
+    ls, lt = spec.table("labels")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max(f.{d}) FROM {f} f JOIN {l} l ON l.{k} = f.{k} AND l.{d} = f.{d} "
+                            "WHERE l.label_available_on <= %s").format(
+            d=ident(spec.date_column), k=ident(spec.entity_key), f=ident(fs, ft), l=ident(ls, lt)), (as_of,))
+        row = cur.fetchone()
+    return row[0] if row and row[0] else None
+
+
+def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dict[str, Any]:
+    """Load labels known on ``as_of``, train on the spec's window, register a candidate version."""
+    from airtrain import training
+    from airtrain.artifacts import dump_model
+    from airtrain.ingest import load_labels
+
+    labels = load_labels(wh, spec, as_of)
+    end = last_labeled_date(wh, spec, as_of)
+    if end is None:
+        raise training.InsufficientDataError(
+            f"{spec.name}: no validated rows have labels known on {as_of} yet (labels arrive "
+            f"{spec.target.label_delay_days} days later); ingest older partitions first or wait"
+        )
+    start = end - dt.timedelta(days=spec.training.window_days - 1)
+    df = labeled_frame(wh, spec, as_of, start, end)
+    train_df, holdout_df, window = training.split_by_time(df, spec, end)
+    result = training.train(spec, train_df)
+    artifact = dump_model(result.model)
+    lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
+               "holdout_rows": len(holdout_df), "labels_loaded": labels,
+               "library_versions": artifact.versions}
+    version = registry.register_version(
+        wh, spec, artifact=artifact.data, artifact_sha256=artifact.sha256, artifact_format=artifact.format,
+        run_id=run_id, estimator=spec.training.estimator, params={**spec.training.params,
+                                                                   **(result.best_params or {})},
+        lineage=lineage,
+    )
+    log.info("registered %s version %s (train rows %s, holdout rows %s)", spec.name, version,
+             result.train_rows, len(holdout_df))
+    return {"version": version, "train_rows": int(result.train_rows), "holdout_rows": len(holdout_df),
+            "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat()}
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of: dt.date) -> dict[str, Any]:
+    """Score the challenger and the current champion on the SAME time-based holdout; store both."""
+    from airtrain.evaluation import evaluate as eval_model
+
+    challenger = registry.get_version(wh, spec, version)
+    window = challenger.lineage.get("window", {})
+    h_start = dt.date.fromisoformat(str(window["holdout_start"]))
+    h_end = dt.date.fromisoformat(str(window["holdout_end"]))
+    holdout = labeled_frame(wh, spec, as_of, h_start, h_end)
+    if holdout.empty:
+        raise ValueError(f"{spec.name}: the holdout {h_start}..{h_end} has no labeled rows")
+    results = {"challenger": (version, eval_model(registry.load_artifact(wh, spec, version), holdout, spec))}
+    champion = registry.champion_version(wh, spec)
+    if champion is not None and champion != version:
+        results["champion"] = (champion, eval_model(registry.load_artifact(wh, spec, champion), holdout, spec))
+    with wh.connect() as conn, conn.cursor() as cur:
+        table = ident(spec.warehouse.registry_schema, "evaluations")
+        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(table),
+                    (spec.name, run_id))
+        rows = []
+        for role, (v, res) in results.items():
+            for r in res.rows():
+                rows.append((spec.name, run_id, v, role, h_start, h_end, r["metric"], r["slice_column"],
+                             str(r["slice_value"]), float(r["value"]), int(r["n_rows"])))
+        execute_values(cur, sql.SQL(
+            "INSERT INTO {} (pipeline, run_id, version, role, holdout_start, holdout_end, metric, slice_column, "
+            "slice_value, value, n_rows) VALUES %s").format(table).as_string(cur), rows)
+    overall = {role: res.overall for role, (_, res) in results.items()}
+    registry.update_metrics(wh, spec, version, {"holdout": overall["challenger"],
+                                                "holdout_window": [h_start.isoformat(), h_end.isoformat()]})
+    return {"version": version, "challenger": overall["challenger"], "champion": overall.get("champion"),
+            "champion_version": champion if champion != version else None,
+            "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout)}
+
+
+def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,
+            force: bool = False, reason: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced."""
+    from airtrain.gate import decide
+
+    version = int(evaluation["version"])
+    decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates))
+    checks = [_jsonable(c.__dict__ if hasattr(c, "__dict__") else c) for c in decision.checks]
+    registry.update_metrics(wh, spec, version, {"gate": {"passed": decision.passed, "reason": decision.reason,
+                                                         "run_id": run_id}})
+    out: dict[str, Any] = {"version": version, "gate_passed": decision.passed, "gate_reason": decision.reason,
+                           "checks": checks, "promoted": False, "dry_run": dry_run}
+    if dry_run:
+        out["message"] = f"dry run: version {version} would {'' if decision.passed else 'not '}be promoted"
+        return out
+    if not decision.passed and not force:
+        out["message"] = f"version {version} not promoted: {decision.reason}"
+        log.warning(out["message"])
+        return out
+    action = "promote" if decision.passed else "force_promote"
+    why = decision.reason if decision.passed else f"forced by {actor}: {reason} (gate: {decision.reason})"
+    res = registry.promote(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
+                           metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
+                                    "checks": checks})
+    out.update(promoted=True, action=action, **res,
+               message=f"version {version} is the champion ({action})")
+    log.info(out["message"])
+    return out
+
+
+def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str
+             ) -> dict[str, Any]:
+    """Make an earlier version the champion again (logged as a rollback)."""
+    target = registry.get_version(wh, spec, version)
+    registry.load_artifact(wh, spec, version)  # refuse a version whose artifact is damaged
+    res = registry.promote(wh, spec, target.version, action="rollback", actor=actor,
+                           reason=f"rollback by {actor}: {reason}", run_id=run_id,
+                           metrics={"metrics": target.metrics.get("holdout", {})})
+    return {"action": "rollback", **res}

@@ -1,0 +1,160 @@
+"""Task bodies of the retrain DAG: read the Airflow context, call :mod:`airtrain.steps`.
+
+Imported inside tasks only (never at DAG parse time). Every function returns a small JSON-able
+dict for XCom; data stays in the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import get_current_context
+
+from airtrain.dates import date_range, parse_date, resolve_partition
+from airtrain.spec import DEFAULT_SPEC_DIR, PipelineSpec, load_spec
+from airtrain_airflow.hooks import WarehouseHook
+
+
+class ParamsError(ValueError):
+    """The run's parameters are inconsistent; nothing was done."""
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("AIRTRAIN_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
+
+
+def reports_root() -> Path:
+    return Path(os.environ.get("AIRTRAIN_REPORTS_DIR") or project_root() / "data" / "reports")
+
+
+def spec_for(name: str) -> PipelineSpec:
+    spec_dir = Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
+    return load_spec(spec_dir / f"{name}.yaml")
+
+
+def warehouse_for(spec: PipelineSpec):
+    return WarehouseHook(postgres_conn_id=spec.warehouse.conn_id).get_warehouse()
+
+
+def _actor(ctx: Any) -> str:
+    dag_run = ctx.get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None)
+    run_type = getattr(dag_run, "run_type", None)
+    if user:
+        return f"user:{user}"
+    return f"airflow:{getattr(run_type, 'value', run_type) or 'unknown'}"
+
+
+def check_params(name: str) -> dict[str, Any]:
+    """Validate the params together (types were already checked by Airflow's JSON schema)."""
+    ctx = get_current_context()
+    spec = spec_for(name)
+    p = dict(ctx["params"])
+    reason = (p.get("reason") or "").strip()
+    logical = ctx.get("logical_date")
+    run_date = (logical.date() if logical else dt.datetime.now(dt.timezone.utc).date())
+    problems = []
+    if p.get("force_promote") and len(reason) < 5:
+        problems.append("force_promote needs a 'reason' of at least 5 characters (it goes into the promotion log)")
+    if p.get("rollback_version") is not None:
+        if len(reason) < 5:
+            problems.append("rollback_version needs a 'reason' of at least 5 characters")
+        if p.get("force_promote"):
+            problems.append("use either rollback_version or force_promote, not both")
+    if p.get("end_date") and not p.get("date"):
+        problems.append("end_date needs date (the first day of the range)")
+    dates: list[dt.date] = []
+    if not problems and p.get("rollback_version") is None:
+        try:
+            first = resolve_partition(p.get("date"), logical, spec.schedule.timezone)
+            last = parse_date(p["end_date"], "end_date") if p.get("end_date") else first
+            dates = date_range(first, last)
+            today = dt.datetime.now(dt.timezone.utc).date()
+            if last > today:
+                problems.append(f"date {last} is in the future (today is {today} UTC); no data can exist yet")
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not problems and p.get("rollback_version") is not None:
+        from airtrain import registry
+
+        try:
+            registry.get_version(warehouse_for(spec), spec, int(p["rollback_version"]))
+        except registry.RegistryError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ParamsError("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
+    return {
+        "mode": "rollback" if p.get("rollback_version") is not None else "retrain",
+        "dates": [d.isoformat() for d in dates],
+        "as_of": dates[-1].isoformat() if dates else None,
+        "run_date": run_date.isoformat(),
+        "run_id": ctx["run_id"],
+        "force_promote": bool(p.get("force_promote")),
+        "dry_run": bool(p.get("dry_run")),
+        "rollback_version": p.get("rollback_version"),
+        "reason": reason or None,
+        "actor": _actor(ctx),
+        "trigger_reason": p.get("trigger_reason") or "schedule",
+    }
+
+
+def _dates(plan: dict[str, Any]) -> list[dt.date]:
+    return [dt.date.fromisoformat(d) for d in plan["dates"]]
+
+
+def prepare(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.prepare(warehouse_for(spec), spec)
+
+
+def ingest(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.ingest(warehouse_for(spec), spec, _dates(plan), plan["run_id"], project_root())
+
+
+def validate(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.validate(warehouse_for(spec), spec, _dates(plan), plan["run_id"],
+                          today=dt.date.fromisoformat(plan["run_date"]), reports_root=reports_root())
+
+
+def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.train(warehouse_for(spec), spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+
+
+def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.evaluate(warehouse_for(spec), spec, int(trained["version"]), plan["run_id"],
+                          dt.date.fromisoformat(plan["as_of"]))
+
+
+def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    return steps.promote(warehouse_for(spec), spec, evaluation, run_id=plan["run_id"], actor=plan["actor"],
+                         force=plan["force_promote"], reason=plan["reason"], dry_run=plan["dry_run"])
+
+
+def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    from airtrain import steps
+
+    spec = spec_for(name)
+    if plan["dry_run"]:
+        return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
+    return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
+                          actor=plan["actor"], reason=plan["reason"])
