@@ -269,6 +269,8 @@ def cmd_up() -> int:
         if dags:
             break
         time.sleep(3)
+    if "churn_retrain" in dags:
+        trigger_demo_backfill(cfg, env)
     errors = airflow(env, "dags", "list-import-errors", "-o", "json", check=False, capture=True)
     try:
         import_errors = json.loads(errors.stdout or "[]")
@@ -286,6 +288,26 @@ def cmd_up() -> int:
             print(f"    {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def trigger_demo_backfill(cfg: dict[str, str], env: dict[str, str]) -> None:
+    """Once per day: a manual run of churn_retrain over the demo range, so a model is trained,
+    promoted and scoring right away (the daily schedule alone would only see yesterday)."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    days = int(cfg.get("DEMO_DAYS") or 100)
+    start, end = today - dt.timedelta(days=days - 1), today - dt.timedelta(days=1)
+    run_id = f"demo_backfill__{start}_{end}"
+    conf = json.dumps({"date": str(start), "end_date": str(end), "trigger_reason": "make run: demo backfill"})
+    out = airflow(env, "dags", "trigger", "churn_retrain", "--run-id", run_id, "--conf", conf,
+                  check=False, capture=True)
+    if out.returncode == 0:
+        say(f"triggered churn_retrain run {run_id} ({start} .. {end}): watch it in the UI")
+    elif "already exists" in (out.stdout + out.stderr):
+        say(f"demo run {run_id} exists already")
+    else:
+        print(out.stderr[-2000:], file=sys.stderr)
 
 
 def redact(uri: str) -> str:

@@ -9,9 +9,10 @@ import datetime as dt
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk import DAG, Param, TriggerRule, dag, task
 
 from airtrain.spec import PipelineSpec
+from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -157,15 +158,41 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
             return runtime.promote(name, plan, evaluation)
 
+        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        def begin_scoring(plan: dict[str, Any]) -> dict[str, Any]:
+            """Create the stage table for today's champion predictions (after promotion, if any)."""
+            from airtrain_airflow import runtime
+
+            return runtime.begin_scoring(name, plan)
+
         plan = check_params()
         branch = route(plan)
         prepared = prepare(plan)
-        branch >> [rollback(plan), prepared]
         ingested = ingest(plan)
         prepared >> ingested
         validated = validate(plan, ingested)
         trained = train(plan, validated)
         evaluated = evaluate(plan, trained)
-        promote(plan, evaluated)
+        promoted = promote(plan, evaluated)
+        rolled_back = rollback(plan)
+        branch >> [rolled_back, prepared]
+
+        # Predictions for the run's date with the champion (after promotion or rollback), scored in
+        # parallel shards of the entity space and published in one swap.
+        target = begin_scoring(plan)
+        [promoted, rolled_back] >> target
+        shards = spec.scoring.partitions
+        scored = BatchPredictionOperator.partial(
+            task_id="score", pipeline=name, target=target, shards=shards,
+        ).expand(shard=list(range(shards)))
+        published = PublishPredictionsOperator(
+            task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
+        )
+        if spec.scoring.shadow:
+            shadow = BatchPredictionOperator(
+                task_id="score_shadow", pipeline=name, model="challenger", role="shadow",
+                as_of="{{ ti.xcom_pull(task_ids='begin_scoring')['as_of'] }}", skip_if_no_model=True,
+            )
+            published >> shadow
 
     return retrain()

@@ -158,3 +158,19 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
     return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
                           actor=plan["actor"], reason=plan["reason"])
+
+
+def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Create the stage table for the run's date (the last date of a range)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airtrain import scoring
+
+    if plan["dry_run"]:
+        raise AirflowSkipException("dry run: no predictions are written")
+    spec = spec_for(name)
+    if plan["mode"] == "rollback":
+        as_of = resolve_partition(None, get_current_context().get("logical_date"), spec.schedule.timezone)
+    else:
+        as_of = dt.date.fromisoformat(plan["as_of"])
+    return scoring.begin(warehouse_for(spec), spec, as_of, "champion").as_dict()

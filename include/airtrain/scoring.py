@@ -1,0 +1,259 @@
+"""Batch scoring: stream features out, predictions in, then swap the partition atomically.
+
+Prediction tables (``predictions.<name>`` and ``predictions.<name>_shadow``) are partitioned by
+RANGE (as_of_date, model_version): one partition per scored date and model version. Writing a date:
+
+1. :func:`begin` creates an empty *stage* table shaped like the parent (not attached: readers
+   cannot see it), checks that the model exists and the features table has the spec's columns.
+2. :func:`score_shard` (one call per shard; shards run in parallel as mapped Airflow tasks)
+   streams the shard's feature rows out by Arrow record batches (ADBC), scores each batch and
+   streams the predictions into the stage table with ADBC's binary COPY. Memory is bounded by
+   ``batch_rows``, never by the partition size.
+3. :func:`publish` checks the row count, adds the primary key and a CHECK constraint matching the
+   partition bounds (so ATTACH does not rescan), and in ONE transaction under an advisory lock
+   detaches and drops the old partition (if any) and attaches the stage table in its place.
+   Readers see the old or the new partition, never a half-written or empty one; GRANTs and views
+   are on the parent, so they survive.
+
+A failure before publish leaves the published predictions untouched (the stage table is dropped
+by :func:`abort` or by the next :func:`begin` of the same date and version).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from airtrain import registry
+from airtrain.db import Warehouse, advisory_key, ident
+from airtrain.spec import PipelineSpec, check_identifier
+
+log = logging.getLogger(__name__)
+
+
+class ScoringError(RuntimeError):
+    """Scoring was refused or failed; nothing was published."""
+
+
+class NoModelError(ScoringError):
+    """There is no model to score with (no champion yet, or no challenger)."""
+
+
+@dataclass(frozen=True)
+class ScoringTarget:
+    """Where one (date, model version) of predictions goes."""
+
+    schema: str
+    table: str  # the partitioned parent
+    stage: str  # the unattached stage table
+    partition: str  # the name the stage table gets when attached
+    as_of: dt.date
+    version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
+                "as_of": self.as_of.isoformat(), "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
+        return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
+                   int(d["version"]))
+
+
+def _q(*parts: str) -> str:
+    """Quote allow-listed identifiers for ADBC SQL text (check_identifier forbids quotes)."""
+    return ".".join(f'"{check_identifier(p)}"' for p in parts)
+
+
+def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion") -> ScoringTarget:
+    kind = "shadow_predictions" if role == "shadow" else "predictions"
+    schema, table = spec.table(kind)
+    suffix = f"p{as_of:%Y%m%d}_v{version}"
+    stage_hash = hashlib.blake2b(f"{table}/{suffix}".encode(), digest_size=4).hexdigest()
+    return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version)
+
+
+def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int) -> int:
+    """'champion' → the champion; 'challenger' → newest non-champion version; or a version number."""
+    champion = registry.champion_version(wh, spec)
+    if model == "champion":
+        if champion is None:
+            raise NoModelError(
+                f"{spec.name} has no champion model yet, so there is nothing to score with; run "
+                f"{spec.retrain_dag_id} until a model passes the promotion gate (or roll back to a version)"
+            )
+        return champion
+    if model == "challenger":
+        versions = [v.version for v in registry.list_versions(wh, spec) if v.version != champion]
+        if not versions:
+            raise NoModelError(f"{spec.name} has no challenger (no version other than the champion)")
+        return max(versions)
+    return int(model)
+
+
+def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
+    """Refuse to score when the features table lacks a spec column or has it with the wrong type."""
+    from airtrain.schema import feature_sql_type
+
+    schema, table = spec.table("features")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s", (schema, table))
+        have = dict(cur.fetchall())
+    if not have:
+        raise ScoringError(f"{schema}.{table} does not exist; run the retrain DAG's prepare/validate first")
+    problems = []
+    for f in spec.features:
+        want = feature_sql_type(f)
+        if f.name not in have:
+            problems.append(f"column {f.name!r} is missing")
+        elif have[f.name] != want:
+            problems.append(f"column {f.name!r} is {have[f.name]}, the spec says {f.type} ({want})")
+    if problems:
+        raise ScoringError(f"cannot score from {schema}.{table}: " + "; ".join(problems) + " (nothing was written)")
+
+
+def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
+          role: str = "champion") -> ScoringTarget:
+    """Check the model and the features, and create an empty stage table for (date, version)."""
+    version = resolve_version(wh, spec, model)
+    registry.get_version(wh, spec, version)
+    check_features_table(wh, spec)
+    t = target_for(spec, as_of, version, role)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+            ident(t.schema, t.stage), ident(t.schema, t.table)))
+    return t
+
+
+def abort(wh: Warehouse, target: ScoringTarget) -> None:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
+
+
+def _feature_query(spec: PipelineSpec, shard: int, shards: int) -> str:
+    schema, table = spec.table("features")
+    cols = ", ".join(_q(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
+    where = f"{_q(spec.date_column)} = $1"
+    if shards > 1:
+        where += f" AND mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+    return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
+
+
+def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: int, run_id: str,
+                        threshold: float, schema: Any) -> Iterator[Any]:
+    import numpy as np
+    import pyarrow as pa
+
+    from airtrain.evaluation import predict_scores
+    from airtrain.steps import coerce_features
+
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        df = coerce_features(batch.to_pandas(), spec)
+        scores = np.asarray(predict_scores(model, df, spec), dtype="float64")
+        if spec.target.task == "binary_classification":
+            labels = pa.array((scores >= threshold).astype("int16"))
+        else:
+            labels = pa.nulls(len(scores), pa.int16())
+        keys = batch.column(spec.entity_key)
+        yield pa.record_batch([
+            keys.cast(schema.field(spec.entity_key).type),
+            batch.column(spec.date_column).cast(pa.date32()),
+            pa.array(np.full(len(scores), version, dtype="int32")),
+            pa.array(scores),
+            labels,
+            pa.array([run_id] * len(scores), pa.string()),
+        ], schema=schema)
+
+
+def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run_id: str, shard: int = 0,
+                shards: int = 1, model: Any = None) -> dict[str, Any]:
+    """Score one shard of the date's features into the stage table. Returns rows and timings."""
+    import adbc_driver_postgresql.dbapi as adbc
+    import pyarrow as pa
+
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    t0 = time.monotonic()
+    if model is None:
+        model = registry.load_artifact(wh, spec, target.version)
+    key_type = pa.int64() if spec.entity_key_type == "int" else pa.string()
+    schema = pa.schema([(spec.entity_key, key_type), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
+                        ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string())])
+    uri = wh.adbc_uri()
+    with adbc.connect(uri) as rconn, adbc.connect(uri) as wconn:
+        with rconn.cursor() as rcur, wconn.cursor() as wcur:
+            rcur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
+            rcur.execute(_feature_query(spec, shard, shards), parameters=(target.as_of,))
+            reader = rcur.fetch_record_batch()
+            batches = _prediction_batches(reader, model, spec, target.version, run_id,
+                                          spec.evaluation.threshold, schema)
+            out = pa.RecordBatchReader.from_batches(schema, batches)
+            rows = wcur.adbc_ingest(target.stage, out, mode="append", db_schema_name=target.schema)
+        wconn.commit()
+    return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
+
+
+def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None
+            ) -> dict[str, Any]:
+    """Swap the stage table in as the (date, version) partition, atomically."""
+    parent = ident(target.schema, target.table)
+    stage = ident(target.schema, target.stage)
+    key = spec.entity_key
+    lo = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version))
+    hi = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version + 1))
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)",
+                    (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
+        rows = int(cur.fetchone()[0])
+        if expected_rows is not None and rows != expected_rows:
+            raise ScoringError(f"stage table has {rows} rows but the shards reported {expected_rows}; "
+                               "nothing was published")
+        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, as_of_date, model_version)").format(
+            stage, ident(f"{target.stage}_pkey"), ident(key)))
+        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (as_of_date IS NOT NULL AND "
+                            "model_version IS NOT NULL AND as_of_date = {} AND model_version = {})").format(
+            stage, ident(f"{target.table}_bounds"[:63]), sql.Literal(target.as_of.isoformat()),
+            sql.Literal(target.version)))
+        cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                    (target.schema, target.partition))
+        replaced = cur.fetchone() is not None
+        if replaced:
+            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                parent, ident(target.schema, target.partition)))
+            cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, ident(target.partition)))
+        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
+            parent, ident(target.schema, target.partition), lo, hi))
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
+        cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+    return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
+            "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version}
+
+
+def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, model: str | int = "champion",
+               role: str = "champion", shards: int = 1) -> dict[str, Any]:
+    """begin → every shard → publish, in one process (the DAG maps the shards instead)."""
+    target = begin(wh, spec, as_of, model, role)
+    try:
+        loaded = registry.load_artifact(wh, spec, target.version)
+        parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)
+                 for s in range(shards)]
+        return publish(wh, spec, target, sum(p["rows"] for p in parts))
+    except BaseException:
+        abort(wh, target)
+        raise

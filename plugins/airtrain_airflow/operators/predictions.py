@@ -1,0 +1,109 @@
+"""Batch predictions written back to the warehouse (see :mod:`airtrain.scoring`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+
+def _target(value: Any):
+    from airtrain.scoring import ScoringTarget
+
+    return value if isinstance(value, ScoringTarget) else ScoringTarget.from_dict(dict(value))
+
+
+class BatchPredictionOperator(BaseOperator):
+    """Score one date of a pipeline's validated features with a registry model and write the
+    predictions to ``predictions.<pipeline>`` (or the ``_shadow`` table).
+
+    Standalone (``target`` not given) it does everything: create a stage table, score every shard,
+    swap the stage table in as the date's partition in one transaction. Scaled out, a task creates
+    the stage table (:func:`airtrain.scoring.begin`), this operator is mapped over ``shard`` with
+    ``.partial(target=...).expand(shard=[...])``, and :class:`PublishPredictionsOperator` swaps it in.
+
+    :param pipeline: the spec name (``include/pipelines/<pipeline>.yaml``).
+    :param as_of: the date to score, YYYY-MM-DD. (templated)
+    :param model: ``"champion"``, ``"challenger"`` or a version number. (templated)
+    :param role: ``"champion"`` writes ``predictions.<pipeline>``; ``"shadow"`` writes the shadow table.
+    :param target: the stage created by ``begin`` (dict); ``None`` to run standalone. (templated)
+    :param shard: this task's shard of the entity space, ``0 <= shard < shards``.
+    :param shards: number of shards.
+    :param skip_if_no_model: skip (instead of failing) when the model does not exist, e.g. shadow
+        scoring on a day with no challenger.
+    """
+
+    template_fields: Sequence[str] = ("as_of", "model", "target")
+    ui_color = "#d8f3dc"
+
+    def __init__(self, *, pipeline: str, as_of: str | None = None, model: str | int = "champion",
+                 role: str = "champion", target: dict[str, Any] | None = None, shard: int = 0,
+                 shards: int = 1, skip_if_no_model: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.as_of = as_of
+        self.model = model
+        self.role = role
+        self.target = target
+        self.shard = shard
+        self.shards = shards
+        self.skip_if_no_model = skip_if_no_model
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import datetime as dt
+
+        from airtrain import scoring
+        from airtrain_airflow.runtime import spec_for, warehouse_for
+
+        spec = spec_for(self.pipeline)
+        wh = warehouse_for(spec)
+        run_id = context["run_id"]
+        if self.target is None:
+            if not self.as_of:
+                raise ValueError("as_of is required when the operator runs standalone")
+            try:
+                result = scoring.score_date(wh, spec, dt.date.fromisoformat(str(self.as_of)), run_id=run_id,
+                                            model=self.model, role=self.role, shards=self.shards)
+            except scoring.NoModelError as exc:
+                if not self.skip_if_no_model:
+                    raise
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(str(exc)) from exc
+        else:
+            result = scoring.score_shard(wh, spec, _target(self.target), run_id=run_id, shard=self.shard,
+                                         shards=self.shards)
+        self.log.info("predictions: %s", result)
+        return result
+
+
+class PublishPredictionsOperator(BaseOperator):
+    """Swap a scored stage table in as the date's prediction partition (one transaction).
+
+    :param pipeline: the spec name.
+    :param target: the stage created by :func:`airtrain.scoring.begin` (dict). (templated)
+    :param shard_results: the mapped :class:`BatchPredictionOperator` results; their row counts must
+        add up to the stage table's, or nothing is published. (templated)
+    """
+
+    template_fields: Sequence[str] = ("target", "shard_results")
+    ui_color = "#95d5b2"
+
+    def __init__(self, *, pipeline: str, target: Any, shard_results: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.target = target
+        self.shard_results = shard_results
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airtrain import scoring
+        from airtrain_airflow.runtime import spec_for, warehouse_for
+
+        spec = spec_for(self.pipeline)
+        expected = None
+        if self.shard_results is not None:
+            expected = sum(int(r["rows"]) for r in self.shard_results)
+        result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected)
+        self.log.info("published %s", result)
+        return result
