@@ -1,0 +1,298 @@
+"""Warehouse DDL derived from a spec: idempotent, additive, applied in one locked transaction.
+
+``apply_schema(wh, spec)`` creates every schema, table, index, view, comment, role and grant the
+pipeline needs (docs/CONTRACT.md), adds columns for features added to the spec later (it never
+drops anything), and records the spec's hash in ``registry.schema_migrations``. It runs as the
+``prepare`` task of every retrain run and from ``make run``; two concurrent applies serialise on an
+advisory lock.
+
+Command line: ``python -m airtrain.schema --url postgresql://... [--spec-dir include/pipelines]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg2 import sql
+
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.spec import FeatureSpec, PipelineSpec, load_specs
+
+SQL_TYPES = {"int": "bigint", "float": "double precision", "category": "text", "bool": "boolean"}
+
+
+def feature_sql_type(feature: FeatureSpec) -> str:
+    """The column type of a feature in the features table (as information_schema spells it)."""
+    return SQL_TYPES[feature.type]
+
+
+def key_sql_type(spec: PipelineSpec) -> str:
+    return "bigint" if spec.entity_key_type == "int" else "text"
+
+
+def target_sql_type(spec: PipelineSpec) -> str:
+    return "smallint" if spec.target.task == "binary_classification" else "double precision"
+
+
+def table_columns(spec: PipelineSpec, kind: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of the data columns of a per-pipeline table kind."""
+    key, date = spec.entity_key, spec.date_column
+    if kind == "raw":
+        return [(c, "text") for c in (key, date, *spec.feature_names)]
+    if kind == "features":
+        return [(key, key_sql_type(spec)), (date, "date")] + [(f.name, feature_sql_type(f)) for f in spec.features]
+    if kind == "labels":
+        return [(key, key_sql_type(spec)), (date, "date"), (spec.target.name, target_sql_type(spec))]
+    raise KeyError(kind)
+
+
+@dataclass
+class SchemaReport:
+    pipeline: str
+    spec_sha256: str
+    created: list[str] = field(default_factory=list)
+    columns_added: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        added = f", columns added: {self.columns_added}" if self.columns_added else ""
+        return f"{self.pipeline}: schema up to date (spec {self.spec_sha256[:12]}){added}"
+
+
+def spec_hash(spec: PipelineSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
+
+
+def _cols(columns: list[tuple[str, str]]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{} {}").format(ident(n), sql.SQL(t)) for n, t in columns)
+
+
+def _add_missing_columns(cur, schema: str, table: str, columns: list[tuple[str, str]], report: SchemaReport) -> None:
+    cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                (schema, table))
+    have = {r[0] for r in cur.fetchall()}
+    for name, typ in columns:
+        if name not in have:
+            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                ident(schema, table), ident(name), sql.SQL(typ)))
+            report.columns_added.append(f"{schema}.{table}.{name}")
+
+
+def _comment(cur, what: str, target: sql.Composable, text: str) -> None:
+    cur.execute(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(what), target, sql.Literal(text)))
+
+
+APPEND_ONLY_FN = """
+CREATE OR REPLACE FUNCTION {schema}.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '%.% is append-only: % refused', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END $$"""
+
+
+def _shared_tables(cur, spec: PipelineSpec) -> None:
+    w = spec.warehouse
+    reg, mon = w.registry_schema, w.monitoring_schema
+    stmts = [
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, version integer NOT NULL CHECK (version > 0), "
+         "run_id text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), estimator text NOT NULL, "
+         "params jsonb NOT NULL DEFAULT '{{}}', metrics jsonb NOT NULL DEFAULT '{{}}', "
+         "lineage jsonb NOT NULL DEFAULT '{{}}', artifact bytea NOT NULL, artifact_sha256 text NOT NULL, "
+         "artifact_format text NOT NULL, PRIMARY KEY (pipeline, version))", (reg, "model_versions")),
+        ("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pipeline text NOT NULL, from_version integer, "
+         "to_version integer NOT NULL, action text NOT NULL CHECK (action IN ('promote','force_promote','rollback')), "
+         "actor text NOT NULL, reason text NOT NULL, metrics jsonb NOT NULL DEFAULT '{{}}', run_id text, "
+         "created_at timestamptz NOT NULL DEFAULT now())", (reg, "promotion_log")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text PRIMARY KEY, version integer NOT NULL, "
+         "promoted_at timestamptz NOT NULL DEFAULT now(), promotion_id bigint, "
+         "FOREIGN KEY (pipeline, version) REFERENCES " + f'"{reg}"."model_versions"' + " (pipeline, version))",
+         (reg, "champions")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
+         "role text NOT NULL CHECK (role IN ('challenger','champion')), holdout_start date, holdout_end date, "
+         "metric text NOT NULL, slice_column text NOT NULL DEFAULT '', slice_value text NOT NULL DEFAULT '', "
+         "value double precision, n_rows integer, created_at timestamptz NOT NULL DEFAULT now(), "
+         "PRIMARY KEY (pipeline, run_id, version, metric, slice_column, slice_value))", (reg, "evaluations")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, spec_sha256 text NOT NULL, "
+         "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, spec_sha256))",
+         (reg, "schema_migrations")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, partition_date date NOT NULL, run_id text NOT NULL, "
+         "source text NOT NULL, rows integer NOT NULL, columns_missing text[] NOT NULL DEFAULT '{{}}', "
+         "columns_extra text[] NOT NULL DEFAULT '{{}}', source_sha256 text, ingested_at timestamptz NOT NULL "
+         "DEFAULT now(), PRIMARY KEY (pipeline, partition_date))", (mon, "ingest_runs")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, partition_date date NOT NULL, run_id text NOT NULL, "
+         "rows_total integer NOT NULL, rows_valid integer NOT NULL, rows_quarantined integer NOT NULL, "
+         "blocked boolean NOT NULL, results jsonb NOT NULL DEFAULT '{{}}', report_path text, "
+         "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, partition_date))",
+         (mon, "validation_runs")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, model_version integer, window_start date, "
+         "window_end date NOT NULL, run_id text, metric text NOT NULL, column_name text NOT NULL DEFAULT '', "
+         "value double precision, threshold double precision, drifted boolean, created_at timestamptz NOT NULL "
+         "DEFAULT now(), PRIMARY KEY (pipeline, window_end, metric, column_name))", (mon, "drift_metrics")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, window_end date NOT NULL, model_version integer, "
+         "decision text NOT NULL, reason text NOT NULL, report_id text, report_path text, triggered_run_id text, "
+         "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, window_end))",
+         (mon, "drift_decisions")),
+    ]
+    for stmt, (schema, table) in stmts:
+        cur.execute(sql.SQL(stmt).format(ident(schema, table)))
+    cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
+    cur.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'promotion_log_append_only' AND tgrelid = %s::regclass",
+                (f'"{reg}"."promotion_log"',))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE TRIGGER promotion_log_append_only BEFORE UPDATE OR DELETE ON {} "
+                            "FOR EACH ROW EXECUTE FUNCTION {}.refuse_change()").format(
+            ident(reg, "promotion_log"), ident(reg)))
+        cur.execute(sql.SQL("CREATE TRIGGER promotion_log_no_truncate BEFORE TRUNCATE ON {} "
+                            "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse_change()").format(
+            ident(reg, "promotion_log"), ident(reg)))
+    for schema, table, cols in [(reg, "evaluations", "pipeline, version"), (mon, "drift_metrics", "pipeline, metric"),
+                                (reg, "promotion_log", "pipeline, id")]:
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            ident(f"{table}_{cols.replace(', ', '_')}_idx"), ident(schema, table), sql.SQL(cols)))
+    comments = {
+        (reg, "model_versions"): "Every trained model version: artifact (skops bytes + sha256), params, "
+                                 "holdout metrics, gate decision and lineage (data window, data hash, versions).",
+        (reg, "champions"): "The live model per pipeline: exactly one row per pipeline (primary key).",
+        (reg, "promotion_log"): "Append-only history of champion changes: who/what promoted which version, "
+                                "when, why, with the metrics. UPDATE/DELETE/TRUNCATE are refused.",
+        (reg, "evaluations"): "Challenger and champion metrics on the same time-based holdout, overall "
+                              "(slice_column = '') and per slice.",
+        (reg, "schema_migrations"): "Spec versions (sha256) whose DDL was applied to this warehouse.",
+        (mon, "ingest_runs"): "One row per ingested partition: source, row count, missing/extra columns.",
+        (mon, "validation_runs"): "One row per validated partition: counts, blocked or not, expectation results.",
+        (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
+        (mon, "drift_decisions"): "Monitor decisions per window (retrain or not) with the reason and report.",
+    }
+    for (schema, table), text in comments.items():
+        _comment(cur, "TABLE", ident(schema, table), text)
+    col_comments = {
+        (reg, "champions", "version"): "Version in registry.model_versions that is live now.",
+        (reg, "promotion_log", "action"): "promote (gate passed), force_promote (manual override) or rollback.",
+        (reg, "promotion_log", "actor"): "Who or what made the change: user:<name> or airflow:<run type>.",
+        (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
+    }
+    for (schema, table, col), text in col_comments.items():
+        _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(schema, table), ident(col)), text)
+
+
+def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
+    key, date = spec.entity_key, spec.date_column
+    rs, rt = spec.table("raw")
+    fs, ft = spec.table("features")
+    ls, lt = spec.table("labels")
+    qs, qt = spec.table("quarantine")
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (_partition_date date NOT NULL, _row_number integer NOT NULL, "
+        "_run_id text NOT NULL, _source text NOT NULL, _ingested_at timestamptz NOT NULL DEFAULT now(), {}, "
+        "_extra jsonb, PRIMARY KEY (_partition_date, _row_number))").format(
+        ident(rs, rt), _cols(table_columns(spec, "raw"))))
+    _add_missing_columns(cur, rs, rt, table_columns(spec, "raw"), report)
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ({}, _run_id text NOT NULL, _validated_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY ({}, {}))").format(ident(fs, ft), _cols(table_columns(spec, "features")), ident(key), ident(date)))
+    _add_missing_columns(cur, fs, ft, table_columns(spec, "features"), report)
+    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+        ident(f"{ft}_{date}_idx"[:63]), ident(fs, ft), ident(date)))
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ({}, label_available_on date NOT NULL, _loaded_at timestamptz NOT NULL "
+        "DEFAULT now(), PRIMARY KEY ({}, {}))").format(ident(ls, lt), _cols(table_columns(spec, "labels")),
+                                                       ident(key), ident(date)))
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (_partition_date date NOT NULL, _row_number integer NOT NULL, "
+        "_run_id text NOT NULL, reasons text[] NOT NULL, row_data jsonb NOT NULL, _quarantined_at timestamptz "
+        "NOT NULL DEFAULT now(), PRIMARY KEY (_partition_date, _row_number))").format(ident(qs, qt)))
+    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_run_id)").format(
+        ident(f"{qt}_run_id_idx"[:63]), ident(qs, qt)))
+    _comment(cur, "TABLE", ident(rs, rt), f"{spec.name}: landed partitions exactly as received (all text), "
+             "with their source and row number. Never modified by validation.")
+    _comment(cur, "TABLE", ident(fs, ft), f"{spec.name}: validated, typed rows (one per {key} and {date}).")
+    _comment(cur, "TABLE", ident(ls, lt), f"{spec.name}: labels ({spec.target.name}) with the date they became known.")
+    _comment(cur, "TABLE", ident(qs, qt), f"{spec.name}: rows rejected by validation, with every reason and the "
+             "raw row as received.")
+    _prediction_tables(cur, spec)
+
+
+def _prediction_tables(cur, spec: PipelineSpec) -> None:
+    key = spec.entity_key
+    ps, pt = spec.table("predictions")
+    reg = spec.warehouse.registry_schema
+    for kind, what in (("predictions", "champion"), ("shadow_predictions", "challenger (shadow)")):
+        s, t = spec.table(kind)
+        cur.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ({} {} NOT NULL, as_of_date date NOT NULL, model_version integer NOT NULL, "
+            "score double precision NOT NULL, predicted_label smallint, run_id text NOT NULL, "
+            "scored_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY ({}, as_of_date, model_version)) "
+            "PARTITION BY RANGE (as_of_date, model_version)").format(
+            ident(s, t), ident(key), sql.SQL(key_sql_type(spec)), ident(key)))
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (as_of_date)").format(
+            ident(f"{t}_as_of_date_idx"), ident(s, t)))
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (model_version, as_of_date)").format(
+            ident(f"{t}_model_version_idx"), ident(s, t)))
+        _comment(cur, "TABLE", ident(s, t), f"{spec.name}: batch predictions of the {what} model, one row per "
+                 f"{key}, as_of_date and model_version. Partitioned by (as_of_date, model_version); a re-run of "
+                 "a date swaps its partition atomically.")
+        for col, text in [(key, "The entity scored."), ("as_of_date", "Date of the features that were scored."),
+                          ("model_version", "registry.model_versions.version that produced the score."),
+                          ("score", "Probability of the positive class (classification) or the prediction."),
+                          ("predicted_label", "score >= the spec's evaluation.threshold (classification)."),
+                          ("run_id", "Airflow run that wrote the row."), ("scored_at", "When the row was written.")]:
+            _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(s, t), ident(col)), text)
+    ls, lt = spec.table("predictions_latest")
+    cur.execute(sql.SQL(
+        "CREATE OR REPLACE VIEW {v} AS SELECT DISTINCT ON (p.{k}) p.{k}, p.as_of_date, p.model_version, p.score, "
+        "p.predicted_label, p.run_id, p.scored_at FROM {p} p JOIN {c} c ON c.pipeline = {name} "
+        "AND c.version = p.model_version ORDER BY p.{k}, p.as_of_date DESC").format(
+        v=ident(ls, lt), k=ident(key), p=ident(ps, pt), c=ident(reg, "champions"), name=sql.Literal(spec.name)))
+    _comment(cur, "VIEW", ident(ls, lt), f"{spec.name}: the current champion's newest prediction per {key}.")
+
+
+def _reader_role(cur, spec: PipelineSpec) -> None:
+    role = spec.warehouse.reader_role
+    ps = spec.warehouse.predictions_schema
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(role)))
+    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(ps), ident(role)))
+    cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident(ps), ident(role)))
+    cur.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+        ident(ps), ident(role)))
+
+
+def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
+    """Create or extend everything the pipeline needs. Idempotent; one transaction; locked."""
+    report = SchemaReport(spec.name, spec_hash(spec))
+    w = spec.warehouse
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "schema")  # one lock for all pipelines: shared tables and roles are global
+        for schema in dict.fromkeys([w.raw_schema, w.features_schema, w.quarantine_schema, w.registry_schema,
+                                     w.predictions_schema, w.monitoring_schema]):
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
+        _shared_tables(cur, spec)
+        _pipeline_tables(cur, spec, report)
+        _reader_role(cur, spec)
+        cur.execute(sql.SQL("INSERT INTO {} (pipeline, spec_sha256) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+            ident(w.registry_schema, "schema_migrations")), (spec.name, report.spec_sha256))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m airtrain.schema", description="apply the warehouse DDL")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
+    ap.add_argument("--spec-dir", default=None)
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    wh = Warehouse(args.url)
+    for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
+        print(apply_schema(wh, spec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
