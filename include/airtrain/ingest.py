@@ -1,0 +1,245 @@
+"""Land one partition from the spec's source into ``raw.<name>_batches``, exactly as received.
+
+* files source: ``<project_root>/<source.path>/<pattern with {date}>`` (CSV or Parquet). Every value
+  is kept as text — '0042' stays '0042' — so that typing problems are validation's to find and
+  quarantine, and the raw table shows what arrived. Unknown columns go to ``_extra`` (jsonb);
+  expected columns that are absent stay NULL and are reported.
+* postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
+
+A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
+advisory lock, so readers see the old rows or the new ones, never none. Landing files are never
+moved or deleted: the bytes as received stay where they landed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.spec import FilesSource, PipelineSpec, PostgresSource
+
+META = ("_partition_date", "_row_number", "_run_id", "_source", "_ingested_at", "_extra")
+
+
+class IngestError(RuntimeError):
+    """The partition could not be ingested; the raw table is unchanged."""
+
+
+class SourceMissingError(IngestError):
+    """The partition's source file does not exist (yet)."""
+
+
+class SourceFormatError(IngestError):
+    """The source file cannot be parsed (malformed, truncated or not UTF-8)."""
+
+
+@dataclass
+class IngestResult:
+    partition_date: dt.date
+    source: str
+    rows: int
+    columns_missing: list[str] = field(default_factory=list)
+    columns_extra: list[str] = field(default_factory=list)
+    source_sha256: str | None = None
+
+
+def expected_columns(spec: PipelineSpec) -> list[str]:
+    return [spec.entity_key, spec.date_column, *spec.feature_names]
+
+
+def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Path) -> Path:
+    assert isinstance(spec.source, FilesSource)
+    return Path(project_root) / spec.source.path / spec.source.pattern.replace("{date}", partition_date.isoformat())
+
+
+def _read_csv(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceFormatError(f"{path}: not valid UTF-8 at line {line} (byte {exc.start}); fix the file's "
+                                "encoding and re-run this date") from None
+    if not text.strip():
+        return [], []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+        rows = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise SourceFormatError(
+                    f"{path}: line {reader.line_num} has {len(row)} fields but the header has {len(header)} "
+                    "(truncated or malformed file); fix or re-deliver the file and re-run this date")
+            rows.append([v if v != "" else None for v in row])
+    except csv.Error as exc:
+        raise SourceFormatError(f"{path}: line {reader.line_num}: {exc}; fix the file and re-run this date") from None
+    if not text.endswith(("\n", "\r")) and rows:
+        # a file cut in the middle of its last line usually still has the right field count;
+        # a well-formed CSV ends with a newline, so refuse the partial last line.
+        raise SourceFormatError(f"{path}: the last line ({reader.line_num}) has no line end: the file looks "
+                                "truncated; re-deliver it and re-run this date")
+    return [h.strip() for h in header], rows
+
+
+def _read_parquet(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise SourceFormatError(f"{path}: not a readable Parquet file ({exc}); re-deliver it") from None
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_floating(col.type):
+            values = [None if v is None else repr(float(v)) for v in col.to_pylist()]
+        elif pa.types.is_boolean(col.type):
+            values = [None if v is None else str(v) for v in col.to_pylist()]
+        else:
+            values = [None if v is None else str(v) for v in col.to_pylist()]
+        cols.append(values)
+    rows = [list(r) for r in zip(*cols, strict=True)] if cols else []
+    return list(table.column_names), rows
+
+
+def _copy_rows(cur: Any, table: sql.Composable, columns: list[str], rows: list[list[Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for r in rows:
+        w.writerow(["\\N" if v is None else v for v in r])
+    buf.seek(0)
+    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
+        table, sql.SQL(", ").join(ident(c) for c in columns)).as_string(cur), buf)
+
+
+def _record(cur: Any, spec: PipelineSpec, res: IngestResult, run_id: str) -> None:
+    cur.execute(sql.SQL(
+        "INSERT INTO {} (pipeline, partition_date, run_id, source, rows, columns_missing, columns_extra, "
+        "source_sha256, ingested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+        "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, source = EXCLUDED.source, "
+        "rows = EXCLUDED.rows, columns_missing = EXCLUDED.columns_missing, columns_extra = EXCLUDED.columns_extra, "
+        "source_sha256 = EXCLUDED.source_sha256, ingested_at = now()").format(
+        ident(spec.warehouse.monitoring_schema, "ingest_runs")),
+        (spec.name, res.partition_date, run_id, res.source, res.rows, res.columns_missing, res.columns_extra,
+         res.source_sha256))
+
+
+def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, project_root: Path) -> IngestResult:
+    path = source_path(spec, d, project_root)
+    if not path.is_file():
+        raise SourceMissingError(
+            f"no source file for {spec.name} on {d}: expected {path}. Either the file has not landed yet "
+            f"(re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
+    data = path.read_bytes()
+    header, rows = (_read_parquet if spec.source.format == "parquet" else _read_csv)(data, path)
+    expected = expected_columns(spec)
+    extra = [h for h in header if h not in expected]
+    missing = [c for c in expected if c not in header]
+    pos = {h: i for i, h in enumerate(header)}
+    try:
+        rel = str(path.relative_to(project_root))
+    except ValueError:
+        rel = str(path)
+    out_rows = []
+    for n, r in enumerate(rows, start=1):
+        vals = [r[pos[c]] if c in pos else None for c in expected]
+        extras = json.dumps({h: r[pos[h]] for h in extra}) if extra else None
+        out_rows.append([d.isoformat(), n, run_id, rel, *vals, extras])
+    res = IngestResult(d, rel, len(out_rows), missing, extra, hashlib.sha256(data).hexdigest())
+    rs, rt = spec.table("raw")
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "ingest", spec.name, d.isoformat())
+        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(rs, rt)), (d,))
+        _copy_rows(cur, ident(rs, rt), ["_partition_date", "_row_number", "_run_id", "_source", *expected, "_extra"],
+                   out_rows)
+        _record(cur, spec, res, run_id)
+    return res
+
+
+def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) -> IngestResult:
+    src = spec.source
+    assert isinstance(src, PostgresSource)
+    expected = expected_columns(spec)
+    rs, rt = spec.table("raw")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "ORDER BY ordinal_position", (src.schema_, src.table))
+        have = [r[0] for r in cur.fetchall()]
+        if not have:
+            raise SourceMissingError(f"source table {src.schema_}.{src.table} does not exist or is not visible")
+        if src.date_column not in have:
+            raise IngestError(f"source table {src.schema_}.{src.table} has no column {src.date_column!r}")
+        missing = [c for c in expected if c not in have]
+        extra = [c for c in have if c not in expected]
+        select = [sql.SQL("%s::date"), sql.SQL("row_number() OVER (ORDER BY {})").format(
+            ident(spec.entity_key) if spec.entity_key in have else sql.SQL("ctid")), sql.SQL("%s"), sql.SQL("%s")]
+        select += [sql.SQL("{}::text").format(ident(c)) if c in have else sql.SQL("NULL") for c in expected]
+        select.append(sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+            sql.SQL("{}, {}::text").format(sql.Literal(c), ident(c)) for c in extra)) if extra else sql.SQL("NULL"))
+        xact_lock(cur, "ingest", spec.name, d.isoformat())
+        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(rs, rt)), (d,))
+        source = f"{src.schema_}.{src.table}"
+        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} = %s").format(
+            ident(rs, rt),
+            sql.SQL(", ").join(ident(c) for c in ["_partition_date", "_row_number", "_run_id", "_source", *expected,
+                                                   "_extra"]),
+            sql.SQL(", ").join(select), ident(src.schema_, src.table), ident(src.date_column)),
+            (d, run_id, source, d))
+        res = IngestResult(d, source, cur.rowcount, missing, extra, None)
+        _record(cur, spec, res, run_id)
+    return res
+
+
+def ingest_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date, run_id: str, *,
+                     project_root: Path) -> IngestResult:
+    """Replace ``partition_date``'s rows in the raw table with the source's, as received."""
+    if isinstance(spec.source, FilesSource):
+        return _ingest_file(wh, spec, partition_date, run_id, Path(project_root))
+    return _ingest_table(wh, spec, partition_date, run_id)
+
+
+def read_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date):
+    """The raw partition as strings, with ``_row_number`` and ``_extra``, in source order."""
+    import pandas as pd
+
+    rs, rt = spec.table("raw")
+    cols = ["_row_number", *expected_columns(spec), "_extra"]
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT {} FROM {} WHERE _partition_date = %s ORDER BY _row_number").format(
+            sql.SQL(", ").join(ident(c) for c in cols), ident(rs, rt)), (partition_date,))
+        df = pd.DataFrame.from_records(cur.fetchall(), columns=cols)
+        cur.execute(sql.SQL("SELECT columns_missing FROM {} WHERE pipeline = %s AND partition_date = %s").format(
+            ident(spec.warehouse.monitoring_schema, "ingest_runs")), (spec.name, partition_date))
+        row = cur.fetchone()
+    df.attrs["columns_missing"] = list(row[0]) if row else []
+    return df
+
+
+def load_labels(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:
+    """Upsert labels known on ``as_of`` from the spec's labels source (server-side, idempotent)."""
+    if spec.labels is None:
+        return 0
+    src = spec.labels
+    ls, lt = spec.table("labels")
+    key, date, target = spec.entity_key, spec.date_column, spec.target.name
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "INSERT INTO {dst} ({k}, {d}, {t}, label_available_on) SELECT {k}, {d}, {t}, {a} FROM {src} "
+            "WHERE {a} <= %s ON CONFLICT ({k}, {d}) DO UPDATE SET {t} = EXCLUDED.{t}, "
+            "label_available_on = EXCLUDED.label_available_on, _loaded_at = now() "
+            "WHERE ({dst}.{t}, {dst}.label_available_on) IS DISTINCT FROM (EXCLUDED.{t}, EXCLUDED.label_available_on)"
+        ).format(dst=ident(ls, lt), src=ident(src.schema_, src.table), k=ident(key), d=ident(date), t=ident(target),
+                 a=ident(src.available_column)), (as_of,))
+        return cur.rowcount

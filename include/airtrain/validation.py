@@ -1,0 +1,327 @@
+"""Validate a raw partition with Great Expectations 1.x; split it into valid rows and quarantine.
+
+``validate_batch(raw, spec, partition_date, run_id)`` is pure (no database I/O):
+
+1. **Typing.** The raw partition arrives as text. Each expected column is cast to its spec type;
+   a value that does not cast (``'abc'`` in a float column, ``'nan'``/``'inf'``, ``'twelve'`` in an int
+   column, a date that is not ISO) is a row failure ``type``.
+2. **Expectations generated from the spec**, run by GX on the typed frame in an *ephemeral* context
+   created per call (GX contexts are not safe to share across concurrent tasks):
+   not-null (non-nullable features, key, date), between min/max, in-set for categories, compound
+   uniqueness of (key, date), date column equals the partition, row count between bounds, plus
+   optional hand-written suites. Missing columns and freshness are batch-level checks.
+3. **Severity per rule** (spec): ``quarantine`` — failing rows go to quarantine with every reason
+   and the batch goes on; ``warn`` — recorded only; ``block`` — the batch is blocked. The batch is
+   also blocked when more than ``validation.max_quarantine_fraction`` of its rows are quarantined,
+   when a column is missing, or when the row count is out of bounds with severity block.
+
+Duplicate keys: every row of a duplicated (key, date) is quarantined — we cannot know which copy is
+right, and keeping the first would depend on file order.
+
+Hand-written suites (``validation.suites`` in the spec): a JSON list of
+``{"type": "expect_column_values_to_be_between", "kwargs": {...}, "severity": "quarantine|warn|block"}``.
+
+Invariant: ``rows_valid + rows_quarantined == rows_total``; every row is in exactly one of them.
+When the batch is blocked the caller stores the quarantine and the results but no valid rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airtrain.spec import PipelineSpec
+
+_BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
+         "false": False, "f": False, "0": False, "no": False, "n": False}
+
+
+class BatchBlockedError(ValueError):
+    """A blocking validation rule failed: the partition is not used; nothing downstream runs."""
+
+    def __init__(self, message: str, summary: dict[str, Any]):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass
+class ValidationOutcome:
+    partition_date: dt.date
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame  # _row_number, reasons (list[str]), row_data (dict)
+    rows_total: int
+    blocked: bool
+    block_reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    html_report: str = ""
+
+    @property
+    def rows_valid(self) -> int:
+        return len(self.valid)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantine)
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows_total": self.rows_total, "rows_valid": self.rows_valid,
+                "rows_quarantined": self.rows_quarantined, "blocked": self.blocked,
+                "block_reasons": self.block_reasons, "warnings": len(self.warnings),
+                "failed_expectations": sum(1 for r in self.results if not r["success"])}
+
+    def raise_if_blocked(self) -> None:
+        if self.blocked:
+            reasons = "\n  - ".join(self.block_reasons)
+            raise BatchBlockedError(
+                f"partition {self.partition_date} was blocked by validation; the model, the champion and "
+                f"earlier data are untouched, and nothing downstream runs:\n  - {reasons}\n"
+                f"Rejected rows are in the quarantine table; fix the source and re-run this date.",
+                self.summary())
+
+
+# ---------------------------------------------------------------------------------------------
+# typing
+# ---------------------------------------------------------------------------------------------
+
+
+def _cast(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """(typed values, mask of values that failed to cast). Missing values are not failures."""
+    s = raw.astype("object").where(raw.notna(), None)
+    present = s.map(lambda v: v is not None and str(v).strip() != "")
+    text = s.map(lambda v: None if v is None else str(v).strip())
+    if kind in ("int", "float"):
+        num = pd.to_numeric(text.where(present, None), errors="coerce").astype("float64")
+        bad = present & (num.isna() | ~np.isfinite(num.fillna(0.0)))
+        if kind == "int":
+            bad |= present & ~bad & ((num.fillna(0.0) % 1 != 0) | (num.abs().fillna(0.0) >= 2**63))
+            return num.where(~bad).astype("Int64"), bad
+        return num.where(~bad), bad
+    if kind == "bool":
+        mapped = text.map(lambda v: None if v is None else _BOOL.get(v.lower()))
+        bad = present & mapped.isna()
+        return mapped.astype("object"), bad
+    if kind == "date":
+        parsed = pd.to_datetime(text.where(present, None), format="%Y-%m-%d", errors="coerce")
+        bad = present & parsed.isna()
+        return parsed.dt.date.astype("object").where(~bad & present, None), bad
+    return text.where(present, None), pd.Series(False, index=s.index)
+
+
+def _type_frame(raw: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
+    typed = pd.DataFrame({"_row_number": raw["_row_number"].astype("int64").to_numpy()}, index=raw.index)
+    reasons: dict[int, list[str]] = {}
+    missing = []
+    kinds = {spec.entity_key: spec.entity_key_type if spec.entity_key_type == "int" else "text",
+             spec.date_column: "date", **{f.name: f.type for f in spec.features}}
+    for col, kind in kinds.items():
+        if col not in raw.columns or raw[col].isna().all() and col in raw.attrs.get("columns_missing", []):
+            missing.append(col)
+            continue
+        values, bad = _cast(raw[col], kind)
+        typed[col] = values
+        for idx in np.flatnonzero(bad.to_numpy()):
+            rn = int(typed["_row_number"].iloc[idx])
+            reasons.setdefault(rn, []).append(f"{col}: {raw[col].iloc[idx]!r} is not a valid {kind}")
+    return typed, reasons, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# expectations
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rule:
+    expectation: Any
+    severity: str  # quarantine | warn | block
+    label: str
+    column: str = ""
+
+
+def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra_suites: list[Path]) -> list[_Rule]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    v = spec.validation
+    rules: list[_Rule] = []
+    key, date = spec.entity_key, spec.date_column
+    if key in present:
+        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=key), v.unique_key_on_fail, "not null", key))
+    if key in present and date in present:
+        rules.append(_Rule(E.ExpectCompoundColumnsToBeUnique(column_list=[key, date]), v.unique_key_on_fail,
+                           "duplicate key", key))
+    if date in present:
+        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=date), "quarantine", "not null", date))
+        rules.append(_Rule(E.ExpectColumnValuesToBeInSet(column=date, value_set=[partition_date]), "quarantine",
+                           f"not the partition date {partition_date}", date))
+    for f in spec.features:
+        if f.name not in present:
+            continue
+        if not f.nullable:
+            rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), f.on_fail, "not null", f.name))
+        if f.min is not None or f.max is not None:
+            rules.append(_Rule(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max),
+                               f.on_fail, f"not between {f.min} and {f.max}", f.name))
+        if f.allowed:
+            rules.append(_Rule(E.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.allowed)), f.on_fail,
+                               f"not one of {list(f.allowed)}", f.name))
+    rules.append(_Rule(E.ExpectTableRowCountToBeBetween(min_value=v.row_count.min, max_value=v.row_count.max),
+                       v.row_count.on_fail, f"row count not between {v.row_count.min} and {v.row_count.max}"))
+    for path in extra_suites:
+        for item in json.loads(Path(path).read_text()):
+            cls_name = "".join(p.capitalize() for p in item["type"].split("_"))
+            cls = getattr(E, cls_name, None)
+            if cls is None:
+                raise ValueError(f"{path}: unknown expectation type {item['type']!r}")
+            rules.append(_Rule(cls(**item.get("kwargs", {})), item.get("severity", "warn"),
+                               item.get("description", item["type"]), item.get("kwargs", {}).get("column", "")))
+    return rules
+
+
+def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("airtrain").add_dataframe_asset("partition")
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": typed})
+    suite = gx.ExpectationSuite(name="airtrain_generated")
+    by_id = {}
+    for i, r in enumerate(rules):  # expectation ids are None outside a stored suite: tag via meta
+        r.expectation.meta = {**(r.expectation.meta or {}), "airtrain_rule": i}
+        suite.add_expectation(r.expectation)
+        by_id[i] = r
+    res = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                               "unexpected_index_column_names": ["_row_number"],
+                                               "return_unexpected_index_query": False})
+    out = []
+    for er in res.results:
+        rule = by_id.get((er.expectation_config.meta or {}).get("airtrain_rule"))
+        result = er.result or {}
+        rows = []
+        for item in result.get("unexpected_index_list") or []:
+            rows.append(int(item["_row_number"]) if isinstance(item, dict) else int(typed["_row_number"].iloc[item]))
+        out.append({"expectation": er.expectation_config.type, "column": rule.column if rule else "",
+                    "label": rule.label if rule else "", "severity": rule.severity if rule else "warn",
+                    "success": bool(er.success), "unexpected_count": int(result.get("unexpected_count") or len(rows)),
+                    "unexpected_percent": float(result.get("unexpected_percent") or 0.0),
+                    "observed_value": _plain(result.get("observed_value")), "_rows": rows,
+                    "exception": (er.exception_info or {}).get("exception_message")
+                    if isinstance(er.exception_info, dict) and er.exception_info.get("raised_exception") else None})
+    return out
+
+
+def _plain(v: Any) -> Any:
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole validation
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.date, run_id: str, *,
+                   today: dt.date | None = None, extra_suites: list[str | Path] | None = None) -> ValidationOutcome:
+    """Validate one raw partition (see the module docstring)."""
+    today = today or dt.date.today()
+    raw = raw.reset_index(drop=True)
+    if "_row_number" not in raw.columns:
+        raw = raw.assign(_row_number=np.arange(1, len(raw) + 1))
+    typed, reasons, missing = _type_frame(raw, spec)
+    block, warnings, results = [], [], []
+    for col in missing:
+        block.append(f"column '{col}' is missing from the batch (the source changed?); nothing can be validated "
+                     "for it")
+        results.append({"expectation": "expect_table_columns_to_include", "column": col, "label": "missing column",
+                        "severity": "block", "success": False, "unexpected_count": 0, "unexpected_percent": 0.0,
+                        "observed_value": None})
+    fr = spec.validation.freshness
+    age = (today - partition_date).days
+    fresh_ok = age <= fr.max_age_days
+    results.append({"expectation": "freshness", "column": spec.date_column, "label":
+                    f"partition at most {fr.max_age_days} days old", "severity": fr.on_fail, "success": fresh_ok,
+                    "unexpected_count": 0, "unexpected_percent": 0.0, "observed_value": f"{age} days"})
+    if not fresh_ok:
+        msg = f"partition {partition_date} is {age} days old on {today} (limit {fr.max_age_days})"
+        (block if fr.on_fail == "block" else warnings).append(msg)
+    present = set(typed.columns)
+    gx_results = _run_gx(typed, _rules(spec, partition_date, present, [Path(p) for p in extra_suites or []]))
+    type_rows = set(reasons)
+    for r in gx_results:
+        rows = r.pop("_rows")
+        results.append(r)
+        if r["success"]:
+            continue
+        what = f"{r['column'] + ': ' if r['column'] else ''}{r['label']} ({r['unexpected_count']} rows)"
+        if r.get("exception"):
+            block.append(f"expectation {r['expectation']} could not run: {r['exception']}")
+        elif r["severity"] == "quarantine" and rows:
+            for rn in rows:
+                if r["label"] == "not null" and rn in type_rows:
+                    continue  # the value was there but invalid: the type reason says it better
+                reasons.setdefault(rn, []).append(f"{r['column']}: {r['label']}")
+        elif r["severity"] == "block" or (r["severity"] == "quarantine" and not rows):
+            block.append(f"{what} — a blocking rule" if r["severity"] == "block" else what)
+        else:
+            warnings.append(what)
+    total = len(raw)
+    q_mask = typed["_row_number"].isin(list(reasons)).to_numpy()
+    limit = spec.validation.max_quarantine_fraction
+    if total and q_mask.sum() / total > limit:
+        block.append(f"{q_mask.sum() / total:.1%} of rows failed validation ({int(q_mask.sum())} of {total}; "
+                     f"the limit is {limit:.0%}): see the quarantine table")
+    cols = [spec.entity_key, spec.date_column, *spec.feature_names]
+    valid = typed.loc[~q_mask, [c for c in cols if c in typed.columns]].reset_index(drop=True)
+    raw_cols = [c for c in raw.columns if c != "_row_number"]
+    q_raw = raw.loc[q_mask]
+    quarantine = pd.DataFrame({
+        "_row_number": q_raw["_row_number"].astype("int64").to_numpy(),
+        "reasons": [reasons[int(rn)] for rn in q_raw["_row_number"]],
+        "row_data": [{c: (None if pd.isna(v) else v) for c, v in zip(raw_cols, row, strict=True)}
+                     for row in q_raw[raw_cols].itertuples(index=False, name=None)],
+    })
+    outcome = ValidationOutcome(partition_date, valid, quarantine, total, bool(block), block, warnings, results)
+    outcome.html_report = render_html(spec, outcome, run_id)
+    return outcome
+
+
+def render_html(spec: PipelineSpec, o: ValidationOutcome, run_id: str) -> str:
+    e = html.escape
+    status = "BLOCKED" if o.blocked else "PASSED"
+    color = "#b00020" if o.blocked else "#1b5e20"
+    rows = "".join(
+        f"<tr class='{'ok' if r['success'] else 'fail'}'><td>{e(str(r['expectation']))}</td><td>{e(str(r['column']))}"
+        f"</td><td>{e(str(r['label']))}</td><td>{e(str(r['severity']))}</td><td>{'✔' if r['success'] else '✘'}</td>"
+        f"<td>{r['unexpected_count']}</td><td>{e(str(r.get('observed_value', '')))[:80]}</td></tr>"
+        for r in o.results)
+    qrows = "".join(
+        f"<tr><td>{r['_row_number']}</td><td>{e('; '.join(r['reasons']))}</td><td><code>"
+        f"{e(json.dumps(r['row_data'], default=str))[:300]}</code></td></tr>"
+        for r in o.quarantine.head(50).to_dict("records"))
+    reasons = "".join(f"<li>{e(r)}</li>" for r in o.block_reasons + o.warnings)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(spec.name)} validation {o.partition_date}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:4px 8px;font-size:13px}}tr.fail{{background:#fdecea}}h1 span{{color:{color}}}</style></head><body>
+<h1>{e(spec.name)} — validation of {o.partition_date}: <span>{status}</span></h1>
+<p>run <code>{e(run_id)}</code> · rows {o.rows_total} · valid {o.rows_valid} · quarantined {o.rows_quarantined}</p>
+<ul>{reasons}</ul>
+<h2>Expectations</h2><table><tr><th>expectation</th><th>column</th><th>rule</th><th>severity</th><th>ok</th>
+<th>unexpected</th><th>observed</th></tr>{rows}</table>
+<h2>Quarantined rows (first 50)</h2><table><tr><th>row</th><th>reasons</th><th>row as received</th></tr>{qrows}</table>
+</body></html>"""
