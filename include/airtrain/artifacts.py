@@ -1,0 +1,105 @@
+"""Safe model files: skops (no pickle), a sha256 checked before every load, library versions.
+
+``pickle``/``joblib`` run arbitrary code on load. skops only instantiates types it is told to trust;
+we trust scikit-learn, NumPy and SciPy types (an allow-list of module prefixes) and refuse anything
+else, so a tampered artifact cannot execute code. The checksum is verified first, so a corrupted
+or swapped artifact is refused before it is even parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "_thread.")
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact was refused."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """The artifact's sha256 differs from the registry's."""
+
+
+class UntrustedArtifactError(ArtifactError):
+    """The artifact contains types outside the allow-list."""
+
+
+class LibraryVersionMismatchError(ArtifactError):
+    """The artifact was written by a scikit-learn whose major.minor differs from the installed one."""
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import scipy
+    import skops
+    import sklearn
+
+    return {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "pandas": pandas.__version__, "skops": skops.__version__}
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    data: bytes
+    sha256: str
+    format: str = "skops"
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dump_model(model: Any) -> ModelArtifact:
+    import skops.io as sio
+
+    data = sio.dumps(model, compression=8)
+    return ModelArtifact(data, sha256(data), "skops", library_versions())
+
+
+def _minor(v: str) -> tuple[str, ...]:
+    return tuple(v.split(".")[:2])
+
+
+def check_versions(recorded: dict[str, str] | None) -> list[str]:
+    """Raise on a scikit-learn major.minor mismatch; return notes for smaller differences."""
+    if not recorded:
+        return []
+    installed = library_versions()
+    notes = []
+    for lib in ("sklearn", "numpy", "skops"):
+        want, have = recorded.get(lib), installed.get(lib)
+        if not want or want == have:
+            continue
+        if lib == "sklearn" and _minor(want) != _minor(have):
+            raise LibraryVersionMismatchError(
+                f"the model was trained with scikit-learn {want} but {have} is installed; models are not "
+                f"portable across scikit-learn minor versions. Install scikit-learn=={want} or retrain the model")
+        notes.append(f"{lib}: trained with {want}, running {have}")
+    return notes
+
+
+def load_model(data: bytes, expected_sha256: str, recorded_versions: dict[str, str] | None = None) -> Any:
+    """Verify the checksum, the library versions and the types, then load."""
+    import skops.io as sio
+
+    actual = sha256(data)
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError(
+            f"model artifact checksum mismatch: the registry recorded {expected_sha256} but the artifact is "
+            f"{actual}; it was corrupted or tampered with and will not be loaded")
+    check_versions(recorded_versions)
+    try:
+        types = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - skops raises several kinds for malformed input
+        raise ArtifactIntegrityError(f"model artifact is not a readable skops file: {exc}") from None
+    untrusted = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
+    if untrusted:
+        raise UntrustedArtifactError(f"model artifact contains types that are not trusted: {untrusted}; refusing "
+                                     "to load it (only scikit-learn/NumPy/SciPy types are allowed)")
+    return sio.loads(data, trusted=types)
