@@ -70,18 +70,22 @@ def register_version(
 ) -> int:
     """Store a new model version and return its number.
 
-    Idempotent per run: a retried training task of the same run that produced the same training
-    data (same ``lineage['data_hash']``) gets the version it registered before instead of a new one.
+    Idempotent: training on the same data (``lineage['data_hash']``) with the same estimator, params
+    and code version returns the version registered before instead of a new one.
     """
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "registry", spec.name)
+        # Idempotent: the same data, estimator, params and code give the same model (training is
+        # seeded), so a retry or a re-run of the same date returns the version registered before.
         cur.execute(
-            sql.SQL("SELECT version, lineage->>'data_hash' FROM {} WHERE pipeline = %s AND run_id = %s "
-                    "ORDER BY version DESC LIMIT 1").format(_t(spec, "model_versions")),
-            (spec.name, run_id),
+            sql.SQL("SELECT version FROM {} WHERE pipeline = %s AND lineage->>'data_hash' = %s AND estimator = %s "
+                    "AND params = %s::jsonb AND lineage->>'code_version' IS NOT DISTINCT FROM %s "
+                    "ORDER BY version LIMIT 1").format(_t(spec, "model_versions")),
+            (spec.name, lineage.get("data_hash"), estimator, json.dumps(params, default=str),
+             lineage.get("code_version")),
         )
         prev = cur.fetchone()
-        if prev is not None and prev[1] == lineage.get("data_hash"):
+        if prev is not None:
             return int(prev[0])
         cur.execute(sql.SQL("SELECT COALESCE(MAX(version), 0) + 1 FROM {} WHERE pipeline = %s").format(
             _t(spec, "model_versions")), (spec.name,))

@@ -17,7 +17,15 @@ class WarehouseHook(PostgresHook):
     hook_name = "airtrain warehouse"
 
     def get_warehouse(self) -> Warehouse:
-        uri = self.get_uri()
-        if uri.startswith("postgres://"):
-            uri = "postgresql://" + uri.removeprefix("postgres://")
+        uri = normalize_uri(self.get_uri())
         return Warehouse(uri, application_name=f"airtrain:{self.postgres_conn_id}")
+
+
+def normalize_uri(uri: str) -> str:
+    """A libpq URI (``postgresql://``) from SQLAlchemy-style ``postgresql+driver://`` or ``postgres://``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    if scheme == "postgres" or scheme.startswith("postgresql+") or scheme.startswith("postgres+"):
+        scheme = "postgresql"
+    return f"{scheme}://{rest}"

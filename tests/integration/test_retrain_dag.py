@@ -1,0 +1,195 @@
+"""The retrain DAG end to end: real dag.test() runs, real GX, real scikit-learn, real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from airtrain import simulate
+from tests.integration.dagtest import Project, fetch
+
+pytestmark = pytest.mark.integration
+
+START = dt.date(2026, 1, 1)
+DAYS = 45  # labels arrive after 30 days: 15 labeled days = 8 train + 7 holdout
+LAST = START + dt.timedelta(days=DAYS - 1)
+RANGE = {"date": str(START), "end_date": str(LAST)}
+FAST = {"retry_delay_minutes": 0.01}  # dag.test() honours retry delays
+WORSE = {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}, "min_rows": 2000}
+
+
+@pytest.fixture
+def project(tmp_path, warehouse, monkeypatch, airflow_db):
+    p = Project(tmp_path, warehouse)
+    p.write_spec(schedule=FAST)
+    simulate.generate_demo(warehouse, p.landing, start=START, days=DAYS, rows_per_day=800)
+    p.activate(monkeypatch)
+    return p
+
+
+def champion(p: Project) -> list[tuple]:
+    return fetch(p.warehouse, "SELECT version FROM registry.champions WHERE pipeline = 'churn'")
+
+
+def log_rows(p: Project) -> list[tuple]:
+    return fetch(p.warehouse, "SELECT from_version, to_version, action, actor FROM registry.promotion_log ORDER BY id")
+
+
+def snapshot(p: Project) -> dict[str, list[tuple]]:
+    """Everything a re-run must reproduce exactly (run ids and timestamps excluded)."""
+    q = {
+        "raw": "SELECT _partition_date, _row_number, _source, customer_id, monthly_charges, region, _extra "
+               "FROM raw.churn_batches ORDER BY 1, 2",
+        "quarantine": "SELECT _partition_date, _row_number, reasons, row_data::text FROM quarantine.churn ORDER BY 1, 2",
+        "labels": "SELECT customer_id, as_of_date, churned FROM features.churn_labels ORDER BY 1, 2",
+        "predictions": "SELECT customer_id, as_of_date, model_version, score, predicted_label FROM predictions.churn "
+                       "ORDER BY 1, 2, 3",
+        "versions": "SELECT version, lineage->>'data_hash', artifact_sha256 FROM registry.model_versions ORDER BY 1",
+        "champions": "SELECT pipeline, version FROM registry.champions",
+        "log": "SELECT from_version, to_version, action FROM registry.promotion_log ORDER BY id",
+        "validation": "SELECT partition_date, rows_total, rows_valid, rows_quarantined, blocked "
+                      "FROM monitoring.validation_runs ORDER BY 1",
+    }
+    q["features"] = ("SELECT customer_id, as_of_date, tenure_months, monthly_charges, total_charges, "
+                     "num_support_tickets, senior_citizen, contract_type, payment_method, internet_service, region "
+                     "FROM features.churn ORDER BY 1, 2")
+    return {k: fetch(p.warehouse, v) for k, v in q.items()}
+
+
+def test_clean_run_promotes_the_first_model_and_scores(project):
+    dr, states = project.run(RANGE)
+    assert str(dr.state) == "success", states
+    assert states["rollback"] == "skipped"
+    assert champion(project) == [(1,)]
+    log = log_rows(project)
+    assert [r[:3] for r in log] == [(None, 1, "promote")]
+    assert log[0][3] in ("user:dag_test", "airflow:manual")  # dag.test() triggers as user 'dag_test'
+    n_days, n_blocked = fetch(project.warehouse,
+                              "SELECT count(*), count(*) FILTER (WHERE blocked) FROM monitoring.validation_runs")[0]
+    assert (n_days, n_blocked) == (DAYS, 0)
+    assert fetch(project.warehouse, "SELECT count(*) FROM features.churn")[0][0] == DAYS * 800
+    # challenger metrics stored, overall and per slice, on the recorded holdout
+    roles = fetch(project.warehouse, "SELECT DISTINCT role, holdout_start, holdout_end FROM registry.evaluations")
+    assert roles == [("challenger", LAST - dt.timedelta(days=36), LAST - dt.timedelta(days=30))]
+    slices = fetch(project.warehouse, "SELECT DISTINCT slice_column FROM registry.evaluations ORDER BY 1")
+    assert slices == [("",), ("contract_type",), ("region",)]
+    auc = fetch(project.warehouse, "SELECT (metrics->'holdout'->>'roc_auc')::float FROM registry.model_versions")[0][0]
+    assert 0.7 < auc < 0.95
+    lineage = fetch(project.warehouse, "SELECT lineage FROM registry.model_versions")[0][0]
+    assert lineage["data_hash"] and lineage["library_versions"]["sklearn"] and lineage["window"]["train_rows"] > 0
+    # predictions for the last date by the champion, readable through the latest view
+    assert fetch(project.warehouse, "SELECT count(*), min(model_version), max(model_version) FROM predictions.churn "
+                                    "WHERE as_of_date = %s", (LAST,)) == [(800, 1, 1)]
+    assert fetch(project.warehouse, "SELECT count(*) FROM predictions.churn_latest")[0][0] == 800
+    assert (project.root / "reports" / "churn" / "validation" / f"{LAST}.html").exists()
+
+
+def test_worse_challenger_is_not_promoted(project):
+    dr, _ = project.run(RANGE)
+    assert str(dr.state) == "success"
+    project.write_spec(schedule=FAST, training=WORSE)
+    dr, states = project.run({"date": str(LAST)})
+    assert str(dr.state) == "success", states  # a refused challenger is a normal outcome
+    assert champion(project) == [(1,)]
+    assert len(log_rows(project)) == 1
+    gate = fetch(project.warehouse, "SELECT metrics->'gate'->>'passed' FROM registry.model_versions WHERE version = 2")
+    assert gate == [("false",)]
+    # champion and challenger were scored on the same holdout
+    both = fetch(project.warehouse, "SELECT role, version, holdout_start, holdout_end FROM registry.evaluations "
+                                    "WHERE slice_column = '' AND metric = 'roc_auc' AND run_id = (SELECT run_id FROM "
+                                    "registry.model_versions WHERE version = 2) ORDER BY role")
+    assert [(r[0], r[1]) for r in both] == [("challenger", 2), ("champion", 1)]
+    assert both[0][2:] == both[1][2:]
+    # predictions keep coming from the champion
+    assert fetch(project.warehouse, "SELECT DISTINCT model_version FROM predictions.churn") == [(1,)]
+
+
+def test_blocking_validation_failure_stops_the_run_and_keeps_everything(project):
+    dr, _ = project.run(RANGE)
+    assert str(dr.state) == "success"
+    before = snapshot(project)
+    bad_day = LAST + dt.timedelta(days=1)
+    feats, _ = simulate.simulate_day(bad_day, rows=800)
+    simulate.write_landing_file(feats.drop(columns=["region"]), project.landing, bad_day)
+    dr, states = project.run({"date": str(bad_day)})
+    assert str(dr.state) == "failed"
+    assert states["validate"] == "failed"
+    for t in ("train", "evaluate", "promote", "begin_scoring", "publish_predictions"):
+        assert states[t] == "upstream_failed", (t, states[t])
+    after = snapshot(project)
+    for key in ("features", "predictions", "versions", "champions", "log", "labels"):
+        assert after[key] == before[key], key
+    # the bad batch is kept as received and its result is recorded as blocked
+    assert fetch(project.warehouse, "SELECT count(*) FROM raw.churn_batches WHERE _partition_date = %s",
+                 (bad_day,)) == [(800,)]
+    assert fetch(project.warehouse, "SELECT blocked FROM monitoring.validation_runs WHERE partition_date = %s",
+                 (bad_day,)) == [(True,)]
+
+
+def test_rerunning_a_date_three_times_gives_identical_tables(project):
+    dr, _ = project.run(RANGE)
+    assert str(dr.state) == "success"
+    first = None
+    for _ in range(3):
+        dr, states = project.run({"date": str(LAST)})
+        assert str(dr.state) == "success", states
+        snap = snapshot(project)
+        if first is None:
+            first = snap
+        assert snap == first
+    assert first["versions"][0][0] == 1 and len(first["versions"]) == 1
+    assert first["log"] == [(None, 1, "promote")]
+
+
+def test_force_promote_and_rollback_are_logged(project):
+    dr, _ = project.run(RANGE)
+    assert str(dr.state) == "success"
+    project.write_spec(schedule=FAST, training=WORSE)
+    dr, states = project.run({"date": str(LAST), "force_promote": True, "reason": "incident 42: test override"})
+    assert str(dr.state) == "success", states
+    assert champion(project) == [(2,)]
+    project.write_spec(schedule=FAST)
+    dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
+    assert str(dr.state) == "success", states
+    assert states["prepare"] == "skipped" and states["train"] == "skipped"
+    assert champion(project) == [(1,)]
+    log = fetch(project.warehouse, "SELECT from_version, to_version, action, reason FROM registry.promotion_log "
+                                   "ORDER BY id")
+    assert [r[:3] for r in log] == [(None, 1, "promote"), (1, 2, "force_promote"), (2, 1, "rollback")]
+    assert "incident 42" in log[1][3] and "back to v1" in log[2][3]
+
+
+@pytest.mark.parametrize("conf, message", [
+    pytest.param({"force_promote": True}, "force_promote needs a 'reason'", id="force-without-reason"),
+    pytest.param({"rollback_version": 1, "reason": "because I say so"}, "has no model version 1",
+                 id="rollback-unknown-version"),
+    pytest.param({"end_date": "2026-01-05"}, "end_date needs date", id="range-without-start"),
+    pytest.param({"date": "2026-02-01", "end_date": "2026-01-01"}, "before date", id="range-reversed"),
+    pytest.param({"date": "2099-01-01"}, "in the future", id="future-date"),
+])
+def test_bad_params_are_refused_before_any_work(project, conf, message, caplog):
+    dr, states = project.run(conf)
+    assert str(dr.state) == "failed"
+    assert states["check_params"] == "failed"
+    assert all(s in ("upstream_failed", "skipped") for t, s in states.items() if t not in ("check_params",))
+    assert message in caplog.text
+    # nothing was done: not even the schema exists
+    assert fetch(project.warehouse, "SELECT count(*) FROM pg_namespace WHERE nspname IN ('raw', 'registry')") == [(0,)]
+
+
+@pytest.mark.parametrize("conf", [
+    pytest.param({"date": "yesterday"}, id="date-not-iso"),
+    pytest.param({"rollback_version": 0}, id="version-below-1"),
+    pytest.param({"force_promote": "yes"}, id="bool-as-string"),
+])
+def test_params_with_wrong_types_are_refused_by_airflow(project, conf):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from airtrain_airflow.factory import build_retrain_dag
+
+    dag = build_retrain_dag(project.spec())
+    dag.params.validate()  # the defaults are valid
+    with pytest.raises(ParamValidationError):
+        dag.params.update(conf)
+        dag.params.validate()
