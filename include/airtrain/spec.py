@@ -533,3 +533,152 @@ def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
             raise SpecError(directory, [f"two specs are named {s.name!r}"])
         seen[s.name] = s.name
     return specs
+
+
+# --------------------------------------------------------------------------------------------
+# Reference documentation (docs/SPEC.md is generated from the models, so every key is listed)
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("airtrain.spec.", "")
+    text = re.sub(r"Annotated\[([^,\]]+).*?\]$", r"\1", text)
+    text = re.sub(r"<class '([^']+)'>", r"\1", text)
+    text = text.replace("NoneType", "null").replace("datetime.date", "date")
+    return text
+
+
+KEY_DOCS: dict[str, str] = {
+    'labels.schema': 'Schema of the labels source table.',
+    'labels.table': 'Labels source table (entity key, date column, target, available_column).',
+    'name': 'Pipeline name; must equal the file name. Lower-case identifier, at most 30 characters (derived names must fit 63 bytes).',
+    'description': 'Free text shown in the DAG docs.',
+    'owner': 'Airflow owner of every task.',
+    'tags': 'Extra Airflow tags (airtrain and retrain are always added).',
+    'warehouse.conn_id': 'Airflow connection id of the warehouse (e.g. AIRFLOW_CONN_WAREHOUSE).',
+    'warehouse.raw_schema': 'Schema of the raw landing tables.',
+    'warehouse.features_schema': 'Schema of validated features and labels.',
+    'warehouse.quarantine_schema': 'Schema of rejected rows.',
+    'warehouse.registry_schema': 'Schema of the model registry (versions, champions, promotion log, evaluations).',
+    'warehouse.predictions_schema': 'Schema of prediction tables and views (readable by reader_role).',
+    'warehouse.monitoring_schema': 'Schema of ingest/validation/drift results.',
+    'warehouse.reader_role': 'NOLOGIN role granted SELECT on the predictions schema only.',
+    'source': "Where each day's batch comes from; `kind` picks the variant.", 'source.kind': '`postgres` (a table in the warehouse) or `files` (a landing folder).',
+    'source.schema': '(postgres) schema of the source table.',
+    'source.table': '(postgres) source table.',
+    'source.date_column': '(postgres) column holding the partition date.',
+    'source.format': '(files) `csv` or `parquet`.',
+    'entity_key': 'Column identifying the entity (customer); with the date, the primary key.',
+    'entity_key_type': '`int` (bigint) or `text`.',
+    'date_column': 'Column holding the snapshot date of a row.',
+    'features': "The model's input columns; each one generates validation rules.", 'features[].name': 'Column name (safe identifier).',
+    'features[].type': '`int`, `float`, `category` or `bool`.',
+    'features[].nullable': 'Whether nulls are allowed (otherwise a not-null rule).',
+    'features[].min': 'Numeric lower bound (inclusive).',
+    'features[].max': 'Numeric upper bound (inclusive).',
+    'features[].allowed': 'Allowed categories (category features only).',
+    'features[].on_fail': 'What a failing row does: `quarantine` (row set aside), `warn` (recorded) or `block` (batch refused).',
+    'features[].description': 'Free text.',
+    'target': 'The label to predict.',
+    'target.name': 'Label column (in the labels source).',
+    'target.task': '`binary_classification` or `regression`.',
+    'target.label_delay_days': 'Days after the snapshot until the label is known (needs a labels section when > 0).',
+    'validation': 'Batch-level rules on top of the per-feature ones.',
+    'validation.row_count': 'Bounds on the batch size.',
+    'validation.row_count.min': 'Minimum rows in a batch.',
+    'validation.row_count.max': 'Maximum rows in a batch (null: no maximum).',
+    'validation.row_count.on_fail': '`block` or `warn`.',
+    'validation.freshness': 'How old a partition may be when it is validated.',
+    'validation.freshness.max_age_days': 'Maximum age in days, relative to the run date.',
+    'validation.freshness.on_fail': '`block` or `warn`.',
+    'validation.unique_key_on_fail': 'Duplicate or null keys: `quarantine` (all copies), `warn` or `block`.',
+    'validation.suites': 'Hand-written suites: JSON lists of {type, kwargs, severity} (see airtrain/validation.py).',
+    'training': 'How the model is trained.',
+    'training.estimator': 'scikit-learn class path; only `sklearn.*` estimators are accepted.',
+    'training.params': 'Constructor parameters of the estimator.',
+    'training.window_days': 'Days of labeled data used (train + holdout), ending at the newest labeled day.',
+    'training.holdout_days': 'The newest days of the window, held out for evaluation (time-based split).',
+    'training.min_rows': 'Fewer training rows than this fails training with a clear message.',
+    'training.random_state': 'Seed passed to the estimator and the search.',
+    'training.search': 'Optional hyperparameter search (time-series CV).',
+    'training.search.method': '`grid` or `random`.',
+    'training.search.param_grid': 'Estimator parameter name → list of values.',
+    'training.search.cv': 'Number of time-series folds.',
+    'training.search.n_iter': 'Candidates for random search.',
+    'evaluation': 'Metrics on the holdout.',
+    'evaluation.metrics': 'Classification: roc_auc, average_precision, f1, precision, recall, accuracy, log_loss, brier. Regression: rmse, mae, r2, mape.',
+    'evaluation.primary_metric': 'The metric used by the search; one of metrics.',
+    'evaluation.slices': 'Feature columns whose values get their own metrics.',
+    'promotion': 'The gate a challenger must pass to become the champion.',
+    'promotion.gates': 'One entry per metric; all must pass.',
+    'promotion.gates[].metric': 'A metric from evaluation.metrics (direction known: log_loss/brier/rmse/mae/mape lower is better).',
+    'monitoring': 'Drift monitoring (the monitor DAG).',
+    'monitoring.window_days': 'Days per monitoring window.',
+    'monitoring.min_rows': "Fewer rows: 'insufficient data', never drift.", 'monitoring.sample_rows': 'Larger windows are sampled deterministically to this size.',
+    'monitoring.default_method': 'Drift test for columns not listed in `columns`.',
+    'monitoring.default_threshold': 'Drift threshold for columns not listed in `columns`.',
+    'monitoring.columns': 'Per-column drift method/threshold.',
+    'monitoring.columns.<name>.method': 'psi, ks, wasserstein, jensenshannon, chisquare or kl_div.',
+    'monitoring.columns.<name>.threshold': 'Threshold for that column.',
+    'monitoring.trigger': 'When drift starts a retrain.',
+    'monitoring.trigger.drift_share': 'Share of drifted features that triggers.',
+    'monitoring.trigger.critical_features': 'Features whose drift alone triggers.',
+    'monitoring.trigger.prediction_drift': 'Whether drift of the predictions triggers.',
+    'monitoring.trigger.performance_drop_abs': "Drop of the primary metric vs the champion's evaluation that triggers.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
+    'monitoring.trigger.cooldown_days': 'Days after a triggered retrain during which no other is triggered.',
+    'scoring': 'Batch predictions.',
+    'scoring.shadow': 'Also score the newest challenger into predictions.<name>_shadow.',
+    'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks).',
+    'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
+    'alerts': 'Notifications on failures and triggered retrains.',
+    'alerts.slack_conn_id': 'Airflow Slack webhook connection id.',
+    'alerts.smtp_to': 'E-mail recipients (Airflow SMTP connection).',
+    'alerts.webhook_conn_id': 'Airflow HTTP connection for a generic webhook.',
+    'schedule': "Airflow scheduling of the pipeline's DAGs.", 'schedule.retrain': 'Cron or @preset of the retrain DAG.',
+    'schedule.monitor': 'Cron or @preset of the monitor DAG.',
+    'schedule.start_date': 'Fixed start date (catchup is off).',
+    'schedule.timezone': 'IANA timezone of the schedule and of partition dates.',
+    'schedule.retries': 'Retries per task (at least 2).',
+    'schedule.retry_delay_minutes': 'First retry delay; doubles on each retry (exponential backoff).',
+    'schedule.max_active_runs': 'Concurrent runs per DAG (writes are also guarded by advisory locks).'}
+
+
+def spec_reference() -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, description) for every key of a spec."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            key = f"{prefix}{f.alias or name}"
+            ann = f.annotation
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            desc = f.description or KEY_DOCS.get(key, "")
+            sub = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                sub = [ann]
+            if sub and not (getattr(ann, "__origin__", None) in (list, dict)):
+                rows.append((key, " | ".join(s.__name__ for s in sub), "section" if not f.is_required() else
+                             "required", desc or (sub[0].__doc__ or "").strip().split("\n")[0]))
+                for s in sub:
+                    walk(s, f"{key}.")
+                continue
+            origin = getattr(ann, "__origin__", None)
+            args = getattr(ann, "__args__", ())
+            if origin is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                rows.append((key, f"list of {args[0].__name__}", default, desc))
+                walk(args[0], f"{key}[].")
+                continue
+            if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+                rows.append((key, f"map of name → {args[1].__name__}", default, desc))
+                walk(args[1], f"{key}.<name>.")
+                continue
+            rows.append((key, _type_name(ann), default, desc))
+
+    walk(PipelineSpec, "")
+    seen: set[str] = set()
+    return [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
+
+
+if __name__ == "__main__":  # python -m airtrain.spec  → the key table of docs/SPEC.md
+    for key, typ, default, desc in spec_reference():
+        print(f"| `{key}` | {typ.replace('|', '&#124;')} | {default.replace('|', '&#124;')} | {desc} |")

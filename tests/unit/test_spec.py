@@ -1,0 +1,181 @@
+"""Pipeline specs: the shipped ones load; bad ones are refused with file, key and fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airtrain.spec import SpecError, check_identifier, load_spec, load_specs, parse_spec, spec_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+
+
+def test_shipped_specs_load():
+    specs = load_specs()
+    assert [s.name for s in specs] == ["churn"]
+    s = specs[0]
+    assert s.feature_names[:2] == ["tenure_months", "monthly_charges"]
+    assert s.table("predictions_latest") == ("predictions", "churn_latest")
+    assert s.retrain_dag_id == "churn_retrain"
+
+
+def test_minimal_spec_gets_documented_defaults():
+    minimal = {
+        "name": "m", "source": {"kind": "postgres", "schema": "src", "table": "t", "date_column": "d"},
+        "entity_key": "id", "features": [{"name": "x", "type": "float"}], "target": {"name": "y"},
+        "training": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        "evaluation": {"metrics": ["roc_auc"], "primary_metric": "roc_auc"},
+        "promotion": {"gates": [{"metric": "roc_auc", "threshold": 0.6}]},
+    }
+    s = parse_spec(minimal)
+    assert s.warehouse.conn_id == "warehouse" and s.date_column == "as_of_date"
+    assert s.schedule.retries == 2 and s.validation.max_quarantine_fraction == 0.2
+    assert s.training.window_days == 60 and s.training.holdout_days == 7
+
+
+def _set(data: dict, path: str, value) -> dict:
+    data = copy.deepcopy(data)
+    cur = data
+    parts = path.split(".")
+    for p in parts[:-1]:
+        cur = cur[int(p)] if isinstance(cur, list) else cur[p]
+    last = parts[-1]
+    if value is _DELETE:
+        del cur[last]
+    elif isinstance(cur, list):
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path, value, key, hint", [
+    pytest.param("trainng", {}, "trainng", "unknown key", id="unknown-top-level-key"),
+    pytest.param("features.2.nulable", True, "features[2].nulable", "unknown key", id="unknown-nested-key"),
+    pytest.param("training.window_days", "sixty", "training.window_days", "integer", id="wrong-type"),
+    pytest.param("name", "churn; DROP TABLE x", "name", "not a safe SQL identifier", id="injection-in-name"),
+    pytest.param("features.0.name", "a\"b", "features[0].name", "not a safe SQL identifier", id="quote-in-feature"),
+    pytest.param("entity_key", "CustomerId", "entity_key", "lower-case", id="uppercase-identifier"),
+    pytest.param("date_column", "select", "date_column", "reserved SQL word", id="reserved-word"),
+    pytest.param("features.0.name", "x" * 64, "features[0].name", "at most 63 bytes", id="identifier-over-63-bytes"),
+    pytest.param("name", "a" * 31, "name", "at most 30", id="pipeline-name-too-long"),
+    pytest.param("warehouse.raw_schema", "raw-data", "warehouse.raw_schema", "safe SQL identifier",
+                 id="schema-with-dash"),
+    pytest.param("promotion.gates.0.threshold", 1.5, "promotion.gates[0]", "can never be met",
+                 id="auc-threshold-above-1"),
+    pytest.param("features.0.min", 500, "features[0]", "greater than max", id="min-above-max"),
+    pytest.param("training.holdout_days", 60, "training", "must be smaller than window_days",
+                 id="holdout-not-smaller-than-window"),
+    pytest.param("monitoring.trigger.drift_share", 0, "monitoring.trigger.drift_share", "greater than 0",
+                 id="drift-share-zero"),
+    pytest.param("monitoring.trigger.drift_share", 1.5, "monitoring.trigger.drift_share", "less than or equal",
+                 id="drift-share-above-1"),
+    pytest.param("validation.max_quarantine_fraction", 2, "validation.max_quarantine_fraction", "less than or equal",
+                 id="quarantine-fraction-2"),
+    pytest.param("target.label_delay_days", -1, "target.label_delay_days", "greater than or equal",
+                 id="negative-label-delay"),
+    pytest.param("schedule.retries", 1, "schedule.retries", "greater than or equal to 2", id="too-few-retries"),
+    pytest.param("evaluation.primary_metric", "accuracy", "evaluation", "must be one of metrics",
+                 id="primary-not-in-metrics"),
+    pytest.param("evaluation.metrics", ["roc_auc", "log_loss", "rmse"], "(top level)", "do not fit", id="regression-metric-on-classifier"),
+    pytest.param("evaluation.slices", ["plan"], "(top level)", "not a feature", id="slice-not-a-feature"),
+    pytest.param("monitoring.trigger.critical_features", ["nope"], "(top level)", "not a feature",
+                 id="critical-feature-unknown"),
+    pytest.param("promotion.gates.1.metric", "brier", "(top level)", "does not compute", id="gate-metric-not-computed"),
+    pytest.param("labels", _DELETE, "(top level)", "needs a 'labels' section", id="label-delay-without-labels"),
+    pytest.param("training.estimator", "os.system", "training", "scikit-learn class path", id="estimator-os-system"),
+    pytest.param("training.estimator", "builtins.eval", "training", "scikit-learn class path", id="estimator-eval"),
+    pytest.param("schedule.retrain", "every day", "schedule", "cron", id="bad-cron"),
+    pytest.param("schedule.timezone", "Mars/Olympus", "schedule", "unknown timezone", id="bad-timezone"),
+    pytest.param("source.pattern", "batch.csv", "source", "{date}", id="pattern-without-date"),
+])
+def test_bad_specs_are_refused_with_file_key_and_fix(tmp_path, path, value, key, hint):
+    data = _set(GOOD, path, value)
+    f = tmp_path / "churn.yaml"
+    f.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as err:
+        load_spec(f)
+    msg = str(err.value)
+    assert str(f) in msg
+    assert f"key '{key}" in msg, msg
+    assert hint in msg, msg
+
+
+def test_duplicate_feature_is_refused():
+    data = copy.deepcopy(GOOD)
+    data["features"].append(dict(data["features"][0]))
+    with pytest.raises(SpecError, match="listed twice"):
+        parse_spec(data)
+
+
+@pytest.mark.parametrize("content, hint", [
+    pytest.param("- a\n- b\n", "mapping", id="not-a-mapping"),
+    pytest.param("name: [unclosed\n", "not valid YAML", id="invalid-yaml"),
+])
+def test_unreadable_files(tmp_path, content, hint):
+    f = tmp_path / "churn.yaml"
+    f.write_text(content)
+    with pytest.raises(SpecError, match=hint):
+        load_spec(f)
+
+
+def test_missing_file_and_name_mismatch(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "nope.yaml")
+    f = tmp_path / "other.yaml"
+    f.write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(SpecError, match="must match the file name"):
+        load_spec(f)
+
+
+def test_several_problems_are_all_listed(tmp_path):
+    data = _set(_set(GOOD, "trainng", 1), "features.0.min", 500)
+    with pytest.raises(SpecError) as err:
+        parse_spec(data, tmp_path / "churn.yaml")
+    assert len(err.value.problems) >= 2
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("customer_id", True), ("_x1", True), ("a" * 63, True), ("a" * 64, False), ("1abc", False),
+    ("Abc", False), ("a-b", False), ("a b", False), ("a;b", False), ("", False), ("table", False), ("é", False),
+])
+def test_check_identifier(name, ok):
+    if ok:
+        assert check_identifier(name) == name
+    else:
+        with pytest.raises(ValueError):
+            check_identifier(name)
+
+
+def test_derived_names_fit_postgres_for_the_longest_pipeline_name():
+    s = parse_spec(_set(GOOD, "name", "p" * 30))
+    kinds = ["raw", "features", "quarantine", "labels", "predictions", "predictions_latest", "shadow_predictions"]
+    for kind in kinds:
+        schema, table = s.table(kind)
+        assert len(table.encode()) <= 63 and check_identifier(table)
+    from airtrain.scoring import target_for
+
+    import datetime as dt
+
+    t = target_for(s, dt.date(2026, 1, 1), 99999, "shadow")
+    assert len(f"{t.partition}_pkey") <= 63 and len(f"{t.stage}_pkey") <= 63
+
+
+def test_duplicate_names_in_a_directory(tmp_path):
+    (tmp_path / "churn.yaml").write_text(yaml.safe_dump(GOOD))
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(SpecError):
+        load_specs(tmp_path)
+
+
+def test_docs_list_every_key():
+    doc = (ROOT / "docs/SPEC.md").read_text()
+    missing = [k for k, *_ in spec_reference() if f"| `{k}` |" not in doc]
+    assert missing == [], f"docs/SPEC.md lacks {missing}; regenerate with `python -m airtrain.spec`"
