@@ -17,15 +17,17 @@ def render(results: list[dict], machine: str) -> str:
         "(default durability settings). Rows/s, and ratios to baselines measured in the same run.",
         "",
         "| rows | server-side INSERT…SELECT (rows/s) | write-back: ADBC COPY + PK + swap (rows/s) | "
-        "× server-side | pandas.to_sql (rows/s) | × to_sql | score end-to-end (rows/s) | peak RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "× server-side | pandas.to_sql (rows/s) | × to_sql | score end-to-end (rows/s) | peak RSS scoring (MB) | "
+        "peak RSS frame + to_sql (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         n = r["rows"]
         server, wb, to_sql = r["server_insert_select_s"], r["writeback_s"], r.get("to_sql_s")
         lines.append(
             f"| {n:,} | {_rate(n, server)} | {_rate(n, wb)} | {server / wb:.2f}× | {_rate(n, to_sql)} | "
-            f"{(to_sql / wb if to_sql else float('nan')):.1f}× | {_rate(n, r['score_e2e_s'])} | {r['peak_rss_mb']:,.0f} |"
+            f"{(to_sql / wb if to_sql else float('nan')):.1f}× | {_rate(n, r['score_e2e_s'])} | {r['score_rss_mb']:,.0f} | "
+            f"{r['writeback_rss_mb']:,.0f} |"
         )
     lines += [
         "",
@@ -37,7 +39,8 @@ def render(results: list[dict], machine: str) -> str:
         "* **to_sql**: `DataFrame.to_sql(method='multi', chunksize=50000)` of the same frame.",
         "* **score end-to-end**: features streamed out of `features.churn` with ADBC, scored by the "
         "champion (HistGradientBoosting pipeline) batch by batch, streamed back and swapped in.",
-        "* **peak RSS** is of the benchmark's child process for that size, which also holds the "
-        "full frame for the to_sql baseline; the scoring path itself is bounded by the batch size.",
+        "* **peak RSS scoring** is the peak resident memory of a fresh process that only scores the date "
+        "(streaming, bounded by `scoring.batch_rows`); **frame + to_sql** is the process that holds the whole "
+        "frame for the baselines, for contrast.",
     ]
     return "\n".join(lines)

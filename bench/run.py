@@ -52,78 +52,76 @@ def _features_sql(spec, n: int) -> str:
     FROM generate_series(1, {int(n)}) g"""  # noqa: S608 - constants only
 
 
-def child(url: str, n: int, with_to_sql: bool) -> dict:
-    """One size, in its own process (so peak RSS is this size's)."""
+def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
+    """One size and mode, in its own process (so peak RSS is this measurement's)."""
     import numpy as np
     import pandas as pd
     import psycopg2
     import pyarrow as pa
 
-    from airtrain import registry, scoring, steps
+    from airtrain import registry, scoring
     from airtrain.db import Warehouse
     from airtrain.spec import load_spec
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     wh = Warehouse(url)
-    out: dict = {"rows": n}
+    version = registry.champion_version(wh, spec)
+    out: dict = {"rows": n, "mode": mode}
     conn = psycopg2.connect(url)
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute(f'TRUNCATE "features"."churn"')  # noqa: S608 - fixed name
-    cur.execute(_features_sql(spec, n))
-    cur.execute("ANALYZE features.churn")
-    ddl = ("CREATE TABLE {t} (customer_id bigint NOT NULL, as_of_date date NOT NULL, model_version integer NOT NULL, "
-           "score double precision NOT NULL, predicted_label smallint, run_id text NOT NULL, "
-           "scored_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (customer_id, as_of_date, model_version))")
-    # (b) server-side limit
-    cur.execute("DROP TABLE IF EXISTS bench_server; " + ddl.format(t="bench_server"))
-    t0 = time.perf_counter()
-    cur.execute("INSERT INTO bench_server (customer_id, as_of_date, model_version, score, predicted_label, run_id) "
-                "SELECT g, %s, 1, random(), (random() > 0.5)::int, 'bench' FROM generate_series(1, %s) g", (AS_OF, n))
-    out["server_insert_select_s"] = time.perf_counter() - t0
-    cur.execute("DROP TABLE bench_server")
-    # the project's write-back path on a precomputed frame of predictions
-    rng = np.random.default_rng(0)
-    scores = rng.random(n)
-    frame = pd.DataFrame({"customer_id": np.arange(1, n + 1, dtype="int64"), "as_of_date": AS_OF,
-                          "model_version": np.int32(1), "score": scores,
-                          "predicted_label": (scores > 0.5).astype("int16"), "run_id": "bench"})
-    version = registry.champion_version(wh, spec)
-    target = scoring.begin(wh, spec, AS_OF, version)
-    import adbc_driver_postgresql.dbapi as adbc
-
-    schema = pa.schema([("customer_id", pa.int64()), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
-                        ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string())])
-    t0 = time.perf_counter()
-    table = pa.Table.from_pandas(frame.assign(model_version=np.int32(version)), schema=schema, preserve_index=False)
-    with adbc.connect(wh.adbc_uri()) as ac:
-        with ac.cursor() as acur:
-            acur.adbc_ingest(target.stage, pa.RecordBatchReader.from_batches(
-                schema, table.to_batches(max_chunksize=100_000)), mode="append", db_schema_name=target.schema)
-        ac.commit()
-    scoring.publish(wh, spec, target, n)
-    out["writeback_s"] = time.perf_counter() - t0
-    del table
-    # (a) pandas.to_sql on the same frame
-    if with_to_sql:
-        from sqlalchemy import create_engine
-
-        cur.execute("DROP TABLE IF EXISTS bench_to_sql; " + ddl.format(t="bench_to_sql"))
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    if mode == "score":
+        cur.execute('TRUNCATE "features"."churn"')
+        cur.execute(_features_sql(spec, n))
+        cur.execute("VACUUM ANALYZE features.churn")
         t0 = time.perf_counter()
-        frame.to_sql("bench_to_sql", engine, if_exists="append", index=False, chunksize=50_000, method="multi")
-        out["to_sql_s"] = time.perf_counter() - t0
-        cur.execute("DROP TABLE bench_to_sql")
-        engine.dispose()
-    del frame
-    # end to end: stream features out, score with the champion, write back, swap
-    t0 = time.perf_counter()
-    res = scoring.score_date(wh, spec, AS_OF, run_id="bench-e2e", model=version, shards=1)
-    out["score_e2e_s"] = time.perf_counter() - t0
-    assert res["rows"] == n, res
+        res = scoring.score_date(wh, spec, AS_OF, run_id="bench-e2e", model=version, shards=1)
+        out["score_e2e_s"] = time.perf_counter() - t0
+        assert res["rows"] == n, res
+    else:
+        ddl = ("CREATE TABLE {t} (customer_id bigint NOT NULL, as_of_date date NOT NULL, model_version integer NOT NULL,"
+               " score double precision NOT NULL, predicted_label smallint, run_id text NOT NULL, "
+               "scored_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (customer_id, as_of_date, model_version))")
+        # (b) the server-side limit: INSERT ... SELECT inside PostgreSQL into an identical table
+        cur.execute("DROP TABLE IF EXISTS bench_server; " + ddl.format(t="bench_server"))
+        t0 = time.perf_counter()
+        cur.execute("INSERT INTO bench_server (customer_id, as_of_date, model_version, score, predicted_label, run_id) "
+                    "SELECT g, %s, 1, random(), (random() > 0.5)::int, 'bench' FROM generate_series(1, %s) g",
+                    (AS_OF, n))
+        out["server_insert_select_s"] = time.perf_counter() - t0
+        cur.execute("DROP TABLE bench_server")
+        rng = np.random.default_rng(0)
+        scores = rng.random(n)
+        frame = pd.DataFrame({"customer_id": np.arange(1, n + 1, dtype="int64"), "as_of_date": AS_OF,
+                              "model_version": np.int32(version), "score": scores,
+                              "predicted_label": (scores > 0.5).astype("int16"), "run_id": "bench"})
+        import adbc_driver_postgresql.dbapi as adbc
+
+        schema = pa.schema([("customer_id", pa.int64()), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
+                            ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string())])
+        target = scoring.begin(wh, spec, AS_OF, version)
+        t0 = time.perf_counter()
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        with adbc.connect(wh.adbc_uri()) as ac:
+            with ac.cursor() as acur:
+                acur.adbc_ingest(target.stage, pa.RecordBatchReader.from_batches(
+                    schema, table.to_batches(max_chunksize=100_000)), mode="append", db_schema_name=target.schema)
+            ac.commit()
+        scoring.publish(wh, spec, target, n)
+        out["writeback_s"] = time.perf_counter() - t0
+        del table
+        if with_to_sql:  # (a) pandas.to_sql of the same frame into an identical table
+            from sqlalchemy import create_engine
+
+            cur.execute("DROP TABLE IF EXISTS bench_to_sql; " + ddl.format(t="bench_to_sql"))
+            engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+            t0 = time.perf_counter()
+            frame.to_sql("bench_to_sql", engine, if_exists="append", index=False, chunksize=50_000, method="multi")
+            out["to_sql_s"] = time.perf_counter() - t0
+            cur.execute("DROP TABLE bench_to_sql")
+            engine.dispose()
     conn.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _ = steps  # imported for coerce_features inside scoring
     return out
 
 
@@ -146,12 +144,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--to-sql-max", type=int, default=10_000_000, help="skip to_sql above this size")
-    ap.add_argument("--child", nargs=2, metavar=("URL", "N"))
+    ap.add_argument("--child", nargs=3, metavar=("URL", "N", "MODE"))
     ap.add_argument("--to-sql", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.to_sql)))
+        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.child[2], args.to_sql)))
         return 0
     from airtrain.localpg import LocalPostgres, free_port
 
@@ -165,15 +163,23 @@ def main() -> int:
         setup(url)
         results = []
         for n in [int(s) for s in args.sizes.split(",")]:
-            cmd = [sys.executable, __file__, "--child", url, str(n)] + (["--to-sql"] if n <= args.to_sql_max else [])
-            print(f"== {n:,} rows", flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
-            if proc.returncode != 0:
-                print(proc.stderr[-4000:], file=sys.stderr)
-                return 1
-            res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
-            print(res, flush=True)
-            results.append(res)
+            merged: dict = {"rows": n}
+            for mode in ("writeback", "score"):
+                cmd = [sys.executable, __file__, "--child", url, str(n), mode]
+                if mode == "writeback" and n <= args.to_sql_max:
+                    cmd.append("--to-sql")
+                print(f"== {n:,} rows: {mode}", flush=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+                if proc.returncode != 0:
+                    print(proc.stderr[-4000:], file=sys.stderr)
+                    return 1
+                res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+                print(res, flush=True)
+                rss = res.pop("peak_rss_mb")
+                merged.update(res)
+                merged[f"{mode}_rss_mb"] = rss
+            results.append(merged)
         write_report(Path(args.out), results)
     finally:
         pg.stop()

@@ -115,10 +115,15 @@ def update_metrics(wh: Warehouse, spec: PipelineSpec, version: int, metrics: dic
 
 
 def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion:
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s AND version = %s").format(
-            _t(spec, "model_versions")), (spec.name, version))
-        row = cur.fetchone()
+    import psycopg2.errors
+
+    try:
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s AND version = %s").format(
+                _t(spec, "model_versions")), (spec.name, version))
+            row = cur.fetchone()
+    except psycopg2.errors.UndefinedTable:
+        row = None  # the registry was never created: no version exists
     if row is None:
         raise RegistryError(f"{spec.name} has no model version {version}; see {spec.warehouse.registry_schema}"
                             f".model_versions for the versions that exist")

@@ -193,7 +193,9 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     uri = wh.adbc_uri()
     with adbc.connect(uri) as rconn, adbc.connect(uri) as wconn:
         with rconn.cursor() as rcur, wconn.cursor() as wcur:
-            rcur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
+            # about scoring.batch_rows rows per record batch (~100 bytes per feature row)
+            rcur.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
             rcur.execute(_feature_query(spec, shard, shards), parameters=(target.as_of,))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,

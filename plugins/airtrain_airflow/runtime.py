@@ -18,8 +18,11 @@ from airtrain.spec import DEFAULT_SPEC_DIR, PipelineSpec, load_spec
 from airtrain_airflow.hooks import WarehouseHook
 
 
-class ParamsError(ValueError):
-    """The run's parameters are inconsistent; nothing was done."""
+def _params_error(message: str) -> Exception:
+    """Refused parameters fail the task at once: retrying cannot make them valid."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
 
 
 def project_root() -> Path:
@@ -85,7 +88,7 @@ def check_params(name: str) -> dict[str, Any]:
         except registry.RegistryError as exc:
             problems.append(str(exc))
     if problems:
-        raise ParamsError("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
+        raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
     return {
         "mode": "rollback" if p.get("rollback_version") is not None else "retrain",
         "dates": [d.isoformat() for d in dates],
