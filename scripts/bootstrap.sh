@@ -29,12 +29,22 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 echo "==> installing pinned requirements into $VENV (first time: a few minutes)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==0.13.9" \
-  || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 if "$VENV/bin/python" -m uv --version >/dev/null 2>&1; then
-  "$VENV/bin/python" -m uv pip install --quiet --python "$VENV/bin/python" -r requirements.txt
-  "$VENV/bin/python" -m uv pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+  UV=("$VENV/bin/python" -m uv)
+elif command -v uv >/dev/null 2>&1; then
+  UV=(uv)
 else
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
+  if "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==0.13.9"; then
+    UV=("$VENV/bin/python" -m uv)
+  else
+    UV=()
+  fi
+fi
+if [[ ${#UV[@]} -gt 0 ]]; then
+  "${UV[@]}" pip install --quiet --python "$VENV/bin/python" -r requirements.txt
+  "${UV[@]}" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+else  # plain pip (slower)
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 fi

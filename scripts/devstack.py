@@ -142,8 +142,19 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
 
 
 def airflow(env: dict[str, str], *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env}, check=check,
-                          text=True, capture_output=capture)
+    return subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env, "PYTHONWARNINGS": "ignore"},
+                          check=check, text=True, capture_output=capture)
+
+
+def json_out(text: str) -> list:
+    """The JSON list in a CLI's output (log lines may precede it)."""
+    for line in (text or "").splitlines():
+        if line.startswith("["):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,20 +273,14 @@ def cmd_up() -> int:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         out = airflow(env, "dags", "list", "-o", "json", check=False, capture=True)
-        try:
-            dags = [d["dag_id"] for d in json.loads(out.stdout or "[]")]
-        except json.JSONDecodeError:
-            dags = []
+        dags = [d["dag_id"] for d in json_out(out.stdout)]
         if dags:
             break
         time.sleep(3)
     if "churn_retrain" in dags:
         trigger_demo_backfill(cfg, env)
     errors = airflow(env, "dags", "list-import-errors", "-o", "json", check=False, capture=True)
-    try:
-        import_errors = json.loads(errors.stdout or "[]")
-    except json.JSONDecodeError:
-        import_errors = []
+    import_errors = json_out(errors.stdout)
     print()
     print(f"  Airflow UI:  http://localhost:{port}")
     print(f"  Login:       {user} / {cfg['AIRFLOW_ADMIN_PASSWORD']}   (from .env)")

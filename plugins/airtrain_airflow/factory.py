@@ -158,7 +158,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
             return runtime.promote(name, plan, evaluation)
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
         def begin_scoring(plan: dict[str, Any]) -> dict[str, Any]:
             """Create the stage table for today's champion predictions (after promotion, if any)."""
             from airtrain_airflow import runtime

@@ -131,10 +131,17 @@ def validate(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Train; too little labeled data yet is a skip (the champion keeps scoring), not a failure."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from airtrain import steps
+    from airtrain.training import InsufficientDataError
 
     spec = spec_for(name)
-    return steps.train(warehouse_for(spec), spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+    try:
+        return steps.train(warehouse_for(spec), spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+    except InsufficientDataError as exc:
+        raise AirflowSkipException(f"not retraining: {exc}") from exc
 
 
 def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -176,4 +183,7 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         as_of = resolve_partition(None, get_current_context().get("logical_date"), spec.schedule.timezone)
     else:
         as_of = dt.date.fromisoformat(plan["as_of"])
-    return scoring.begin(warehouse_for(spec), spec, as_of, "champion").as_dict()
+    try:
+        return scoring.begin(warehouse_for(spec), spec, as_of, "champion").as_dict()
+    except scoring.NoModelError as exc:
+        raise AirflowSkipException(f"no predictions today: {exc}") from exc
