@@ -36,7 +36,7 @@ def render(results: list[dict], machine: str) -> str:
         "* **write-back**: the frame of predictions → Arrow record batches → ADBC binary COPY into an "
         "unattached stage table → primary key → `ATTACH PARTITION` in one transaction (what "
         "`airtrain.scoring.publish` does).",
-        "* **to_sql**: `DataFrame.to_sql(method='multi', chunksize=50000)` of the same frame.",
+        "* **to_sql**: `DataFrame.to_sql(chunksize=50000)` (SQLAlchemy 2 + psycopg2, batched executemany) of the same frame.",
         "* **score end-to-end**: features streamed out of `features.churn` with ADBC, scored by the "
         "champion (HistGradientBoosting pipeline) batch by batch, streamed back and swapped in.",
         "* **peak RSS scoring** is the peak resident memory of a fresh process that only scores the date "

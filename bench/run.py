@@ -58,7 +58,6 @@ def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
     import pandas as pd
     import psycopg2
     import pyarrow as pa
-
     from airtrain import registry, scoring
     from airtrain.db import Warehouse
     from airtrain.spec import load_spec
@@ -116,7 +115,7 @@ def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
             cur.execute("DROP TABLE IF EXISTS bench_to_sql; " + ddl.format(t="bench_to_sql"))
             engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
             t0 = time.perf_counter()
-            frame.to_sql("bench_to_sql", engine, if_exists="append", index=False, chunksize=50_000, method="multi")
+            frame.to_sql("bench_to_sql", engine, if_exists="append", index=False, chunksize=50_000)
             out["to_sql_s"] = time.perf_counter() - t0
             cur.execute("DROP TABLE bench_to_sql")
             engine.dispose()

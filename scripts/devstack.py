@@ -266,7 +266,7 @@ def cmd_up() -> int:
     port = env["AIRFLOW__API__PORT"]
     say("waiting for the API server")
     if not wait_http(f"http://localhost:{port}/api/v2/monitor/health", 180):
-        print(f"error: the API server did not answer; see .local/logs/api-server.log", file=sys.stderr)
+        print("error: the API server did not answer; see .local/logs/api-server.log", file=sys.stderr)
         return 1
     say("waiting for the DAG processor to register the DAGs")
     dags: list[str] = []
@@ -300,7 +300,7 @@ def trigger_demo_backfill(cfg: dict[str, str], env: dict[str, str]) -> None:
     promoted and scoring right away (the daily schedule alone would only see yesterday)."""
     import datetime as dt
 
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     days = int(cfg.get("DEMO_DAYS") or 100)
     start, end = today - dt.timedelta(days=days - 1), today - dt.timedelta(days=1)
     run_id = f"demo_backfill__{start}_{end}"
@@ -339,7 +339,7 @@ def cmd_status() -> int:
     print(f"postgresql      {'running' if pg.running() else 'stopped'} (127.0.0.1:{pg.port})")
     for name in SERVICES:
         pid = pid_of(name)
-        print(f"{name:15} {'running (pid %d)' % pid if pid else 'stopped'}")
+        print(f"{name:15} {f'running (pid {pid})' if pid else 'stopped'}")
     return 0
 
 

@@ -36,8 +36,8 @@ def library_versions() -> dict[str, str]:
     import numpy
     import pandas
     import scipy
-    import skops
     import sklearn
+    import skops
 
     return {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": numpy.__version__,
             "scipy": scipy.__version__, "pandas": pandas.__version__, "skops": skops.__version__}

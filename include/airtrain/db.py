@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ class Warehouse:
         return f"Warehouse({redact(self.uri)!r})"
 
     @contextlib.contextmanager
-    def connect(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.connection]:
+    def connect(self, autocommit: bool = False) -> Generator[psycopg2.extensions.connection, None, None]:
         """A psycopg2 connection; committed on success, rolled back on error, always closed."""
         conn = psycopg2.connect(self.uri, application_name=self.application_name)
         try:

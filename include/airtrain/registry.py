@@ -119,8 +119,8 @@ def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion
 
     try:
         with wh.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s AND version = %s").format(
-                _t(spec, "model_versions")), (spec.name, version))
+            cur.execute(sql.SQL("SELECT {} FROM {} WHERE pipeline = %s AND version = %s").format(
+                sql.SQL(_COLS), _t(spec, "model_versions")), (spec.name, version))
             row = cur.fetchone()
     except psycopg2.errors.UndefinedTable:
         row = None  # the registry was never created: no version exists
@@ -132,8 +132,8 @@ def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion
 
 def list_versions(wh: Warehouse, spec: PipelineSpec) -> list[ModelVersion]:
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT " + _COLS + " FROM {} WHERE pipeline = %s ORDER BY version").format(
-            _t(spec, "model_versions")), (spec.name,))
+        cur.execute(sql.SQL("SELECT {} FROM {} WHERE pipeline = %s ORDER BY version").format(
+            sql.SQL(_COLS), _t(spec, "model_versions")), (spec.name,))
         return [_row_to_version(r) for r in cur.fetchall()]
 
 

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
     args = ap.parse_args(argv)
     if args.end_today:
-        start = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=args.days - 1)
+        start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days - 1)
     elif args.start:
         start = args.start
     else:

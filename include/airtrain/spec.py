@@ -656,7 +656,7 @@ def spec_reference() -> list[tuple[str, str, str, str]]:
             sub = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 sub = [ann]
-            if sub and not (getattr(ann, "__origin__", None) in (list, dict)):
+            if sub and getattr(ann, "__origin__", None) not in (list, dict):
                 rows.append((key, " | ".join(s.__name__ for s in sub), "section" if not f.is_required() else
                              "required", desc or (sub[0].__doc__ or "").strip().split("\n")[0]))
                 for s in sub:

@@ -185,7 +185,7 @@ def train(spec: PipelineSpec, train_df: pd.DataFrame) -> TrainResult:
         "estimator": spec.training.estimator, "params": {**spec.training.params, **best},
         "random_state": spec.training.random_state, "search": cv, "code_version": code_version(),
         "library_versions": library_versions(), "training_seconds": round(seconds, 3),
-        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     return TrainResult(pipe, len(df), h, seconds, best, cv, lineage)
 

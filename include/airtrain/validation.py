@@ -190,7 +190,6 @@ def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra
 def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
-
 from airtrain.spec import PipelineSpec
+
 from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -104,7 +104,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         render_template_as_native_obj=False,
     )
     def retrain() -> None:
-        @task
+        @task(multiple_outputs=False)
         def check_params() -> dict[str, Any]:
             """Refuse bad parameter combinations before any work is done."""
             from airtrain_airflow import runtime
@@ -115,50 +115,50 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         def route(plan: dict[str, Any]) -> str:
             return "rollback" if plan["mode"] == "rollback" else "prepare"
 
-        @task
+        @task(multiple_outputs=False)
         def rollback(plan: dict[str, Any]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
             return runtime.rollback(name, plan)
 
-        @task
+        @task(multiple_outputs=False)
         def prepare(plan: dict[str, Any]) -> dict[str, Any]:
             """Apply the warehouse schema (idempotent)."""
             from airtrain_airflow import runtime
 
             return runtime.prepare(name, plan)
 
-        @task
+        @task(multiple_outputs=False)
         def ingest(plan: dict[str, Any]) -> list[dict[str, Any]]:
             from airtrain_airflow import runtime
 
             return runtime.ingest(name, plan)
 
-        @task
+        @task(multiple_outputs=False)
         def validate(plan: dict[str, Any], ingested: list[dict[str, Any]]) -> list[dict[str, Any]]:
             from airtrain_airflow import runtime
 
             return runtime.validate(name, plan)
 
-        @task
+        @task(multiple_outputs=False)
         def train(plan: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
             return runtime.train(name, plan)
 
-        @task
+        @task(multiple_outputs=False)
         def evaluate(plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
             return runtime.evaluate(name, plan, trained)
 
-        @task
+        @task(multiple_outputs=False)
         def promote(plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
             return runtime.promote(name, plan, evaluation)
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        @task(trigger_rule=TriggerRule.NONE_FAILED, multiple_outputs=False)
         def begin_scoring(plan: dict[str, Any]) -> dict[str, Any]:
             """Create the stage table for today's champion predictions (after promotion, if any)."""
             from airtrain_airflow import runtime

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-
 from airtrain.db import Warehouse
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import get_current_context
-
 from airtrain.dates import date_range, parse_date, resolve_partition
 from airtrain.spec import DEFAULT_SPEC_DIR, PipelineSpec, load_spec
+
 from airtrain_airflow.hooks import WarehouseHook
 
 
@@ -58,7 +58,7 @@ def check_params(name: str) -> dict[str, Any]:
     p = dict(ctx["params"])
     reason = (p.get("reason") or "").strip()
     logical = ctx.get("logical_date")
-    run_date = (logical.date() if logical else dt.datetime.now(dt.timezone.utc).date())
+    run_date = (logical.date() if logical else dt.datetime.now(dt.UTC).date())
     problems = []
     if p.get("force_promote") and len(reason) < 5:
         problems.append("force_promote needs a 'reason' of at least 5 characters (it goes into the promotion log)")
@@ -75,7 +75,7 @@ def check_params(name: str) -> dict[str, Any]:
             first = resolve_partition(p.get("date"), logical, spec.schedule.timezone)
             last = parse_date(p["end_date"], "end_date") if p.get("end_date") else first
             dates = date_range(first, last)
-            today = dt.datetime.now(dt.timezone.utc).date()
+            today = dt.datetime.now(dt.UTC).date()
             if last > today:
                 problems.append(f"date {last} is in the future (today is {today} UTC); no data can exist yet")
         except ValueError as exc:
@@ -133,7 +133,6 @@ def validate(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
 def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Train; too little labeled data yet is a skip (the champion keeps scoring), not a failure."""
     from airflow.sdk.exceptions import AirflowSkipException
-
     from airtrain import steps
     from airtrain.training import InsufficientDataError
 
@@ -173,7 +172,6 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
 def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Create the stage table for the run's date (the last date of a range)."""
     from airflow.sdk.exceptions import AirflowSkipException
-
     from airtrain import scoring
 
     if plan["dry_run"]:

@@ -42,7 +42,7 @@ def test_policy(dagbag):
         assert dag.timetable is not None
         assert dag.catchup is False, dag_id
         assert dag.start_date is not None and dag.start_date.tzinfo is not None, dag_id
-        assert dag.start_date <= dt.datetime.now(dt.timezone.utc), dag_id
+        assert dag.start_date <= dt.datetime.now(dt.UTC), dag_id
         assert dag.tags, dag_id
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id
         for t in dag.tasks:

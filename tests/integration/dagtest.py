@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from airtrain.db import Warehouse
 from airtrain.spec import load_spec
 
@@ -58,7 +57,7 @@ class Project:
         from airtrain_airflow.factory import build_retrain_dag
 
         dag = build_retrain_dag(self.spec())
-        logical_date = logical_date or dt.datetime.now(dt.timezone.utc)
+        logical_date = logical_date or dt.datetime.now(dt.UTC)
         dr = dag.test(logical_date=logical_date, run_conf=conf or {})
         states = {}
         for ti in dr.get_task_instances() if hasattr(dr, "get_task_instances") else []:

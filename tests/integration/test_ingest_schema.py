@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-
 from airtrain import ingest, simulate
 from airtrain.schema import apply_schema
 from airtrain.spec import load_spec, parse_spec
+
 from tests.integration.dagtest import fetch
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from airtrain import simulate
+
 from tests.integration.dagtest import Project, fetch
 
 pytestmark = pytest.mark.integration
@@ -188,7 +188,6 @@ def test_bad_params_are_refused_before_any_work(project, conf, message, capfd):
 ])
 def test_params_with_wrong_types_are_refused_by_airflow(project, conf):
     from airflow.sdk.exceptions import ParamValidationError
-
     from airtrain_airflow.factory import build_retrain_dag
 
     dag = build_retrain_dag(project.spec())

@@ -8,9 +8,9 @@ import time
 
 import psycopg2
 import pytest
-
 from airtrain import registry, scoring, simulate, steps
 from airtrain.spec import load_spec
+
 from tests.integration.dagtest import ROOT, fetch
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def test_rerun_three_times_is_identical(trained):
     # one partition for (date, version); no stage table left behind
     tables = fetch(wh, "SELECT tablename FROM pg_tables WHERE schemaname = 'predictions' "
                        "AND tablename NOT IN ('churn', 'churn_shadow') ORDER BY 1")
-    assert tables == [("churn_p%s_v1" % LAST.strftime("%Y%m%d"),)]
+    assert tables == [(f"churn_p{LAST:%Y%m%d}_v1",)]
 
 
 def test_grants_and_views_survive_rewrites(trained):

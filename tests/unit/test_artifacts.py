@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
-
 from airtrain import artifacts
 from airtrain.artifacts import (
     ArtifactIntegrityError,
@@ -16,6 +12,9 @@ from airtrain.artifacts import (
     dump_model,
     load_model,
 )
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 
 def _model():

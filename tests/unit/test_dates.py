@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from airtrain.dates import PartitionUndefinedError, date_range, resolve_partition
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize("param, logical, tz, want", [

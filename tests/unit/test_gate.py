@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from airtrain.gate import decide
 from airtrain.spec import GateSpec
 

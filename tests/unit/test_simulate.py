@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from airtrain.simulate import BAD_KINDS, corrupt, simulate_day, write_landing_file
 from airtrain.spec import load_spec
 

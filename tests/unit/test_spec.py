@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from airtrain.spec import SpecError, check_identifier, load_spec, load_specs, parse_spec, spec_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,9 +159,9 @@ def test_derived_names_fit_postgres_for_the_longest_pipeline_name():
     for kind in kinds:
         schema, table = s.table(kind)
         assert len(table.encode()) <= 63 and check_identifier(table)
-    from airtrain.scoring import target_for
-
     import datetime as dt
+
+    from airtrain.scoring import target_for
 
     t = target_for(s, dt.date(2026, 1, 1), 99999, "shadow")
     assert len(f"{t.partition}_pkey") <= 63 and len(f"{t.stage}_pkey") <= 63

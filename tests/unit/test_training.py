@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from airtrain.evaluation import evaluate, predict_scores
 from airtrain.simulate import simulate_day
 from airtrain.spec import load_spec, parse_spec

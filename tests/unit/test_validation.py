@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from airtrain.simulate import corrupt, simulate_day
 from airtrain.spec import load_spec, parse_spec
 from airtrain.validation import BatchBlockedError, validate_batch

@@ -54,6 +54,7 @@ class BatchPredictionOperator(BaseOperator):
         import datetime as dt
 
         from airtrain import scoring
+
         from airtrain_airflow.runtime import spec_for, warehouse_for
 
         spec = spec_for(self.pipeline)
@@ -98,6 +99,7 @@ class PublishPredictionsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airtrain import scoring
+
         from airtrain_airflow.runtime import spec_for, warehouse_for
 
         spec = spec_for(self.pipeline)
