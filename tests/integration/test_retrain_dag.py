@@ -195,3 +195,14 @@ def test_params_with_wrong_types_are_refused_by_airflow(project, conf):
     with pytest.raises(ParamValidationError):
         dag.params.update(conf)
         dag.params.validate()
+
+
+def test_dry_run_trains_and_evaluates_but_changes_nothing_live(project):
+    dr, states = project.run({**RANGE, "dry_run": True})
+    assert str(dr.state) == "success", states
+    assert states["promote"] == "success" and states["begin_scoring"] == "skipped"
+    assert champion(project) == [] and log_rows(project) == []
+    assert fetch(project.warehouse, "SELECT count(*) FROM predictions.churn") == [(0,)]
+    # the candidate and its evaluation are kept, so a person can look before promoting
+    assert fetch(project.warehouse, "SELECT version, metrics->'gate'->>'passed' FROM registry.model_versions") == [
+        (1, "true")]
