@@ -139,10 +139,16 @@ def abort(wh: Warehouse, target: ScoringTarget) -> None:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
 
 
-def _feature_query(spec: PipelineSpec, shard: int, shards: int) -> str:
+def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int) -> str:
+    """The shard's features for one date. No bind parameters on purpose: the ADBC driver streams
+    a parameterless query with COPY in bounded record batches, but materialises the whole result
+    of a parameterised one. The date is a ``datetime.date`` rendered by us and the shard numbers
+    are ints, so the literal is safe."""
+    if not isinstance(as_of, dt.date):
+        raise TypeError("as_of must be a datetime.date")
     schema, table = spec.table("features")
     cols = ", ".join(_q(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
-    where = f"{_q(spec.date_column)} = $1"
+    where = f"{_q(spec.date_column)} = DATE '{as_of.isoformat()}'"
     if shards > 1:
         where += f" AND mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
     return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
@@ -154,12 +160,11 @@ def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: in
     import pyarrow as pa
 
     from airtrain.evaluation import predict_scores
-    from airtrain.steps import coerce_features
 
     for batch in reader:
         if batch.num_rows == 0:
             continue
-        df = coerce_features(batch.to_pandas(), spec)
+        df = batch.to_pandas()  # typed by Arrow; features_frame() casts what the model needs
         scores = np.asarray(predict_scores(model, df, spec), dtype="float64")
         if spec.target.task == "binary_classification":
             labels = pa.array((scores >= threshold).astype("int16"))
@@ -196,7 +201,7 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
             # about scoring.batch_rows rows per record batch (~100 bytes per feature row)
             rcur.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
-            rcur.execute(_feature_query(spec, shard, shards), parameters=(target.as_of,))
+            rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards)))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,
                                           spec.evaluation.threshold, schema)
@@ -217,6 +222,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)",
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
+        cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
         rows = int(cur.fetchone()[0])
         if expected_rows is not None and rows != expected_rows:

@@ -85,8 +85,11 @@ def features_frame(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
         if f.type in ("int", "float"):
             X[f.name] = pd.to_numeric(X[f.name], errors="coerce").astype("float64")
         elif f.type == "bool":
-            X[f.name] = X[f.name].map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v))
-                                      else float(bool(v))).astype("float64")
+            col = X[f.name]
+            if col.dtype == bool or str(col.dtype) == "boolean":
+                X[f.name] = col.astype("float64")
+            else:  # object column of True/False/None (vectorised: no per-row Python call)
+                X[f.name] = col.map({True: 1.0, False: 0.0, 1: 1.0, 0: 0.0, 1.0: 1.0, 0.0: 0.0}).astype("float64")
         else:
             X[f.name] = X[f.name].astype("object").where(X[f.name].notna(), np.nan)
     return X

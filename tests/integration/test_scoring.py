@@ -167,3 +167,29 @@ def test_shadow_scoring_uses_the_challenger(trained):
     res = scoring.score_date(wh, spec, LAST, run_id="s", model="challenger", role="shadow")
     assert res["table"] == "predictions.churn_shadow" and res["version"] == 2 and res["rows"] == ROWS
     assert fetch(wh, "SELECT count(*) FROM predictions.churn") == [(0,)]
+
+
+def test_scoring_streams_in_bounded_batches(trained, monkeypatch):
+    """Features come out as many record batches, never as one whole-table frame."""
+    wh, spec = trained
+    day = LAST + dt.timedelta(days=1)
+    with wh.connect() as conn, conn.cursor() as cur:  # 20,000 rows for a new day, copied server-side
+        cur.execute("INSERT INTO features.churn (customer_id, as_of_date, tenure_months, monthly_charges, "
+                    "total_charges, num_support_tickets, senior_citizen, contract_type, payment_method, "
+                    "internet_service, region, _run_id) SELECT customer_id * 100 + g, %s, tenure_months, "
+                    "monthly_charges, total_charges, num_support_tickets, senior_citizen, contract_type, "
+                    "payment_method, internet_service, region, 'copy' FROM features.churn, generate_series(1, 34) g "
+                    "WHERE as_of_date = %s LIMIT 20000", (day, LAST))
+    small = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"batch_rows": 1000})})
+    sizes: list[int] = []
+    original = scoring._prediction_batches
+
+    def counting(reader, *args, **kwargs):
+        for batch in original(reader, *args, **kwargs):
+            sizes.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(scoring, "_prediction_batches", counting)
+    res = scoring.score_date(wh, small, day, run_id="stream")
+    assert res["rows"] == 20000 == sum(sizes)
+    assert len(sizes) >= 10 and max(sizes) < 5000, sizes
