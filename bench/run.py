@@ -182,6 +182,9 @@ def main() -> int:
         write_report(Path(args.out), results)
     finally:
         pg.stop()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
