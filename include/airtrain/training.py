@@ -88,8 +88,8 @@ def features_frame(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
             col = X[f.name]
             if col.dtype == bool or str(col.dtype) == "boolean":
                 X[f.name] = col.astype("float64")
-            else:  # object column of True/False/None (vectorised: no per-row Python call)
-                X[f.name] = col.map({True: 1.0, False: 0.0, 1: 1.0, 0: 0.0, 1.0: 1.0, 0.0: 0.0}).astype("float64")
+            else:  # object column of True/False/None, vectorised (1/0 and 1.0/0.0 hash like True/False)
+                X[f.name] = col.map({True: 1.0, False: 0.0}).astype("float64")
         else:
             X[f.name] = X[f.name].astype("object").where(X[f.name].notna(), np.nan)
     return X

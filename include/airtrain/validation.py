@@ -44,6 +44,9 @@ _BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
          "false": False, "f": False, "0": False, "no": False, "n": False}
 
 
+NULL_LABEL = "missing (null) but required"
+
+
 class BatchBlockedError(ValueError):
     """A blocking validation rule failed: the partition is not used; nothing downstream runs."""
 
@@ -155,22 +158,22 @@ def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra
     rules: list[_Rule] = []
     key, date = spec.entity_key, spec.date_column
     if key in present:
-        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=key), v.unique_key_on_fail, "not null", key))
+        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=key), v.unique_key_on_fail, NULL_LABEL, key))
     if key in present and date in present:
         rules.append(_Rule(E.ExpectCompoundColumnsToBeUnique(column_list=[key, date]), v.unique_key_on_fail,
                            "duplicate key", key))
     if date in present:
-        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=date), "quarantine", "not null", date))
+        rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=date), "quarantine", NULL_LABEL, date))
         rules.append(_Rule(E.ExpectColumnValuesToBeInSet(column=date, value_set=[partition_date]), "quarantine",
                            f"not the partition date {partition_date}", date))
     for f in spec.features:
         if f.name not in present:
             continue
         if not f.nullable:
-            rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), f.on_fail, "not null", f.name))
+            rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), f.on_fail, NULL_LABEL, f.name))
         if f.min is not None or f.max is not None:
             rules.append(_Rule(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max),
-                               f.on_fail, f"not between {f.min} and {f.max}", f.name))
+                               f.on_fail, f"outside the allowed range {_num(f.min)}..{_num(f.max)}", f.name))
         if f.allowed:
             rules.append(_Rule(E.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.allowed)), f.on_fail,
                                f"not one of {list(f.allowed)}", f.name))
@@ -220,6 +223,10 @@ def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
                     "exception": (er.exception_info or {}).get("exception_message")
                     if isinstance(er.exception_info, dict) and er.exception_info.get("raised_exception") else None})
     return out
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else (str(int(v)) if float(v).is_integer() else str(v))
 
 
 def _plain(v: Any) -> Any:
@@ -272,7 +279,7 @@ def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.dat
             block.append(f"expectation {r['expectation']} could not run: {r['exception']}")
         elif r["severity"] == "quarantine" and rows:
             for rn in rows:
-                if r["label"] == "not null" and rn in type_rows:
+                if r["label"] == NULL_LABEL and rn in type_rows:
                     continue  # the value was there but invalid: the type reason says it better
                 reasons.setdefault(rn, []).append(f"{r['column']}: {r['label']}")
         elif r["severity"] == "block" or (r["severity"] == "quarantine" and not rows):
@@ -320,7 +327,7 @@ padding:4px 8px;font-size:13px}}tr.fail{{background:#fdecea}}h1 span{{color:{col
 <h1>{e(spec.name)} — validation of {o.partition_date}: <span>{status}</span></h1>
 <p>run <code>{e(run_id)}</code> · rows {o.rows_total} · valid {o.rows_valid} · quarantined {o.rows_quarantined}</p>
 <ul>{reasons}</ul>
-<h2>Expectations</h2><table><tr><th>expectation</th><th>column</th><th>rule</th><th>severity</th><th>ok</th>
+<h2>Expectations</h2><table><tr><th>expectation</th><th>column</th><th>failure means</th><th>severity</th><th>ok</th>
 <th>unexpected</th><th>observed</th></tr>{rows}</table>
 <h2>Quarantined rows (first 50)</h2><table><tr><th>row</th><th>reasons</th><th>row as received</th></tr>{qrows}</table>
 </body></html>"""

@@ -46,8 +46,8 @@ def test_clean_batch_passes_with_typed_output(clean):
 
 
 @pytest.mark.parametrize("kind, rows, reason", [
-    pytest.param("nulls", 20, "monthly_charges: not null", id="nulls"),
-    pytest.param("out_of_range", 20, "tenure_months: not between", id="out-of-range"),
+    pytest.param("nulls", 20, "monthly_charges: missing (null) but required", id="nulls"),
+    pytest.param("out_of_range", 20, "tenure_months: outside the allowed range 0..120", id="out-of-range"),
     pytest.param("unknown_category", 20, "region: not one of", id="unknown-category"),
     pytest.param("wrong_type", 20, "'n/a' is not a valid float", id="wrong-type"),
     pytest.param("duplicate_keys", None, "customer_id: duplicate key", id="duplicate-keys"),
