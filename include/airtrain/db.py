@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,14 @@ def redact(uri: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+_URI_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]+:)[^@\s]+@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URI in it replaced by ``***`` (for logs and alerts)."""
+    return _URI_PASSWORD.sub(r"\1***@", text)
 
 
 def advisory_key(*parts: str) -> int:

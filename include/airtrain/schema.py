@@ -95,7 +95,7 @@ BEGIN
 END $$"""
 
 
-def _shared_tables(cur, spec: PipelineSpec) -> None:
+def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     w = spec.warehouse
     reg, mon = w.registry_schema, w.monitoring_schema
     stmts = [
@@ -135,11 +135,17 @@ def _shared_tables(cur, spec: PipelineSpec) -> None:
          "DEFAULT now(), PRIMARY KEY (pipeline, window_end, metric, column_name))", (mon, "drift_metrics")),
         ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, window_end date NOT NULL, model_version integer, "
          "decision text NOT NULL, reason text NOT NULL, report_id text, report_path text, triggered_run_id text, "
-         "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, window_end))",
+         "created_at timestamptz NOT NULL DEFAULT now(), window_start date, run_id text, drifted boolean, "
+         "drift_share double precision, current_rows integer, details jsonb NOT NULL DEFAULT '{{}}', "
+         "PRIMARY KEY (pipeline, window_end))",
          (mon, "drift_decisions")),
     ]
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
+    # columns added after the first release: warehouses created earlier get them here
+    _add_missing_columns(cur, mon, "drift_decisions", [
+        ("window_start", "date"), ("run_id", "text"), ("drifted", "boolean"), ("drift_share", "double precision"),
+        ("current_rows", "integer"), ("details", "jsonb NOT NULL DEFAULT '{}'")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
     cur.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'promotion_log_append_only' AND tgrelid = %s::regclass",
                 (f'"{reg}"."promotion_log"',))
@@ -166,7 +172,8 @@ def _shared_tables(cur, spec: PipelineSpec) -> None:
         (mon, "ingest_runs"): "One row per ingested partition: source, row count, missing/extra columns.",
         (mon, "validation_runs"): "One row per validated partition: counts, blocked or not, expectation results.",
         (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
-        (mon, "drift_decisions"): "Monitor decisions per window (retrain or not) with the reason and report.",
+        (mon, "drift_decisions"): "Monitor decisions per window: no_drift, drift (not yet persistent), cooldown, "
+                                  "retrain, insufficient_data or no_champion, with the reason and the report.",
     }
     for (schema, table), text in comments.items():
         _comment(cur, "TABLE", ident(schema, table), text)
@@ -215,6 +222,15 @@ def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     _comment(cur, "TABLE", ident(qs, qt), f"{spec.name}: rows rejected by validation, with every reason and the "
              "raw row as received.")
     _prediction_tables(cur, spec)
+    ms, mt = spec.table("reference")
+    cur.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (model_version integer NOT NULL, {}, prediction double precision, "
+        "PRIMARY KEY (model_version, {}, {}))").format(
+        ident(ms, mt), _cols(table_columns(spec, "features")), ident(key), ident(date)))
+    _add_missing_columns(cur, ms, mt, table_columns(spec, "features"), report)
+    _comment(cur, "TABLE", ident(ms, mt), f"{spec.name}: drift reference per model version - a deterministic "
+             "sample of the rows it was trained and evaluated on, with its own predictions. Written once per "
+             "version by the monitor.")
 
 
 def _prediction_tables(cur, spec: PipelineSpec) -> None:
@@ -272,7 +288,7 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
         for schema in dict.fromkeys([w.raw_schema, w.features_schema, w.quarantine_schema, w.registry_schema,
                                      w.predictions_schema, w.monitoring_schema]):
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
-        _shared_tables(cur, spec)
+        _shared_tables(cur, spec, report)
         _pipeline_tables(cur, spec, report)
         _reader_role(cur, spec)
         cur.execute(sql.SQL("INSERT INTO {} (pipeline, spec_sha256) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(

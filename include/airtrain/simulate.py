@@ -65,13 +65,13 @@ def _day_index(date: dt.date, start: dt.date | None) -> int:
 
 
 def _drifting(scenario: Scenario, date: dt.date, start: dt.date | None) -> float:
-    """0 before the drift starts, then ramping to drift_strength over 5 days."""
+    """0 before the drift starts, then ramping to drift_strength over 3 days."""
     if scenario.drift is None or scenario.drift_start is None or start is None:
         return 0.0
     days_in = _day_index(date, start) - scenario.drift_start
     if days_in < 0:
         return 0.0
-    return scenario.drift_strength * min(1.0, (days_in + 1) / 5)
+    return scenario.drift_strength * min(1.0, (days_in + 1) / 3)
 
 
 def churn_probability(df: pd.DataFrame, concept: float = 0.0) -> np.ndarray:
@@ -85,7 +85,7 @@ def churn_probability(df: pd.DataFrame, concept: float = 0.0) -> np.ndarray:
     tickets = df["num_support_tickets"].to_numpy(float)
     senior = df["senior_citizen"].to_numpy(float)
     z_old = (-2.2 + 1.3 * mtm - 1.0 * two + 0.6 * fiber + 0.5 * echeck - 0.035 * tenure
-             + 0.018 * (charges - 65) + 0.35 * tickets + 0.3 * senior)
+             + 0.018 * (charges - 65) + 0.12 * np.clip(charges - 100, 0, None) + 0.35 * tickets + 0.3 * senior)
     z_new = (-2.0 + 0.2 * mtm + 0.035 * (tenure - 36) - 0.02 * (charges - 65) + 1.2 * (1 - fiber) * echeck
              + 0.05 * tickets)
     z = (1 - concept) * z_old + concept * z_new

@@ -224,6 +224,7 @@ class TrainingSpec(_Model):
     min_rows: Annotated[int, Field(ge=10)] = 500
     random_state: int = 42
     search: SearchSpec | None = None
+    cadence: Literal["daily", "on_trigger"] = "daily"
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSpec:
@@ -436,6 +437,7 @@ class PipelineSpec(_Model):
             "predictions": (w.predictions_schema, n),
             "predictions_latest": (w.predictions_schema, f"{n}_latest"),
             "shadow_predictions": (w.predictions_schema, f"{n}_shadow"),
+            "reference": (w.monitoring_schema, f"{n}_reference"),
         }
         try:
             return mapping[kind]
@@ -600,6 +602,10 @@ KEY_DOCS: dict[str, str] = {
     'training.holdout_days': 'The newest days of the window, held out for evaluation (time-based split).',
     'training.min_rows': 'Fewer training rows than this fails training with a clear message.',
     'training.random_state': 'Seed passed to the estimator and the search.',
+    'training.cadence': "`daily`: every scheduled retrain run trains a challenger. `on_trigger`: scheduled runs "
+                        "only ingest, validate and score; a challenger is trained when the monitor triggers a "
+                        "retrain, when a run is started with `force_train` or a `trigger_reason`, or when there "
+                        "is no champion yet.",
     'training.search': 'Optional hyperparameter search (time-series CV).',
     'training.search.method': '`grid` or `random`.',
     'training.search.param_grid': 'Estimator parameter name → list of values.',
@@ -630,7 +636,7 @@ KEY_DOCS: dict[str, str] = {
     'scoring.shadow': 'Also score the newest challenger into predictions.<name>_shadow.',
     'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks).',
     'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
-    'alerts': 'Notifications on failures and triggered retrains.',
+    'alerts': 'Notifications on failures and triggered retrains (always logged; these add channels).',
     'alerts.slack_conn_id': 'Airflow Slack webhook connection id.',
     'alerts.smtp_to': 'E-mail recipients (Airflow SMTP connection).',
     'alerts.webhook_conn_id': 'Airflow HTTP connection for a generic webhook.',

@@ -12,6 +12,8 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
 from airtrain.spec import PipelineSpec
 
+from airtrain_airflow.notify import PipelineFailureNotifier
+from airtrain_airflow.operators.drift import DriftCheckOperator
 from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -58,8 +60,27 @@ def retrain_params() -> dict[str, Param]:
             description="Ingest, validate, train and evaluate, but promote nothing and write no predictions.",
         ),
         "trigger_reason": Param(
-            "schedule", type="string", maxLength=200, title="Trigger reason",
-            description="Why this run started (set by the drift monitor when it triggers a retrain).",
+            "schedule", type="string", maxLength=300, title="Trigger reason",
+            description="Why this run started (set by the drift monitor when it triggers a retrain). "
+            "Anything but 'schedule' also trains when training.cadence is on_trigger.",
+        ),
+        "force_train": Param(
+            False, type="boolean", title="Train now",
+            description="Train a challenger even when the spec's training.cadence is on_trigger.",
+        ),
+        "drift_report_id": Param(
+            None, type=["null", "string"], maxLength=100, pattern=r"^[A-Za-z0-9_.-]*$", title="Drift report",
+            description="Set by the drift monitor: the report that triggered this retrain.",
+        ),
+    }
+
+
+def monitor_params() -> dict[str, Param]:
+    return {
+        "date": Param(
+            None, type=["null", "string"], pattern=DATE_PATTERN, title="Window end",
+            description="Last day of the monitoring window (YYYY-MM-DD) instead of the day before the "
+            "run's logical date.",
         ),
     }
 
@@ -102,6 +123,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         doc_md=_doc(spec, "retraining"),
         description=f"Retrain, evaluate and promote the {name} model",
         render_template_as_native_obj=False,
+        on_failure_callback=PipelineFailureNotifier(name),
     )
     def retrain() -> None:
         @task(multiple_outputs=False)
@@ -196,3 +218,70 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             published >> shadow
 
     return retrain()
+
+
+def build_monitor_dag(spec: PipelineSpec) -> DAG:
+    """``<name>_monitor``: drift check → (retrain due?) → trigger ``<name>_retrain`` → alert."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    name = spec.name
+    t = spec.monitoring.trigger
+    doc = _doc(spec, "drift monitoring") + f"""
+**Monitoring:** window {spec.monitoring.window_days} day(s), at least {spec.monitoring.min_rows} rows, sampled to
+{spec.monitoring.sample_rows}. Retrain when drift share ≥ {t.drift_share}, critical features
+{t.critical_features or 'none'}, prediction drift {'on' if t.prediction_drift else 'off'}, performance drop ≥
+{t.performance_drop_abs}; persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Results:
+`{spec.warehouse.monitoring_schema}.drift_metrics`, `{spec.warehouse.monitoring_schema}.drift_decisions` and the
+**Drift report** link of `drift_check` (all reports: menu *Browse → Drift reports*).
+"""
+    xcom = "ti.xcom_pull(task_ids='drift_check')"
+
+    @dag(
+        dag_id=spec.monitor_dag_id,
+        schedule=spec.schedule.monitor,
+        start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
+                                     spec.schedule.start_date.day, tz=spec.schedule.timezone),
+        catchup=False,
+        max_active_runs=1,  # windows are decided in order: persistence and cooldown read earlier ones
+        default_args=default_args(spec),
+        params=monitor_params(),
+        tags=["airtrain", "monitor", *spec.tags],
+        doc_md=doc,
+        description=f"Drift and performance monitoring of the {name} model; triggers retraining",
+        on_failure_callback=PipelineFailureNotifier(name),
+    )
+    def monitor() -> None:
+        check = DriftCheckOperator(task_id="drift_check", pipeline=name, window_end="{{ params.date or '' }}")
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def retrain_due(decision: dict[str, Any]) -> bool:
+            """Continue to the trigger only when the decision is 'retrain'."""
+            return bool(decision.get("trigger"))
+
+        trigger_retrain = TriggerDagRunOperator(
+            task_id="trigger_retrain",
+            trigger_dag_id=spec.retrain_dag_id,
+            # one retrain per window: a second firing for the same window finds the run and skips
+            trigger_run_id="{{ " + xcom + "['retrain_run_id'] }}",
+            conf={
+                "date": "{{ " + xcom + "['window_end'] }}",
+                "trigger_reason": "drift: {{ " + xcom + "['reason'][:280] }}",
+                "drift_report_id": "{{ " + xcom + "['report_id'] or '' }}",
+                "force_train": True,
+            },
+            skip_when_already_exists=True,
+            wait_for_completion=False,
+            openlineage_inject_parent_info=False,
+        )
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def notify(decision: dict[str, Any]) -> list[str]:
+            """Alert when a retrain was triggered (logged always; Slack/e-mail/webhook per the spec)."""
+            from airtrain_airflow import runtime
+
+            return runtime.notify_decision(name, decision)
+
+        due = retrain_due(check.output)
+        due >> trigger_retrain >> notify(check.output)
+
+    return monitor()

@@ -101,6 +101,8 @@ def check_params(name: str) -> dict[str, Any]:
         "reason": reason or None,
         "actor": _actor(ctx),
         "trigger_reason": p.get("trigger_reason") or "schedule",
+        "force_train": bool(p.get("force_train")),
+        "drift_report_id": p.get("drift_report_id") or None,
     }
 
 
@@ -137,10 +139,44 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     from airtrain.training import InsufficientDataError
 
     spec = spec_for(name)
+    wh = warehouse_for(spec)
+    why = training_requested(spec, plan)
+    if why is None:
+        from airtrain import registry
+
+        if registry.champion_version(wh, spec) is not None:
+            raise AirflowSkipException(
+                "not retraining: training.cadence is on_trigger and this is a scheduled run (the drift "
+                "monitor triggers retraining; or start a run with force_train)")
     try:
-        return steps.train(warehouse_for(spec), spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+        return steps.train(wh, spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
     except InsufficientDataError as exc:
         raise AirflowSkipException(f"not retraining: {exc}") from exc
+
+
+def training_requested(spec: PipelineSpec, plan: dict[str, Any]) -> str | None:
+    """Why this run trains (None: it only ingests, validates and scores)."""
+    if spec.training.cadence == "daily":
+        return "training.cadence is daily"
+    if plan.get("force_train"):
+        return "force_train"
+    if (plan.get("trigger_reason") or "schedule") != "schedule":
+        return f"triggered: {plan['trigger_reason']}"
+    return None
+
+
+def notify_decision(name: str, decision: dict[str, Any]) -> list[str]:
+    """Alert on a triggered retrain; nothing to say otherwise."""
+    from airtrain_airflow.notify import send_alert
+    from airtrain_airflow.operators.drift import report_url
+
+    if not decision or not decision.get("trigger"):
+        return []
+    msg = (f"retrain triggered for window {decision['window_start']}..{decision['window_end']} "
+           f"(run {decision['retrain_run_id']}): {decision['reason']}. Report: "
+           f"{report_url(name, decision.get('report_id'))}")
+    return send_alert(name, "retrain triggered", msg, {k: decision.get(k) for k in (
+        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")})
 
 
 def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,521 @@
+"""Drift and performance monitoring: the current window against the champion's reference.
+
+One check per (pipeline, window): a window is the ``monitoring.window_days`` days ending at
+``window_end``. The check
+
+1. loads the window's validated rows (sampled deterministically to ``monitoring.sample_rows``:
+   ordered by ``md5(key | date)``, so the same window always gives the same sample);
+2. compares them, column by column, with the champion's **reference** - a deterministic sample of
+   the rows it was trained and evaluated on, with its own predictions, stored once per model
+   version in ``<monitoring_schema>.<name>_reference`` - using Evidently (per-column method and
+   threshold from the spec), plus the drift of the champion's predictions;
+3. measures **realized performance**: the champion's stored predictions joined to the labels
+   known at ``window_end`` (newest ``window_days`` labeled days), against the primary metric of
+   its own evaluation;
+4. writes every number to ``<monitoring_schema>.drift_metrics`` (long format), the Evidently HTML
+   report to ``<reports>/<name>/drift/<report_id>.html`` and the decision to ``drift_decisions``,
+   replacing whatever an earlier attempt of the same window wrote (re-runs never duplicate);
+5. decides with :func:`decide`: ``insufficient_data`` / ``no_drift`` / ``drift`` (not yet
+   persistent) / ``cooldown`` / ``retrain``.
+
+No Airflow import here; the operator in ``plugins/`` calls :func:`run_check`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from airtrain import registry
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+
+log = logging.getLogger(__name__)
+
+#: drift methods whose score is a p-value: drift when the score is *below* the threshold
+P_VALUE_METHODS = frozenset({"ks", "chisquare"})
+#: methods that only make sense for numeric columns
+NUMERIC_ONLY = frozenset({"ks", "wasserstein"})
+#: each method's usual threshold, used when the spec gives none for a column whose method differs
+#: from ``monitoring.default_method``
+METHOD_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1, "chisquare": 0.05,
+                     "kl_div": 0.1}
+NULL_CATEGORY = "__null__"
+PREDICTION = "prediction"
+DECISIONS = ("no_champion", "insufficient_data", "no_drift", "drift", "cooldown", "retrain")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    column: str
+    kind: str  # "numerical" | "categorical"
+    method: str
+    threshold: float
+
+    def drifted(self, score: float | None) -> bool | None:
+        if score is None:
+            return None
+        return score < self.threshold if self.method in P_VALUE_METHODS else score >= self.threshold
+
+
+def column_rules(spec: PipelineSpec) -> list[ColumnRule]:
+    """The drift method and threshold of every feature (spec ``monitoring.columns`` over defaults)."""
+    m = spec.monitoring
+    rules = []
+    for f in spec.features:
+        kind = "numerical" if f.type in ("int", "float") else "categorical"
+        col = m.columns.get(f.name)
+        method = col.method if col is not None and col.method else m.default_method
+        if kind == "categorical" and method in NUMERIC_ONLY:
+            method = "jensenshannon"  # ks/wasserstein need numbers; categories use a distribution distance
+        if col is not None and col.threshold is not None:
+            threshold = col.threshold
+        elif method == m.default_method:
+            threshold = m.default_threshold
+        else:
+            threshold = METHOD_THRESHOLDS[method]
+        rules.append(ColumnRule(f.name, kind, method, float(threshold)))
+    return rules
+
+
+def prediction_rule(spec: PipelineSpec) -> ColumnRule:
+    m = spec.monitoring
+    return ColumnRule(PREDICTION, "numerical", m.default_method, float(m.default_threshold))
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def window_bounds(spec: PipelineSpec, window_end: dt.date) -> tuple[dt.date, dt.date]:
+    return window_end - dt.timedelta(days=spec.monitoring.window_days - 1), window_end
+
+
+def _sample_query(spec: PipelineSpec, table: sql.Composable, extra_cols: list[str], where: sql.Composable
+                  ) -> sql.Composable:
+    key, date = spec.entity_key, spec.date_column
+    cols = sql.SQL(", ").join(ident(c) for c in [key, date, *spec.feature_names, *extra_cols])
+    return sql.SQL("SELECT {cols} FROM {t} WHERE {where} ORDER BY md5({k}::text || '|' || {d}::text), {k}, {d} "
+                   "LIMIT %(limit)s").format(cols=cols, t=table, where=where, k=ident(key), d=ident(date))
+
+
+def load_window(wh: Warehouse, spec: PipelineSpec, start: dt.date, end: dt.date):
+    """(deterministic sample of the window's validated rows, total rows in the window)."""
+    from airtrain.steps import coerce_features, read_frame
+
+    fs, ft = spec.table("features")
+    d = ident(spec.date_column)
+    where = sql.SQL("{} BETWEEN %(start)s AND %(end)s").format(d)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(ident(fs, ft), where),
+                    {"start": start, "end": end})
+        total = int(cur.fetchone()[0])
+    df = read_frame(wh, _sample_query(spec, ident(fs, ft), [], where),
+                    {"start": start, "end": end, "limit": spec.monitoring.sample_rows})
+    return coerce_features(df, spec), total
+
+
+def ensure_reference(wh: Warehouse, spec: PipelineSpec, version: int, model: Any = None) -> int:
+    """Store the reference sample of ``version`` once (its train + holdout window, scored by it).
+
+    Returns the number of reference rows. Idempotent and safe under concurrency: the first writer
+    holds a transaction lock per (pipeline, version); later callers find the rows and return.
+    """
+    from airtrain.evaluation import predict_scores
+    from airtrain.steps import coerce_features, read_frame
+
+    ms, mt = spec.table("reference")
+    ref = ident(ms, mt)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE model_version = %s").format(ref), (version,))
+        have = int(cur.fetchone()[0])
+    if have:
+        return have
+    mv = registry.get_version(wh, spec, version)
+    window = mv.lineage.get("window") or {}
+    try:
+        start = dt.date.fromisoformat(str(window["train_start"]))
+        end = dt.date.fromisoformat(str(window["holdout_end"]))
+    except (KeyError, ValueError):
+        raise registry.RegistryError(
+            f"{spec.name} version {version} has no training window in its lineage; cannot build its drift "
+            "reference (was it registered by this project?)") from None
+    fs, ft = spec.table("features")
+    where = sql.SQL("{} BETWEEN %(start)s AND %(end)s").format(ident(spec.date_column))
+    df = read_frame(wh, _sample_query(spec, ident(fs, ft), [], where),
+                    {"start": start, "end": end, "limit": spec.monitoring.sample_rows})
+    if df.empty:
+        raise registry.RegistryError(
+            f"{spec.name}: no validated rows left in {start}..{end}, the window version {version} was trained "
+            "on; its drift reference cannot be built")
+    model = model if model is not None else registry.load_artifact(wh, spec, version)
+    scores = predict_scores(model, coerce_features(df, spec), spec)
+    cols = [spec.entity_key, spec.date_column, *spec.feature_names]
+    rows = [(version, *(None if _isnull(v) else v for v in rec), float(s))
+            for rec, s in zip(df[cols].itertuples(index=False, name=None), scores, strict=True)]
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "reference", spec.name, str(version))
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE model_version = %s").format(ref), (version,))
+        have = int(cur.fetchone()[0])
+        if have:
+            return have
+        execute_values(cur, sql.SQL("INSERT INTO {} (model_version, {}, prediction) VALUES %s").format(
+            ref, sql.SQL(", ").join(ident(c) for c in cols)).as_string(cur), rows, page_size=5000)
+    log.info("%s: stored a drift reference of %s rows for version %s (%s..%s)", spec.name, len(rows), version,
+             start, end)
+    return len(rows)
+
+
+def _isnull(v: Any) -> bool:
+    try:
+        return v is None or v != v  # NaN
+    except (TypeError, ValueError):
+        return False
+
+
+def load_reference(wh: Warehouse, spec: PipelineSpec, version: int):
+    from airtrain.steps import coerce_features, read_frame
+
+    ms, mt = spec.table("reference")
+    cols = sql.SQL(", ").join(ident(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names, PREDICTION])
+    df = read_frame(wh, sql.SQL("SELECT {} FROM {} WHERE model_version = %s ORDER BY {}, {}").format(
+        cols, ident(ms, mt), ident(spec.entity_key), ident(spec.date_column)), (version,))
+    return coerce_features(df, spec)
+
+
+def realized_performance(wh: Warehouse, spec: PipelineSpec, version: int, window_end: dt.date) -> dict[str, Any]:
+    """The champion's stored predictions joined to labels known on ``window_end``.
+
+    Uses the newest ``monitoring.window_days`` labeled days of that version's predictions.
+    """
+    import numpy as np
+
+    from airtrain.evaluation import compute_metrics
+
+    ps, pt = spec.table("predictions")
+    ls, lt = spec.table("labels")
+    key, date, target = ident(spec.entity_key), ident(spec.date_column), ident(spec.target.name)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT max(p.as_of_date) FROM {p} p JOIN {l} l ON l.{k} = p.{k} AND l.{d} = p.as_of_date "
+            "WHERE p.model_version = %s AND l.label_available_on <= %s AND p.as_of_date <= %s").format(
+            p=ident(ps, pt), l=ident(ls, lt), k=key, d=date), (version, window_end, window_end))
+        newest = cur.fetchone()[0]
+        if newest is None:
+            return {"rows": 0}
+        oldest = newest - dt.timedelta(days=spec.monitoring.window_days - 1)
+        cur.execute(sql.SQL(
+            "SELECT p.score, l.{t} FROM {p} p JOIN {l} l ON l.{k} = p.{k} AND l.{d} = p.as_of_date "
+            "WHERE p.model_version = %s AND l.label_available_on <= %s AND p.as_of_date BETWEEN %s AND %s").format(
+            t=target, p=ident(ps, pt), l=ident(ls, lt), k=key, d=date), (version, window_end, oldest, newest))
+        rows = cur.fetchall()
+    if not rows:
+        return {"rows": 0}
+    arr = np.asarray(rows, dtype="float64")
+    primary = spec.evaluation.primary_metric
+    values = compute_metrics(arr[:, 1], arr[:, 0], [primary], spec.evaluation.threshold)
+    return {"rows": len(rows), "start": oldest.isoformat(), "end": newest.isoformat(),
+            "metric": primary, "value": values.get(primary)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidently
+# ---------------------------------------------------------------------------------------------
+
+
+def _evidently_frame(df, rules: list[ColumnRule]):
+    import pandas as pd
+
+    out = {}
+    for r in rules:
+        s = df[r.column]
+        if r.kind == "numerical":
+            out[r.column] = pd.to_numeric(s, errors="coerce").astype("float64")
+        else:
+            out[r.column] = s.astype("object").where(s.notna(), NULL_CATEGORY).astype(str)
+    return pd.DataFrame(out)
+
+
+def evidently_drift(reference, current, rules: list[ColumnRule], drift_share: float):
+    """Run the Evidently report; returns ({column: score or None}, snapshot)."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently telemetry off
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    usable, skipped = [], []
+    for r in rules:
+        ok = (reference[r.column].notna().sum() >= 2 and current[r.column].notna().sum() >= 2
+              if r.kind == "numerical" else True)
+        (usable if ok else skipped).append(r)
+    ref_df, cur_df = _evidently_frame(reference, usable), _evidently_frame(current, usable)
+    definition = DataDefinition(numerical_columns=[r.column for r in usable if r.kind == "numerical"],
+                                categorical_columns=[r.column for r in usable if r.kind == "categorical"])
+    features = [r for r in usable if r.column != PREDICTION]
+    metrics: list[Any] = []
+    if features:
+        metrics.append(DriftedColumnsCount(
+            columns=[r.column for r in features], drift_share=drift_share,
+            per_column_method={r.column: r.method for r in features},
+            per_column_threshold={r.column: r.threshold for r in features}))
+    metrics += [ValueDrift(column=r.column, method=r.method, threshold=r.threshold) for r in usable]
+    snapshot = Report(metrics).run(Dataset.from_pandas(cur_df, data_definition=definition),
+                                   Dataset.from_pandas(ref_df, data_definition=definition))
+    scores: dict[str, float | None] = {r.column: None for r in skipped}
+    for m in snapshot.dict()["metrics"]:
+        cfg = m.get("config", {})
+        if cfg.get("type", "").endswith(":ValueDrift"):
+            v = m.get("value")
+            scores[cfg["column"]] = float(v) if isinstance(v, int | float) else None
+    return scores, snapshot
+
+
+# ---------------------------------------------------------------------------------------------
+# deciding
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    decision: str
+    reason: str
+    drifted: bool
+    signals: list[str] = field(default_factory=list)
+
+    @property
+    def trigger(self) -> bool:
+        return self.decision == "retrain"
+
+
+@dataclass(frozen=True)
+class PastWindow:
+    window_end: dt.date
+    drifted: bool
+    decision: str
+
+
+def decide(spec: PipelineSpec, window_end: dt.date, signals: list[str], history: list[PastWindow],
+           insufficient: str | None = None) -> Decision:
+    """Apply the spec's trigger rule. ``history``: earlier windows' decisions (any order).
+
+    * ``insufficient`` set → ``insufficient_data`` (small windows never count as drift);
+    * no signal → ``no_drift``;
+    * fewer than ``persistence`` consecutive drifted windows (each ``window_days`` apart, ending at
+      this one) → ``drift``;
+    * a retrain was triggered for a window less than ``cooldown_days`` before this one → ``cooldown``;
+    * otherwise → ``retrain``.
+    """
+    t = spec.monitoring.trigger
+    step = dt.timedelta(days=spec.monitoring.window_days)
+    if insufficient:
+        return Decision("insufficient_data", insufficient, False)
+    if not signals:
+        return Decision("no_drift", "no drift signal crossed its threshold", False)
+    what = "; ".join(signals)
+    past = {h.window_end: h for h in history if h.window_end < window_end}
+    streak, d = 1, window_end - step
+    while streak < t.persistence and d in past and past[d].drifted:
+        streak, d = streak + 1, d - step
+    if streak < t.persistence:
+        return Decision("drift", f"{what} ({streak} of {t.persistence} consecutive drifted windows needed)",
+                        True, signals)
+    recent = sorted((h.window_end for h in past.values()
+                     if h.decision == "retrain" and (window_end - h.window_end).days < t.cooldown_days),
+                    reverse=True)
+    if recent:
+        until = recent[0] + dt.timedelta(days=t.cooldown_days)
+        return Decision("cooldown", f"{what}; but a retrain was triggered for window {recent[0]} "
+                                    f"(cooldown {t.cooldown_days} days, until {until})", True, signals)
+    return Decision("retrain", f"{what} ({streak} consecutive drifted windows)", True, signals)
+
+
+# ---------------------------------------------------------------------------------------------
+# the check
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    metric: str
+    column: str
+    value: float | None
+    threshold: float | None
+    drifted: bool | None
+
+
+def retrain_run_id(window_end: dt.date) -> str:
+    """The deterministic run id of the retrain triggered for a window (one retrain per window)."""
+    return f"drift__{window_end.isoformat()}"
+
+
+def report_id(spec: PipelineSpec, window_end: dt.date, version: int | None) -> str:
+    return f"{spec.name}-{window_end:%Y%m%d}-v{version if version is not None else 0}"
+
+
+def _history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[PastWindow]:
+    lookback = window_end - dt.timedelta(days=max(spec.monitoring.trigger.cooldown_days,
+                                                  spec.monitoring.trigger.persistence
+                                                  * spec.monitoring.window_days) + 1)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT window_end, coalesce(drifted, false), decision FROM {} WHERE pipeline = %s "
+                            "AND window_end < %s AND window_end >= %s").format(
+            ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end, lookback))
+        return [PastWindow(r[0], bool(r[1]), r[2]) for r in cur.fetchall()]
+
+
+def _write(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt.date], version: int | None,
+           run_id: str, metrics: list[Metric], decision: Decision, rep_id: str | None, rep_path: str | None,
+           drift_share: float | None, current_rows: int, details: dict[str, Any]) -> None:
+    mon = spec.warehouse.monitoring_schema
+    start, end = window
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "monitor", spec.name, end.isoformat())
+        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND window_end = %s").format(
+            ident(mon, "drift_metrics")), (spec.name, end))
+        if metrics:
+            execute_values(cur, sql.SQL(
+                "INSERT INTO {} (pipeline, model_version, window_start, window_end, run_id, metric, column_name, "
+                "value, threshold, drifted) VALUES %s").format(ident(mon, "drift_metrics")).as_string(cur),
+                [(spec.name, version, start, end, run_id, m.metric, m.column, m.value, m.threshold, m.drifted)
+                 for m in metrics])
+        cur.execute(sql.SQL(
+            "INSERT INTO {} (pipeline, window_start, window_end, model_version, run_id, decision, reason, drifted, "
+            "drift_share, current_rows, report_id, report_path, triggered_run_id, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (pipeline, window_end) DO UPDATE SET window_start = EXCLUDED.window_start, "
+            "model_version = EXCLUDED.model_version, run_id = EXCLUDED.run_id, decision = EXCLUDED.decision, "
+            "reason = EXCLUDED.reason, drifted = EXCLUDED.drifted, drift_share = EXCLUDED.drift_share, "
+            "current_rows = EXCLUDED.current_rows, report_id = EXCLUDED.report_id, "
+            "report_path = EXCLUDED.report_path, "
+            # a retrain that was triggered for this window stays recorded even if a re-run decides otherwise
+            "triggered_run_id = coalesce(EXCLUDED.triggered_run_id, {t}.triggered_run_id), "
+            "details = EXCLUDED.details, created_at = now()").format(
+            ident(mon, "drift_decisions"), t=ident("drift_decisions")),
+            (spec.name, start, end, version, run_id, decision.decision, decision.reason, decision.drifted,
+             drift_share, current_rows, rep_id, rep_path,
+             retrain_run_id(end) if decision.trigger else None, json.dumps(details, default=str)))
+
+
+def _save_html(snapshot: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    snapshot.save_html(str(tmp))
+    os.replace(tmp, path)
+
+
+def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str, reports_root: Path
+              ) -> dict[str, Any]:
+    """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is)."""
+    from airtrain.ingest import load_labels
+
+    t0 = time.monotonic()
+    start, end = window_bounds(spec, window_end)
+    m, t = spec.monitoring, spec.monitoring.trigger
+    out: dict[str, Any] = {"pipeline": spec.name, "window_start": start.isoformat(), "window_end": end.isoformat(),
+                           "retrain_run_id": retrain_run_id(end)}
+    version = registry.champion_version(wh, spec)
+    history = _history(wh, spec, end)
+    if version is None:
+        dec = Decision("no_champion", "no champion yet: nothing to compare with (run the retrain DAG first)", False)
+        _write(wh, spec, window=(start, end), version=None, run_id=run_id, metrics=[], decision=dec, rep_id=None,
+               rep_path=None, drift_share=None, current_rows=0, details={})
+        return {**out, **_summary(dec), "model_version": None, "report_id": None, "report_path": None}
+
+    current, total = load_window(wh, spec, start, end)
+    metrics = [Metric("rows", "", float(total), float(m.min_rows), None),
+               Metric("rows_sampled", "", float(len(current)), float(m.sample_rows), None)]
+    signals: list[str] = []
+    details: dict[str, Any] = {"rows": total, "rows_sampled": len(current)}
+    rep_id = rep_path = None
+    drift_share = None
+    insufficient = None
+    if total < m.min_rows:
+        insufficient = (f"{total} rows in {start}..{end}, fewer than monitoring.min_rows={m.min_rows}: "
+                        "too few to tell drift from noise")
+    else:
+        model = registry.load_artifact(wh, spec, version)
+        ensure_reference(wh, spec, version, model)
+        reference = load_reference(wh, spec, version)
+        from airtrain.evaluation import predict_scores
+
+        current[PREDICTION] = predict_scores(model, current, spec)
+        rules = column_rules(spec)
+        p_rule = prediction_rule(spec)
+        scores, snapshot = evidently_drift(reference, current, [*rules, p_rule], t.drift_share)
+        drifted_cols = []
+        for r in rules:
+            flag = r.drifted(scores.get(r.column))
+            metrics.append(Metric(f"drift.{r.method}", r.column, scores.get(r.column), r.threshold, flag))
+            if flag:
+                drifted_cols.append(r.column)
+        drift_share = len(drifted_cols) / len(rules)
+        share_hit = drift_share >= t.drift_share
+        metrics.append(Metric("drift_share", "", drift_share, t.drift_share, share_hit))
+        metrics.append(Metric("drifted_columns", "", float(len(drifted_cols)), None, None))
+        if share_hit:
+            signals.append(f"{len(drifted_cols)} of {len(rules)} features drifted ({drift_share:.0%} >= "
+                           f"{t.drift_share:.0%}: {', '.join(drifted_cols)})")
+        critical = [c for c in t.critical_features if c in drifted_cols]
+        if critical:
+            signals.append(f"critical feature(s) drifted: {', '.join(critical)}")
+        p_flag = p_rule.drifted(scores.get(PREDICTION))
+        metrics.append(Metric(f"prediction_drift.{p_rule.method}", PREDICTION, scores.get(PREDICTION),
+                              p_rule.threshold, p_flag))
+        if t.prediction_drift and p_flag:
+            signals.append(f"prediction drift ({p_rule.method} {scores[PREDICTION]:.3f})")
+        details.update(drifted_columns=drifted_cols, scores=scores)
+        rep_id = report_id(spec, end, version)
+        path = reports_root / spec.name / "drift" / f"{rep_id}.html"
+        _save_html(snapshot, path)
+        rep_path = str(path)
+    # realized performance, as far as labels have arrived (independent of the window's size)
+    load_labels(wh, spec, end)
+    perf = realized_performance(wh, spec, version, end)
+    details["performance"] = perf
+    baseline = (registry.get_version(wh, spec, version).metrics.get("holdout") or {}).get(spec.evaluation.primary_metric)
+    if perf.get("rows"):
+        metrics.append(Metric("performance_rows", "", float(perf["rows"]), float(m.min_rows), None))
+    if perf.get("value") is not None and perf["rows"] >= m.min_rows and baseline is not None:
+        primary = spec.evaluation.primary_metric
+        drop = (perf["value"] - baseline) if primary in LOWER_IS_BETTER else (baseline - perf["value"])
+        limit = t.performance_drop_abs
+        hit = limit is not None and drop >= limit
+        metrics.append(Metric(f"performance.{primary}", "", perf["value"], baseline, None))
+        metrics.append(Metric(f"performance_drop.{primary}", "", drop, limit, hit if limit is not None else None))
+        details["performance"].update(baseline=baseline, drop=drop)
+        if hit:
+            signals.append(f"{primary} fell by {drop:.3f} (realized {perf['value']:.3f} on {perf['start']}.."
+                           f"{perf['end']} vs {baseline:.3f} at evaluation; limit {limit})")
+    dec = decide(spec, end, signals, history, insufficient)
+    details["seconds"] = round(time.monotonic() - t0, 3)
+    _write(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
+           rep_id=rep_id, rep_path=rep_path, drift_share=drift_share, current_rows=total, details=details)
+    log.info("%s window %s..%s (champion v%s): %s - %s", spec.name, start, end, version, dec.decision, dec.reason)
+    return {**out, **_summary(dec), "model_version": version, "drift_share": drift_share, "rows": total,
+            "report_id": rep_id, "report_path": rep_path, "seconds": details["seconds"]}
+
+
+def _summary(dec: Decision) -> dict[str, Any]:
+    d = asdict(dec)
+    d["trigger"] = dec.trigger
+    return d
+
+
+def list_decisions(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> list[dict[str, Any]]:
+    """Newest decisions first (for the UI page and the demo summary)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT window_start, window_end, model_version, decision, reason, drift_share, current_rows, "
+            "report_id, triggered_run_id, created_at FROM {} WHERE pipeline = %s ORDER BY window_end DESC LIMIT %s"
+        ).format(ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, limit))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
