@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop status demo-data test test-unit lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check test test-unit lint bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ stop: ## stop everything `make run` started
 status: ## show what is running
 	@$(BIN)/python scripts/devstack.py status
 
+demo: venv ## a simulated month (covariate drift from day 20) through real DAG runs; summary + PNG chart
+	@$(BIN)/python scripts/devstack.py demo $(DEMO_ARGS)
+
+ui-check: venv ## the drift pages in headless Chromium against the running `make run` stack
+	@$(BIN)/python scripts/ui_check.py
+
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data
 
@@ -38,6 +44,7 @@ lint: venv ## ruff (with Airflow's AIR rules)
 
 bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/run.py
+	@$(BIN)/python bench/drift.py
 
 lock: venv ## recompile requirements.txt from requirements.in
 	@$(BIN)/python -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --universal

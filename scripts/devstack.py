@@ -295,6 +295,69 @@ def cmd_up() -> int:
     return 0
 
 
+def cmd_demo(argv: list[str]) -> int:
+    """`make demo`: a simulated month through real DAG runs, in its own throw-away Airflow metadata
+    and warehouse databases (demo_airflow, demo_warehouse) so it never touches `make run`'s data."""
+    t0 = time.monotonic()
+    cfg = load_dotenv()
+    pg = postgres(cfg)
+    say(f"starting PostgreSQL on 127.0.0.1:{pg.port}")
+    pg.start()
+    demo = LOCAL / "demo"
+    for db in ("demo_airflow", "demo_warehouse"):
+        pg.drop_database(db)
+        pg.create_database(db)
+    import shutil
+
+    for sub in ("project", "reports", "pipelines"):
+        shutil.rmtree(demo / sub, ignore_errors=True)
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airtrain_airflow.demo import write_demo_spec
+
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", demo / "pipelines")
+    env = airflow_env(cfg)
+    env.update({
+        "AIRFLOW_HOME": str(demo / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("demo_airflow", driver="postgresql+psycopg2"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(demo / "logs"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
+        "AIRFLOW_CONN_WAREHOUSE": pg.url("demo_warehouse"),
+        "AIRTRAIN_PROJECT_ROOT": str(demo / "project"),
+        "AIRTRAIN_SPEC_DIR": str(demo / "pipelines"),
+        "AIRTRAIN_REPORTS_DIR": str(demo / "reports"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
+        "PYTHONWARNINGS": "ignore",
+    })
+    (demo / "airflow").mkdir(parents=True, exist_ok=True)
+    say("migrating the demo's Airflow metadata database (demo_airflow)")
+    airflow(env, "db", "migrate", capture=True)
+    say("running the month: every day the retrain DAG (ingest, validate, score) and the monitor DAG")
+    code = _stream_demo([sys.executable, "-u", "-m", "airtrain_airflow.demo", *argv], {**os.environ, **env})
+    print(f"  (make demo took {time.monotonic() - t0:.0f} s; data in .local/demo, databases demo_airflow and "
+          "demo_warehouse)")
+    return code
+
+
+def _stream_demo(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the demo and show only its own lines (the full log goes to .local/demo/demo.log)."""
+    log_path = LOCAL / "demo" / "demo.log"
+    keep = ("simulating", "bootstrap", "day ", "  20", "retrain ", "no retrain", "chart:", "reports:", "took",
+            "---", " day ", "error", "Error", "Traceback")
+    with open(log_path, "w") as log, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        table = False
+        for line in proc.stdout:  # type: ignore[union-attr]
+            log.write(line)
+            if line.startswith(("day date", "  day date")) or line.lstrip().startswith("day date"):
+                table = True
+            if table or line.startswith(keep):
+                print(line, end="", flush=True)
+        code = proc.wait()
+    if code:
+        print(f"error: the demo failed (exit {code}); full log: {log_path}", file=sys.stderr)
+    return code
+
+
 def trigger_demo_backfill(cfg: dict[str, str], env: dict[str, str]) -> None:
     """Once per day: a manual run of churn_retrain over the demo range, so a model is trained,
     promoted and scoring right away (the daily schedule alone would only see yesterday)."""
@@ -351,7 +414,7 @@ def cmd_env() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"up", "down", "status", "env", "demo-data"}:
+    if not argv or argv[0] not in {"up", "down", "status", "env", "demo-data", "demo"}:
         print(__doc__)
         return 2
     try:
@@ -361,6 +424,8 @@ def main(argv: list[str]) -> int:
             return cmd_down()
         if argv[0] == "status":
             return cmd_status()
+        if argv[0] == "demo":
+            return cmd_demo(argv[1:])
         if argv[0] == "demo-data":
             cfg = load_dotenv()
             env = airflow_env(cfg)

@@ -25,6 +25,7 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.faults import failpoint
 from airtrain.spec import FilesSource, PipelineSpec, PostgresSource
 
 META = ("_partition_date", "_row_number", "_run_id", "_source", "_ingested_at", "_extra")
@@ -165,6 +166,8 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
         _copy_rows(cur, ident(rs, rt), ["_partition_date", "_row_number", "_run_id", "_source", *expected, "_extra"],
                    out_rows)
         _record(cur, spec, res, run_id)
+        failpoint("ingest.before_commit")
+    failpoint("ingest.after_commit")
     return res
 
 
@@ -199,6 +202,8 @@ def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) ->
             (d, run_id, source, d))
         res = IngestResult(d, source, cur.rowcount, missing, extra, None)
         _record(cur, spec, res, run_id)
+        failpoint("ingest.before_commit")
+    failpoint("ingest.after_commit")
     return res
 
 

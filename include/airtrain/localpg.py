@@ -231,6 +231,19 @@ class LocalPostgres:
         finally:
             conn.close()
 
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists (closing its connections first)."""
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(self.url("postgres"))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airtrain.localpg", description=__doc__.split("\n")[0])

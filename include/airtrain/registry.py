@@ -19,6 +19,7 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec
 
 
@@ -208,7 +209,9 @@ def promote(
                     ).format(_t(spec, "champions")),
             (spec.name, version, promotion_id),
         )
-        return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}
+        failpoint("promote.before_commit")
+    failpoint("promote.after_commit")
+    return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}
 
 
 def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from psycopg2 import sql
 
 from airtrain import registry
 from airtrain.db import Warehouse, advisory_key, ident
+from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec, check_identifier
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,14 @@ def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int) 
     return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
 
 
+def _shard_delete(spec: PipelineSpec, target: ScoringTarget, shard: int, shards: int) -> str:
+    """Remove this shard's rows from the stage table (left by an earlier attempt that committed)."""
+    where = ""
+    if shards > 1:
+        where = f" WHERE mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+    return f"DELETE FROM {_q(target.schema, target.stage)}{where}"  # noqa: S608 - allow-listed identifiers
+
+
 def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: int, run_id: str,
                         threshold: float, schema: Any) -> Iterator[Any]:
     import numpy as np
@@ -201,13 +210,17 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
             # about scoring.batch_rows rows per record batch (~100 bytes per feature row)
             rcur.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
+            # a retried shard replaces what an earlier attempt of it committed (never duplicates)
+            wcur.execute(_shard_delete(spec, target, int(shard), int(shards)))
             rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards)))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,
                                           spec.evaluation.threshold, schema)
             out = pa.RecordBatchReader.from_batches(schema, batches)
             rows = wcur.adbc_ingest(target.stage, out, mode="append", db_schema_name=target.schema)
+            failpoint("score.before_commit")
         wconn.commit()
+    failpoint("score.after_commit")
     return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
 
 
@@ -255,6 +268,8 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
         cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
             ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+        failpoint("publish.before_commit")
+    failpoint("publish.after_commit")
     return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
             "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version}
 

@@ -21,6 +21,7 @@ from psycopg2.extras import execute_values
 
 from airtrain import registry
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str,
              outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
                                           "warnings": outcome.warnings}, default=str), report_path),
         )
+        failpoint("validate.before_commit")
+    failpoint("validate.after_commit")
 
 
 def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.date | None = None,
@@ -301,6 +304,11 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     if dry_run:
         out["message"] = f"dry run: version {version} would {'' if decision.passed else 'not '}be promoted"
         return out
+    stale = _older_than_champion(wh, spec, version)
+    if stale and not force:
+        out.update(gate_passed=False, gate_reason=stale, message=f"version {version} not promoted: {stale}")
+        log.warning(out["message"])
+        return out
     if not decision.passed and not force:
         out["message"] = f"version {version} not promoted: {decision.reason}"
         log.warning(out["message"])
@@ -314,6 +322,20 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
                message=f"version {version} is the champion ({action})")
     log.info(out["message"])
     return out
+
+
+def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str | None:
+    """Why ``version`` must not replace the champion automatically: it was trained as of an earlier
+    date (an out-of-order backfill) - or None."""
+    champion = registry.champion_version(wh, spec)
+    if champion is None or champion == version:
+        return None
+    mine = registry.get_version(wh, spec, version).lineage.get("as_of")
+    theirs = registry.get_version(wh, spec, champion).lineage.get("as_of")
+    if mine and theirs and str(mine) < str(theirs):
+        return (f"trained as of {mine}, older than the champion v{champion} (as of {theirs}): an out-of-order "
+                "backfill never replaces a newer champion (force_promote with a reason to override)")
+    return None
 
 
 def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str

@@ -31,9 +31,12 @@ from typing import Any
 import yaml
 
 #: spec changes the month runs with (on top of include/pipelines/<name>.yaml)
+#: - training only when the monitor (or a person) asks for it, so the month shows drift-triggered retrains;
+#: - a 2-day holdout, so the retrain's gate compares challenger and champion on days that already drifted;
+#: - three consecutive drifted daily windows before a retrain, and a 14-day cooldown after one.
 DEMO_OVERRIDES: dict[str, Any] = {
-    "training": {"cadence": "on_trigger"},
-    "monitoring": {"trigger": {"persistence": 2, "cooldown_days": 14}},
+    "training": {"cadence": "on_trigger", "holdout_days": 2},
+    "monitoring": {"trigger": {"persistence": 3, "cooldown_days": 14}},
 }
 
 
@@ -140,10 +143,9 @@ def _one(wh, query, params) -> Any:
 
 def day_facts(wh, spec, day: Day) -> None:
     """Fill a day's counts from the warehouse (what a person would query)."""
-    from psycopg2 import sql
-
     from airtrain import registry
     from airtrain.db import ident
+    from psycopg2 import sql
 
     mon = spec.warehouse.monitoring_schema
     day.rows_ingested = int(_one(wh, sql.SQL("SELECT rows FROM {} WHERE pipeline = %s AND partition_date = %s").format(
@@ -168,10 +170,9 @@ def day_facts(wh, spec, day: Day) -> None:
 def realized_auc(wh, spec, date: dt.date, version: int | None) -> float | None:
     """AUC of ``version``'s stored predictions of ``date`` against the labels (known by now)."""
     import numpy as np
-    from psycopg2 import sql
-
     from airtrain.db import ident
     from airtrain.evaluation import compute_metrics
+    from psycopg2 import sql
 
     if version is None:
         return None
@@ -197,8 +198,10 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
     """Simulate the data, then run the DAGs day by day. The caller has pointed AIRTRAIN_SPEC_DIR,
     AIRTRAIN_PROJECT_ROOT and AIRFLOW_CONN_WAREHOUSE at the demo's spec, folder and warehouse."""
     from airtrain import registry
+    from airtrain.db import ident
     from airtrain.schema import apply_schema
     from airtrain.simulate import SCENARIOS, Scenario, load_labels, simulate_day, write_landing_file
+    from psycopg2 import sql
 
     from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
 
@@ -248,7 +251,12 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
         from airtrain.monitoring import retrain_run_id
 
         run_id = retrain_run_id(day.date)
-        conf = queued_trigger_conf(spec.retrain_dag_id, run_id)
+        decided = _one(wh, sql.SQL("SELECT triggered_run_id FROM {} WHERE pipeline = %s AND window_end = %s AND "
+                                   "decision = 'retrain'").format(
+            ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, day.date))
+        conf = queued_trigger_conf(spec.retrain_dag_id, run_id) if decided == run_id else None
+        if decided == run_id and conf is None:
+            raise RuntimeError(f"the monitor decided to retrain for {day.date} but no {run_id} run was triggered")
         if conf is not None and run_id not in month.triggered_runs:
             month.triggered_runs.append(run_id)
             progress(f"  {day.date}: monitor triggered {spec.retrain_dag_id} run {run_id}; running it")

@@ -54,7 +54,12 @@ class DriftCheckOperator(BaseOperator):
         from airtrain_airflow.runtime import reports_root, spec_for, warehouse_for
 
         spec = spec_for(self.pipeline)
-        end = resolve_partition(self.window_end or None, context.get("logical_date"), spec.schedule.timezone)
+        try:
+            end = resolve_partition(self.window_end or None, context.get("logical_date"), spec.schedule.timezone)
+        except ValueError as exc:  # no date to check, or a malformed one: retrying cannot fix it
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from exc
         result = monitoring.run_check(warehouse_for(spec), spec, end, run_id=context["run_id"],
                                       reports_root=reports_root())
         result["report_url"] = report_url(spec.name, result.get("report_id"))

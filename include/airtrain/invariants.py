@@ -1,0 +1,105 @@
+"""The warehouse invariants, checked by the reliability tests after every fault (docs/RELIABILITY.md).
+
+:func:`check` returns the list of violations (empty = all hold):
+
+1. every landed row of a validated, unblocked partition is in the features table or in quarantine,
+   exactly once (counts per partition; keys are unique by primary key);
+2. no duplicate predictions, and every published partition holds exactly the date's validated rows;
+3. no stage table (a half-written prediction partition) is left attached or visible to readers;
+4. exactly one champion per pipeline, whose artifact exists and matches its checksum;
+5. one promotion-log row per champion change: the log is a chain (each row's from_version is the
+   previous row's to_version) ending at the current champion;
+6. one retrain per drift window: every ``retrain`` decision names its own deterministic run id.
+
+No Airflow import; pure SQL against the warehouse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from psycopg2 import sql
+
+from airtrain.db import Warehouse, ident
+from airtrain.spec import PipelineSpec
+
+
+def _all(cur: Any, query: sql.Composable, params: tuple = ()) -> list[tuple]:
+    cur.execute(query, params)
+    return cur.fetchall()
+
+
+def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
+    problems: list[str] = []
+    rs, rt = spec.table("raw")
+    fs, ft = spec.table("features")
+    qs, qt = spec.table("quarantine")
+    ps, pt = spec.table("predictions")
+    reg, mon = spec.warehouse.registry_schema, spec.warehouse.monitoring_schema
+    d = ident(spec.date_column)
+    with wh.connect() as conn, conn.cursor() as cur:
+        # 1. landed rows end up validated or quarantined, exactly once
+        rows = _all(cur, sql.SQL(
+            "SELECT v.partition_date, v.rows_total, "
+            "(SELECT count(*) FROM {raw} r WHERE r._partition_date = v.partition_date), "
+            "(SELECT count(*) FROM {feat} f WHERE f.{d} = v.partition_date), "
+            "(SELECT count(*) FROM {quar} q WHERE q._partition_date = v.partition_date) "
+            "FROM {vr} v WHERE v.pipeline = %s AND NOT v.blocked ORDER BY 1").format(
+            raw=ident(rs, rt), feat=ident(fs, ft), quar=ident(qs, qt), d=d, vr=ident(mon, "validation_runs")),
+            (spec.name,))
+        for date, total, raw, feat, quar in rows:
+            if raw != total or feat + quar != raw:
+                problems.append(f"{date}: {raw} landed rows (validation saw {total}) but {feat} validated + "
+                                f"{quar} quarantined")
+        # 2. predictions: unique, complete per published partition
+        dup = _all(cur, sql.SQL("SELECT {k}, as_of_date, model_version, count(*) FROM {p} GROUP BY 1, 2, 3 "
+                                "HAVING count(*) > 1 LIMIT 5").format(k=ident(spec.entity_key), p=ident(ps, pt)))
+        if dup:
+            problems.append(f"duplicate predictions: {dup}")
+        parts = _all(cur, sql.SQL(
+            "SELECT p.as_of_date, p.model_version, count(*), "
+            "(SELECT count(*) FROM {feat} f WHERE f.{d} = p.as_of_date) FROM {p} p GROUP BY 1, 2 ORDER BY 1, 2"
+        ).format(feat=ident(fs, ft), d=d, p=ident(ps, pt)))
+        for date, version, n, expected in parts:
+            if n != expected:
+                problems.append(f"predictions for {date} v{version}: {n} rows but {expected} validated rows")
+        # 3. no stage table attached as a partition
+        stages = _all(cur, sql.SQL(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+            "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s"), (ps, pt, "%stage%"))
+        if stages:
+            problems.append(f"stage tables attached to {ps}.{pt}: {stages}")
+        # 4. one champion, artifact intact
+        champs = _all(cur, sql.SQL("SELECT c.version, m.artifact, m.artifact_sha256 FROM {c} c "
+                                   "LEFT JOIN {m} m ON m.pipeline = c.pipeline AND m.version = c.version "
+                                   "WHERE c.pipeline = %s").format(
+            c=ident(reg, "champions"), m=ident(reg, "model_versions")), (spec.name,))
+        if len(champs) > 1:
+            problems.append(f"{len(champs)} champions")
+        for version, artifact, sha in champs:
+            if artifact is None:
+                problems.append(f"champion v{version} has no artifact")
+            elif hashlib.sha256(bytes(artifact)).hexdigest() != sha:
+                problems.append(f"champion v{version}: artifact does not match its sha256")
+        # 5. the promotion log is a chain ending at the champion
+        log = _all(cur, sql.SQL("SELECT from_version, to_version FROM {} WHERE pipeline = %s ORDER BY id").format(
+            ident(reg, "promotion_log")), (spec.name,))
+        prev = None
+        for i, (frm, to) in enumerate(log):
+            if frm != prev:
+                problems.append(f"promotion log row {i + 1}: from v{frm} but the champion was v{prev}")
+            if frm == to:
+                problems.append(f"promotion log row {i + 1}: v{frm} → v{to} is not a change")
+            prev = to
+        current = champs[0][0] if champs else None
+        if prev != current:
+            problems.append(f"promotion log ends at v{prev} but the champion is v{current}")
+        # 6. one retrain per drift window
+        bad = _all(cur, sql.SQL("SELECT window_end, triggered_run_id FROM {} WHERE pipeline = %s AND "
+                                "decision = 'retrain' AND triggered_run_id IS DISTINCT FROM "
+                                "'drift__' || window_end::text").format(ident(mon, "drift_decisions")), (spec.name,))
+        if bad:
+            problems.append(f"retrain decisions without their window's run id: {bad}")
+    return problems

@@ -1,0 +1,211 @@
+"""Check the drift pages in a real headless browser against the running local stack (`make run`).
+
+    make ui-check        # = python scripts/ui_check.py
+
+1. logs in through the API (`POST /auth/token`, the credentials `make run` printed, from .env);
+2. runs `churn_monitor` through the scheduler (REST API) and waits for it, so there is a report;
+3. drives Chromium (Debian's `chromium` package, or $CHROMIUM) over the DevTools protocol with the
+   login cookie: opens the Airflow UI's "Drift reports" page (the plugin's external view, an
+   iframe on /airtrain/), checks the table lists the monitor's decision, follows the report link
+   and checks it is the Evidently report; without the cookie the page must refuse (401);
+4. saves screenshots to .local/ui-check/.
+
+Exits non-zero with the reason when any step fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+OUT = ROOT / ".local" / "ui-check"
+
+
+def fail(msg: str) -> None:
+    print(f"ui-check FAILED: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - localhost only
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def run_monitor(base: str, token: str, timeout: float = 300) -> dict:
+    import datetime as dt
+
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    status, body = http("POST", f"{base}/api/v2/dags/churn_monitor/dagRuns",
+                        {"logical_date": None, "conf": {"date": yesterday}}, token)
+    if status not in (200, 201):
+        fail(f"could not trigger churn_monitor: {status} {body[:300]}")
+    run = json.loads(body)
+    run_id = run["dag_run_id"]
+    print(f"triggered churn_monitor run {run_id}; waiting for it")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http("GET", f"{base}/api/v2/dags/churn_monitor/dagRuns/{urllib.parse.quote(run_id)}",
+                            token=token)
+        state = json.loads(body).get("state")
+        if state in ("success", "failed"):
+            if state != "success":
+                fail(f"churn_monitor run {run_id} {state}; see the task logs in the UI")
+            return json.loads(body)
+        time.sleep(3)
+    fail(f"churn_monitor run {run_id} did not finish in {timeout:.0f}s (is the scheduler up? `make status`)")
+    return {}
+
+
+class Page:
+    """The smallest DevTools-protocol client that does the job (websockets is already installed)."""
+
+    def __init__(self, ws) -> None:
+        self.ws, self.n = ws, 0
+
+    async def call(self, method: str, **params):
+        self.n += 1
+        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg.get("id") == self.n:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def goto(self, url: str, settle: float = 4.0) -> None:
+        await self.call("Page.navigate", url=url)
+        await asyncio.sleep(settle)  # let the React app render and the iframe load
+
+    async def eval(self, expr: str):
+        res = await self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        return res.get("result", {}).get("value")
+
+    async def shot(self, name: str) -> Path:
+        data = (await self.call("Page.captureScreenshot", format="png"))["data"]
+        path = OUT / name
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+
+def chromium() -> str:
+    exe = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
+        or shutil.which("google-chrome")
+    if not exe:
+        fail("no Chromium found: install Debian's `chromium` package (apt-get install chromium) or set CHROMIUM")
+    return exe
+
+
+async def browse(base: str, token: str) -> None:
+    import websockets
+
+    profile = tempfile.mkdtemp(prefix="airtrain-chromium-")
+    proc = subprocess.Popen([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+                             "--window-size=1400,1000", "about:blank"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        ws_url = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ws_url is None:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            if "DevTools listening on" in line:
+                ws_url = line.split("DevTools listening on", 1)[1].strip()
+        if ws_url is None:
+            fail("Chromium did not start (no DevTools endpoint)")
+        port = ws_url.split(":")[2].split("/")[0]
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank",
+                                                           method="PUT"), timeout=10) as resp:  # noqa: S310
+            target = json.loads(resp.read())
+        async with websockets.connect(target["webSocketDebuggerUrl"], max_size=50_000_000) as ws:
+            page = Page(ws)
+            await page.call("Page.enable")
+            await page.call("Network.enable")
+            # without the login cookie the plugin refuses
+            await page.goto(f"{base}/airtrain/", settle=1.5)
+            text = await page.eval("document.body.innerText")
+            if "Not authenticated" not in (text or ""):
+                fail(f"/airtrain/ without login should refuse, got: {text[:200]!r}")
+            print("ok: /airtrain/ refuses an anonymous browser (401)")
+            await page.call("Network.setCookie", name="_token", value=token, url=base, path="/")
+            # the Airflow UI's nav entry, rendering the plugin page in an iframe
+            await page.goto(f"{base}/plugin/drift-reports", settle=8)
+            frame_text = await page.eval(
+                "(() => { const f = document.querySelector('iframe'); "
+                "return f && f.contentDocument ? f.contentDocument.body.innerText : null })()")
+            shot = await page.shot("airflow-ui-drift-reports.png")
+            if not frame_text or "Drift reports and decisions" not in frame_text:
+                fail(f"the UI's Drift reports view did not show the plugin page (screenshot {shot}); "
+                     f"iframe text: {str(frame_text)[:300]!r}")
+            if "churn_monitor" not in frame_text:
+                fail("the page does not list the churn pipeline")
+            print(f"ok: Airflow UI → Browse → Drift reports renders the plugin page ({shot})")
+            # the page itself, then its first report link
+            await page.goto(f"{base}/airtrain/", settle=1.5)
+            href = await page.eval("(() => { const a = [...document.querySelectorAll('a')]"
+                                   ".find(a => a.textContent === 'open'); return a ? a.href : null })()")
+            await page.shot("drift-reports-page.png")
+            if not href:
+                fail("no report link on /airtrain/ (did the monitor write a report?)")
+            await page.goto(href, settle=6)
+            html = await page.eval("document.documentElement.outerHTML.length")
+            title = await page.eval("document.title")
+            shot = await page.shot("evidently-report.png")
+            if not html or html < 10_000:
+                fail(f"the report at {href} looks empty ({html} bytes)")
+            print(f"ok: report {href} opens ({html:,} bytes of HTML, title {title!r}; {shot})")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main() -> int:
+    from devstack import airflow_env, load_dotenv
+
+    cfg = load_dotenv()
+    env = airflow_env(cfg)
+    base = env["AIRFLOW__API__BASE_URL"]
+    user = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
+    status, body = http("POST", f"{base}/auth/token", {"username": user, "password": cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    if status not in (200, 201):
+        fail(f"login failed ({status}); is `make run` up? {body[:200]}")
+    token = json.loads(body)["access_token"]
+    print(f"logged in to {base} as {user}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if "--no-run" not in sys.argv:
+        run = run_monitor(base, token)
+        status, body = http("GET", f"{base}/api/v2/dags/churn_monitor/dagRuns/"
+                            f"{urllib.parse.quote(run['dag_run_id'])}/taskInstances/drift_check/links", token=token)
+        link = json.loads(body).get("extra_links", {}).get("Drift report") if status == 200 else None
+        if not link or not link.startswith("/airtrain/reports/churn/"):
+            fail(f"the drift_check task has no 'Drift report' link ({status} {body[:200]})")
+        print(f"ok: the drift_check task instance links to its report: {link}")
+    asyncio.run(browse(base, token))
+    print("ui-check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

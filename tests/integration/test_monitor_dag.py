@@ -1,0 +1,143 @@
+"""The monitor DAG on a real warehouse: decisions, metrics, reports, a deduplicated retrain
+trigger, alerts, and the UI page that lists and opens the reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from airtrain import simulate
+from airtrain.monitoring import retrain_run_id
+from airtrain.simulate import Scenario
+
+from tests.integration.dagtest import ROOT, Project, fetch
+
+pytestmark = pytest.mark.integration
+
+START = dt.date(2026, 3, 1)
+HISTORY = 20
+DRIFT = START + dt.timedelta(days=HISTORY + 3)  # a fully drifted day (the ramp takes 3 days)
+STABLE = START + dt.timedelta(days=HISTORY)
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, pg_server, airflow_db):
+    """A champion trained on 20 stable days; then covariate drift. Module-scoped: one bootstrap."""
+    from airtrain.db import Warehouse
+    from airtrain_airflow.demo import write_demo_spec
+
+    mp = pytest.MonkeyPatch()
+    wh = Warehouse(pg_server.url(pg_server.create_database("mon")))
+    p = Project(tmp_path_factory.mktemp("monitor"), wh)
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {
+        "training": {"cadence": "on_trigger", "min_rows": 1000},
+        "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}},
+        "schedule": {"retry_delay_minutes": 0.01}})
+    p.activate(mp)
+    sc = Scenario("covariate_drift", drift="covariate", drift_start=HISTORY)
+    labels = []
+    for i in range(HISTORY + 5):
+        d = START + dt.timedelta(days=i)
+        feats, lab = simulate.simulate_day(d, scenario=sc, rows=800, start=START, label_delay_days=1)
+        simulate.write_landing_file(feats, p.landing, d)
+        labels.append(lab)
+    import pandas as pd
+
+    simulate.load_labels(wh, pd.concat(labels))
+    dr, states = p.run({"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)),
+                        "force_train": True})
+    assert states["promote"] == "success", states
+    for d in (STABLE, DRIFT):
+        dr, states = p.run({"date": str(d)})  # ingest, validate, score (no training: on_trigger)
+        assert states["train"] == "skipped" and states["publish_predictions"] == "success", states
+    yield p
+    mp.undo()
+
+
+def run_monitor(p: Project, date: dt.date):
+    from airtrain_airflow.factory import build_monitor_dag
+
+    dr = build_monitor_dag(p.spec()).test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(date)})
+    return dr, {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def decision(p: Project, date: dt.date) -> tuple:
+    rows = fetch(p.warehouse, "SELECT decision, reason, report_id, report_path, triggered_run_id, drift_share "
+                              "FROM monitoring.drift_decisions WHERE pipeline = 'churn' AND window_end = %s", (date,))
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_stable_window_is_quiet_and_stored(monitored):
+    dr, states = run_monitor(monitored, STABLE)
+    assert states == {"drift_check": "success", "retrain_due": "success", "trigger_retrain": "skipped",
+                      "notify": "success"}
+    dec, reason, rep_id, rep_path, triggered, share = decision(monitored, STABLE)
+    assert dec == "no_drift" and triggered is None and share < 0.3
+    metrics = fetch(monitored.warehouse, "SELECT metric, column_name, value, threshold, drifted, model_version "
+                                         "FROM monitoring.drift_metrics WHERE window_end = %s", (STABLE,))
+    by = {(m[0], m[1]): m for m in metrics}
+    assert len(by) == len(metrics)  # one row per metric and column
+    assert {c for (m, c) in by if m.startswith("drift.")} == set(monitored.spec().feature_names)
+    assert ("prediction_drift.psi", "prediction") in by and ("drift_share", "") in by
+    assert by[("rows", "")][2] == 800 and by[("rows", "")][5] == 1
+    assert rep_path.endswith(f"{rep_id}.html") and "<html" in open(rep_path).read(4000).lower()
+    # a re-run of the window replaces, never duplicates
+    run_monitor(monitored, STABLE)
+    again = fetch(monitored.warehouse, "SELECT count(*) FROM monitoring.drift_metrics WHERE window_end = %s",
+                  (STABLE,))
+    assert again[0][0] == len(metrics)
+
+
+def test_window_without_data_is_insufficient_not_drift(monitored):
+    empty = START + dt.timedelta(days=HISTORY + 1)  # never ingested
+    dr, states = run_monitor(monitored, empty)
+    assert states["trigger_retrain"] == "skipped"
+    dec, reason, rep_id, *_ = decision(monitored, empty)
+    assert dec == "insufficient_data" and "fewer than monitoring.min_rows" in reason and rep_id is None
+
+
+def test_drift_triggers_one_retrain_even_when_fired_twice(monitored, caplog):
+    from airtrain_airflow.demo import count_runs, queued_trigger_conf
+
+    caplog.set_level(logging.WARNING, logger="airtrain.alerts")
+    dr, states = run_monitor(monitored, DRIFT)
+    assert states["trigger_retrain"] == "success", states
+    dec, reason, rep_id, rep_path, triggered, share = decision(monitored, DRIFT)
+    assert dec == "retrain" and "monthly_charges" in reason
+    assert triggered == retrain_run_id(DRIFT) == f"drift__{DRIFT}"
+    conf = queued_trigger_conf("churn_retrain", triggered)
+    assert conf["date"] == str(DRIFT) and conf["force_train"] is True
+    assert conf["trigger_reason"].startswith("drift: ") and conf["drift_report_id"] == rep_id
+    assert any("retrain triggered" in r.getMessage() for r in caplog.records)
+    # the same window again (a retry, a manual re-run): still one retrain run
+    dr, states = run_monitor(monitored, DRIFT)
+    assert states["trigger_retrain"] == "skipped", states
+    assert count_runs("churn_retrain", triggered) == 1
+    # the triggered run's conf is valid for the retrain DAG and trains despite cadence on_trigger
+    dr, states = monitored.run(conf)
+    assert states["train"] == "success" and states["promote"] == "success", states
+
+
+def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored):
+    from airflow.api_fastapi.core_api.security import get_user
+    from airtrain_airflow.ui import create_app
+    from fastapi.testclient import TestClient
+
+    run_monitor(monitored, STABLE)
+    rep_id = decision(monitored, STABLE)[2]
+    app = create_app()
+    anon = TestClient(app)
+    assert anon.get("/").status_code == 401
+    assert anon.get(f"/reports/churn/{rep_id}").status_code == 401
+    app.dependency_overrides[get_user] = lambda: object()
+    client = TestClient(app)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "churn_monitor" in page.text and rep_id in page.text and "no_drift" in page.text
+    rep = client.get(f"/reports/churn/{rep_id}")
+    assert rep.status_code == 200 and "<html" in rep.text.lower()
+    for bad in ("../../etc/passwd", "..%2F..%2Fx", "nope"):
+        assert client.get(f"/reports/churn/{bad}").status_code == 404
+    assert client.get(f"/reports/other/{rep_id}").status_code == 404
