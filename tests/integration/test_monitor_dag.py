@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 3, 1)
 HISTORY = 20
-DRIFT = START + dt.timedelta(days=HISTORY + 3)  # a fully drifted day (the ramp takes 3 days)
-STABLE = START + dt.timedelta(days=HISTORY)
+STABLE = START + dt.timedelta(days=HISTORY)  # after the champion's window, before the drift
+DRIFT = START + dt.timedelta(days=HISTORY + 4)  # drift starts the day after STABLE; full after 3 days
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def monitored(tmp_path_factory, pg_server, airflow_db):
         "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}},
         "schedule": {"retry_delay_minutes": 0.01}})
     p.activate(mp)
-    sc = Scenario("covariate_drift", drift="covariate", drift_start=HISTORY)
+    sc = Scenario("covariate_drift", drift="covariate", drift_start=HISTORY + 1)
     labels = []
-    for i in range(HISTORY + 5):
+    for i in range(HISTORY + 6):
         d = START + dt.timedelta(days=i)
         feats, lab = simulate.simulate_day(d, scenario=sc, rows=800, start=START, label_delay_days=1)
         simulate.write_landing_file(feats, p.landing, d)
