@@ -124,8 +124,12 @@ class FilesSource(_Model):
     def _pattern_has_date(self) -> FilesSource:
         if "{date}" not in self.pattern:
             raise ValueError("source.pattern must contain '{date}', e.g. '{date}.csv'")
-        if ".." in Path(self.path).parts:
-            raise ValueError("source.path must not contain '..'")
+        if ".." in Path(self.path).parts or Path(self.path).is_absolute() or "\\" in self.path:
+            raise ValueError(f"source.path {self.path!r} must be a folder relative to the project root, without "
+                             "'..' (e.g. 'data/landing/churn')")
+        if "/" in self.pattern or "\\" in self.pattern or ".." in self.pattern:
+            raise ValueError(f"source.pattern {self.pattern!r} must be a file name (no '/', '\\' or '..'), "
+                             "e.g. '{date}.csv'")
         return self
 
 
@@ -323,10 +327,14 @@ class ScoringSpec(_Model):
     batch_rows: Annotated[int, Field(ge=1000)] = 100_000
 
 
+ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
+
+
 class AlertsSpec(_Model):
-    slack_conn_id: str | None = None
-    smtp_to: list[str] = Field(default_factory=list)
-    webhook_conn_id: str | None = None
+    slack_conn_id: ConnId | None = None
+    smtp_to: list[Annotated[str, Field(pattern=r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")]] = Field(
+        default_factory=list)
+    webhook_conn_id: ConnId | None = None
 
 
 class ScheduleSpec(_Model):

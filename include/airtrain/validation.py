@@ -242,6 +242,18 @@ def _plain(v: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+def _extra_columns(raw: pd.DataFrame) -> list[str]:
+    """Names of the columns that landed but are not in the spec (ingest keeps them in ``_extra``)."""
+    if "_extra" not in raw.columns:
+        return []
+    names: dict[str, None] = {}
+    for v in raw["_extra"].dropna().head(1000):
+        obj = json.loads(v) if isinstance(v, str) else v
+        if isinstance(obj, dict):
+            names.update(dict.fromkeys(obj))
+    return list(names)
+
+
 def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.date, run_id: str, *,
                    today: dt.date | None = None, extra_suites: list[str | Path] | None = None) -> ValidationOutcome:
     """Validate one raw partition (see the module docstring)."""
@@ -257,6 +269,13 @@ def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.dat
         results.append({"expectation": "expect_table_columns_to_include", "column": col, "label": "missing column",
                         "severity": "block", "success": False, "unexpected_count": 0, "unexpected_percent": 0.0,
                         "observed_value": None})
+    extra = _extra_columns(raw)
+    if extra:
+        warnings.append(f"the batch has columns the spec does not know: {', '.join(extra)} (kept as received in "
+                        "the raw table's _extra column, not used; add them to the spec to use them)")
+        results.append({"expectation": "expect_table_columns_to_match_set", "column": "", "label":
+                        "no unknown columns", "severity": "warn", "success": False, "unexpected_count": len(extra),
+                        "unexpected_percent": 0.0, "observed_value": ", ".join(extra)})
     fr = spec.validation.freshness
     age = (today - partition_date).days
     fresh_ok = age <= fr.max_age_days

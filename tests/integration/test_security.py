@@ -1,0 +1,164 @@
+"""Hostile params, secrets and telemetry, with real DAG runs on a real warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pytest
+from airtrain import simulate
+
+from tests.integration.dagtest import ROOT, Project, fetch
+
+pytestmark = pytest.mark.integration
+
+START = dt.date(2026, 9, 1)
+DAYS = 12
+INJECTION = "x'); DROP TABLE registry.champions; --"
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, pg_server, airflow_db):
+    """One retrain range run and one monitor run; everything they wrote is scanned below."""
+    from airtrain.db import Warehouse
+    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_airflow.factory import build_monitor_dag
+
+    mp = pytest.MonkeyPatch()
+    wh = Warehouse(pg_server.url(pg_server.create_database("sec")))
+    p = Project(tmp_path_factory.mktemp("sec"), wh)
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {
+        "training": {"min_rows": 500, "window_days": 10, "holdout_days": 2},
+        "schedule": {"retry_delay_minutes": 0.01}})
+    p.activate(mp)
+    labels = []
+    for i in range(DAYS):
+        d = START + dt.timedelta(days=i)
+        f, lab = simulate.simulate_day(d, rows=400, start=START, label_delay_days=1)
+        simulate.write_landing_file(f, p.landing, d)
+        labels.append(lab)
+    simulate.load_labels(wh, pd.concat(labels))
+    last = START + dt.timedelta(days=DAYS - 1)
+    # the reason carries an injection attempt: it must be stored verbatim, as a bound value
+    r1, s1 = p.run({"date": str(START), "end_date": str(last)})
+    assert s1["promote"] == "success", s1
+    # an older date, forced: the reason (with an injection attempt) goes into the promotion log
+    r2, s2 = p.run({"date": str(START + dt.timedelta(days=8)), "force_promote": True, "reason": INJECTION})
+    m1 = build_monitor_dag(p.spec()).test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(last)})
+    yield p, [r1, r2, m1], s2
+    mp.undo()
+
+
+def _password(p: Project) -> str:
+    pw = urlsplit(p.warehouse.uri).password
+    assert pw and len(pw) >= 8
+    return pw
+
+
+def test_values_are_bound_never_spliced(ran):
+    p, runs, states = ran
+    assert states["promote"] == "success"
+    assert fetch(p.warehouse, "SELECT count(*) FROM registry.champions") == [(1,)]
+    assert fetch(p.warehouse, "SELECT action FROM registry.promotion_log ORDER BY id") == [("promote",),
+                                                                                           ("force_promote",)]
+    reasons = [r[0] for r in fetch(p.warehouse, "SELECT reason FROM registry.promotion_log")]
+    assert any(INJECTION in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("dag_kind, conf", [
+    ("retrain", {"date": "2026-01-01'; DROP TABLE registry.champions; --"}),
+    ("retrain", {"end_date": "2026-01-01 OR 1=1"}),
+    ("retrain", {"rollback_version": "1; DROP TABLE x"}),
+    ("retrain", {"drift_report_id": "../../etc/passwd"}),
+    ("retrain", {"reason": "x" * 501}),
+    ("monitor", {"date": "2026-01-01; DELETE FROM monitoring.drift_decisions"}),
+])
+def test_hostile_run_params_are_refused_before_any_task(ran, dag_kind, conf):
+    from airflow.sdk.exceptions import ParamValidationError
+    from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
+
+    p = ran[0]
+    dag = (build_retrain_dag if dag_kind == "retrain" else build_monitor_dag)(p.spec())
+    with pytest.raises(ParamValidationError):
+        dag.params.update(conf)
+        dag.params.validate()
+
+
+def test_no_secret_in_logs_xcoms_or_reports(ran, capfd):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    p, runs, _ = ran
+    secret = _password(p)
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.run_id.in_([r.run_id for r in runs])).all()
+        values = [json.dumps(x.value, default=str) for x in rows]
+    assert len(values) >= 10
+    assert not [v for v in values if secret in v]
+    assert max(len(v.encode()) for v in values) < 64 * 1024  # XComs stay small: data lives in the warehouse
+    reports = [f for f in (p.root / "reports").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".html" and "drift" in f.parts for f in reports)
+    assert not [f for f in reports if secret.encode() in f.read_bytes()]
+    for table in ("registry.model_versions", "registry.promotion_log", "monitoring.drift_decisions",
+                  "monitoring.validation_runs"):
+        assert not fetch(p.warehouse, f"SELECT 1 FROM {table} t WHERE t::text LIKE %s", (f"%{secret}%",))
+
+
+def test_the_warehouse_repr_never_shows_the_password(ran):
+    p = ran[0]
+    assert _password(p) not in repr(p.warehouse) and "***" in repr(p.warehouse)
+
+
+def test_no_credentials_are_committed():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    uri = re.compile(r"postgres(?:ql)?(?:\+\w+)?://([^:/@\s'\"]+):([^@\s'\"]+)@")
+    allowed = {"***", "pw", "password"}
+    hits = []
+    for f in files:
+        path = ROOT / f
+        if not path.is_file() or path.suffix in {".png", ".parquet"}:
+            continue
+        for m in uri.finditer(path.read_text(errors="ignore")):
+            pw = m.group(2)
+            if pw not in allowed and not pw.startswith(("${", "$", "<", "{")):
+                hits.append((f, m.group(0)))
+    assert hits == []
+    env_example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^AIRFLOW_CONN_WAREHOUSE=", env_example, re.M) or "AIRFLOW_CONN_" in env_example
+    for spec in (ROOT / "include/pipelines").glob("*.yaml"):
+        assert "://" not in spec.read_text(), f"{spec}: specs name a connection id, never a URI"
+
+
+def test_gx_and_evidently_telemetry_are_off_in_a_fresh_process(tmp_path):
+    code = """
+import os, sys, datetime as dt
+for k in ("GX_ANALYTICS_ENABLED", "DO_NOT_TRACK", "EVIDENTLY_DISABLE_TELEMETRY"):
+    os.environ.pop(k, None)
+sys.path.insert(0, "include")
+import numpy as np, pandas as pd
+from airtrain.spec import load_spec
+from airtrain import simulate, validation, monitoring
+spec = load_spec("include/pipelines/churn.yaml")
+d = dt.date(2026, 1, 1)
+raw = simulate.simulate_day(d, rows=200)[0].astype(str)
+validation.validate_batch(raw, spec, d, "t", today=d)
+rng = np.random.default_rng(0)
+ref = pd.DataFrame({"a": rng.normal(size=300)}); cur = pd.DataFrame({"a": rng.normal(size=300)})
+monitoring.evidently_drift(ref, cur, [monitoring.ColumnRule("a", "numerical", "psi", 0.2)], 0.5)
+import great_expectations as gx
+from evidently import telemetry
+print("GX", os.environ.get("GX_ANALYTICS_ENABLED"), gx.get_context(mode="ephemeral").config.analytics_enabled)
+print("EVIDENTLY", telemetry.event_logger.enabled())
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines() if line.startswith(("GX", "EVID")))
+    assert lines["GX"].split()[0] == "False" and lines["GX"].split()[1] in ("False", "None")
+    assert lines["EVIDENTLY"] == "False"
