@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop status demo demo-data ui-check test test-unit lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test test test-unit lint bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ demo: venv ## a simulated month (covariate drift from day 20) through real DAG r
 
 ui-check: venv ## the drift pages in headless Chromium against the running `make run` stack
 	@$(BIN)/python scripts/ui_check.py
+
+load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of the running stack; checks invariants
+	@$(BIN)/python scripts/load_test.py
 
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data

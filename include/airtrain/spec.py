@@ -552,7 +552,23 @@ def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("airtrain.spec.", "")
-    text = re.sub(r"Annotated\[([^,\]]+).*?\]$", r"\1", text)
+    # Annotated[X, metadata...] -> X (metadata may nest brackets, so strip it by counting them)
+    while "Annotated[" in text:
+        i = text.index("Annotated[")
+        depth, j, comma = 0, i + len("Annotated["), None
+        while j < len(text):
+            ch = text[j]
+            if ch == "[":
+                depth += 1
+            elif ch == "]":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif ch == "," and depth == 0 and comma is None:
+                comma = j
+            j += 1
+        inner = text[i + len("Annotated["):comma if comma is not None else j]
+        text = text[:i] + inner + text[j + 1:]
     text = re.sub(r"<class '([^']+)'>", r"\1", text)
     text = text.replace("NoneType", "null").replace("datetime.date", "date")
     return text

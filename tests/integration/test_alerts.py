@@ -1,0 +1,85 @@
+"""Alerts: a triggered retrain and a failed run reach the log always and the spec's webhook when
+configured (a real HTTP server on loopback), with secrets redacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.integration.dagtest import ROOT, Project
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/airtrain", received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def project(tmp_path, warehouse, monkeypatch, airflow_db, webhook):
+    from airtrain_airflow.demo import write_demo_spec
+
+    url, _ = webhook
+    p = Project(tmp_path, warehouse)
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {
+        "alerts": {"webhook_conn_id": "alert_hook"}, "schedule": {"retry_delay_minutes": 0.01}})
+    monkeypatch.setenv("AIRFLOW_CONN_ALERT_HOOK", url)
+    p.activate(monkeypatch)
+    return p
+
+
+def test_send_alert_logs_and_posts_with_secrets_redacted(project, webhook, caplog):
+    from airtrain_airflow.notify import send_alert
+
+    _, received = webhook
+    caplog.set_level(logging.WARNING, logger="airtrain.alerts")
+    sent = send_alert("churn", "retrain triggered", "cannot reach postgresql://bob:hunter2@db/x", {"k": 1})
+    assert sent == ["log", "webhook"]
+    assert received and received[0]["pipeline"] == "churn" and received[0]["event"] == "retrain triggered"
+    assert "hunter2" not in json.dumps(received) and "hunter2" not in caplog.text
+    assert "ALERT [churn] retrain triggered" in caplog.text
+
+
+def test_a_failed_run_alerts(project, webhook, caplog):
+    _, received = webhook
+    caplog.set_level(logging.WARNING, logger="airtrain.alerts")
+    dr, states = project.run({"date": "2026-01-05"})  # no landing file: ingest fails (after its retries)
+    assert str(dr.state) == "failed" and states["ingest"] == "failed", states
+    failed = [r for r in received if r["event"] == "run failed"]
+    assert failed and "churn_retrain" in failed[0]["message"], received
+    assert "ALERT [churn] run failed" in caplog.text
+
+
+def test_a_triggered_retrain_alerts_once_per_decision(project, webhook):
+    from airtrain_airflow.runtime import notify_decision
+
+    _, received = webhook
+    quiet = {"trigger": False, "decision": "no_drift"}
+    assert notify_decision("churn", quiet) == [] and received == []
+    decision = {"trigger": True, "decision": "retrain", "window_start": "2026-01-05", "window_end": "2026-01-05",
+                "retrain_run_id": "drift__2026-01-05", "reason": "critical feature(s) drifted: monthly_charges",
+                "report_id": "churn-20260105-v1", "drift_share": 0.4, "model_version": 1}
+    assert notify_decision("churn", decision) == ["log", "webhook"]
+    assert received[-1]["details"]["retrain_run_id"] == "drift__2026-01-05"
+    assert "/airtrain/reports/churn/churn-20260105-v1" in received[-1]["message"]
