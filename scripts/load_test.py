@@ -29,11 +29,10 @@ def main() -> int:
     ap.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last logical date (default: yesterday)")
     args = ap.parse_args()
     import psycopg2
-    from devstack import airflow_env, load_dotenv
-
     from airtrain import invariants
     from airtrain.db import Warehouse
     from airtrain.spec import load_spec
+    from devstack import airflow_env, load_dotenv
 
     cfg = load_dotenv()
     env = airflow_env(cfg)
