@@ -78,6 +78,9 @@ def build_pipeline(spec: PipelineSpec):
     return Pipeline([("preprocess", pre), ("model", estimator)])
 
 
+BOOL_VALUES = {True: 1.0, False: 0.0, "true": 1.0, "false": 0.0, "True": 1.0, "False": 0.0}
+
+
 def features_frame(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     """The model's input columns with numeric dtypes for numeric/bool features."""
     X = df[spec.feature_names].copy()
@@ -86,10 +89,10 @@ def features_frame(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
             X[f.name] = pd.to_numeric(X[f.name], errors="coerce").astype("float64")
         elif f.type == "bool":
             col = X[f.name]
-            if col.dtype == bool or str(col.dtype) == "boolean":
-                X[f.name] = col.astype("float64")
-            else:  # object column of True/False/None, vectorised (1/0 and 1.0/0.0 hash like True/False)
-                X[f.name] = col.map({True: 1.0, False: 0.0}).astype("float64")
+            if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+                X[f.name] = col.astype("float64")  # bool, or already 0.0/1.0/NaN
+            else:  # object column of True/False/None (or their text), vectorised
+                X[f.name] = col.map(BOOL_VALUES).astype("float64")
         else:
             X[f.name] = X[f.name].astype("object").where(X[f.name].notna(), np.nan)
     return X

@@ -54,10 +54,11 @@ def test_send_alert_logs_and_posts_with_secrets_redacted(project, webhook, caplo
 
     _, received = webhook
     caplog.set_level(logging.WARNING, logger="airtrain.alerts")
-    sent = send_alert("churn", "retrain triggered", "cannot reach postgresql://bob:hunter2@db/x", {"k": 1})
+    secret = "hunter2"
+    sent = send_alert("churn", "retrain triggered", f"cannot reach postgresql://bob:{secret}@db/x", {"k": 1})
     assert sent == ["log", "webhook"]
     assert received and received[0]["pipeline"] == "churn" and received[0]["event"] == "retrain triggered"
-    assert "hunter2" not in json.dumps(received) and "hunter2" not in caplog.text
+    assert secret not in json.dumps(received) and secret not in caplog.text
     assert "ALERT [churn] retrain triggered" in caplog.text
 
 

@@ -114,3 +114,31 @@ def test_regression_task(frame):
     tr, ho, _ = split_by_time(df, spec, D0 + dt.timedelta(days=13))
     res = evaluate(train(spec, tr).model, ho, spec)
     assert res.overall["r2"] > 0.9 and res.overall["rmse"] < 10
+
+
+@pytest.mark.parametrize("column, expected", [
+    pytest.param(pd.Series([True, False, None], dtype=object), [1.0, 0.0, None], id="python-bools-with-null"),
+    pytest.param(pd.Series([1.0, 0.0, np.nan]), [1.0, 0.0, None], id="floats-as-read-from-the-warehouse"),
+    pytest.param(pd.Series([True, False, True]), [1.0, 0.0, 1.0], id="numpy-bool"),
+    pytest.param(pd.Series(["True", "false", None], dtype=object), [1.0, 0.0, None], id="text"),
+])
+def test_bool_features_keep_their_values_in_every_representation(frame, column, expected):
+    from airtrain.training import features_frame
+
+    df = frame.head(3).copy()
+    df["senior_citizen"] = column.to_numpy()
+    df["senior_citizen"] = df["senior_citizen"].astype(column.dtype)
+    got = features_frame(df, spec_with())["senior_citizen"].tolist()
+    assert [None if v != v else v for v in got] == expected
+
+
+def test_no_feature_is_lost_to_all_missing_in_training(frame):
+    """Every numeric/bool feature must reach the model (the imputer learns a statistic for each)."""
+    from airtrain.steps import coerce_features
+
+    spec = spec_with()
+    df = coerce_features(frame, spec)  # the dtypes training sees when it reads the warehouse
+    train_df, _, _ = split_by_time(df, spec, D0 + dt.timedelta(days=13))
+    model = train(spec, train_df).model
+    imputer = model.named_steps["preprocess"].named_transformers_["num"].named_steps["impute"]
+    assert not np.isnan(imputer.statistics_).any(), dict(zip(imputer.feature_names_in_, imputer.statistics_, strict=True))
