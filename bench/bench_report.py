@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 
 def _rate(n: int, s: float | None) -> str:
@@ -44,3 +45,17 @@ def render(results: list[dict], machine: str) -> str:
         "frame for the baselines, for contrast.",
     ]
     return "\n".join(lines)
+
+
+def replace_section(path: Path, name: str, section: str) -> None:
+    """Write ``section`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``
+    (appended when the markers are not there yet); the rest of the file is kept."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"wrote {path}")

@@ -155,16 +155,9 @@ def write_report(path: Path, results: list[dict]) -> None:
         "* **rows/s** is window rows per second of check. Sampling keeps the check's time and memory flat as the "
         "window grows; the unsampled check grows with it.",
     ]
-    section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- drift:start -->", "<!-- drift:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote {path}")
+    from bench_report import replace_section  # type: ignore[import-not-found]
+
+    replace_section(path, "drift", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -189,18 +189,10 @@ def main() -> int:
 
 
 def write_report(path: Path, results: list[dict]) -> None:
-    from bench_report import render  # type: ignore[import-not-found]
+    from bench_report import render, replace_section  # type: ignore[import-not-found]
 
     section = render(results, machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- writeback:start -->", "<!-- writeback:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote {path}")
+    replace_section(path, "writeback", section)
 
 
 if __name__ == "__main__":

@@ -31,17 +31,17 @@ def default_args(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def _date_param(title: str, description: str) -> Param:
+    """An optional YYYY-MM-DD param (the pattern refuses anything else before a task runs)."""
+    return Param(None, type=["null", "string"], pattern=DATE_PATTERN, title=title, description=description)
+
+
 def retrain_params() -> dict[str, Param]:
     return {
-        "date": Param(
-            None, type=["null", "string"], pattern=DATE_PATTERN, title="Partition date",
-            description="Process this date (YYYY-MM-DD) instead of the day before the run's logical date.",
-        ),
-        "end_date": Param(
-            None, type=["null", "string"], pattern=DATE_PATTERN, title="End date (range)",
-            description="With 'date', ingest and validate every day from 'date' to 'end_date' "
-            "(inclusive, at most 366 days), then train as of 'end_date'.",
-        ),
+        "date": _date_param("Partition date", "Process this date (YYYY-MM-DD) instead of the day before the "
+                            "run's logical date."),
+        "end_date": _date_param("End date (range)", "With 'date', ingest and validate every day from 'date' to "
+                                "'end_date' (inclusive, at most 366 days), then train as of 'end_date'."),
         "force_promote": Param(
             False, type="boolean", title="Force promotion",
             description="Promote the new model even if the promotion gate fails. Requires 'reason'.",
@@ -76,13 +76,8 @@ def retrain_params() -> dict[str, Param]:
 
 
 def monitor_params() -> dict[str, Param]:
-    return {
-        "date": Param(
-            None, type=["null", "string"], pattern=DATE_PATTERN, title="Window end",
-            description="Last day of the monitoring window (YYYY-MM-DD) instead of the day before the "
-            "run's logical date.",
-        ),
-    }
+    return {"date": _date_param("Window end", "Last day of the monitoring window (YYYY-MM-DD) instead of the day "
+                                "before the run's logical date.")}
 
 
 def _doc(spec: PipelineSpec, kind: str) -> str:

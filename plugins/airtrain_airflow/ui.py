@@ -24,19 +24,6 @@ from fastapi.responses import FileResponse, HTMLResponse
 REPORT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
 
-async def _user(request: Any = None) -> Any:  # replaced by Airflow's get_user when it is importable
-    return None
-
-
-def _auth_dependency():
-    try:
-        from airflow.api_fastapi.core_api.security import get_user
-
-        return get_user
-    except ImportError:  # pragma: no cover - always importable inside the api-server
-        return _user
-
-
 def _specs() -> dict[str, Any]:
     from airtrain.spec import DEFAULT_SPEC_DIR, load_specs
 
@@ -139,8 +126,10 @@ def render_index(specs: dict[str, Any], rows_for: Any) -> str:
 
 
 def create_app() -> FastAPI:
+    from airflow.api_fastapi.core_api.security import get_user  # Airflow's own login check; no fallback
+
     app = FastAPI(title="airtrain drift reports", docs_url=None, redoc_url=None, openapi_url=None)
-    auth = Depends(_auth_dependency())
+    auth = Depends(get_user)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[auth])
     def index() -> HTMLResponse:

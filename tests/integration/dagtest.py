@@ -65,6 +65,36 @@ class Project:
         return dr, {k: (v[0] if len(v) == 1 else v) for k, v in states.items()}
 
 
+def land_days(p: Project, start: dt.date, days: int, *, rows: int = 400, scenario: Any = "stable",
+              label_delay_days: int = 1) -> None:
+    """Simulated landing files for ``days`` days from ``start`` and all their (delayed) labels."""
+    import pandas as pd
+    from airtrain import simulate
+
+    labels = []
+    for i in range(days):
+        d = start + dt.timedelta(days=i)
+        feats, lab = simulate.simulate_day(d, scenario=scenario, rows=rows, start=start,
+                                           label_delay_days=label_delay_days)
+        simulate.write_landing_file(feats, p.landing, d)
+        labels.append(lab)
+    simulate.load_labels(p.warehouse, pd.concat(labels))
+
+
+def module_project(tmp_path_factory, pg_server, prefix: str, overrides: dict[str, Any]):
+    """A project on its own warehouse database, its spec = churn.yaml + ``overrides`` (deep-merged),
+    activated for a whole test module. Returns (project, monkeypatch); undo the monkeypatch after."""
+    import pytest
+    from airtrain_airflow.demo import write_demo_spec
+
+    mp = pytest.MonkeyPatch()
+    wh = Warehouse(pg_server.url(pg_server.create_database(prefix)))
+    p = Project(tmp_path_factory.mktemp(prefix), wh)
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, overrides)
+    p.activate(mp)
+    return p, mp
+
+
 def fetch(wh: Warehouse, query: str, params: tuple = ()) -> list[tuple]:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(query, params)

@@ -13,12 +13,11 @@ import sys
 import threading
 import time
 
-import pandas as pd
 import pytest
-from airtrain import invariants, simulate
+from airtrain import invariants
 from airtrain.db import Warehouse
 
-from tests.integration.dagtest import ROOT, Project, fetch
+from tests.integration.dagtest import ROOT, Project, fetch, land_days, module_project
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +32,10 @@ def day(i: int) -> dt.date:
     return START + dt.timedelta(days=i)
 
 
-def _write_data(p: Project, wh: Warehouse) -> None:
-    labels = []
-    for i in range(DAYS):
-        feats, lab = simulate.simulate_day(day(i), rows=400, start=START, label_delay_days=1)
-        simulate.write_landing_file(feats, p.landing, day(i))
-        labels.append(lab)
-    simulate.load_labels(wh, pd.concat(labels))
-
-
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server, airflow_db):
-    from airtrain_airflow.demo import write_demo_spec
-
-    mp = pytest.MonkeyPatch()
-    wh = Warehouse(pg_server.url(pg_server.create_database("faults")))
-    p = Project(tmp_path_factory.mktemp("faults"), wh)
-    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, SMALL)
-    p.activate(mp)
-    _write_data(p, wh)
+    p, mp = module_project(tmp_path_factory, pg_server, "faults", SMALL)
+    land_days(p, START, DAYS)
     dr, states = p.run({"date": str(START), "end_date": str(day(BOOT - 1))})
     assert states["promote"] == "success" and states["publish_predictions"] == "success", states
     yield p
@@ -236,7 +220,7 @@ def test_postgres_restarting_during_a_run_is_survived_by_retries(tmp_path, monke
         write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir,
                         {**SMALL, "schedule": {"retry_delay_minutes": 0.05, "retries": 4}})
         p.activate(monkeypatch)
-        _write_data(p, wh)
+        land_days(p, START, DAYS)
         restarted = threading.Event()
 
         def restart() -> None:

@@ -7,11 +7,10 @@ import datetime as dt
 import logging
 
 import pytest
-from airtrain import simulate
 from airtrain.monitoring import retrain_run_id
 from airtrain.simulate import Scenario
 
-from tests.integration.dagtest import ROOT, Project, fetch
+from tests.integration.dagtest import Project, fetch, land_days, module_project
 
 pytestmark = pytest.mark.integration
 
@@ -24,27 +23,12 @@ DRIFT = START + dt.timedelta(days=HISTORY + 4)  # drift starts the day after STA
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory, pg_server, airflow_db):
     """A champion trained on 20 stable days; then covariate drift. Module-scoped: one bootstrap."""
-    from airtrain.db import Warehouse
-    from airtrain_airflow.demo import write_demo_spec
-
-    mp = pytest.MonkeyPatch()
-    wh = Warehouse(pg_server.url(pg_server.create_database("mon")))
-    p = Project(tmp_path_factory.mktemp("monitor"), wh)
-    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {
+    p, mp = module_project(tmp_path_factory, pg_server, "mon", {
         "training": {"cadence": "on_trigger", "min_rows": 1000},
         "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}},
         "schedule": {"retry_delay_minutes": 0.01}})
-    p.activate(mp)
-    sc = Scenario("covariate_drift", drift="covariate", drift_start=HISTORY + 1)
-    labels = []
-    for i in range(HISTORY + 6):
-        d = START + dt.timedelta(days=i)
-        feats, lab = simulate.simulate_day(d, scenario=sc, rows=800, start=START, label_delay_days=1)
-        simulate.write_landing_file(feats, p.landing, d)
-        labels.append(lab)
-    import pandas as pd
-
-    simulate.load_labels(wh, pd.concat(labels))
+    land_days(p, START, HISTORY + 6, rows=800,
+              scenario=Scenario("covariate_drift", drift="covariate", drift_start=HISTORY + 1))
     dr, states = p.run({"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)),
                         "force_train": True})
     assert states["promote"] == "success", states

@@ -9,11 +9,9 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-import pandas as pd
 import pytest
-from airtrain import simulate
 
-from tests.integration.dagtest import ROOT, Project, fetch
+from tests.integration.dagtest import ROOT, Project, fetch, land_days, module_project
 
 pytestmark = pytest.mark.integration
 
@@ -25,24 +23,12 @@ INJECTION = "x'); DROP TABLE registry.champions; --"
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, pg_server, airflow_db):
     """One retrain range run and one monitor run; everything they wrote is scanned below."""
-    from airtrain.db import Warehouse
-    from airtrain_airflow.demo import write_demo_spec
     from airtrain_airflow.factory import build_monitor_dag
 
-    mp = pytest.MonkeyPatch()
-    wh = Warehouse(pg_server.url(pg_server.create_database("sec")))
-    p = Project(tmp_path_factory.mktemp("sec"), wh)
-    write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {
+    p, mp = module_project(tmp_path_factory, pg_server, "sec", {
         "training": {"min_rows": 500, "window_days": 10, "holdout_days": 2},
         "schedule": {"retry_delay_minutes": 0.01}})
-    p.activate(mp)
-    labels = []
-    for i in range(DAYS):
-        d = START + dt.timedelta(days=i)
-        f, lab = simulate.simulate_day(d, rows=400, start=START, label_delay_days=1)
-        simulate.write_landing_file(f, p.landing, d)
-        labels.append(lab)
-    simulate.load_labels(wh, pd.concat(labels))
+    land_days(p, START, DAYS)
     last = START + dt.timedelta(days=DAYS - 1)
     # the reason carries an injection attempt: it must be stored verbatim, as a bound value
     r1, s1 = p.run({"date": str(START), "end_date": str(last)})
