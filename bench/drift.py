@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev"), str(ROOT / "bench")]
 
 from run import AS_OF, _features_sql, setup  # noqa: E402
 
@@ -87,7 +87,7 @@ def main() -> int:
     if args.child:
         print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.child[2])))
         return 0
-    from airtrain.localpg import LocalPostgres, free_port
+    from airtrain_dev.localpg import LocalPostgres, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="airtrain-bench-drift-"))
     pg = LocalPostgres(tmp / "pg", free_port(), secrets.token_hex(8))

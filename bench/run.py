@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev")]
 
 AS_OF = dt.date(2026, 6, 1)
 
@@ -150,7 +150,7 @@ def main() -> int:
     if args.child:
         print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.child[2], args.to_sql)))
         return 0
-    from airtrain.localpg import LocalPostgres, free_port
+    from airtrain_dev.localpg import LocalPostgres, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="airtrain-bench-"))
     pg = LocalPostgres(tmp / "pg", free_port(), secrets.token_hex(8))

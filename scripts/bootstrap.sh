@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv with a Python 3.11-3.13 and install the exact pins of requirements.txt.
+# Create .venv with a Python 3.11-3.13 and install the exact pins of requirements.txt (runtime) and
+# requirements-dev.txt (tests, lint, the embedded PostgreSQL), then the project itself (editable).
 # Idempotent: does nothing when the venv already matches requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP="$VENV/.installed"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+want="$(cat requirements.txt requirements-dev.txt requirements.in pyproject.toml | sha256sum | cut -c1-16)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
@@ -42,10 +43,10 @@ else
   fi
 fi
 if [[ ${#UV[@]} -gt 0 ]]; then
-  "${UV[@]}" pip install --quiet --python "$VENV/bin/python" -r requirements.txt
+  "${UV[@]}" pip install --quiet --python "$VENV/bin/python" -r requirements.txt -r requirements-dev.txt
   "${UV[@]}" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
 else  # plain pip (slower)
-  "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+  "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-dev.txt
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 fi
 echo "$want" > "$STAMP"

@@ -29,9 +29,9 @@ LOCAL = ROOT / ".local"
 RUN = LOCAL / "run"
 LOGS = LOCAL / "logs"
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "include"))
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev")]
 
-from airtrain.localpg import LocalPgError, LocalPostgres  # noqa: E402
+from airtrain_dev.localpg import LocalPgError, LocalPostgres  # noqa: E402
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 GENERATED = {
@@ -108,7 +108,8 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        # the plugin is registered by the installed package's entry point (pyproject.toml)
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
@@ -127,7 +128,6 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW_CONN_WAREHOUSE": pg.url("warehouse"),
         "AIRTRAIN_PROJECT_ROOT": str(ROOT),
         "AIRTRAIN_REPORTS_DIR": str(ROOT / "data" / "reports"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
         "GX_ANALYTICS_ENABLED": "False",
         "DO_NOT_TRACK": "1",
         "EVIDENTLY_DISABLE_TELEMETRY": "1",
@@ -312,7 +312,7 @@ def cmd_demo(argv: list[str]) -> int:
     for sub in ("project", "reports", "pipelines"):
         shutil.rmtree(demo / sub, ignore_errors=True)
     sys.path.insert(0, str(ROOT / "plugins"))
-    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_dev.demo import write_demo_spec
 
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", demo / "pipelines")
     env = airflow_env(cfg)
@@ -325,14 +325,14 @@ def cmd_demo(argv: list[str]) -> int:
         "AIRTRAIN_PROJECT_ROOT": str(demo / "project"),
         "AIRTRAIN_SPEC_DIR": str(demo / "pipelines"),
         "AIRTRAIN_REPORTS_DIR": str(demo / "reports"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
+        "PYTHONPATH": str(ROOT / "dev"),  # the demo driver (dev tooling, not installed)
         "PYTHONWARNINGS": "ignore",
     })
     (demo / "airflow").mkdir(parents=True, exist_ok=True)
     say("migrating the demo's Airflow metadata database (demo_airflow)")
     airflow(env, "db", "migrate", capture=True)
     say("running the month: every day the retrain DAG (ingest, validate, score) and the monitor DAG")
-    code = _stream_demo([sys.executable, "-u", "-m", "airtrain_airflow.demo", *argv], {**os.environ, **env})
+    code = _stream_demo([sys.executable, "-u", "-m", "airtrain_dev.demo", *argv], {**os.environ, **env})
     print(f"  (make demo took {time.monotonic() - t0:.0f} s; data in .local/demo, databases demo_airflow and "
           "demo_warehouse)")
     return code

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include")]
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include"), str(ROOT / "dev")]
 
 
 def main() -> int:

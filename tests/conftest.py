@@ -3,7 +3,7 @@
 The server starts in ``pytest_configure`` — before anything imports Airflow — because Airflow reads
 its metadata-database URL once, at import. Set ``AIRTRAIN_TEST_PG_URL`` (a libpq URL to a server
 where the user may create databases and roles, e.g. ``postgresql://u:pw@127.0.0.1:5432/postgres``)
-to use an existing server; otherwise the session starts its own with :mod:`airtrain.localpg` on a
+to use an existing server; otherwise the session starts its own with :mod:`airtrain_dev.localpg` on a
 free loopback port and stops it at the end.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-for _p in ("include", "plugins", "dags"):
+for _p in ("include", "plugins", "dags", "dev"):
     if str(PROJECT_ROOT / _p) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT / _p))
 
 from airtrain.db import Warehouse  # noqa: E402
-from airtrain.localpg import LocalPostgres, free_port  # noqa: E402
+from airtrain_dev.localpg import LocalPostgres, free_port  # noqa: E402
 
 
 class PgServer:
@@ -75,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": server.url(meta_db).replace("postgresql://", "postgresql+psycopg2://", 1),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the plugin comes from the entry point
         "AIRTRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(tmp / "reports"),
         "GX_ANALYTICS_ENABLED": "False",

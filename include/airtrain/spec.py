@@ -12,6 +12,7 @@ parse time (reading a small local YAML file is the only I/O).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -533,9 +534,15 @@ def load_spec(path: str | Path) -> PipelineSpec:
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 
 
+def spec_dir() -> Path:
+    """Where the pipeline specs are: ``$AIRTRAIN_SPEC_DIR`` (the Docker image sets it, since an
+    installed package has no ``include/pipelines`` beside it), else the repository's folder."""
+    return Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
+
+
 def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
-    """Load every ``*.yaml`` spec in ``directory`` (default ``include/pipelines``), sorted by name."""
-    directory = Path(directory) if directory is not None else DEFAULT_SPEC_DIR
+    """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name."""
+    directory = Path(directory) if directory is not None else spec_dir()
     specs = [load_spec(p) for p in sorted(directory.glob("*.yaml"))]
     seen: dict[str, str] = {}
     for s in specs:

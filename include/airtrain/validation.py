@@ -6,7 +6,7 @@
    a value that does not cast (``'abc'`` in a float column, ``'nan'``/``'inf'``, ``'twelve'`` in an int
    column, a date that is not ISO) is a row failure ``type``.
 2. **Expectations generated from the spec**, run by GX on the typed frame in an *ephemeral* context
-   created per call (GX contexts are not safe to share across concurrent tasks):
+   (one per process, reused under a lock: GX contexts are not safe to share across threads):
    not-null (non-nullable features, key, date), between min/max, in-set for categories, compound
    uniqueness of (key, date), date column equals the partition, row count between bounds, plus
    optional hand-written suites. Missing columns and freshness are batch-level checks.
@@ -31,6 +31,7 @@ import datetime as dt
 import html
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,15 +191,37 @@ def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra
     return rules
 
 
-def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+_GX_LOCK = threading.Lock()
+_GX_BATCH_DEFINITION: Any = None
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    asset = context.data_sources.add_pandas("airtrain").add_dataframe_asset("partition")
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": typed})
+
+def _batch_definition() -> Any:
+    """One ephemeral GX context per process, with a whole-DataFrame batch definition, built on first
+    use and reused for every partition the process validates (a context per validated day cost a
+    noticeable share of a range run). GX contexts are not safe to share between threads, so every
+    use holds :data:`_GX_LOCK`; processes never share one (each Airflow task is its own process)."""
+    global _GX_BATCH_DEFINITION
+    if _GX_BATCH_DEFINITION is None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        asset = context.data_sources.add_pandas("airtrain").add_dataframe_asset("partition")
+        _GX_BATCH_DEFINITION = asset.add_batch_definition_whole_dataframe("whole")
+    return _GX_BATCH_DEFINITION
+
+
+def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
+    with _GX_LOCK:
+        return _run_gx_locked(typed, rules)
+
+
+def _run_gx_locked(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
+    import great_expectations as gx
+
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": typed})
     suite = gx.ExpectationSuite(name="airtrain_generated")
     by_id = {}
     for i, r in enumerate(rules):  # expectation ids are None outside a stored suite: tag via meta

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import get_current_context
 from airtrain.dates import date_range, parse_date, resolve_partition
-from airtrain.spec import DEFAULT_SPEC_DIR, PipelineSpec, load_spec
+from airtrain.spec import PipelineSpec, load_spec, spec_dir
 
 from airtrain_airflow.hooks import WarehouseHook
 
@@ -34,8 +34,7 @@ def reports_root() -> Path:
 
 
 def spec_for(name: str) -> PipelineSpec:
-    spec_dir = Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
-    return load_spec(spec_dir / f"{name}.yaml")
+    return load_spec(spec_dir() / f"{name}.yaml")
 
 
 def warehouse_for(spec: PipelineSpec):

@@ -1,5 +1,5 @@
 """The "Drift reports" page of the Airflow UI: a small FastAPI app the api-server mounts at
-``/airtrain`` (see ``plugins/airtrain_plugin.py``).
+``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
 
 * ``GET /airtrain/`` - per pipeline, the monitor's decisions (window, champion, decision, reason,
   drift share, rows) with a link to each Evidently report and to the retrain run it triggered.
@@ -25,10 +25,9 @@ REPORT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
 
 def _specs() -> dict[str, Any]:
-    from airtrain.spec import DEFAULT_SPEC_DIR, load_specs
+    from airtrain.spec import load_specs
 
-    spec_dir = os.environ.get("AIRTRAIN_SPEC_DIR")
-    return {s.name: s for s in load_specs(Path(spec_dir) if spec_dir else DEFAULT_SPEC_DIR)}
+    return {s.name: s for s in load_specs()}
 
 
 def _reports_root() -> Path:

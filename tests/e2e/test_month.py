@@ -19,7 +19,7 @@ FAST = {"retry_delay_minutes": 0.01}
 
 
 def _project(tmp_path, warehouse, monkeypatch) -> Project:
-    from airtrain_airflow.demo import DEMO_OVERRIDES, write_demo_spec
+    from airtrain_dev.demo import DEMO_OVERRIDES, write_demo_spec
 
     p = Project(tmp_path, warehouse)
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, {**DEMO_OVERRIDES, "schedule": FAST})
@@ -28,7 +28,7 @@ def _project(tmp_path, warehouse, monkeypatch) -> Project:
 
 
 def test_covariate_drift_month(tmp_path, warehouse, monkeypatch, airflow_db):
-    from airtrain_airflow.demo import chart, count_runs, run_month
+    from airtrain_dev.demo import chart, count_runs, run_month
 
     p = _project(tmp_path, warehouse, monkeypatch)
     month = run_month(warehouse, p.root, scenario="covariate_drift", history_days=30, days=30, drift_day=20,
@@ -76,7 +76,7 @@ def test_covariate_drift_month(tmp_path, warehouse, monkeypatch, airflow_db):
 
 
 def test_stable_month_triggers_nothing(tmp_path, warehouse, monkeypatch, airflow_db):
-    from airtrain_airflow.demo import run_month
+    from airtrain_dev.demo import run_month
 
     p = _project(tmp_path, warehouse, monkeypatch)
     month = run_month(warehouse, p.root, scenario="stable", history_days=30, days=30, end=END_STABLE,

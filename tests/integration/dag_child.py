@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "dev")]
 
 from airtrain.spec import load_spec  # noqa: E402
 from airtrain_airflow.factory import build_retrain_dag  # noqa: E402

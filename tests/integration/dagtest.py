@@ -85,7 +85,7 @@ def module_project(tmp_path_factory, pg_server, prefix: str, overrides: dict[str
     """A project on its own warehouse database, its spec = churn.yaml + ``overrides`` (deep-merged),
     activated for a whole test module. Returns (project, monkeypatch); undo the monkeypatch after."""
     import pytest
-    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_dev.demo import write_demo_spec
 
     mp = pytest.MonkeyPatch()
     wh = Warehouse(pg_server.url(pg_server.create_database(prefix)))

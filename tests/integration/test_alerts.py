@@ -38,7 +38,7 @@ def webhook():
 
 @pytest.fixture
 def project(tmp_path, warehouse, monkeypatch, airflow_db, webhook):
-    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_dev.demo import write_demo_spec
 
     url, _ = webhook
     p = Project(tmp_path, warehouse)

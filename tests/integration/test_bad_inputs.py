@@ -85,7 +85,7 @@ CASES = {
 def proj(tmp_path_factory, pg_server):
     from airtrain.db import Warehouse
     from airtrain.schema import apply_schema
-    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_dev.demo import write_demo_spec
 
     wh = Warehouse(pg_server.url(pg_server.create_database("bad")))
     p = Project(tmp_path_factory.mktemp("bad"), wh)

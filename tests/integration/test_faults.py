@@ -208,8 +208,8 @@ def test_postgres_restarting_during_a_run_is_survived_by_retries(tmp_path, monke
     """The warehouse server restarts while the run is writing; task retries carry the run through."""
     import secrets
 
-    from airtrain.localpg import LocalPostgres, free_port
-    from airtrain_airflow.demo import write_demo_spec
+    from airtrain_dev.demo import write_demo_spec
+    from airtrain_dev.localpg import LocalPostgres, free_port
 
     pg = LocalPostgres(tmp_path / "pg", free_port(), secrets.token_hex(8), fast_unsafe=True)
     pg.start()

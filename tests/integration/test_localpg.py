@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from airtrain.localpg import LocalPgError, LocalPostgres, find_bindir, free_port
+from airtrain_dev.localpg import LocalPgError, LocalPostgres, find_bindir, free_port
 
 pytestmark = pytest.mark.integration
 

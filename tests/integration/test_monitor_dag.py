@@ -83,7 +83,7 @@ def test_window_without_data_is_insufficient_not_drift(monitored):
 
 
 def test_drift_triggers_one_retrain_even_when_fired_twice(monitored, caplog):
-    from airtrain_airflow.demo import count_runs, queued_trigger_conf
+    from airtrain_dev.demo import count_runs, queued_trigger_conf
 
     caplog.set_level(logging.WARNING, logger="airtrain.alerts")
     dr, states = run_monitor(monitored, DRIFT)

@@ -1,10 +1,15 @@
-"""Registers the project's Airflow plugin: the "Drift reports" page (a FastAPI app the api-server
-mounts at /airtrain, listed under Browse in the UI) and the "Drift report" extra link of
-DriftCheckOperator."""
+"""The project's Airflow plugin: the "Drift reports" page (a FastAPI app the api-server mounts at
+/airtrain, listed under Browse in the UI) and the "Drift report" extra link of DriftCheckOperator.
+
+Registered through the ``airflow.plugins`` entry point of the installed ``airtrain`` distribution
+(pyproject.toml), so every component finds it without a plugins folder: the Docker image installs
+the project as a package (``pip install .``) and the local stack installs it in editable mode.
+"""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+
 from airtrain_airflow.operators.drift import DriftReportLink
 
 

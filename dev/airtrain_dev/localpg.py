@@ -12,9 +12,9 @@ so when started by root the server runs as an unprivileged user (``$LOCALPG_RUN_
 
 Command line::
 
-    python -m airtrain.localpg start  --data .local/pgdata --port 5433 --password-file F
-    python -m airtrain.localpg stop   --data .local/pgdata
-    python -m airtrain.localpg status --data .local/pgdata
+    python -m airtrain_dev.localpg start  --data .local/pgdata --port 5433 --password-file F
+    python -m airtrain_dev.localpg stop   --data .local/pgdata
+    python -m airtrain_dev.localpg status --data .local/pgdata
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class LocalPostgres:
         finally:
             os.unlink(pwfile)
         settings = [
-            "# --- added by airtrain.localpg ---",
+            "# --- added by airtrain_dev.localpg ---",
             f"listen_addresses = '{self.host}'",
             f"port = {self.port}",
             "unix_socket_directories = ''",
@@ -246,7 +246,7 @@ class LocalPostgres:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airtrain.localpg", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m airtrain_dev.localpg", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "url", "createdb"])
     parser.add_argument("--data", default=".local/pgdata", help="data folder (default .local/pgdata)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("LOCAL_PG_PORT", "5433")))

@@ -12,7 +12,7 @@ Postgres warehouse. Labels arrive ``label_delay_days`` after each day (1 by defa
 show the realized AUC and a retrain that learns from the drifted days).
 
 Command line (what ``make demo`` runs, inside the demo environment it prepares):
-``python -m airtrain_airflow.demo --days 30 --scenario covariate_drift``.
+``python -m airtrain_dev.demo --days 30 --scenario covariate_drift``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def write_demo_spec(src: Path, dst_dir: Path, overrides: dict[str, Any] | None =
     data = merge(data, overrides if overrides is not None else DEMO_OVERRIDES)
     dst_dir.mkdir(parents=True, exist_ok=True)
     dst = dst_dir / src.name
-    dst.write_text("# written by airtrain_airflow.demo from " + src.name + "\n" + yaml.safe_dump(data, sort_keys=False))
+    dst.write_text("# written by airtrain_dev.demo from " + src.name + "\n" + yaml.safe_dump(data, sort_keys=False))
     return dst
 
 
@@ -201,9 +201,8 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
     from airtrain.db import ident
     from airtrain.schema import apply_schema
     from airtrain.simulate import SCENARIOS, Scenario, load_labels, simulate_day, write_landing_file
-    from psycopg2 import sql
-
     from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
+    from psycopg2 import sql
 
     t_start = time.monotonic()
     spec = _spec(pipeline)
@@ -311,7 +310,7 @@ def chart(month: Month, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m airtrain_airflow.demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m airtrain_dev.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default="churn")
     ap.add_argument("--scenario", default="covariate_drift", choices=["stable", "covariate_drift", "concept_drift",
                                                                       "bad_batches"])
