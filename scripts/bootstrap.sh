@@ -49,5 +49,9 @@ else  # plain pip (slower)
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-dev.txt
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 fi
+# setuptools leaves build metadata (*.egg-info) in the source tree; on sys.path (the project root is,
+# under `python -m pytest`) it would register the Airflow plugin a second time: the editable
+# install's own metadata lives in the venv, so remove these leftovers.
+rm -rf ./*.egg-info include/*.egg-info plugins/*.egg-info
 echo "$want" > "$STAMP"
 echo "==> environment ready"

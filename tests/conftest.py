@@ -1,21 +1,29 @@
-"""Shared fixtures: a real, throw-away PostgreSQL server for the whole test session.
+"""Shared fixtures: a real, throw-away PostgreSQL server for the whole test session, one Airflow
+metadata database per pytest-xdist worker, and database templates so that expensive set-ups
+(Airflow's migrations, a warehouse with landed data and a trained champion) are built once per
+session and copied (``CREATE DATABASE … TEMPLATE``) for every test that needs one.
 
-The server starts in ``pytest_configure`` — before anything imports Airflow — because Airflow reads
-its metadata-database URL once, at import. Set ``AIRTRAIN_TEST_PG_URL`` (a libpq URL to a server
-where the user may create databases and roles, e.g. ``postgresql://u:pw@127.0.0.1:5432/postgres``)
-to use an existing server; otherwise the session starts its own with :mod:`airtrain_dev.localpg` on a
-free loopback port and stops it at the end.
+The server starts in ``pytest_configure`` of the controlling process — before anything imports
+Airflow, because Airflow reads its metadata-database URL once, at import. xdist workers inherit its
+URL through ``AIRTRAIN_TEST_PG_URL`` (set it yourself, as a libpq URL to a server where the user may
+create databases and roles, e.g. ``postgresql://u:pw@127.0.0.1:5432/postgres``, to use an existing
+server); every worker then points Airflow at its own metadata database.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,55 +35,120 @@ for _p in ("include", "plugins", "dags", "dev"):
 from airtrain.db import Warehouse  # noqa: E402
 from airtrain_dev.localpg import LocalPostgres, free_port  # noqa: E402
 
+#: this process's xdist worker id ("gw0", "gw1", ...) or "main" without xdist
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
 
 class PgServer:
-    """A running server that hands out fresh databases."""
+    """A running server that hands out fresh databases and copies of template databases."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, session: str) -> None:
         self.base_url = base_url.rstrip("/")  # postgresql://user:pw@host:port
+        self.session = session  # prefix of every database this test session creates
 
     def url(self, database: str) -> str:
         return f"{self.base_url}/{database}"
 
-    def create_database(self, prefix: str = "t", name: str | None = None) -> str:
+    @contextlib.contextmanager
+    def admin(self) -> Generator[Any, None, None]:
         import psycopg2
-        from psycopg2 import sql
 
-        name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
         conn = psycopg2.connect(self.url("postgres"))
         conn.autocommit = True
-        with conn.cursor() as cur:
+        try:
+            with conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
+
+    def exists(self, name: str) -> bool:
+        with self.admin() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
+            return cur.fetchone() is not None
+
+    def create_database(self, prefix: str = "t", name: str | None = None, template: str | None = None) -> str:
+        """Create a database (a copy of ``template`` when given); returns its name."""
+        from psycopg2 import sql
+
+        name = name or f"{self.session}_{prefix}_{uuid.uuid4().hex[:8]}"
+        with self.admin() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is not None:
+                return name
+            if template is None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        conn.close()
+                return name
+            # a template may not have other sessions connected while it is copied
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (template,))
+            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(template)))
         return name
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Generator[None, None, None]:
+        """A server-wide lock (session-level advisory lock) shared by the xdist workers."""
+        key = int.from_bytes(hashlib.blake2b(f"{self.session}/{name}".encode(), digest_size=8).digest(), "big",
+                             signed=True)
+        with self.admin() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def template(self, key: str, build: Callable[[str], None]) -> str:
+        """The name of template database ``key``, built by ``build(name)`` the first time any worker
+        asks for it (the others wait for the lock, then find it)."""
+        name = f"{self.session}_tpl_{key}"[:63]
+        ready = f"{name}_ok"[:63]  # marker: a template whose build finished (a failed build is retried)
+        with self.lock(f"template/{key}"):
+            if self.exists(ready):
+                return name
+            with self.admin() as cur:
+                from psycopg2 import sql
+
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            self.create_database(name=name)
+            build(name)
+            self.create_database(name=ready)
+        return name
+
+    def drop_session_databases(self) -> None:
+        from psycopg2 import sql
+
+        with self.admin() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{self.session}\\_%",))
+            for (name,) in cur.fetchall():
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 _STATE: dict[str, object] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="airtrain-test-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"airtrain-test-{WORKER}-"))
     _STATE["tmp"] = tmp
-    external = os.environ.get("AIRTRAIN_TEST_PG_URL")
-    if external:
-        server = PgServer(external.rsplit("/", 1)[0])
-    else:
+    controller = not hasattr(config, "workerinput")  # the xdist controller, or a run without xdist
+    if controller and not os.environ.get("AIRTRAIN_TEST_PG_URL"):
         pg = LocalPostgres(tmp / "pgdata", free_port(), secrets.token_hex(12), fast_unsafe=True)
         pg.start()
         _STATE["pg"] = pg
-        server = PgServer(pg.url("").rsplit("/", 1)[0])
+        os.environ["AIRTRAIN_TEST_PG_URL"] = pg.url("postgres")  # xdist workers inherit it
+    if controller:
+        os.environ.setdefault("AIRTRAIN_TEST_SESSION", f"s{uuid.uuid4().hex[:6]}")
+    server = PgServer(os.environ["AIRTRAIN_TEST_PG_URL"].rsplit("/", 1)[0], os.environ["AIRTRAIN_TEST_SESSION"])
     _STATE["server"] = server
-    meta_db = server.create_database(name="airflow_meta_test")
+    _STATE["controller"] = controller
+    meta_db = f"{server.session}_airflow_{WORKER}"  # created from a migrated template by `airflow_db`
     home = tmp / "airflow_home"
-    home.mkdir()
+    (home / "plugins").mkdir(parents=True)
     os.environ.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": server.url(meta_db).replace("postgresql://", "postgresql+psycopg2://", 1),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the plugin comes from the entry point
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRTRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(tmp / "reports"),
         "GX_ANALYTICS_ENABLED": "False",
@@ -83,12 +156,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "EVIDENTLY_DISABLE_TELEMETRY": "1",
         "SCARF_ANALYTICS": "false",
     })
+    # One OpenMP thread per worker: the xdist workers already use both cores, and GNU OpenMP's
+    # thread pool does not survive a fork (tests fork warm children: tests/integration/forked.py)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _STATE["meta_db"] = meta_db
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    server = _STATE.get("server")
     pg = _STATE.get("pg")
     if isinstance(pg, LocalPostgres):
         pg.stop()
+    elif _STATE.get("controller") and isinstance(server, PgServer):
+        with contextlib.suppress(Exception):  # an external server: leave it as we found it
+            server.drop_session_databases()
     tmp = _STATE.get("tmp")
     if isinstance(tmp, Path):
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,9 +188,20 @@ def warehouse(pg_server: PgServer) -> Warehouse:
     return Warehouse(pg_server.url(pg_server.create_database("wh")))
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Airflow's metadata schema, migrated once per session (for dag.test())."""
-    from airflow.utils import db
+def _migrate_airflow(pg_server: PgServer, name: str) -> None:
+    """Airflow's metadata schema in database ``name``, in a child process (this process's Airflow
+    is bound to its own database)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_server.url(name).replace("postgresql://",
+                                                                              "postgresql+psycopg2://", 1)}
+    out = subprocess.run([sys.executable, "-c", "from airflow.utils import db; db.initdb()"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"airflow db migration failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
 
-    db.initdb()
+
+@pytest.fixture(scope="session")
+def airflow_db(pg_server: PgServer) -> None:
+    """This worker's Airflow metadata database: a copy of one migrated once per session."""
+    template = pg_server.template("airflow", lambda name: _migrate_airflow(pg_server, name))
+    pg_server.create_database(name=str(_STATE["meta_db"]), template=template)

@@ -47,7 +47,9 @@ def write_demo_spec(src: Path, dst_dir: Path, overrides: dict[str, Any] | None =
     def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
         for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+            # an estimator's params belong to that estimator: a new set replaces the old one whole
+            deep = k not in ("params", "param_grid") and isinstance(v, dict) and isinstance(out.get(k), dict)
+            out[k] = merge(out[k], v) if deep else v
         return out
 
     data = merge(data, overrides if overrides is not None else DEMO_OVERRIDES)

@@ -16,7 +16,8 @@ RANGE (as_of_date, model_version): one partition per scored date and model versi
    are on the parent, so they survive.
 
 A failure before publish leaves the published predictions untouched (the stage table is dropped
-by :func:`abort` or by the next :func:`begin` of the same date and version).
+by :func:`abort` or by the next :func:`begin` of the same run). Stage tables are named per (date,
+version, run), so concurrent runs of one date never share one.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def _q(*parts: str) -> str:
     return ".".join(f'"{check_identifier(p)}"' for p in parts)
 
 
-def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion") -> ScoringTarget:
+def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion", run_id: str = ""
+               ) -> ScoringTarget:
+    """Where ``version``'s predictions of ``as_of`` go. The stage table is named per run as well, so
+    two runs scoring the same date at once never write into (or drop) each other's stage."""
     kind = "shadow_predictions" if role == "shadow" else "predictions"
     schema, table = spec.table(kind)
     suffix = f"p{as_of:%Y%m%d}_v{version}"
-    stage_hash = hashlib.blake2b(f"{table}/{suffix}".encode(), digest_size=4).hexdigest()
+    stage_hash = hashlib.blake2b(f"{table}/{suffix}/{run_id}".encode(), digest_size=4).hexdigest()
     return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version)
 
 
@@ -122,12 +126,12 @@ def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
 
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
-          role: str = "champion") -> ScoringTarget:
-    """Check the model and the features, and create an empty stage table for (date, version)."""
+          role: str = "champion", *, run_id: str = "") -> ScoringTarget:
+    """Check the model and the features, and create an empty stage table for (date, version, run)."""
     version = resolve_version(wh, spec, model)
     registry.get_version(wh, spec, version)
     check_features_table(wh, spec)
-    t = target_for(spec, as_of, version, role)
+    t = target_for(spec, as_of, version, role, run_id)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
@@ -277,7 +281,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, model: str | int = "champion",
                role: str = "champion", shards: int = 1) -> dict[str, Any]:
     """begin → every shard → publish, in one process (the DAG maps the shards instead)."""
-    target = begin(wh, spec, as_of, model, role)
+    target = begin(wh, spec, as_of, model, role, run_id=run_id)
     try:
         loaded = registry.load_artifact(wh, spec, target.version)
         parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)

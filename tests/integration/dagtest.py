@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ class Project:
                 data[key] = value
         self.spec_dir.mkdir(parents=True, exist_ok=True)
         (self.spec_dir / f"{self.name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def respec(self, *layers: dict[str, Any]) -> None:
+        """Write the project's spec: include/pipelines/churn.yaml with ``layers`` deep-merged in order."""
+        from airtrain_dev.demo import write_demo_spec
+
+        write_demo_spec(ROOT / "include/pipelines/churn.yaml", self.spec_dir, merged(*layers))
 
     def spec(self):
         return load_spec(self.spec_dir / f"{self.name}.yaml")
@@ -91,6 +98,77 @@ def module_project(tmp_path_factory, pg_server, prefix: str, overrides: dict[str
     wh = Warehouse(pg_server.url(pg_server.create_database(prefix)))
     p = Project(tmp_path_factory.mktemp(prefix), wh)
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, overrides)
+    p.activate(mp)
+    return p, mp
+
+
+#: the test spec most integration tests start from: churn.yaml with labels one day late (so a few
+#: landed days are enough to train), a 10-day training window with a 2-day holdout, fast retries
+TEST_SPEC: dict[str, Any] = {
+    "target": {"label_delay_days": 1},
+    "training": {"min_rows": 500, "window_days": 10, "holdout_days": 2},
+    "schedule": {"retry_delay_minutes": 0.01},
+}
+
+
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge spec override layers (later layers win)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            deep = k not in ("params", "param_grid") and isinstance(v, dict) and isinstance(out.get(k), dict)
+            out[k] = merged(out[k], v) if deep else v  # an estimator's params are replaced whole
+    return out
+
+
+def template_project(tmp_path_factory, pg_server, prefix: str, *, overrides: dict[str, Any], start: dt.date,
+                     days: int, rows: int = 400, scenario: Any = "stable", bootstrap: dict[str, Any] | None = None,
+                     setup: Any = None, monkeypatch=None):
+    """A project whose warehouse is a copy of a template built once per test session.
+
+    The template holds ``days`` simulated landing days from ``start`` (labels loaded, as late as the
+    spec's ``label_delay_days``) and, when ``bootstrap`` is a run conf, the state after that real
+    retrain DAG run (typically the first champion); ``setup(project)``, when given, runs after that
+    inside the build. Building it costs a DAG run once per session; every later caller (in any
+    xdist worker) gets a ``CREATE DATABASE … TEMPLATE`` copy and a copy of its folder in well under
+    a second. Needs the ``airflow_db`` fixture when ``bootstrap`` is given. Returns (project,
+    monkeypatch) like :func:`module_project`; undo the monkeypatch after.
+    """
+    import json
+    import tempfile
+
+    import pytest
+    from airtrain_dev.demo import write_demo_spec
+
+    spec_text = (ROOT / "include/pipelines/churn.yaml").read_text()
+    key_src = json.dumps([spec_text, overrides, str(start), days, rows, repr(scenario), bootstrap,
+                          getattr(setup, "__qualname__", None)], sort_keys=True, default=str)
+    key = f"{prefix}_{hashlib.blake2b(key_src.encode(), digest_size=5).hexdigest()}"
+    tpl_root = Path(tempfile.gettempdir()) / f"airtrain-{pg_server.session}-templates" / key
+
+    def build(db: str) -> None:
+        mp = pytest.MonkeyPatch()
+        try:
+            shutil.rmtree(tpl_root, ignore_errors=True)
+            p = Project(tpl_root, Warehouse(pg_server.url(db)))
+            write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir, overrides)
+            p.activate(mp)
+            land_days(p, start, days, rows=rows, scenario=scenario,
+                      label_delay_days=p.spec().target.label_delay_days or 1)
+            if bootstrap is not None:
+                dr, states = p.run(bootstrap)
+                if str(dr.state) != "success":
+                    raise RuntimeError(f"template {key}: the bootstrap run failed: {states}")
+            if setup is not None:
+                setup(p)
+        finally:
+            mp.undo()
+
+    template = pg_server.template(key, build)
+    mp = monkeypatch or pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp(prefix)
+    shutil.copytree(tpl_root, root, dirs_exist_ok=True)
+    p = Project(root, Warehouse(pg_server.url(pg_server.create_database(prefix, template=template))))
     p.activate(mp)
     return p, mp
 

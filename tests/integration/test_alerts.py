@@ -72,7 +72,7 @@ def test_a_failed_run_alerts(project, webhook, caplog):
     assert "ALERT [churn] run failed" in caplog.text
 
 
-def test_a_triggered_retrain_alerts_once_per_decision(project, webhook):
+def test_a_triggered_retrain_alerts_with_its_run_and_report_and_a_quiet_window_does_not(project, webhook):
     from airtrain_airflow.runtime import notify_decision
 
     _, received = webhook

@@ -1,15 +1,15 @@
 """Faults, on a real PostgreSQL and real DAG runs: processes killed mid-write (before and after
 their commit) and retried, two runs of one date at once, an out-of-order backfill, a tampered
 artifact, a library version mismatch, a PostgreSQL restart during a run. After each, the
-warehouse invariants (:mod:`airtrain.invariants`) hold."""
+warehouse invariants (:mod:`airtrain.invariants`) hold.
+
+The killed runs are children forked from this (warm) process (tests/integration/forked.py), so a
+kill costs one DAG run, not a fresh interpreter importing Airflow, scikit-learn, GX and Evidently."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,15 +17,15 @@ import pytest
 from airtrain import invariants
 from airtrain.db import Warehouse
 
-from tests.integration.dagtest import ROOT, Project, fetch, land_days, module_project
+from tests.integration import forked
+from tests.integration.dagtest import TEST_SPEC, Project, fetch, land_days, merged, template_project
 
 pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 4, 1)
 DAYS = 30
 BOOT = 10  # the bootstrap run covers START .. START+BOOT-1
-SMALL = {"training": {"min_rows": 500, "window_days": 20, "holdout_days": 2},
-         "schedule": {"retry_delay_minutes": 0.01}, "scoring": {"shadow": False}}
+SMALL = merged(TEST_SPEC, {"scoring": {"shadow": False}})
 
 
 def day(i: int) -> dt.date:
@@ -34,10 +34,8 @@ def day(i: int) -> dt.date:
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server, airflow_db):
-    p, mp = module_project(tmp_path_factory, pg_server, "faults", SMALL)
-    land_days(p, START, DAYS)
-    dr, states = p.run({"date": str(START), "end_date": str(day(BOOT - 1))})
-    assert states["promote"] == "success" and states["publish_predictions"] == "success", states
+    p, mp = template_project(tmp_path_factory, pg_server, "faults", overrides=SMALL, start=START, days=DAYS,
+                             bootstrap={"date": str(START), "end_date": str(day(BOOT - 1))})
     yield p
     mp.undo()
 
@@ -56,13 +54,10 @@ def state(p: Project) -> dict:
     return {k: fetch(p.warehouse, v) for k, v in q.items()}
 
 
-def child(p: Project, conf: dict, failpoint: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    if failpoint:
-        env["AIRTRAIN_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, str(ROOT / "tests/integration/dag_child.py"),
-                           str(p.spec_dir / "churn.yaml"), json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=600)
+def child(p: Project, conf: dict, failpoint: str | None = None) -> forked.ChildResult:
+    """One retrain run in a forked child, killed (``os._exit(137)``) at ``failpoint`` if given."""
+    env = {"AIRTRAIN_FAILPOINT": failpoint, "AIRTRAIN_FAILPOINT_MODE": "kill"} if failpoint else {}
+    return forked.run(p.spec_dir / "churn.yaml", conf, env=env)
 
 
 def assert_invariants(p: Project) -> None:
@@ -70,39 +65,68 @@ def assert_invariants(p: Project) -> None:
     assert problems == [], problems
 
 
-# one new date per failpoint; force_promote makes every run reach the promotion
+# one new date per failpoint; force_promote makes every run reach the promotion. Killing the
+# scoring steps before their commit re-scores a date whose partition for the champion is already
+# published, so "nothing of the interrupted write is visible" compares a partition readers see.
 FAILPOINTS = ["ingest.before_commit", "validate.before_commit", "score.before_commit", "publish.before_commit",
               "promote.before_commit", "ingest.after_commit", "validate.after_commit", "score.after_commit",
               "publish.after_commit", "promote.after_commit"]
 
 
+def published_run(snapshot: dict, d: dt.date) -> str:
+    return next(r[3] for r in snapshot["predictions"] if r[0] == d and r[1] == snapshot["champion"][0][0])
+
+
 @pytest.mark.parametrize("i, point", list(enumerate(FAILPOINTS)), ids=FAILPOINTS)
 def test_killed_mid_write_then_retried(proj, i, point):
+    step = point.split(".")[0]
+    rescore = step in ("score", "publish") and point.endswith("before_commit")
     d = day(BOOT + i)
-    conf = {"date": str(d), "force_promote": True, "reason": f"fault test {point}"}
+    conf = {"date": str(d)} if rescore else {"date": str(d), "force_promote": True, "reason": f"fault test {point}"}
+    if rescore:  # publish the date first: the killed run re-scores it with the same champion
+        dr, states = proj.run(conf)
+        assert str(dr.state) == "success", states
     before = state(proj)
     out = child(proj, conf, point)
-    assert out.returncode == 137, (out.returncode, out.stderr[-2000:])
+    assert out.exitcode == 137, (out.exitcode, out.stderr[-2000:])
     assert f"AIRTRAIN_FAILPOINT {point}" in out.stderr
     assert_invariants(proj)
     after = state(proj)
     if point.endswith("before_commit"):
         # the killed transaction left no trace: everything it was writing is as before
         table = {"ingest": "raw", "validate": "features", "score": "predictions", "publish": "predictions",
-                 "promote": "log"}[point.split(".")[0]]
+                 "promote": "log"}[step]
         assert after[table] == before[table], (table, before[table], after[table])
-        if point.split(".")[0] in ("ingest", "validate", "promote"):  # scoring runs after the promotion
+        if rescore:
+            # the date's published partition is still the earlier run's, complete
+            champ = before["champion"][0][0]
+            rows = [r for r in after["predictions"] if r[0] == d and r[1] == champ]
+            assert len(rows) == 1 and rows == [r for r in before["predictions"] if r[0] == d and r[1] == champ]
+            assert rows[0][2] == 400
+        if step == "score":  # the killed shard's rows were rolled back: the stage tables hold nothing
+            stages = fetch(proj.warehouse, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                                           "c.relnamespace WHERE n.nspname = 'predictions' AND c.relkind = 'r' "
+                                           "AND c.relname LIKE %s", ("%stage%",))
+            assert stages, "the killed run had created its stage table"
+            for (stage,) in stages:
+                assert fetch(proj.warehouse, f'SELECT count(*) FROM predictions."{stage}"') == [(0,)], stage
+        if step in ("ingest", "validate", "promote"):  # scoring runs after the promotion
             assert after["champion"] == before["champion"] and after["log"] == before["log"]
     # the retry (a new run of the same date) completes and the invariants still hold
     dr, states = proj.run(conf)
     assert str(dr.state) == "success", states
     assert_invariants(proj)
     final = state(proj)
-    assert final["champion"] != before["champion"]  # forced promotion of the date's model happened once
-    assert len(final["log"]) == len(before["log"]) + 1
-    n_pred = fetch(proj.warehouse, "SELECT count(*) FROM predictions.churn WHERE as_of_date = %s AND "
-                                   "model_version = %s", (d, final["champion"][0][0]))[0][0]
-    assert n_pred == 400
+    if rescore:
+        assert final["champion"] == before["champion"] and final["log"] == before["log"]
+        rows = [r for r in final["predictions"] if r[0] == d and r[1] == final["champion"][0][0]]
+        assert len(rows) == 1 and rows[0][2] == 400 and rows[0][3] != published_run(before, d)
+    else:
+        assert final["champion"] != before["champion"]  # forced promotion of the date's model happened once
+        assert len(final["log"]) == len(before["log"]) + 1
+        n_pred = fetch(proj.warehouse, "SELECT count(*) FROM predictions.churn WHERE as_of_date = %s AND "
+                                       "model_version = %s", (d, final["champion"][0][0]))[0][0]
+        assert n_pred == 400
 
 
 def test_a_retried_shard_that_had_committed_does_not_duplicate(proj):
@@ -120,18 +144,16 @@ def test_a_retried_shard_that_had_committed_does_not_duplicate(proj):
 
 def test_two_runs_of_the_same_date_at_once(proj):
     d = day(BOOT + len(FAILPOINTS))
-    conf = {"date": str(d)}
+    # forced, so each run wants to promote: exactly one promotion must happen, never two
+    conf = {"date": str(d), "force_promote": True, "reason": "two runs of one date at once"}
     before = state(proj)
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/integration/dag_child.py"),
-                               str(proj.spec_dir / "churn.yaml"), json.dumps(conf)],
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [pr.communicate(timeout=600) for pr in procs]
-    assert all(pr.returncode == 0 for pr in procs), [o[1][-2000:] for o in outs]
-    assert all("STATE success" in o[0] for o in outs), [o[0][-500:] for o in outs]
+    children = [forked.start(proj.spec_dir / "churn.yaml", conf) for _ in range(2)]
+    outs = [forked.wait(proc, path) for proc, path in children]
+    assert all(o.exitcode == 0 and o.state == "success" for o in outs), [o.stderr[-2000:] for o in outs]
     assert_invariants(proj)
     after = state(proj)
-    assert len(after["log"]) - len(before["log"]) <= 1  # the same data gives one version, promoted at most once
+    assert len(after["log"]) == len(before["log"]) + 1  # the same data gives one version, promoted once
+    assert after["champion"] != before["champion"]
     versions = fetch(proj.warehouse, "SELECT count(*) FROM registry.model_versions WHERE lineage->>'as_of' = %s",
                      (str(d),))
     assert versions[0][0] == 1
@@ -169,7 +191,8 @@ def test_a_tampered_artifact_is_refused_and_nothing_changes(proj):
         assert any("does not match its sha256" in p for p in invariants.check(wh, proj.spec()))
         before = state(proj)
         dr, states = proj.run({"date": str(day(BOOT + len(FAILPOINTS) + 1))})
-        assert str(dr.state) == "failed" and "failed" in {states.get("evaluate"), states.get("begin_scoring")}, states
+        loaders = [states.get("evaluate"), states.get("begin_scoring"), *(states.get("score") or [])]
+        assert str(dr.state) == "failed" and "failed" in loaders, states  # the first task loading the champion
         after = state(proj)
         assert after["champion"] == before["champion"] and after["predictions"] == before["predictions"]
     finally:
@@ -208,7 +231,6 @@ def test_postgres_restarting_during_a_run_is_survived_by_retries(tmp_path, monke
     """The warehouse server restarts while the run is writing; task retries carry the run through."""
     import secrets
 
-    from airtrain_dev.demo import write_demo_spec
     from airtrain_dev.localpg import LocalPostgres, free_port
 
     pg = LocalPostgres(tmp_path / "pg", free_port(), secrets.token_hex(8), fast_unsafe=True)
@@ -217,10 +239,9 @@ def test_postgres_restarting_during_a_run_is_survived_by_retries(tmp_path, monke
         pg.create_database("wh")
         wh = Warehouse(pg.url("wh"))
         p = Project(tmp_path, wh)
-        write_demo_spec(ROOT / "include/pipelines/churn.yaml", p.spec_dir,
-                        {**SMALL, "schedule": {"retry_delay_minutes": 0.05, "retries": 4}})
+        p.respec(SMALL, {"schedule": {"retry_delay_minutes": 0.05, "retries": 4}})
         p.activate(monkeypatch)
-        land_days(p, START, DAYS)
+        land_days(p, START, BOOT)
         restarted = threading.Event()
 
         def restart() -> None:

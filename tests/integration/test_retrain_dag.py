@@ -1,4 +1,8 @@
-"""The retrain DAG end to end: real dag.test() runs, real GX, real scikit-learn, real PostgreSQL."""
+"""The retrain DAG end to end: real dag.test() runs, real GX, real scikit-learn, real PostgreSQL.
+
+The warehouses come from session templates (tests/integration/dagtest.py): ``landed`` holds 14
+simulated days (labels one day late), ``booted`` additionally the state after a real bootstrap run
+over the first 12 of them (champion v1); each test gets its own copy."""
 
 from __future__ import annotations
 
@@ -7,23 +11,43 @@ import datetime as dt
 import pytest
 from airtrain import simulate
 
-from tests.integration.dagtest import Project, fetch
+from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, template_project
 
 pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 1, 1)
-DAYS = 45  # labels arrive after 30 days: 15 labeled days = 8 train + 7 holdout
-LAST = START + dt.timedelta(days=DAYS - 1)
+DAYS = 14  # landed days
+ROWS = 400
+LAST = START + dt.timedelta(days=11)  # the bootstrap range: 12 days; labels known up to LAST - 1
 RANGE = {"date": str(START), "end_date": str(LAST)}
-FAST = {"retry_delay_minutes": 0.01}  # dag.test() honours retry delays
-WORSE = {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}, "min_rows": 2000}
+WORSE = {"training": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"},
+                      "min_rows": 2000}}
+
+
+def _template(tmp_path_factory, pg_server, monkeypatch, bootstrap):
+    p, _ = template_project(tmp_path_factory, pg_server, "rt_booted" if bootstrap else "rt_landed",
+                            overrides=TEST_SPEC, start=START, days=DAYS, rows=ROWS, bootstrap=bootstrap,
+                            monkeypatch=monkeypatch)
+    return p
 
 
 @pytest.fixture
-def project(tmp_path, warehouse, monkeypatch, airflow_db):
+def landed(tmp_path_factory, pg_server, monkeypatch, airflow_db) -> Project:
+    """14 landed days, nothing run yet."""
+    return _template(tmp_path_factory, pg_server, monkeypatch, None)
+
+
+@pytest.fixture
+def project(tmp_path_factory, pg_server, monkeypatch, airflow_db) -> Project:
+    """14 landed days after a successful bootstrap run over the first 12 (champion v1 scores LAST)."""
+    return _template(tmp_path_factory, pg_server, monkeypatch, RANGE)
+
+
+@pytest.fixture
+def bare(tmp_path, warehouse, monkeypatch, airflow_db) -> Project:
+    """An empty warehouse and the test spec: for runs that must be refused before any work."""
     p = Project(tmp_path, warehouse)
-    p.write_spec(schedule=FAST)
-    simulate.generate_demo(warehouse, p.landing, start=START, days=DAYS, rows_per_day=800)
+    p.respec(TEST_SPEC)
     p.activate(monkeypatch)
     return p
 
@@ -57,7 +81,8 @@ def snapshot(p: Project) -> dict[str, list[tuple]]:
     return {k: fetch(p.warehouse, v) for k, v in q.items()}
 
 
-def test_clean_run_promotes_the_first_model_and_scores(project):
+def test_clean_run_promotes_the_first_model_and_scores(landed):
+    project = landed
     dr, states = project.run(RANGE)
     assert str(dr.state) == "success", states
     assert states["rollback"] == "skipped"
@@ -67,29 +92,27 @@ def test_clean_run_promotes_the_first_model_and_scores(project):
     assert log[0][3] in ("user:dag_test", "airflow:manual")  # dag.test() triggers as user 'dag_test'
     n_days, n_blocked = fetch(project.warehouse,
                               "SELECT count(*), count(*) FILTER (WHERE blocked) FROM monitoring.validation_runs")[0]
-    assert (n_days, n_blocked) == (DAYS, 0)
-    assert fetch(project.warehouse, "SELECT count(*) FROM features.churn")[0][0] == DAYS * 800
-    # challenger metrics stored, overall and per slice, on the recorded holdout
+    assert (n_days, n_blocked) == (12, 0)
+    assert fetch(project.warehouse, "SELECT count(*) FROM features.churn")[0][0] == 12 * ROWS
+    # challenger metrics stored, overall and per slice, on the recorded holdout: the 2 newest labeled days
     roles = fetch(project.warehouse, "SELECT DISTINCT role, holdout_start, holdout_end FROM registry.evaluations")
-    assert roles == [("challenger", LAST - dt.timedelta(days=36), LAST - dt.timedelta(days=30))]
+    assert roles == [("challenger", LAST - dt.timedelta(days=2), LAST - dt.timedelta(days=1))]
     slices = fetch(project.warehouse, "SELECT DISTINCT slice_column FROM registry.evaluations ORDER BY 1")
     assert slices == [("",), ("contract_type",), ("region",)]
     auc = fetch(project.warehouse, "SELECT (metrics->'holdout'->>'roc_auc')::float FROM registry.model_versions")[0][0]
-    assert 0.7 < auc < 0.95
+    assert 0.7 < auc < 0.97
     lineage = fetch(project.warehouse, "SELECT lineage FROM registry.model_versions")[0][0]
     assert lineage["data_hash"] and lineage["library_versions"]["sklearn"] and lineage["window"]["train_rows"] > 0
     # predictions for the last date by the champion, readable through the latest view
     assert fetch(project.warehouse, "SELECT count(*), min(model_version), max(model_version) FROM predictions.churn "
-                                    "WHERE as_of_date = %s", (LAST,)) == [(800, 1, 1)]
-    assert fetch(project.warehouse, "SELECT count(*) FROM predictions.churn_latest")[0][0] == 800
+                                    "WHERE as_of_date = %s", (LAST,)) == [(ROWS, 1, 1)]
+    assert fetch(project.warehouse, "SELECT count(*) FROM predictions.churn_latest")[0][0] == ROWS
     assert (project.root / "reports" / "churn" / "validation" / f"{LAST}.html").exists()
 
 
 def test_worse_challenger_is_not_promoted(project):
-    dr, _ = project.run(RANGE)
-    assert str(dr.state) == "success"
-    project.write_spec(schedule=FAST, training=WORSE)
-    dr, states = project.run({"date": str(LAST)})
+    project.respec(TEST_SPEC, WORSE)
+    dr, states = project.run({"date": str(LAST + dt.timedelta(days=1))})
     assert str(dr.state) == "success", states  # a refused challenger is a normal outcome
     assert champion(project) == [(1,)]
     assert len(log_rows(project)) == 1
@@ -106,11 +129,9 @@ def test_worse_challenger_is_not_promoted(project):
 
 
 def test_blocking_validation_failure_stops_the_run_and_keeps_everything(project):
-    dr, _ = project.run(RANGE)
-    assert str(dr.state) == "success"
     before = snapshot(project)
     bad_day = LAST + dt.timedelta(days=1)
-    feats, _ = simulate.simulate_day(bad_day, rows=800)
+    feats, _ = simulate.simulate_day(bad_day, rows=ROWS)
     simulate.write_landing_file(feats.drop(columns=["region"]), project.landing, bad_day)
     dr, states = project.run({"date": str(bad_day)})
     assert str(dr.state) == "failed"
@@ -122,14 +143,12 @@ def test_blocking_validation_failure_stops_the_run_and_keeps_everything(project)
         assert after[key] == before[key], key
     # the bad batch is kept as received and its result is recorded as blocked
     assert fetch(project.warehouse, "SELECT count(*) FROM raw.churn_batches WHERE _partition_date = %s",
-                 (bad_day,)) == [(800,)]
+                 (bad_day,)) == [(ROWS,)]
     assert fetch(project.warehouse, "SELECT blocked FROM monitoring.validation_runs WHERE partition_date = %s",
                  (bad_day,)) == [(True,)]
 
 
 def test_rerunning_a_date_three_times_gives_identical_tables(project):
-    dr, _ = project.run(RANGE)
-    assert str(dr.state) == "success"
     first = None
     for _ in range(3):
         dr, states = project.run({"date": str(LAST)})
@@ -143,13 +162,11 @@ def test_rerunning_a_date_three_times_gives_identical_tables(project):
 
 
 def test_force_promote_and_rollback_are_logged(project):
-    dr, _ = project.run(RANGE)
-    assert str(dr.state) == "success"
-    project.write_spec(schedule=FAST, training=WORSE)
+    project.respec(TEST_SPEC, WORSE)
     dr, states = project.run({"date": str(LAST), "force_promote": True, "reason": "incident 42: test override"})
     assert str(dr.state) == "success", states
     assert champion(project) == [(2,)]
-    project.write_spec(schedule=FAST)
+    project.respec(TEST_SPEC)
     dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
     assert str(dr.state) == "success", states
     assert states["prepare"] == "skipped" and states["train"] == "skipped"
@@ -168,7 +185,8 @@ def test_force_promote_and_rollback_are_logged(project):
     pytest.param({"date": "2026-02-01", "end_date": "2026-01-01"}, "before date", id="range-reversed"),
     pytest.param({"date": "2099-01-01"}, "in the future", id="future-date"),
 ])
-def test_bad_params_are_refused_before_any_work(project, conf, message, capfd):
+def test_bad_params_are_refused_before_any_work(bare, conf, message, capfd):
+    project = bare
     dr, states = project.run(conf)
     out, err = capfd.readouterr()
     assert str(dr.state) == "failed"
@@ -186,18 +204,21 @@ def test_bad_params_are_refused_before_any_work(project, conf, message, capfd):
     pytest.param({"rollback_version": 0}, id="version-below-1"),
     pytest.param({"force_promote": "yes"}, id="bool-as-string"),
 ])
-def test_params_with_wrong_types_are_refused_by_airflow(project, conf):
+def test_params_with_wrong_types_are_refused_by_airflow(conf):
+    """Airflow's own JSON-schema check of the params: no data, no warehouse, no run needed."""
     from airflow.sdk.exceptions import ParamValidationError
+    from airtrain.spec import load_spec
     from airtrain_airflow.factory import build_retrain_dag
 
-    dag = build_retrain_dag(project.spec())
+    dag = build_retrain_dag(load_spec(ROOT / "include/pipelines/churn.yaml"))
     dag.params.validate()  # the defaults are valid
     with pytest.raises(ParamValidationError):
         dag.params.update(conf)
         dag.params.validate()
 
 
-def test_dry_run_trains_and_evaluates_but_changes_nothing_live(project):
+def test_dry_run_trains_and_evaluates_but_changes_nothing_live(landed):
+    project = landed
     dr, states = project.run({**RANGE, "dry_run": True})
     assert str(dr.state) == "success", states
     assert states["promote"] == "success" and states["begin_scoring"] == "skipped"
