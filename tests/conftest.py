@@ -148,7 +148,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the plugin comes from the entry point
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRTRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(tmp / "reports"),
         "GX_ANALYTICS_ENABLED": "False",

@@ -10,31 +10,35 @@ import pytest
 from airtrain.monitoring import retrain_run_id
 from airtrain.simulate import Scenario
 
-from tests.integration.dagtest import Project, fetch, land_days, module_project
+from tests.integration.dagtest import TEST_SPEC, Project, fetch, merged, template_project
 
 pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 3, 1)
-HISTORY = 20
+HISTORY = 12
+ROWS = 500
 STABLE = START + dt.timedelta(days=HISTORY)  # after the champion's window, before the drift
 DRIFT = START + dt.timedelta(days=HISTORY + 4)  # drift starts the day after STABLE; full after 3 days
+SPEC = merged(TEST_SPEC, {
+    "training": {"cadence": "on_trigger", "min_rows": 1000},
+    "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}}})
+
+
+def _score_two_days(p: Project) -> None:
+    for d in (STABLE, DRIFT):
+        dr, states = p.run({"date": str(d)})  # ingest, validate, score (no training: on_trigger)
+        assert states["train"] == "skipped" and states["publish_predictions"] == "success", states
 
 
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory, pg_server, airflow_db):
-    """A champion trained on 20 stable days; then covariate drift. Module-scoped: one bootstrap."""
-    p, mp = module_project(tmp_path_factory, pg_server, "mon", {
-        "training": {"cadence": "on_trigger", "min_rows": 1000},
-        "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}},
-        "schedule": {"retry_delay_minutes": 0.01}})
-    land_days(p, START, HISTORY + 6, rows=800,
-              scenario=Scenario("covariate_drift", drift="covariate", drift_start=HISTORY + 1))
-    dr, states = p.run({"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)),
-                        "force_train": True})
-    assert states["promote"] == "success", states
-    for d in (STABLE, DRIFT):
-        dr, states = p.run({"date": str(d)})  # ingest, validate, score (no training: on_trigger)
-        assert states["train"] == "skipped" and states["publish_predictions"] == "success", states
+    """A champion trained on 12 stable days, then covariate drift; the stable day and a drifted
+    day are scored. A copy of a session template (built once)."""
+    p, mp = template_project(
+        tmp_path_factory, pg_server, "mon", overrides=SPEC, start=START, days=HISTORY + 6, rows=ROWS,
+        scenario=Scenario("covariate_drift", drift="covariate", drift_start=HISTORY + 1),
+        bootstrap={"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)), "force_train": True},
+        setup=_score_two_days)
     yield p
     mp.undo()
 
@@ -65,7 +69,7 @@ def test_stable_window_is_quiet_and_stored(monitored):
     assert len(by) == len(metrics)  # one row per metric and column
     assert {c for (m, c) in by if m.startswith("drift.")} == set(monitored.spec().feature_names)
     assert ("prediction_drift.psi", "prediction") in by and ("drift_share", "") in by
-    assert by[("rows", "")][2] == 800 and by[("rows", "")][5] == 1
+    assert by[("rows", "")][2] == ROWS and by[("rows", "")][5] == 1
     assert rep_path.endswith(f"{rep_id}.html") and "<html" in open(rep_path).read(4000).lower()
     # a re-run of the window replaces, never duplicates
     run_monitor(monitored, STABLE)

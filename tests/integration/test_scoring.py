@@ -8,33 +8,38 @@ import time
 
 import psycopg2
 import pytest
-from airtrain import registry, scoring, simulate, steps
+from airtrain import registry, scoring, steps
 from airtrain.spec import load_spec
 
-from tests.integration.dagtest import ROOT, fetch
+from tests.integration.dagtest import ROOT, TEST_SPEC, fetch, template_project
 
 pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 1, 1)
-DAYS = 42
+DAYS = 12
 LAST = START + dt.timedelta(days=DAYS - 1)
 ROWS = 600
 
 
-@pytest.fixture
-def trained(warehouse, tmp_path):
-    """A warehouse with validated features for DAYS days and a promoted champion (real steps)."""
-    spec = load_spec(ROOT / "include/pipelines/churn.yaml")
-    steps.prepare(warehouse, spec)
-    simulate.generate_demo(warehouse, tmp_path / "data/landing/churn", start=START, days=DAYS, rows_per_day=ROWS)
+def _validate_and_promote(p) -> None:
+    """Template set-up (real steps, no DAG): every day validated, a champion trained as of LAST."""
+    spec, wh = p.spec(), p.warehouse
+    steps.prepare(wh, spec)
     dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
-    steps.ingest(warehouse, spec, dates, "setup", tmp_path)
-    steps.validate(warehouse, spec, dates, "setup", today=LAST, reports_root=tmp_path / "reports")
-    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"min_rows": 1000})})
-    out = steps.train(warehouse, spec, LAST, "setup")
-    ev = steps.evaluate(warehouse, spec, out["version"], "setup", LAST)
-    assert steps.promote(warehouse, spec, ev, run_id="setup", actor="test")["promoted"]
-    return warehouse, spec
+    steps.ingest(wh, spec, dates, "setup", p.root)
+    steps.validate(wh, spec, dates, "setup", today=LAST, reports_root=p.root / "reports")
+    out = steps.train(wh, spec, LAST, "setup")
+    ev = steps.evaluate(wh, spec, out["version"], "setup", LAST)
+    assert steps.promote(wh, spec, ev, run_id="setup", actor="test")["promoted"]
+
+
+@pytest.fixture
+def trained(tmp_path_factory, pg_server, monkeypatch):
+    """A warehouse with validated features for DAYS days and a promoted champion: a copy of a
+    session template, so each test starts from the same state in well under a second."""
+    p, _ = template_project(tmp_path_factory, pg_server, "scoring", overrides=TEST_SPEC, start=START, days=DAYS,
+                            rows=ROWS, setup=_validate_and_promote, monkeypatch=monkeypatch)
+    return p.warehouse, p.spec()
 
 
 def keys(wh, date):
@@ -162,7 +167,7 @@ def test_shadow_scoring_uses_the_challenger(trained):
         scoring.score_date(wh, spec, LAST, run_id="s", model="challenger", role="shadow")
     worse = spec.model_copy(update={"training": spec.training.model_copy(update={
         "estimator": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.001, "max_iter": 50}})})
-    v2 = steps.train(wh, worse, LAST, "challenger-run")["version"]
+    v2 = steps.train(wh, worse, LAST, "challenger-run")["version"]  # same data, another estimator
     assert registry.champion_version(wh, spec) == 1 and v2 == 2
     res = scoring.score_date(wh, spec, LAST, run_id="s", model="challenger", role="shadow")
     assert res["table"] == "predictions.churn_shadow" and res["version"] == 2 and res["rows"] == ROWS

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,14 +32,45 @@ def ran(tmp_path_factory, pg_server, airflow_db):
         "schedule": {"retry_delay_minutes": 0.01}})
     land_days(p, START, DAYS)
     last = START + dt.timedelta(days=DAYS - 1)
-    # the reason carries an injection attempt: it must be stored verbatim, as a bound value
-    r1, s1 = p.run({"date": str(START), "end_date": str(last)})
-    assert s1["promote"] == "success", s1
-    # an older date, forced: the reason (with an injection attempt) goes into the promotion log
-    r2, s2 = p.run({"date": str(START + dt.timedelta(days=8)), "force_promote": True, "reason": INJECTION})
-    m1 = build_monitor_dag(p.spec()).test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(last)})
+    with captured_output(p.root / "runs.log"):  # everything the runs print: task logs, warnings, errors
+        # the reason carries an injection attempt: it must be stored verbatim, as a bound value
+        r1, s1 = p.run({"date": str(START), "end_date": str(last)})
+        assert s1["promote"] == "success", s1
+        # an older date, forced: the reason (with an injection attempt) goes into the promotion log
+        r2, s2 = p.run({"date": str(START + dt.timedelta(days=8)), "force_promote": True, "reason": INJECTION})
+        m1 = build_monitor_dag(p.spec()).test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(last)})
     yield p, [r1, r2, m1], s2
     mp.undo()
+
+
+@contextlib.contextmanager
+def captured_output(path):
+    """Everything this process prints meanwhile goes to ``path``: file descriptors 1 and 2,
+    ``sys.stdout``/``sys.stderr`` and every logging stream handler (Airflow's task logs included)."""
+    import logging
+
+    handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = [os.dup(1), os.dup(2)]
+    saved_sys = (sys.stdout, sys.stderr)
+    with open(path, "w", buffering=1) as fh:
+        saved_streams = [h.setStream(fh) for h in handlers]
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        sys.stdout = sys.stderr = fh
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved_sys
+            for h, s in zip(handlers, saved_streams, strict=True):
+                h.setStream(s)
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
 
 
 def _password(p: Project) -> str:
@@ -81,6 +114,10 @@ def test_no_secret_in_logs_xcoms_or_reports(ran, capfd):
 
     p, runs, _ = ran
     secret = _password(p)
+    logged = (p.root / "runs.log").read_text(errors="replace")
+    # the capture really holds the runs' logs (task by task), and no password appears in them
+    assert all(f"task_id={t}" in logged or t in logged for t in ("ingest", "validate", "drift_check"))
+    assert len(logged) > 10_000 and secret not in logged
     out, err = capfd.readouterr()
     assert secret not in out + err
     with create_session() as session:
