@@ -1,13 +1,15 @@
 # airtrain: two commands do all the set-up on a fresh machine.
 #   make run    start the local stack (embedded PostgreSQL warehouse + Airflow 3 UI on :8080)
-#   make test   install what is needed and run the whole test-suite on a throw-away PostgreSQL
+#   make test   install what is needed and run the test-suite on a throw-away PostgreSQL (< 8 min)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
+TEST_WORKERS ?= 2
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test test test-unit lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test test test-e2e test-unit lint bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,8 +38,11 @@ load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of th
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data
 
-test: venv ## run the whole test-suite (starts and stops its own PostgreSQL)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real DAG runs (its own server; < 8 min)
+	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+test-e2e: venv ## the long end-to-end runs (simulated months, the local stack): run before a release
+	@$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 test-unit: venv ## only the fast tests that need no database
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
@@ -49,8 +54,13 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
 
-lock: venv ## recompile requirements.txt from requirements.in
-	@$(BIN)/python -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --universal
+# Airflow publishes constraints per release (constraints-3.3.2/constraints-3.11.txt on GitHub); where
+# they can be downloaded, compile against them: make lock AIRFLOW_CONSTRAINTS=<file or URL>
+AIRFLOW_CONSTRAINTS ?=
+lock: venv ## recompile the runtime and dev locks (requirements.txt, requirements-dev.txt)
+	@$(BIN)/python -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --universal \
+		$(if $(AIRFLOW_CONSTRAINTS),-c $(AIRFLOW_CONSTRAINTS))
+	@$(BIN)/python -m uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 --universal
 
 clean: stop ## remove local state (.local: database, Airflow home, logs) and the venv
 	rm -rf .local $(VENV)

@@ -51,7 +51,7 @@ def captured_output(path):
 
     handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
                 for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler)]
+                and not isinstance(h, logging.FileHandler) and "stream" in vars(h)]  # not logging.lastResort
     sys.stdout.flush()
     sys.stderr.flush()
     saved_fds = [os.dup(1), os.dup(2)]
