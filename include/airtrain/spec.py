@@ -588,7 +588,9 @@ KEY_DOCS: dict[str, str] = {
     'warehouse.registry_schema': 'Schema of the model registry (versions, champions, promotion log, evaluations).',
     'warehouse.predictions_schema': 'Schema of prediction tables and views (readable by reader_role).',
     'warehouse.monitoring_schema': 'Schema of ingest/validation/drift results.',
-    'warehouse.reader_role': 'NOLOGIN role granted SELECT on the predictions schema only.',
+    'warehouse.reader_role': 'NOLOGIN read-only role: the predictions schema, the labels, registry champions/promotion_log/'
+                             'evaluations and monitoring ingest/validation/drift results (not artifacts, feature rows or '
+                             'quarantine). Logins inherit it: `python -m airtrain.schema create-reader-login <name>`.',
     'source': "Where each day's batch comes from; `kind` picks the variant.", 'source.kind': '`postgres` (a table in the warehouse) or `files` (a landing folder).',
     'source.schema': '(postgres) schema of the source table.',
     'source.table': '(postgres) source table.',
@@ -657,7 +659,8 @@ KEY_DOCS: dict[str, str] = {
     'monitoring.trigger.performance_drop_abs': "Drop of the primary metric vs the champion's evaluation that triggers.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
     'monitoring.trigger.cooldown_days': 'Days after a triggered retrain during which no other is triggered.',
     'scoring': 'Batch predictions.',
-    'scoring.shadow': 'Also score the newest challenger into predictions.<name>_shadow.',
+    'scoring.shadow': "Also score the run's own challenger (when it was not promoted) into predictions.<name>_shadow; "
+                      "one shadow version per date (a re-run of the date replaces it).",
     'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks).',
     'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
     'alerts': 'Notifications on failures and triggered retrains (always logged; these add channels).',

@@ -206,9 +206,12 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
         )
         if spec.scoring.shadow:
+            # the run's OWN challenger (not "the newest non-champion"): one shadow version per date, and
+            # none when this run trained nothing or promoted its challenger
             shadow = BatchPredictionOperator(
-                task_id="score_shadow", pipeline=name, model="challenger", role="shadow",
-                as_of="{{ ti.xcom_pull(task_ids='begin_scoring')['as_of'] }}", skip_if_no_model=True,
+                task_id="score_shadow", pipeline=name, role="shadow", skip_if_no_model=True,
+                model="{{ (ti.xcom_pull(task_ids='train') or {}).get('version', '') }}",
+                as_of="{{ ti.xcom_pull(task_ids='begin_scoring')['as_of'] }}",
             )
             published >> shadow
 
