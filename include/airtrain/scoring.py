@@ -33,13 +33,14 @@ from psycopg2 import sql
 
 from airtrain import registry
 from airtrain.db import Warehouse, advisory_key, ident
+from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec, check_identifier
 
 log = logging.getLogger(__name__)
 
 
-class ScoringError(RuntimeError):
+class ScoringError(PermanentError, RuntimeError):
     """Scoring was refused or failed; nothing was published."""
 
 
@@ -102,6 +103,15 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) 
             raise NoModelError(f"{spec.name} has no challenger (no version other than the champion)")
         return max(versions)
     return int(model)
+
+
+def newest_validated_date(wh: Warehouse, spec: PipelineSpec) -> dt.date | None:
+    """The newest date of the features table (None when it is empty)."""
+    schema, table = spec.table("features")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max({}) FROM {}").format(ident(spec.date_column), ident(schema, table)))
+        row = cur.fetchone()
+    return row[0] if row else None
 
 
 def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from airtrain.errors import PermanentError
+
 # --------------------------------------------------------------------------------------------
 # Identifiers
 # --------------------------------------------------------------------------------------------
@@ -119,6 +121,7 @@ class FilesSource(_Model):
         default="{date}.csv",
         description="file name per partition; '{date}' is replaced by YYYY-MM-DD",
     )
+    wait_minutes: Annotated[float, Field(ge=0, le=10080)] = 360.0
 
     @model_validator(mode="after")
     def _pattern_has_date(self) -> FilesSource:
@@ -466,7 +469,7 @@ class PipelineSpec(_Model):
 # --------------------------------------------------------------------------------------------
 
 
-class SpecError(ValueError):
+class SpecError(PermanentError, ValueError):
     """A spec file could not be loaded. The message names the file, the key and the fix."""
 
     def __init__(self, path: str | Path, problems: list[str]):
@@ -596,6 +599,9 @@ KEY_DOCS: dict[str, str] = {
     'source.table': '(postgres) source table.',
     'source.date_column': '(postgres) column holding the partition date.',
     'source.format': '(files) `csv` or `parquet`.',
+    'source.wait_minutes': "(files) How long after the end of a partition's day (in schedule.timezone) its landing file "
+                           "may still arrive. Until then a run waits for a missing file (deferred: no worker slot is "
+                           "held, the triggerer polls); after it a missing file fails the run at once, without retries.",
     'entity_key': 'Column identifying the entity (customer); with the date, the primary key.',
     'entity_key_type': '`int` (bigint) or `text`.',
     'date_column': 'Column holding the snapshot date of a row.',

@@ -10,10 +10,11 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
-from airtrain.spec import PipelineSpec
+from airtrain.spec import FilesSource, PipelineSpec
 
 from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
+from airtrain_airflow.operators.landing import LandingFileSensor
 from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -28,6 +29,9 @@ def default_args(spec: PipelineSpec) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=max(s.retry_delay_minutes * 8, 10)),
         "execution_timeout": dt.timedelta(hours=2),
+        # a task that failed for good alerts with its error and log link (the DAG-level callback
+        # only covers runs that failed without a failed task)
+        "on_failure_callback": PipelineFailureNotifier(spec.name, scope="task"),
     }
 
 
@@ -186,7 +190,11 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         branch = route(plan)
         prepared = prepare(plan)
         ingested = ingest(plan)
-        prepared >> ingested
+        if isinstance(spec.source, FilesSource):
+            # a landing file that may still arrive is waited for (deferred), one that cannot fails at once
+            prepared >> LandingFileSensor(task_id="wait_for_landing", pipeline=name, plan=plan) >> ingested
+        else:
+            prepared >> ingested
         validated = validate(plan, ingested)
         trained = train(plan, validated)
         evaluated = evaluate(plan, trained)
