@@ -16,6 +16,7 @@ from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
 from airtrain_airflow.operators.landing import LandingFileSensor
 from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
+from airtrain_airflow.operators.validation import ValidateOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -156,12 +157,6 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             return runtime.ingest(name, plan)
 
         @task(multiple_outputs=False)
-        def validate(plan: dict[str, Any], ingested: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            from airtrain_airflow import runtime
-
-            return runtime.validate(name, plan)
-
-        @task(multiple_outputs=False)
         def train(plan: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
@@ -195,8 +190,9 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             prepared >> LandingFileSensor(task_id="wait_for_landing", pipeline=name, plan=plan) >> ingested
         else:
             prepared >> ingested
-        validated = validate(plan, ingested)
-        trained = train(plan, validated)
+        validate = ValidateOperator(task_id="validate", pipeline=name, plan=plan)
+        ingested >> validate
+        trained = train(plan, validate.output)
         evaluated = evaluate(plan, trained)
         promoted = promote(plan, evaluated)
         rolled_back = rollback(plan)

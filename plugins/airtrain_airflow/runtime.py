@@ -50,6 +50,13 @@ def reports_root() -> Path:
     return Path(os.environ.get("AIRTRAIN_REPORTS_DIR") or project_root() / "data" / "reports")
 
 
+def report_store():
+    """The one place reports are written to and read from (:mod:`airtrain.reports`)."""
+    from airtrain.reports import ReportStore
+
+    return ReportStore(reports_root())
+
+
 def spec_for(name: str) -> PipelineSpec:
     spec_dir = Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
     return load_spec(spec_dir / f"{name}.yaml")
@@ -150,12 +157,13 @@ def ingest(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @fail_fast()
-def validate(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+def validate(name: str, plan: dict[str, Any], on_stored: Any = None) -> list[dict[str, Any]]:
     from airtrain import steps
 
     spec = spec_for(name)
     return steps.validate(warehouse_for(spec), spec, _dates(plan), plan["run_id"],
-                          today=dt.date.fromisoformat(plan["run_date"]), reports_root=reports_root())
+                          today=dt.date.fromisoformat(plan["run_date"]), reports_root=report_store(),
+                          on_stored=on_stored)
 
 
 @fail_fast()

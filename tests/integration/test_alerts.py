@@ -115,4 +115,4 @@ def test_a_triggered_retrain_alerts_once_per_decision(project, webhook):
                 "report_id": "churn-20260105-v1", "drift_share": 0.4, "model_version": 1}
     assert notify_decision("churn", decision) == ["log", "webhook"]
     assert received[-1]["details"]["retrain_run_id"] == "drift__2026-01-05"
-    assert "/airtrain/reports/churn/churn-20260105-v1" in received[-1]["message"]
+    assert "/airtrain/reports/churn/drift/churn-20260105-v1" in received[-1]["message"]
