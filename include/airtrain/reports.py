@@ -74,17 +74,20 @@ def as_store(where: ReportStore | Path | str) -> ReportStore:
 
 def with_title(document: str, title: str, header_html: str = "") -> str:
     """``document`` with a ``<title>`` and, when given, a header shown above the report's body.
-    Third-party HTML (Evidently's has no title) is never passed through without one."""
+    Third-party HTML (Evidently's has no title) is never passed through without one: the title goes
+    right after the opening ``<head>`` (the first title wins), the header right after the ``<body>``
+    that follows ``</head>`` - never into scripts or data embedded in the document."""
     tag = f"<title>{html.escape(title)}</title>"
-    if re.search(r"<title>", document, flags=re.I):
-        document = re.sub(r"<title>.*?</title>", tag, document, count=1, flags=re.I | re.S)
-    elif re.search(r"<head[^>]*>", document, flags=re.I):
-        document = re.sub(r"(<head[^>]*>)", lambda m: m.group(1) + tag, document, count=1, flags=re.I)
+    head = re.search(r"<head(\s[^>]*)?>", document, flags=re.I)
+    if head:
+        document = document[:head.end()] + tag + document[head.end():]
     else:
         document = tag + document
     if header_html:
-        if re.search(r"<body[^>]*>", document, flags=re.I):
-            document = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + header_html, document, count=1, flags=re.I)
+        end_head = re.search(r"</head\s*>", document, flags=re.I)
+        body = re.compile(r"<body(\s[^>]*)?>", flags=re.I).search(document, end_head.end() if end_head else 0)
+        if body:
+            document = document[:body.end()] + header_html + document[body.end():]
         else:
-            document = header_html + document
+            document = document.replace(tag, tag + header_html, 1)
     return document
