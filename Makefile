@@ -9,15 +9,15 @@ PYTEST_ARGS ?=
 # test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
 TEST_WORKERS ?= 2
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test test test-e2e test-unit lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login test test-e2e test-unit test-stack lint bench lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 venv: ## create .venv with the pinned requirements (idempotent)
 	@bash scripts/bootstrap.sh
 
-run: venv ## start PostgreSQL, Airflow (LocalExecutor) and the demo data; UI on localhost:8080
+run: venv ## start PostgreSQL, Airflow (LocalExecutor, supervised) and the demo; UI on localhost:8080
 	@$(BIN)/python scripts/devstack.py up
 
 stop: ## stop everything `make run` started
@@ -29,8 +29,11 @@ status: ## show what is running
 demo: venv ## a simulated month (covariate drift from day 20) through real DAG runs; summary + PNG chart
 	@$(BIN)/python scripts/devstack.py demo $(DEMO_ARGS)
 
-ui-check: venv ## the drift pages in headless Chromium against the running `make run` stack
+ui-check: venv ## the report pages and links in headless Chromium against the running `make run` stack
 	@$(BIN)/python scripts/ui_check.py
+
+reader-login: venv ## a read-only warehouse login for an analyst: make reader-login NAME=alice
+	@$(BIN)/python scripts/devstack.py reader-login $(NAME)
 
 load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of the running stack; checks invariants
 	@$(BIN)/python scripts/load_test.py
@@ -46,6 +49,9 @@ test-e2e: venv ## the long end-to-end runs (simulated months, the local stack): 
 
 test-unit: venv ## only the fast tests that need no database
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+test-stack: venv ## the local stack itself (~6 min): starts its own copy on free ports, restarts its PostgreSQL
+	@$(BIN)/python -m pytest tests/e2e/test_local_stack.py -m e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules)
 	@$(BIN)/ruff check .

@@ -1,14 +1,31 @@
 """The local stack behind `make run` / `make stop`: embedded PostgreSQL + Airflow 3 (LocalExecutor).
 
-    python scripts/devstack.py up         # idempotent: starts only what is not running
+    python scripts/devstack.py up           # idempotent: starts only what is not running
     python scripts/devstack.py down
     python scripts/devstack.py status
-    python scripts/devstack.py demo-data  # (re)load the simulated demo data
-    python scripts/devstack.py env        # print the environment, to run `airflow ...` by hand
+    python scripts/devstack.py demo-data    # (re)load the simulated demo data
+    python scripts/devstack.py env          # print the environment, to run `airflow ...` by hand
+    python scripts/devstack.py reader-login NAME   # a read-only warehouse login for an analyst
+
+`up` starts PostgreSQL, migrates Airflow's metadata database, loads the demo data and starts a
+**supervisor** (`devstack.py supervise`, in the background) that runs the Airflow components: the
+API server first (and waits until it answers, so no task can start before its execution API is up),
+the DAG processor alongside it, then the scheduler and the triggerer. When a component exits - e.g.
+because PostgreSQL restarted under it - the supervisor starts it again as soon as PostgreSQL (and,
+for the scheduler and triggerer, the API server) answers, with a backoff of 1 s doubling up to 30 s.
+Every Airflow listener is on 127.0.0.1 unless `AIRFLOW_HOST` says otherwise.
+
+Then `up` starts the demo: a **bootstrap** run of `churn_retrain` over only the days the first model
+needs (the label delay + 14 labeled days, ending yesterday) - the first champion and yesterday's
+predictions exist about a minute after the DAGs appear - and then a **backfill** run over the whole
+demo range, which trains on the spec's full window. New DAGs start paused in the local stack; `up`
+unpauses the demo pipeline's once both runs are queued (so they run before the scheduled ones).
 
 Everything lives under .local/ (git-ignored): pgdata/ (PostgreSQL: databases `airflow` for
 Airflow's metadata and `warehouse` for the ML warehouse), airflow/ (AIRFLOW_HOME), logs/, run/.
 Secrets come from .env, which is created from .env.example on the first run with generated values.
+Another copy of the stack (the stack test) can live elsewhere: AIRTRAIN_LOCAL_DIR (instead of
+.local), AIRTRAIN_ENV_FILE (instead of .env) and AIRTRAIN_DATA_ROOT (the folder holding data/).
 """
 
 from __future__ import annotations
@@ -18,14 +35,19 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = ROOT / ".local"
+LOCAL = Path(os.environ.get("AIRTRAIN_LOCAL_DIR") or ROOT / ".local").resolve()
+ENV_FILE = Path(os.environ.get("AIRTRAIN_ENV_FILE") or ROOT / ".env").resolve()
+DATA_ROOT = Path(os.environ.get("AIRTRAIN_DATA_ROOT") or ROOT).resolve()
 RUN = LOCAL / "run"
 LOGS = LOCAL / "logs"
 BIN = Path(sys.executable).parent
@@ -33,7 +55,15 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev")]
 
 from airtrain_dev.localpg import LocalPgError, LocalPostgres  # noqa: E402
 
-SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: the Airflow components, in start order; the ones marked ``needs_api`` start once the API server answers
+SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
+NEEDS_API = {"scheduler", "triggerer"}
+COMMANDS = {  # no log server or health-check server: nothing else listens (LocalExecutor reads local logs)
+    "api-server": ["api-server"],
+    "dag-processor": ["dag-processor"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
 GENERATED = {
     "LOCAL_PG_PASSWORD": lambda: secrets.token_urlsafe(18),
     "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
@@ -68,12 +98,12 @@ def parse_env(text: str) -> dict[str, str]:
 
 def load_dotenv() -> dict[str, str]:
     """Read .env, creating it from .env.example and filling empty secrets with generated ones."""
-    env_file = ROOT / ".env"
+    env_file = ENV_FILE
     if not env_file.exists():
         example = ROOT / ".env.example"
         env_file.write_text(example.read_text() if example.exists() else "")
         env_file.chmod(0o600)
-        say("created .env from .env.example")
+        say(f"created {env_file.name} from .env.example")
     text = env_file.read_text()
     values = parse_env(text)
     added = []
@@ -100,6 +130,19 @@ def postgres(cfg: dict[str, str]) -> LocalPostgres:
     return LocalPostgres(LOCAL / "pgdata", int(cfg.get("LOCAL_PG_PORT") or 5433), cfg["LOCAL_PG_PASSWORD"])
 
 
+def api_host(cfg: dict[str, str]) -> str:
+    """Where the API server listens: 127.0.0.1 unless AIRFLOW_HOST opens it (e.g. 0.0.0.0)."""
+    return cfg.get("AIRFLOW_HOST") or "127.0.0.1"
+
+
+def api_url(cfg: dict[str, str]) -> str:
+    """How the other components (and this script) reach the API server."""
+    host = api_host(cfg)
+    if host in ("0.0.0.0", "::", "[::]", "localhost"):  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1"
+    return f"http://{host}:{cfg.get('AIRFLOW_PORT') or '8080'}"
+
+
 def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     pg = postgres(cfg)
     port = cfg.get("AIRFLOW_PORT") or "8080"
@@ -113,21 +156,28 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # a new pipeline's DAGs wait for their data; `up` unpauses the demo's after queueing its runs
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(cfg)}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow", driver="postgresql+psycopg2"),
+        "AIRFLOW__API__HOST": api_host(cfg),
         "AIRFLOW__API__PORT": port,
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
         "AIRFLOW__API__SECRET_KEY": cfg["AIRFLOW_SECRET_KEY"],
         "AIRFLOW__API_AUTH__JWT_SECRET": cfg["AIRFLOW_JWT_SECRET"],
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOGS / "airflow"),
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",  # the API's /monitor/health reports it
+        # after a restart, reset the tasks a dead scheduler left queued/running within a minute, not 5
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW_CONN_WAREHOUSE": pg.url("warehouse"),
-        "AIRTRAIN_PROJECT_ROOT": str(ROOT),
-        "AIRTRAIN_REPORTS_DIR": str(ROOT / "data" / "reports"),
+        "AIRTRAIN_PROJECT_ROOT": str(DATA_ROOT),
+        "AIRTRAIN_REPORTS_DIR": str(DATA_ROOT / "data" / "reports"),
+        "AIRTRAIN_LOCAL_DIR": str(LOCAL),
+        "AIRTRAIN_ENV_FILE": str(ENV_FILE),
+        "AIRTRAIN_DATA_ROOT": str(DATA_ROOT),
         "GX_ANALYTICS_ENABLED": "False",
         "DO_NOT_TRACK": "1",
         "EVIDENTLY_DISABLE_TELEMETRY": "1",
@@ -146,23 +196,13 @@ def airflow(env: dict[str, str], *args: str, check: bool = True, capture: bool =
                           check=check, text=True, capture_output=capture)
 
 
-def json_out(text: str) -> list:
-    """The JSON list in a CLI's output (log lines may precede it)."""
-    for line in (text or "").splitlines():
-        if line.startswith("["):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return []
-
-
 # ---------------------------------------------------------------------------------------------
 # processes
 # ---------------------------------------------------------------------------------------------
 
 
 def pid_of(name: str) -> int | None:
+    """The pid in run/<name>.pid if that process is alive (else None, and the stale file goes)."""
     f = RUN / f"{name}.pid"
     if not f.exists():
         return None
@@ -175,55 +215,225 @@ def pid_of(name: str) -> int | None:
         return None
 
 
-def start_service(name: str, env: dict[str, str]) -> None:
-    if pid_of(name):
-        say(f"airflow {name} already running")
-        return
-    RUN.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([str(BIN / "airflow"), name], env={**os.environ, **env}, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            cwd=ROOT)
-    (RUN / f"{name}.pid").write_text(str(proc.pid))
-    say(f"started airflow {name} (pid {proc.pid}, log .local/logs/{name}.log)")
-
-
-def stop_service(name: str) -> None:
-    pid = pid_of(name)
-    if not pid:
-        return
+def _alive_group(pgid: int) -> bool:
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill_group(pgid: int, grace: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM a process group (a component and its children), SIGKILL what is left after ``grace``.
+    ``proc``: the group leader when it is our child, reaped here (a zombie still counts as alive)."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive_group(pgid):
+        if proc is not None:
+            proc.poll()
         time.sleep(0.3)
-    else:
+    if _alive_group(pgid):
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    (RUN / f"{name}.pid").unlink(missing_ok=True)
-    say(f"stopped airflow {name}")
+
+
+def http_ok(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - localhost only
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def wait_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - localhost only
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
+        if http_ok(url):
+            return True
         time.sleep(1)
     return False
+
+
+def tcp_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the supervisor: runs the Airflow components, restarts the ones that exit
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Component:
+    name: str
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    failures: int = 0  # consecutive short-lived runs (backoff)
+    restart_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    env: dict[str, str]
+    pg_port: int
+    health_url: str
+    components: dict[str, Component] = field(default_factory=dict)
+    stopping: bool = False
+
+    def log(self, msg: str) -> None:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", flush=True)
+
+    def start(self, name: str) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        out = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([str(BIN / "airflow"), *COMMANDS[name]], env={**os.environ, **self.env}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+        out.close()
+        c = self.components.setdefault(name, Component(name))
+        c.proc, c.started, c.restart_at = proc, time.monotonic(), None
+        (RUN / f"{name}.pid").write_text(str(proc.pid))
+        self.log(f"started airflow {name} (pid {proc.pid})")
+
+    def ready(self, name: str) -> bool:
+        """May ``name`` (re)start now? PostgreSQL must answer; the scheduler and triggerer also need the API."""
+        if not tcp_ok("127.0.0.1", self.pg_port):
+            return False
+        return name not in NEEDS_API or http_ok(self.health_url)
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for c in self.components.values():
+            if c.proc is not None and c.proc.poll() is not None:
+                code = c.proc.returncode
+                c.failures = 0 if now - c.started > 60 else c.failures + 1
+                delay = min(30.0, 2.0 ** c.failures) if c.failures else 1.0
+                self.log(f"airflow {c.name} exited with {code} after {now - c.started:.0f} s; restarting in "
+                         f"{delay:.0f} s once PostgreSQL{' and the API server' if c.name in NEEDS_API else ''} answer")
+                kill_group(c.proc.pid, grace=5, proc=c.proc)  # its children (task processes, workers) go with it
+                c.proc, c.restart_at = None, now + delay
+            if c.proc is None and c.restart_at is not None and now >= c.restart_at and self.ready(c.name):
+                self.start(c.name)
+
+    def run(self) -> int:
+        first = [n for n in SERVICES if n not in NEEDS_API]
+        for name in first:  # the API server (and the DAG processor, which does not need it) first
+            self.start(name)
+        self.log("waiting for the API server before starting the scheduler and the triggerer")
+        while not self.stopping and not http_ok(self.health_url):
+            self.check()
+            time.sleep(1)
+        for name in SERVICES:
+            if name not in first and not self.stopping:
+                self.start(name)
+        while not self.stopping:
+            self.check()
+            time.sleep(1)
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        for name in reversed(SERVICES):
+            c = self.components.get(name)
+            if c is not None and c.proc is not None and c.proc.poll() is None:
+                kill_group(c.proc.pid, proc=c.proc)
+                self.log(f"stopped airflow {name}")
+            (RUN / f"{name}.pid").unlink(missing_ok=True)
+
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+
+def cmd_supervise() -> int:
+    """Run in the background by `up` (its log: .local/logs/supervisor.log); `down` stops it."""
+    cfg = load_dotenv()
+    RUN.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(airflow_env(cfg), postgres(cfg).port, f"{api_url(cfg)}/api/v2/monitor/health")
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    (RUN / "supervisor.pid").write_text(str(os.getpid()))
+    try:
+        return sup.run()
+    finally:
+        sup.shutdown()
+        (RUN / "supervisor.pid").unlink(missing_ok=True)
+
+
+def start_supervisor() -> None:
+    if pid_of("supervisor"):
+        say("the supervisor of the Airflow components is running already")
+        return
+    for name in SERVICES:  # components left behind by a supervisor that was killed
+        pid = pid_of(name)
+        if pid:
+            kill_group(pid)
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out = open(LOGS / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "supervise"],
+                            env={**os.environ, "AIRTRAIN_LOCAL_DIR": str(LOCAL), "AIRTRAIN_ENV_FILE": str(ENV_FILE),
+                                 "AIRTRAIN_DATA_ROOT": str(DATA_ROOT)},
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            cwd=ROOT)
+    out.close()
+    say(f"started the supervisor of the Airflow components (pid {proc.pid}, log {LOGS / 'supervisor.log'}): "
+        "API server first, then the scheduler and the triggerer; restarts any that exits")
+
+
+def stop_supervisor() -> None:
+    pid = pid_of("supervisor")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and pid_of("supervisor"):
+            time.sleep(0.5)
+        if pid_of("supervisor"):
+            os.kill(pid, signal.SIGKILL)
+        (RUN / "supervisor.pid").unlink(missing_ok=True)
+        say("stopped the Airflow components and their supervisor")
+    for name in SERVICES:  # left behind (supervisor killed with -9)
+        pid = pid_of(name)
+        if pid:
+            kill_group(pid)
+            (RUN / f"{name}.pid").unlink(missing_ok=True)
+            say(f"stopped airflow {name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the REST API (for `up`: faster than the CLI, and it can set run_after)
+# ---------------------------------------------------------------------------------------------
+
+
+def api_call(base: str, method: str, path: str, body: dict | None = None, token: str | None = None
+             ) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode() if body is not None
+                                 else None, headers={"Content-Type": "application/json",
+                                                     **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - localhost only
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+
+
+def api_token(base: str, cfg: dict[str, str]) -> str:
+    status, body = api_call(base, "POST", "/auth/token", {"username": cfg.get("AIRFLOW_ADMIN_USER") or "admin",
+                                                           "password": cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    if status not in (200, 201):
+        raise RuntimeError(f"cannot log in to the API ({status}): {body}")
+    return body["access_token"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +447,7 @@ def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
                    check=True, cwd=ROOT, env={**os.environ, **env})
     days = cfg.get("DEMO_DAYS") or "100"
     say(f"loading {days} days of simulated churn data ending today (landing files + delayed labels)")
-    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(ROOT / "data/landing/churn"),
+    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(DATA_ROOT / "data/landing/churn"),
                     "--days", days, "--end-today", "--scenario", cfg.get("DEMO_SCENARIO") or "stable",
                     "--seed", "42", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
@@ -248,7 +458,7 @@ def cmd_up() -> int:
     cfg = load_dotenv()
     env = airflow_env(cfg)
     pg = postgres(cfg)
-    say(f"starting PostgreSQL on 127.0.0.1:{pg.port} (data in .local/pgdata)")
+    say(f"starting PostgreSQL on 127.0.0.1:{pg.port} (data in {LOCAL / 'pgdata'})")
     pg.start()
     for db in ("airflow", "warehouse"):
         pg.create_database(db)
@@ -261,38 +471,91 @@ def cmd_up() -> int:
     say("migrating the Airflow metadata database")
     airflow(env, "db", "migrate", capture=True)
     cmd_demo_data(cfg, env)
-    for name in SERVICES:
-        start_service(name, env)
-    port = env["AIRFLOW__API__PORT"]
+    start_supervisor()
+    base = api_url(cfg)
     say("waiting for the API server")
-    if not wait_http(f"http://localhost:{port}/api/v2/monitor/health", 180):
-        print("error: the API server did not answer; see .local/logs/api-server.log", file=sys.stderr)
+    if not wait_http(f"{base}/api/v2/monitor/health", 240):
+        print(f"error: the API server did not answer; see {LOGS / 'api-server.log'}", file=sys.stderr)
         return 1
+    t_ui = time.monotonic()
+    say(f"the UI answers ({t_ui - t0:.0f} s after the start)")
+    token = api_token(base, cfg)
     say("waiting for the DAG processor to register the DAGs")
     dags: list[str] = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        out = airflow(env, "dags", "list", "-o", "json", check=False, capture=True)
-        dags = [d["dag_id"] for d in json_out(out.stdout)]
-        if dags:
+        status, body = api_call(base, "GET", "/api/v2/dags?limit=100", token=token)
+        dags = sorted(d["dag_id"] for d in body.get("dags", [])) if status == 200 else []
+        if "churn_retrain" in dags and "churn_monitor" in dags:
             break
-        time.sleep(3)
-    if "churn_retrain" in dags:
-        trigger_demo_backfill(cfg, env)
-    errors = airflow(env, "dags", "list-import-errors", "-o", "json", check=False, capture=True)
-    import_errors = json_out(errors.stdout)
+        time.sleep(2)
+    started = trigger_demo_runs(cfg, base, token) if "churn_retrain" in dags else None
+    status, body = api_call(base, "GET", "/api/v2/importErrors", token=token)
+    import_errors = body.get("import_errors", []) if status == 200 else []
     print()
-    print(f"  Airflow UI:  http://localhost:{port}")
-    print(f"  Login:       {user} / {cfg['AIRFLOW_ADMIN_PASSWORD']}   (from .env)")
-    print(f"  DAGs:        {', '.join(sorted(dags)) or 'none yet (see .local/logs/dag-processor.log)'}")
-    print(f"  Warehouse:   psql '{redact(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in .env)")
+    print(f"  Airflow UI:  http://localhost:{cfg.get('AIRFLOW_PORT') or '8080'}   (listening on {api_host(cfg)})")
+    print(f"  Login:       {user} / {cfg['AIRFLOW_ADMIN_PASSWORD']}   (from {ENV_FILE.name})")
+    print(f"  DAGs:        {', '.join(dags) or 'none yet (see ' + str(LOGS / 'dag-processor.log') + ')'}")
+    print(f"  Warehouse:   psql '{redact(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
+          f"{ENV_FILE.name}); read-only logins: make reader-login NAME=<name>")
+    if started:
+        print(f"  Demo:        {started}")
     print(f"  Import errors: {len(import_errors)}")
-    print(f"  Ready in {time.monotonic() - t0:.0f} s. Stop with: make stop")
+    print(f"  Ready in {time.monotonic() - t0:.0f} s (UI after {t_ui - t0:.0f} s). Stop with: make stop")
     if import_errors:
         for err in import_errors:
-            print(f"    {err}", file=sys.stderr)
+            print(f"    {err.get('filename')}: {err.get('stack_trace', '')[-500:]}", file=sys.stderr)
         return 1
     return 0
+
+
+def bootstrap_days() -> int:
+    """Days the first model needs: its labels arrive label_delay_days late, and it trains on
+    holdout_days + 7 labeled days (spec include/pipelines/churn.yaml)."""
+    from airtrain.spec import load_spec
+
+    spec = load_spec(ROOT / "include/pipelines/churn.yaml")
+    return spec.target.label_delay_days + spec.training.holdout_days + 7
+
+
+def trigger_demo_runs(cfg: dict[str, str], base: str, token: str) -> str | None:
+    """Once per day: queue a bootstrap run of churn_retrain (the days the first model needs, ending
+    yesterday: the first champion and yesterday's predictions come quickly) and a backfill run over
+    the whole demo range (the spec's full training window), then unpause the demo's DAGs. Both runs
+    get a run_after before any scheduled run, so the scheduler starts them first."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    days = int(cfg.get("DEMO_DAYS") or 100)
+    start, end = today - dt.timedelta(days=days - 1), today - dt.timedelta(days=1)
+    first = max(start, end - dt.timedelta(days=bootstrap_days() - 1))
+    when = dt.datetime.combine(start, dt.time(), dt.UTC)
+    runs = [(f"demo_bootstrap__{first}_{end}", first, "make run: bootstrap (first champion)", when)]
+    if first > start:
+        runs.append((f"demo_backfill__{start}_{end}", start, "make run: demo backfill",
+                     when + dt.timedelta(minutes=1)))
+    created = []
+    for run_id, frm, why, run_after in runs:
+        status, body = api_call(base, "POST", "/api/v2/dags/churn_retrain/dagRuns", {
+            "dag_run_id": run_id, "logical_date": None, "run_after": run_after.isoformat(),
+            "conf": {"date": str(frm), "end_date": str(end), "trigger_reason": why},
+            "note": f"{why}: {frm} .. {end}"}, token)
+        if status in (200, 201):
+            created.append(run_id)
+            say(f"queued churn_retrain run {run_id} ({frm} .. {end})")
+        elif status == 409:
+            say(f"demo run {run_id} exists already")
+        else:
+            print(f"error: could not trigger {run_id}: {status} {body}", file=sys.stderr)
+    if created:
+        for dag_id in ("churn_retrain", "churn_monitor"):
+            status, body = api_call(base, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token)
+            if status != 200:
+                print(f"error: could not unpause {dag_id}: {status} {body}", file=sys.stderr)
+        return (f"{created[0]} trains the first champion (about a minute after the DAGs appear), "
+                + (f"then {created[1]} retrains on the whole range; " if len(created) > 1 else "")
+                + "watch them in the UI")
+    return None
 
 
 def cmd_demo(argv: list[str]) -> int:
@@ -358,26 +621,6 @@ def _stream_demo(cmd: list[str], env: dict[str, str]) -> int:
     return code
 
 
-def trigger_demo_backfill(cfg: dict[str, str], env: dict[str, str]) -> None:
-    """Once per day: a manual run of churn_retrain over the demo range, so a model is trained,
-    promoted and scoring right away (the daily schedule alone would only see yesterday)."""
-    import datetime as dt
-
-    today = dt.datetime.now(dt.UTC).date()
-    days = int(cfg.get("DEMO_DAYS") or 100)
-    start, end = today - dt.timedelta(days=days - 1), today - dt.timedelta(days=1)
-    run_id = f"demo_backfill__{start}_{end}"
-    conf = json.dumps({"date": str(start), "end_date": str(end), "trigger_reason": "make run: demo backfill"})
-    out = airflow(env, "dags", "trigger", "churn_retrain", "--run-id", run_id, "--conf", conf,
-                  check=False, capture=True)
-    if out.returncode == 0:
-        say(f"triggered churn_retrain run {run_id} ({start} .. {end}): watch it in the UI")
-    elif "already exists" in (out.stdout + out.stderr):
-        say(f"demo run {run_id} exists already")
-    else:
-        print(out.stderr[-2000:], file=sys.stderr)
-
-
 def redact(uri: str) -> str:
     from airtrain.db import redact as _redact
 
@@ -385,9 +628,8 @@ def redact(uri: str) -> str:
 
 
 def cmd_down() -> int:
-    for name in reversed(SERVICES):
-        stop_service(name)
-    if (ROOT / ".env").exists():
+    stop_supervisor()
+    if ENV_FILE.exists():
         cfg = load_dotenv()
         pg = postgres(cfg)
         if pg.running():
@@ -399,8 +641,8 @@ def cmd_down() -> int:
 def cmd_status() -> int:
     cfg = load_dotenv()
     pg = postgres(cfg)
-    print(f"postgresql      {'running' if pg.running() else 'stopped'} (127.0.0.1:{pg.port})")
-    for name in SERVICES:
+    print(f"{'postgresql':15} {'running' if pg.running() else 'stopped'} (127.0.0.1:{pg.port})")
+    for name in ("supervisor", *SERVICES):
         pid = pid_of(name)
         print(f"{name:15} {f'running (pid {pid})' if pid else 'stopped'}")
     return 0
@@ -413,8 +655,22 @@ def cmd_env() -> int:
     return 0
 
 
+def cmd_reader_login(argv: list[str]) -> int:
+    """`make reader-login NAME=alice`: a read-only login on the local warehouse."""
+    if not argv or argv[0].startswith("-"):
+        print("usage: devstack.py reader-login NAME [--reset-password]   (make reader-login NAME=alice)",
+              file=sys.stderr)
+        return 2
+    cfg = load_dotenv()
+    env = airflow_env(cfg)
+    return subprocess.run([sys.executable, "-m", "airtrain.schema", "create-reader-login", *argv,
+                           "--url", env["AIRFLOW_CONN_WAREHOUSE"]], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "include")}).returncode
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"up", "down", "status", "env", "demo-data", "demo"}:
+    commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login"}
+    if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
     try:
@@ -424,8 +680,12 @@ def main(argv: list[str]) -> int:
             return cmd_down()
         if argv[0] == "status":
             return cmd_status()
+        if argv[0] == "supervise":
+            return cmd_supervise()
         if argv[0] == "demo":
             return cmd_demo(argv[1:])
+        if argv[0] == "reader-login":
+            return cmd_reader_login(argv[1:])
         if argv[0] == "demo-data":
             cfg = load_dotenv()
             env = airflow_env(cfg)
@@ -434,7 +694,7 @@ def main(argv: list[str]) -> int:
             cmd_demo_data(cfg, env)
             return 0
         return cmd_env()
-    except (LocalPgError, subprocess.CalledProcessError) as exc:
+    except (LocalPgError, subprocess.CalledProcessError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
             print(exc.stderr[-3000:], file=sys.stderr)

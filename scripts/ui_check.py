@@ -1,14 +1,19 @@
-"""Check the drift pages in a real headless browser against the running local stack (`make run`).
+"""Check the report pages and links in a real headless browser against the running local stack
+(`make run`).
 
-    make ui-check        # = python scripts/ui_check.py
+    make ui-check        # = python scripts/ui_check.py [--no-run]
 
 1. logs in through the API (`POST /auth/token`, the credentials `make run` printed, from .env);
-2. runs `churn_monitor` through the scheduler (REST API) and waits for it, so there is a report;
-3. drives Chromium (Debian's `chromium` package, or $CHROMIUM) over the DevTools protocol with the
-   login cookie: opens the Airflow UI's "Drift reports" page (the plugin's external view, an
-   iframe on /airtrain/), checks the table lists the monitor's decision, follows the report link
-   and checks it is the Evidently report; without the cookie the page must refuse (401);
-4. saves screenshots to .local/ui-check/.
+2. finds the newest successful `churn_retrain` run (waits for the demo's first one) and checks its
+   `validate` task has a "Validation report" link that serves the partition's report;
+3. runs `churn_monitor` through the scheduler (REST API) and waits for it, so there is a drift
+   report, and checks the `drift_check` task's "Drift report" link;
+4. drives Chromium (Debian's `chromium` package, or $CHROMIUM) over the DevTools protocol with the
+   login cookie: without it the plugin page must refuse (401); with it, opens the Airflow UI's
+   "Validation & drift reports" view (the plugin's external view, an iframe on /airtrain/), checks
+   it lists the monitor's decisions and the validated partitions, follows a validation report link
+   and a drift report link and checks each page's title, then opens the validate task's link;
+5. saves screenshots to .local/ui-check/.
 
 Exits non-zero with the reason when any step fails.
 """
@@ -75,6 +80,33 @@ def run_monitor(base: str, token: str, timeout: float = 300) -> dict:
     return {}
 
 
+def newest_retrain_run(base: str, token: str, timeout: float = 600) -> dict:
+    """The newest successful churn_retrain run (waiting for the demo's bootstrap if there is none yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http("GET", f"{base}/api/v2/dags/churn_retrain/dagRuns?state=success&order_by=-end_date"
+                            "&limit=1", token=token)
+        runs = json.loads(body).get("dag_runs", []) if status == 200 else []
+        if runs:
+            return runs[0]
+        time.sleep(5)
+    fail(f"no successful churn_retrain run after {timeout:.0f}s (is `make run` up? `make status`)")
+    return {}
+
+
+def task_link(base: str, token: str, dag_id: str, run_id: str, task_id: str, name: str, prefix: str) -> str:
+    status, body = http("GET", f"{base}/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+                        f"{task_id}/links", token=token)
+    link = json.loads(body).get("extra_links", {}).get(name) if status == 200 else None
+    if not link or not link.startswith(prefix):
+        fail(f"the {task_id} task of {dag_id} run {run_id} has no '{name}' link ({status} {body[:200]})")
+    status, page = http("GET", f"{base}{link}", token=token)
+    if status != 200 or "<title>" not in page:
+        fail(f"the {task_id} task's link {link} does not serve a report ({status} {page[:200]})")
+    print(f"ok: the {task_id} task of {run_id} links to its report: {link}")
+    return link
+
+
 class Page:
     """The smallest DevTools-protocol client that does the job (websockets is already installed)."""
 
@@ -94,6 +126,18 @@ class Page:
     async def goto(self, url: str, settle: float = 4.0) -> None:
         await self.call("Page.navigate", url=url)
         await asyncio.sleep(settle)  # let the React app render and the iframe load
+        await self.wait_for("document.readyState === 'complete'")
+
+    async def wait_for(self, expr: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if await self.eval(expr):
+                    return True
+            except RuntimeError:  # the page is navigating
+                pass
+            await asyncio.sleep(0.5)
+        return False
 
     async def eval(self, expr: str):
         res = await self.call("Runtime.evaluate", expression=expr, returnByValue=True)
@@ -114,13 +158,15 @@ def chromium() -> str:
     return exe
 
 
-async def browse(base: str, token: str) -> None:
+async def browse(base: str, token: str, validation_link: str) -> None:
     import websockets
 
     profile = tempfile.mkdtemp(prefix="airtrain-chromium-")
     proc = subprocess.Popen([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-                             "--window-size=1400,1000", "about:blank"],
+                             "--disable-quic", "--disable-background-networking", "--disable-component-update",
+                             "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                             "--remote-debugging-port=0",
+                             "--remote-debugging-address=127.0.0.1", "--window-size=1400,1000", "about:blank"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         ws_url = None
@@ -147,31 +193,45 @@ async def browse(base: str, token: str) -> None:
             print("ok: /airtrain/ refuses an anonymous browser (401)")
             await page.call("Network.setCookie", name="_token", value=token, url=base, path="/")
             # the Airflow UI's nav entry, rendering the plugin page in an iframe
-            await page.goto(f"{base}/plugin/drift-reports", settle=8)
+            await page.goto(f"{base}/plugin/reports", settle=8)
             frame_text = await page.eval(
                 "(() => { const f = document.querySelector('iframe'); "
                 "return f && f.contentDocument ? f.contentDocument.body.innerText : null })()")
-            shot = await page.shot("airflow-ui-drift-reports.png")
-            if not frame_text or "Drift reports and decisions" not in frame_text:
-                fail(f"the UI's Drift reports view did not show the plugin page (screenshot {shot}); "
+            shot = await page.shot("airflow-ui-reports.png")
+            if not frame_text or "Validation and drift reports" not in frame_text:
+                fail(f"the UI's reports view did not show the plugin page (screenshot {shot}); "
                      f"iframe text: {str(frame_text)[:300]!r}")
-            if "churn_monitor" not in frame_text:
-                fail("the page does not list the churn pipeline")
-            print(f"ok: Airflow UI → Browse → Drift reports renders the plugin page ({shot})")
-            # the page itself, then its first report link
+            for expected in ("churn_monitor", "Drift decisions", "Validated partitions"):
+                if expected not in frame_text:
+                    fail(f"the reports page does not show {expected!r} (screenshot {shot})")
+            print(f"ok: Airflow UI → Browse → Validation & drift reports renders the plugin page ({shot})")
+            # the page itself, then a validation report and a drift report from its links
             await page.goto(f"{base}/airtrain/", settle=1.5)
-            href = await page.eval("(() => { const a = [...document.querySelectorAll('a')]"
-                                   ".find(a => a.textContent === 'open'); return a ? a.href : null })()")
-            await page.shot("drift-reports-page.png")
-            if not href:
-                fail("no report link on /airtrain/ (did the monitor write a report?)")
-            await page.goto(href, settle=6)
-            html = await page.eval("document.documentElement.outerHTML.length")
-            title = await page.eval("document.title")
-            shot = await page.shot("evidently-report.png")
-            if not html or html < 10_000:
-                fail(f"the report at {href} looks empty ({html} bytes)")
-            print(f"ok: report {href} opens ({html:,} bytes of HTML, title {title!r}; {shot})")
+            await page.shot("reports-page.png")
+            for kind, selector, title_start, min_size in (
+                    ("validation", "a.validation-report", "churn validation ", 1_000),
+                    ("drift", "a[href*='/reports/churn/drift/']", "churn drift report", 10_000)):
+                await page.goto(f"{base}/airtrain/", settle=1.5)
+                await page.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
+                href = await page.eval(f"(() => {{ const a = document.querySelector({json.dumps(selector)}); "
+                                       f"return a ? a.href : null }})()")
+                if not href:
+                    body = await page.eval("document.location.href + ' ' + document.body.innerText.slice(0, 300)")
+                    fail(f"no {kind} report link on /airtrain/ (the page shows: {body!r})")
+                await page.goto(href, settle=6 if kind == "drift" else 2)
+                size = await page.eval("document.documentElement.outerHTML.length")
+                title = await page.eval("document.title") or ""
+                shot = await page.shot(f"{kind}-report.png")
+                if not size or size < min_size or not title.startswith(title_start):
+                    fail(f"the {kind} report at {href} looks wrong ({size} bytes, title {title!r}; {shot})")
+                print(f"ok: {kind} report {href} opens ({size:,} bytes of HTML, title {title!r}; {shot})")
+            # the validate task's extra link, as the task instance page opens it
+            await page.goto(f"{base}{validation_link}", settle=2)
+            title = await page.eval("document.title") or ""
+            shot = await page.shot("validate-task-link.png")
+            if not title.startswith("churn validation "):
+                fail(f"the validate task's link {validation_link} opened {title!r} ({shot})")
+            print(f"ok: the validate task's 'Validation report' link opens {title!r} ({shot})")
     finally:
         proc.terminate()
         try:
@@ -194,15 +254,14 @@ def main() -> int:
     token = json.loads(body)["access_token"]
     print(f"logged in to {base} as {user}")
     OUT.mkdir(parents=True, exist_ok=True)
+    retrain = newest_retrain_run(base, token)
+    validation_link = task_link(base, token, "churn_retrain", retrain["dag_run_id"], "validate", "Validation report",
+                                "/airtrain/reports/churn/validation/")
     if "--no-run" not in sys.argv:
         run = run_monitor(base, token)
-        status, body = http("GET", f"{base}/api/v2/dags/churn_monitor/dagRuns/"
-                            f"{urllib.parse.quote(run['dag_run_id'])}/taskInstances/drift_check/links", token=token)
-        link = json.loads(body).get("extra_links", {}).get("Drift report") if status == 200 else None
-        if not link or not link.startswith("/airtrain/reports/churn/"):
-            fail(f"the drift_check task has no 'Drift report' link ({status} {body[:200]})")
-        print(f"ok: the drift_check task instance links to its report: {link}")
-    asyncio.run(browse(base, token))
+        task_link(base, token, "churn_monitor", run["dag_run_id"], "drift_check", "Drift report",
+                  "/airtrain/reports/churn/drift/")
+    asyncio.run(browse(base, token, validation_link))
     print("ui-check passed")
     return 0
 

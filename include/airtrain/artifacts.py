@@ -13,10 +13,12 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtrain.errors import PermanentError
+
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "_thread.")
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(PermanentError, RuntimeError):
     """A model artifact was refused."""
 
 

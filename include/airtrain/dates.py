@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from airtrain.errors import PermanentError
 
-class PartitionUndefinedError(ValueError):
+
+class PartitionUndefinedError(PermanentError, ValueError):
     """The run has neither a ``date`` param nor a logical date."""
 
 

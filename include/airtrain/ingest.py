@@ -25,13 +25,14 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import FilesSource, PipelineSpec, PostgresSource
 
 META = ("_partition_date", "_row_number", "_run_id", "_source", "_ingested_at", "_extra")
 
 
-class IngestError(RuntimeError):
+class IngestError(PermanentError, RuntimeError):
     """The partition could not be ingested; the raw table is unchanged."""
 
 
@@ -60,6 +61,24 @@ def expected_columns(spec: PipelineSpec) -> list[str]:
 def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Path) -> Path:
     assert isinstance(spec.source, FilesSource)
     return Path(project_root) / spec.source.path / spec.source.pattern.replace("{date}", partition_date.isoformat())
+
+
+def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime:
+    """Until when the landing file of ``partition_date`` may still arrive (UTC): the end of that day
+    in the pipeline's timezone plus ``source.wait_minutes``."""
+    from zoneinfo import ZoneInfo
+
+    assert isinstance(spec.source, FilesSource)
+    day_end = dt.datetime.combine(partition_date + dt.timedelta(days=1), dt.time(), ZoneInfo(spec.schedule.timezone))
+    return (day_end + dt.timedelta(minutes=spec.source.wait_minutes)).astimezone(dt.UTC)
+
+
+def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Path
+                          ) -> list[tuple[dt.date, Path]]:
+    """The (date, expected path) of every date whose landing file is not there (files sources only)."""
+    if not isinstance(spec.source, FilesSource):
+        return []
+    return [(d, p) for d in dates if not (p := source_path(spec, d, project_root)).is_file()]
 
 
 def _read_csv(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:

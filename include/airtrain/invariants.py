@@ -9,7 +9,8 @@
 4. exactly one champion per pipeline, whose artifact exists and matches its checksum;
 5. one promotion-log row per champion change: the log is a chain (each row's from_version is the
    previous row's to_version) ending at the current champion;
-6. one retrain per drift window: every ``retrain`` decision names its own deterministic run id.
+6. one retrain per drift window: every ``retrain`` decision names its own deterministic run id;
+7. one shadow (challenger) version per scored date.
 
 No Airflow import; pure SQL against the warehouse.
 """
@@ -102,4 +103,11 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
                                 "'drift__' || window_end::text").format(ident(mon, "drift_decisions")), (spec.name,))
         if bad:
             problems.append(f"retrain decisions without their window's run id: {bad}")
+        # 7. one shadow version per date
+        ss, st = spec.table("shadow_predictions")
+        mixed = _all(cur, sql.SQL("SELECT as_of_date, array_agg(DISTINCT model_version ORDER BY model_version) "
+                                  "FROM {} GROUP BY 1 HAVING count(DISTINCT model_version) > 1 LIMIT 5").format(
+            ident(ss, st)))
+        if mixed:
+            problems.append(f"shadow predictions of several versions on one date: {mixed}")
     return problems

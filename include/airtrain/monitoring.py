@@ -37,6 +37,7 @@ from psycopg2.extras import execute_values
 
 from airtrain import registry
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.reports import ReportStore, as_store
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -405,15 +406,25 @@ def _write(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt.date]
              retrain_run_id(end) if decision.trigger else None, json.dumps(details, default=str)))
 
 
-def _save_html(snapshot: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    snapshot.save_html(str(tmp))
-    os.replace(tmp, path)
+def report_html(snapshot: Any, spec: PipelineSpec, window: tuple[dt.date, dt.date], version: int, dec: Decision,
+                drift_share: float | None) -> str:
+    """The Evidently report as a standalone page, with a title and a header saying what it decided."""
+    import html as _html
+
+    from airtrain.reports import with_title
+
+    start, end = window
+    period = str(end) if start == end else f"{start} … {end}"
+    title = f"{spec.name} drift report — {period} — champion v{version}: {dec.decision}"
+    share = "" if drift_share is None else f" · drift share {drift_share:.0%}"
+    header = ("<div style=\"font-family:system-ui,sans-serif;padding:12px 16px;border-bottom:1px solid #ddd\">"
+              f"<h1 style=\"font-size:20px;margin:0 0 4px\">{_html.escape(title)}</h1>"
+              f"<div style=\"color:#555\">{_html.escape(dec.reason)}{_html.escape(share)}</div></div>")
+    return with_title(snapshot.get_html_str(as_iframe=False), title, header)
 
 
-def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str, reports_root: Path
-              ) -> dict[str, Any]:
+def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str,
+              reports_root: Path | ReportStore) -> dict[str, Any]:
     """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is)."""
     from airtrain.ingest import load_labels
 
@@ -474,9 +485,6 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             signals.append(f"prediction drift ({p_rule.method} {scores[PREDICTION]:.3f})")
         details.update(drifted_columns=drifted_cols, scores=scores)
         rep_id = report_id(spec, end, version)
-        path = reports_root / spec.name / "drift" / f"{rep_id}.html"
-        _save_html(snapshot, path)
-        rep_path = str(path)
     # realized performance, as far as labels have arrived (independent of the window's size)
     load_labels(wh, spec, end)
     perf = realized_performance(wh, spec, version, end)
@@ -496,6 +504,9 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             signals.append(f"{primary} fell by {drop:.3f} (realized {perf['value']:.3f} on {perf['start']}.."
                            f"{perf['end']} vs {baseline:.3f} at evaluation; limit {limit})")
     dec = decide(spec, end, signals, history, insufficient)
+    if rep_id is not None:
+        rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
+            snapshot, spec, (start, end), version, dec, drift_share))
     details["seconds"] = round(time.monotonic() - t0, 3)
     _write(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
            rep_id=rep_id, rep_path=rep_path, drift_share=drift_share, current_rows=total, details=details)
@@ -508,6 +519,17 @@ def _summary(dec: Decision) -> dict[str, Any]:
     d = asdict(dec)
     d["trigger"] = dec.trigger
     return d
+
+
+def list_validations(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> list[dict[str, Any]]:
+    """Newest validated partitions first, with their counts and report (for the UI page)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT partition_date, run_id, rows_total, rows_valid, rows_quarantined, blocked, report_path, "
+            "created_at FROM {} WHERE pipeline = %s ORDER BY partition_date DESC LIMIT %s"
+        ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")), (spec.name, limit))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def list_decisions(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> list[dict[str, Any]]:

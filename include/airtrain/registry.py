@@ -19,11 +19,12 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError, RuntimeError):
     """A registry operation was refused (unknown version, no champion, ...)."""
 
 

@@ -6,7 +6,8 @@ drops anything), and records the spec's hash in ``registry.schema_migrations``. 
 ``prepare`` task of every retrain run and from ``make run``; two concurrent applies serialise on an
 advisory lock.
 
-Command line: ``python -m airtrain.schema --url postgresql://... [--spec-dir include/pipelines]``.
+Command line: ``python -m airtrain.schema --url postgresql://... [--spec-dir include/pipelines]``, and
+``python -m airtrain.schema create-reader-login <name> --url ...`` for an analyst's read-only login.
 """
 
 from __future__ import annotations
@@ -236,7 +237,6 @@ def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
 def _prediction_tables(cur, spec: PipelineSpec) -> None:
     key = spec.entity_key
     ps, pt = spec.table("predictions")
-    reg = spec.warehouse.registry_schema
     for kind, what in (("predictions", "champion"), ("shadow_predictions", "challenger (shadow)")):
         s, t = spec.table(kind)
         cur.execute(sql.SQL(
@@ -259,12 +259,33 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
                           ("run_id", "Airflow run that wrote the row."), ("scored_at", "When the row was written.")]:
             _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(s, t), ident(col)), text)
     ls, lt = spec.table("predictions_latest")
+    # The newest published prediction per entity, whichever model version made it: a champion change
+    # never empties the view (the previous champion's rows stay visible until the new one has scored),
+    # and a date scored by several versions still gives one row per entity - the most recently scored.
     cur.execute(sql.SQL(
         "CREATE OR REPLACE VIEW {v} AS SELECT DISTINCT ON (p.{k}) p.{k}, p.as_of_date, p.model_version, p.score, "
-        "p.predicted_label, p.run_id, p.scored_at FROM {p} p JOIN {c} c ON c.pipeline = {name} "
-        "AND c.version = p.model_version ORDER BY p.{k}, p.as_of_date DESC").format(
-        v=ident(ls, lt), k=ident(key), p=ident(ps, pt), c=ident(reg, "champions"), name=sql.Literal(spec.name)))
-    _comment(cur, "VIEW", ident(ls, lt), f"{spec.name}: the current champion's newest prediction per {key}.")
+        "p.predicted_label, p.run_id, p.scored_at FROM {p} p "
+        "ORDER BY p.{k}, p.as_of_date DESC, p.scored_at DESC, p.model_version DESC").format(
+        v=ident(ls, lt), k=ident(key), p=ident(ps, pt)))
+    _comment(cur, "VIEW", ident(ls, lt), f"{spec.name}: the newest published prediction per {key} (newest "
+             "as_of_date, then the most recently scored model version). Never empty once a date was scored.")
+
+
+#: what the reader role may read besides the predictions schema: the labels (to judge past
+#: predictions), which model is live and why, evaluations, and the per-day validation and drift
+#: results. Not: model artifacts (registry.model_versions), raw or validated feature rows, quarantined
+#: rows (raw data as received) or the drift reference samples.
+READER_TABLES = {
+    "registry": ("champions", "promotion_log", "evaluations"),
+    "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions"),
+}
+
+
+def reader_tables(spec: PipelineSpec) -> list[tuple[str, str]]:
+    """(schema, table) the reader role gets SELECT on, outside the predictions schema."""
+    w = spec.warehouse
+    schemas = {"registry": w.registry_schema, "monitoring": w.monitoring_schema}
+    return [spec.table("labels")] + [(schemas[k], t) for k, tables in READER_TABLES.items() for t in tables]
 
 
 def _reader_role(cur, spec: PipelineSpec) -> None:
@@ -277,6 +298,55 @@ def _reader_role(cur, spec: PipelineSpec) -> None:
     cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident(ps), ident(role)))
     cur.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
         ident(ps), ident(role)))
+    for schema, table in reader_tables(spec):
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(schema), ident(role)))
+        cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(ident(schema, table), ident(role)))
+
+
+class ReaderLoginError(RuntimeError):
+    """The reader login could not be created (bad name, role exists, no reader role yet)."""
+
+
+def create_reader_login(wh: Warehouse, name: str, password: str, *, reader_role: str = "predictions_reader",
+                        reset_password: bool = False) -> str:
+    """Create ``name`` as a LOGIN role that inherits ``reader_role`` (read-only; see :func:`_reader_role`).
+
+    The password is sent as a SCRAM verifier computed here, never as clear text in the SQL. An
+    existing role is refused unless ``reset_password`` (then its password is replaced and it is
+    (re)granted the reader role). Returns what was done.
+    """
+    import psycopg2.extensions
+
+    from airtrain.spec import check_identifier
+
+    try:
+        check_identifier(name)
+    except ValueError as exc:
+        raise ReaderLoginError(f"login name: {exc}") from None
+    if len(password) < 12:
+        raise ReaderLoginError("the password must have at least 12 characters")
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "schema")
+        cur.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (reader_role,))
+        if cur.fetchone() is None:
+            raise ReaderLoginError(f"role {reader_role!r} does not exist yet: apply the schema first "
+                                   "(`python -m airtrain.schema --url ...`, or any retrain run)")
+        cur.execute("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = %s", (name,))
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            raise ReaderLoginError(f"{name!r} is a superuser; pick another name for a read-only login")
+        if row is not None and not reset_password:
+            raise ReaderLoginError(f"role {name!r} exists already; pass --reset-password to give it a new "
+                                   "password (it keeps inheriting the reader role)")
+        verifier = psycopg2.extensions.encrypt_password(password, name, conn, "scram-sha-256")
+        if row is None:
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN INHERIT PASSWORD {}").format(ident(name), sql.Literal(verifier)))
+            done = "created"
+        else:
+            cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(ident(name), sql.Literal(verifier)))
+            done = "password reset"
+        cur.execute(sql.SQL("GRANT {} TO {}").format(ident(reader_role), ident(name)))
+    return done
 
 
 def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
@@ -296,8 +366,54 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
     return report
 
 
+def _login_uri(url: str, name: str) -> str:
+    """``url`` with its user replaced by ``name`` and no password (for the printed psql command)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    netloc = f"{name}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(("postgresql", netloc, parts.path, "", ""))
+
+
+def _create_reader_login(argv: list[str]) -> int:
+    import secrets
+
+    ap = argparse.ArgumentParser(
+        prog="python -m airtrain.schema create-reader-login",
+        description="create a LOGIN role that inherits the read-only reader role (predictions, labels, "
+                    "registry history, validation and drift results)")
+    ap.add_argument("name", help="the login to create (lower-case letters, digits, underscores)")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"), help="warehouse URL of an admin user")
+    ap.add_argument("--reader-role", default="predictions_reader", help="the role to inherit (spec key "
+                    "warehouse.reader_role; default predictions_reader)")
+    ap.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
+                    "generating one")
+    ap.add_argument("--reset-password", action="store_true", help="the login exists: give it a new password")
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(18)
+    try:
+        done = create_reader_login(Warehouse(args.url), args.name, password, reader_role=args.reader_role,
+                                   reset_password=args.reset_password)
+    except ReaderLoginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{done}: login {args.name} (inherits {args.reader_role}: read-only)")
+    if not args.password_stdin:
+        print(f"password: {password}   (shown once; store it in a password manager or ~/.pgpass)")
+    print(f"connect:  psql '{_login_uri(args.url, args.name)}'")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m airtrain.schema", description="apply the warehouse DDL")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "create-reader-login":
+        return _create_reader_login(argv[1:])
+    ap = argparse.ArgumentParser(prog="python -m airtrain.schema", description="apply the warehouse DDL "
+                                 "(or: python -m airtrain.schema create-reader-login NAME --url ...)")
     ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
     ap.add_argument("--spec-dir", default=None)
     args = ap.parse_args(argv)

@@ -34,13 +34,14 @@ from psycopg2 import sql
 
 from airtrain import registry
 from airtrain.db import Warehouse, advisory_key, ident
+from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec, check_identifier
 
 log = logging.getLogger(__name__)
 
 
-class ScoringError(RuntimeError):
+class ScoringError(PermanentError, RuntimeError):
     """Scoring was refused or failed; nothing was published."""
 
 
@@ -58,15 +59,16 @@ class ScoringTarget:
     partition: str  # the name the stage table gets when attached
     as_of: dt.date
     version: int
+    role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
 
     def as_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
-                "as_of": self.as_of.isoformat(), "version": self.version}
+                "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
         return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
-                   int(d["version"]))
+                   int(d["version"]), str(d.get("role") or "champion"))
 
 
 def _q(*parts: str) -> str:
@@ -82,11 +84,15 @@ def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "ch
     schema, table = spec.table(kind)
     suffix = f"p{as_of:%Y%m%d}_v{version}"
     stage_hash = hashlib.blake2b(f"{table}/{suffix}/{run_id}".encode(), digest_size=4).hexdigest()
-    return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version)
+    return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version,
+                         "shadow" if role == "shadow" else "champion")
 
 
-def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int) -> int:
-    """'champion' → the champion; 'challenger' → newest non-champion version; or a version number."""
+def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) -> int:
+    """'champion' → the champion; 'challenger' → newest non-champion version; or a version number.
+    ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
+    if model is None or (isinstance(model, str) and not model.strip()):
+        raise NoModelError(f"{spec.name}: no model version given (this run trained no challenger)")
     champion = registry.champion_version(wh, spec)
     if model == "champion":
         if champion is None:
@@ -101,6 +107,15 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int) -> int:
             raise NoModelError(f"{spec.name} has no challenger (no version other than the champion)")
         return max(versions)
     return int(model)
+
+
+def newest_validated_date(wh: Warehouse, spec: PipelineSpec) -> dt.date | None:
+    """The newest date of the features table (None when it is empty)."""
+    schema, table = spec.table("features")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max({}) FROM {}").format(ident(spec.date_column), ident(schema, table)))
+        row = cur.fetchone()
+    return row[0] if row else None
 
 
 def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
@@ -127,9 +142,15 @@ def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
           role: str = "champion", *, run_id: str = "") -> ScoringTarget:
-    """Check the model and the features, and create an empty stage table for (date, version, run)."""
+    """Check the model and the features, and create an empty stage table for (date, version, run).
+
+    Shadow scoring of the champion itself is refused (:class:`NoModelError`): its predictions are in
+    the champion table already (a challenger that was just promoted has no shadow)."""
     version = resolve_version(wh, spec, model)
     registry.get_version(wh, spec, version)
+    if role == "shadow" and version == registry.champion_version(wh, spec):
+        raise NoModelError(f"{spec.name} v{version} is the champion: its predictions are in "
+                           f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
     check_features_table(wh, spec)
     t = target_for(spec, as_of, version, role, run_id)
     with wh.connect() as conn, conn.cursor() as cur:
@@ -265,6 +286,10 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
                 parent, ident(target.schema, target.partition)))
             cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
+        superseded = _other_versions_of_date(cur, target) if target.role == "shadow" else []
+        for name in superseded:  # one shadow version per date: the newest run's challenger replaces the rest
+            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
+            cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, ident(target.partition)))
         cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
             parent, ident(target.schema, target.partition), lo, hi))
@@ -275,7 +300,18 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
         failpoint("publish.before_commit")
     failpoint("publish.after_commit")
     return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
-            "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version}
+            "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version,
+            "superseded": superseded}
+
+
+def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:
+    """Attached partitions of the target's date made by other model versions (``<table>_pYYYYMMDD_v<n>``)."""
+    prefix = f"{target.table}_p{target.as_of:%Y%m%d}_v"
+    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+                "WHERE n.nspname = %s AND p.relname = %s", (target.schema, target.table))
+    return sorted(name for (name,) in cur.fetchall()
+                  if name.startswith(prefix) and name[len(prefix):].isdigit() and name != target.partition)
 
 
 def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, model: str | int = "champion",

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from airtrain.errors import PermanentError
+
 # --------------------------------------------------------------------------------------------
 # Identifiers
 # --------------------------------------------------------------------------------------------
@@ -120,6 +122,7 @@ class FilesSource(_Model):
         default="{date}.csv",
         description="file name per partition; '{date}' is replaced by YYYY-MM-DD",
     )
+    wait_minutes: Annotated[float, Field(ge=0, le=10080)] = 360.0
 
     @model_validator(mode="after")
     def _pattern_has_date(self) -> FilesSource:
@@ -467,7 +470,7 @@ class PipelineSpec(_Model):
 # --------------------------------------------------------------------------------------------
 
 
-class SpecError(ValueError):
+class SpecError(PermanentError, ValueError):
     """A spec file could not be loaded. The message names the file, the key and the fix."""
 
     def __init__(self, path: str | Path, problems: list[str]):
@@ -595,12 +598,17 @@ KEY_DOCS: dict[str, str] = {
     'warehouse.registry_schema': 'Schema of the model registry (versions, champions, promotion log, evaluations).',
     'warehouse.predictions_schema': 'Schema of prediction tables and views (readable by reader_role).',
     'warehouse.monitoring_schema': 'Schema of ingest/validation/drift results.',
-    'warehouse.reader_role': 'NOLOGIN role granted SELECT on the predictions schema only.',
+    'warehouse.reader_role': 'NOLOGIN read-only role: the predictions schema, the labels, registry champions/promotion_log/'
+                             'evaluations and monitoring ingest/validation/drift results (not artifacts, feature rows or '
+                             'quarantine). Logins inherit it: `python -m airtrain.schema create-reader-login <name>`.',
     'source': "Where each day's batch comes from; `kind` picks the variant.", 'source.kind': '`postgres` (a table in the warehouse) or `files` (a landing folder).',
     'source.schema': '(postgres) schema of the source table.',
     'source.table': '(postgres) source table.',
     'source.date_column': '(postgres) column holding the partition date.',
     'source.format': '(files) `csv` or `parquet`.',
+    'source.wait_minutes': "(files) How long after the end of a partition's day (in schedule.timezone) its landing file "
+                           "may still arrive. Until then a run waits for a missing file (deferred: no worker slot is "
+                           "held, the triggerer polls); after it a missing file fails the run at once, without retries.",
     'entity_key': 'Column identifying the entity (customer); with the date, the primary key.',
     'entity_key_type': '`int` (bigint) or `text`.',
     'date_column': 'Column holding the snapshot date of a row.',
@@ -664,7 +672,8 @@ KEY_DOCS: dict[str, str] = {
     'monitoring.trigger.performance_drop_abs': "Drop of the primary metric vs the champion's evaluation that triggers.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
     'monitoring.trigger.cooldown_days': 'Days after a triggered retrain during which no other is triggered.',
     'scoring': 'Batch predictions.',
-    'scoring.shadow': 'Also score the newest challenger into predictions.<name>_shadow.',
+    'scoring.shadow': "Also score the run's own challenger (when it was not promoted) into predictions.<name>_shadow; "
+                      "one shadow version per date (a re-run of the date replaces it).",
     'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks).',
     'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
     'alerts': 'Notifications on failures and triggered retrains (always logged; these add channels).',

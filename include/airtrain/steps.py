@@ -22,6 +22,7 @@ from psycopg2.extras import execute_values
 from airtrain import registry
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.faults import failpoint
+from airtrain.reports import ReportStore, as_store
 from airtrain.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,6 @@ def _copy_frame(cur: Any, table: sql.Composable, df, columns: list[str]) -> None
     )
 
 
-def reports_dir(root: Path, spec: PipelineSpec, kind: str) -> Path:
-    path = root / spec.name / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # steps
 # ---------------------------------------------------------------------------------------------
@@ -107,28 +102,33 @@ def ingest(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str,
 
 
 def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, *, today: dt.date,
-             reports_root: Path) -> list[dict[str, Any]]:
-    """Validate each partition; store valid rows, quarantine, results and an HTML report.
+             reports_root: Path | ReportStore, on_stored: Any = None) -> list[dict[str, Any]]:
+    """Validate each partition; store valid rows, quarantine, results and an HTML report
+    (:mod:`airtrain.reports`, kind ``validation``, id = the date).
 
-    All partitions are validated and stored first; then, if any was blocked, :class:`BatchBlockedError`
-    is raised for the first blocked one, so nothing downstream (training, promotion) runs.
+    All partitions are validated and stored first; ``on_stored(summaries)`` is then called (the
+    Airflow task records where the reports are, also for a blocked run); then, if any partition was
+    blocked, :class:`BatchBlockedError` is raised for the first blocked one, so nothing downstream
+    (training, promotion) runs.
     """
     from airtrain.ingest import read_partition
     from airtrain.validation import validate_batch
 
+    store = as_store(reports_root)
     summaries = []
     outcomes = []
     for d in dates:
         raw = read_partition(wh, spec, d)
         outcome = validate_batch(raw, spec, d, run_id, today=today, extra_suites=[
             Path(p) for p in spec.validation.suites])
-        report_path = reports_dir(reports_root, spec, "validation") / f"{d.isoformat()}.html"
-        report_path.write_text(outcome.html_report, encoding="utf-8")
-        store_validation(wh, spec, d, run_id, outcome, str(report_path))
-        summary = {"date": d.isoformat(), **outcome.summary(), "report": str(report_path)}
+        location = store.save(spec.name, "validation", d.isoformat(), outcome.html_report)
+        store_validation(wh, spec, d, run_id, outcome, location)
+        summary = {"date": d.isoformat(), **outcome.summary(), "report_id": d.isoformat(), "report": location}
         log.info("validation %s: %s", d, json.dumps(summary, default=str))
         summaries.append(summary)
         outcomes.append(outcome)
+    if on_stored is not None:
+        on_stored(summaries)
     for outcome in outcomes:
         outcome.raise_if_blocked()
     return summaries

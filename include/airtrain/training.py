@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airtrain.errors import PermanentError
 from airtrain.spec import PipelineSpec
 
 SCALE_FOR = ("LogisticRegression", "Ridge", "Lasso", "ElasticNet", "SGD", "SVC", "SVR", "LinearSVC", "KNeighbors",
              "MLP", "LinearRegression")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PermanentError, RuntimeError):
     """Training could not run."""
 
 

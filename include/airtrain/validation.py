@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airtrain.errors import PermanentError
 from airtrain.spec import PipelineSpec
 
 _BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
@@ -48,7 +49,7 @@ _BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
 NULL_LABEL = "missing (null) but required"
 
 
-class BatchBlockedError(ValueError):
+class BatchBlockedError(PermanentError, ValueError):
     """A blocking validation rule failed: the partition is not used; nothing downstream runs."""
 
     def __init__(self, message: str, summary: dict[str, Any]):

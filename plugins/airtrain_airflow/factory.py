@@ -10,11 +10,13 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
-from airtrain.spec import PipelineSpec
+from airtrain.spec import FilesSource, PipelineSpec
 
 from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
+from airtrain_airflow.operators.landing import LandingFileSensor
 from airtrain_airflow.operators.predictions import BatchPredictionOperator, PublishPredictionsOperator
+from airtrain_airflow.operators.validation import ValidateOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -28,6 +30,9 @@ def default_args(spec: PipelineSpec) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=max(s.retry_delay_minutes * 8, 10)),
         "execution_timeout": dt.timedelta(hours=2),
+        # a task that failed for good alerts with its error and log link (the DAG-level callback
+        # only covers runs that failed without a failed task)
+        "on_failure_callback": PipelineFailureNotifier(spec.name, scope="task"),
     }
 
 
@@ -152,12 +157,6 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             return runtime.ingest(name, plan)
 
         @task(multiple_outputs=False)
-        def validate(plan: dict[str, Any], ingested: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            from airtrain_airflow import runtime
-
-            return runtime.validate(name, plan)
-
-        @task(multiple_outputs=False)
         def train(plan: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
             from airtrain_airflow import runtime
 
@@ -186,9 +185,14 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         branch = route(plan)
         prepared = prepare(plan)
         ingested = ingest(plan)
-        prepared >> ingested
-        validated = validate(plan, ingested)
-        trained = train(plan, validated)
+        if isinstance(spec.source, FilesSource):
+            # a landing file that may still arrive is waited for (deferred), one that cannot fails at once
+            prepared >> LandingFileSensor(task_id="wait_for_landing", pipeline=name, plan=plan) >> ingested
+        else:
+            prepared >> ingested
+        validate = ValidateOperator(task_id="validate", pipeline=name, plan=plan)
+        ingested >> validate
+        trained = train(plan, validate.output)
         evaluated = evaluate(plan, trained)
         promoted = promote(plan, evaluated)
         rolled_back = rollback(plan)
@@ -206,9 +210,12 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
         )
         if spec.scoring.shadow:
+            # the run's OWN challenger (not "the newest non-champion"): one shadow version per date, and
+            # none when this run trained nothing or promoted its challenger
             shadow = BatchPredictionOperator(
-                task_id="score_shadow", pipeline=name, model="challenger", role="shadow",
-                as_of="{{ ti.xcom_pull(task_ids='begin_scoring')['as_of'] }}", skip_if_no_model=True,
+                task_id="score_shadow", pipeline=name, role="shadow", skip_if_no_model=True,
+                model="{{ (ti.xcom_pull(task_ids='train') or {}).get('version', '') }}",
+                as_of="{{ ti.xcom_pull(task_ids='begin_scoring')['as_of'] }}",
             )
             published >> shadow
 

@@ -6,7 +6,8 @@ notifier), e-mail (the SMTP provider's notifier) and a generic JSON webhook (an 
 connection: ``AIRFLOW_CONN_<ID>='http://host/path'``). A channel that fails or is not installed
 is logged as an error; it never fails the task or hides the other channels.
 
-Used as ``on_failure_callback`` of every pipeline DAG (a failed run) and by the monitor's
+Used as ``on_failure_callback`` of every task (a failed task: which, why, the run, a link to its
+log) and of every pipeline DAG (a run that failed for another reason), and by the monitor's
 ``notify`` task (a triggered retrain).
 """
 
@@ -86,12 +87,65 @@ def post_webhook(conn_id: str, payload: dict[str, Any], timeout: float = 10.0) -
         return resp.status
 
 
-class PipelineFailureNotifier(BaseNotifier):
-    """``on_failure_callback``: which task failed, in which run, and why."""
+def _error_text(err: Any) -> str:
+    """``Type: message`` of the error, unwrapping the AirflowFailException a permanent error became."""
+    if err is None or err == "":
+        return "(no error message: see the log)"
+    if isinstance(err, BaseException):
+        cause = err.__cause__ if type(err).__name__ == "AirflowFailException" and err.__cause__ else err
+        text = str(cause)
+        if not text.startswith(f"{type(cause).__name__}:"):
+            text = f"{type(cause).__name__}: {text}"
+    else:
+        text = str(err)
+    try:  # Airflow's secrets masker (connection passwords, masked variables) on top of ours
+        from airflow.sdk.log import redact
 
-    def __init__(self, pipeline: str) -> None:
+        text = str(redact(text))
+    except ImportError:  # pragma: no cover - older task SDKs
+        pass
+    text = _redact(text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " […] (cut; the log has it all)"
+
+
+MAX_ERROR_CHARS = 1500
+
+
+def ui_base_url() -> str:
+    from airflow.sdk import conf
+
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+
+
+def task_log_url(dag_id: str, run_id: str, task_id: str, map_index: int | None = None,
+                 try_number: int | None = None) -> str:
+    """The task instance's log page in the Airflow 3 UI (``/dags/<dag>/runs/<run>/tasks/<task>``, the
+    same address Airflow's own ``TaskInstance.log_url`` gives; its first tab is the log)."""
+    from urllib.parse import quote
+
+    url = f"{ui_base_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id, safe='')}"
+    if map_index is not None and map_index >= 0:
+        url += f"/mapped/{map_index}"
+    if try_number:
+        url += f"?try_number={try_number}"
+    return url
+
+
+class PipelineFailureNotifier(BaseNotifier):
+    """Failure alerts: which task failed, why (the error, redacted), in which run, and a link to its log.
+
+    ``scope="task"`` is every task's ``on_failure_callback`` (default args): it runs once a task has
+    failed for good (no retry left, or a permanent error), with the exception. ``scope="run"`` is the
+    DAG's ``on_failure_callback``: it only speaks when a run failed for another reason than a failed
+    task (a deadlock, a timeout) - a failed task has sent its own, more precise alert already.
+    """
+
+    def __init__(self, pipeline: str, scope: str = "run") -> None:
         super().__init__()
+        if scope not in ("task", "run"):
+            raise ValueError("scope must be 'task' or 'run'")
         self.pipeline = pipeline
+        self.scope = scope
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Nothing to template (and DAG-level callbacks may get a DAG without a Jinja env)."""
@@ -99,10 +153,28 @@ class PipelineFailureNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
-        dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-        run_id = getattr(dag_run, "run_id", None) or context.get("run_id", "?")
-        task = getattr(ti, "task_id", None)
-        err = context.get("exception") or context.get("reason") or ""
-        where = f"task {task} of " if task else ""
-        send_alert(self.pipeline, "run failed", f"{where}{dag_id} run {run_id} failed: {err}".strip(),
-                   {"dag_id": dag_id, "run_id": run_id, "task_id": task})
+        dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", None) or \
+            getattr(context.get("dag"), "dag_id", "?")
+        run_id = getattr(dag_run, "run_id", None) or context.get("run_id") or getattr(ti, "run_id", "?")
+        if self.scope == "run":
+            reason = str(context.get("reason") or "")
+            if reason == "task_failure":
+                log.info("run %s of %s failed because a task failed: that task sent the alert", run_id, dag_id)
+                return
+            url = f"{ui_base_url()}/dags/{dag_id}/runs/{run_id}"
+            send_alert(self.pipeline, "run failed",
+                       f"run {run_id} of {dag_id} failed: {_redact(reason) or 'no reason given'}\nrun: {url}",
+                       {"dag_id": dag_id, "run_id": run_id, "reason": reason, "url": url})
+            return
+        task_id = getattr(ti, "task_id", None) or "?"
+        map_index = getattr(ti, "map_index", None)
+        try_number = getattr(ti, "try_number", None)
+        tries = getattr(ti, "max_tries", None)
+        url = task_log_url(dag_id, run_id, task_id, map_index, try_number)
+        error = _error_text(context.get("exception"))
+        which = f"{task_id}[{map_index}]" if map_index is not None and map_index >= 0 else task_id
+        attempt = f" (try {try_number} of {tries + 1})" if try_number and tries is not None else ""
+        msg = f"task {which} of {dag_id} failed{attempt}\nerror: {error}\nrun: {run_id}\nlog: {url}"
+        send_alert(self.pipeline, "task failed", msg, {
+            "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
+            "try_number": try_number, "error": error, "log_url": url})

@@ -1,5 +1,6 @@
-"""The project's Airflow plugin: the "Drift reports" page (a FastAPI app the api-server mounts at
-/airtrain, listed under Browse in the UI) and the "Drift report" extra link of DriftCheckOperator.
+"""The project's Airflow plugin: the "Reports" page (a FastAPI app the api-server mounts at /airtrain,
+listed under Browse in the UI: validation and drift reports of every pipeline) and the "Validation
+report" / "Drift report" extra links of the validate and drift_check tasks.
 
 Registered through the ``airflow.plugins`` entry point of the installed ``airtrain`` distribution
 (pyproject.toml), so every component finds it without a plugins folder: the Docker image installs
@@ -11,12 +12,13 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from airtrain_airflow.operators.drift import DriftReportLink
+from airtrain_airflow.operators.validation import ValidationReportLink
 
 
 def _fastapi_apps() -> list[dict]:
     from airtrain_airflow.ui import app
 
-    return [{"app": app, "url_prefix": "/airtrain", "name": "airtrain drift reports"}]
+    return [{"app": app, "url_prefix": "/airtrain", "name": "airtrain reports"}]
 
 
 class AirtrainPlugin(AirflowPlugin):
@@ -24,11 +26,11 @@ class AirtrainPlugin(AirflowPlugin):
     fastapi_apps = _fastapi_apps()
     external_views = [
         {
-            "name": "Drift reports",
+            "name": "Validation & drift reports",
             "href": "/airtrain/",
             "destination": "nav",
             "category": "browse",
-            "url_route": "drift-reports",
+            "url_route": "reports",
         }
     ]
-    operator_extra_links = [DriftReportLink()]
+    operator_extra_links = [DriftReportLink(), ValidationReportLink()]

@@ -6,8 +6,10 @@ dict for XCom; data stays in the warehouse.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,34 @@ def _params_error(message: str) -> Exception:
     return AirflowFailException(message)
 
 
+@contextlib.contextmanager
+def fail_fast() -> Generator[None, None, None]:
+    """Fail the task at once, without retries, on a permanent error (:class:`airtrain.errors.PermanentError`:
+    bad input, bad parameters, a refused artifact, ...). Anything else (a lost connection, a lock
+    timeout) propagates unchanged and is retried. Usable as a decorator or a ``with`` block."""
+    from airtrain.errors import PermanentError
+
+    try:
+        yield
+    except PermanentError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
 def project_root() -> Path:
     return Path(os.environ.get("AIRTRAIN_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 
 
 def reports_root() -> Path:
     return Path(os.environ.get("AIRTRAIN_REPORTS_DIR") or project_root() / "data" / "reports")
+
+
+def report_store():
+    """The one place reports are written to and read from (:mod:`airtrain.reports`)."""
+    from airtrain.reports import ReportStore
+
+    return ReportStore(reports_root())
 
 
 def spec_for(name: str) -> PipelineSpec:
@@ -86,12 +110,18 @@ def check_params(name: str) -> dict[str, Any]:
             registry.get_version(warehouse_for(spec), spec, int(p["rollback_version"]))
         except registry.RegistryError as exc:
             problems.append(str(exc))
+    rescore = None
+    if not problems and p.get("rollback_version") is not None:
+        try:  # the date a rollback re-scores; None: the newest validated one (see begin_scoring)
+            rescore = resolve_partition(p.get("date"), logical, spec.schedule.timezone).isoformat()
+        except ValueError:
+            rescore = None
     if problems:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
     return {
         "mode": "rollback" if p.get("rollback_version") is not None else "retrain",
         "dates": [d.isoformat() for d in dates],
-        "as_of": dates[-1].isoformat() if dates else None,
+        "as_of": dates[-1].isoformat() if dates else rescore,
         "run_date": run_date.isoformat(),
         "run_id": ctx["run_id"],
         "force_promote": bool(p.get("force_promote")),
@@ -109,6 +139,7 @@ def _dates(plan: dict[str, Any]) -> list[dt.date]:
     return [dt.date.fromisoformat(d) for d in plan["dates"]]
 
 
+@fail_fast()
 def prepare(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
@@ -116,6 +147,7 @@ def prepare(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     return steps.prepare(warehouse_for(spec), spec)
 
 
+@fail_fast()
 def ingest(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     from airtrain import steps
 
@@ -123,14 +155,17 @@ def ingest(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     return steps.ingest(warehouse_for(spec), spec, _dates(plan), plan["run_id"], project_root())
 
 
-def validate(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+@fail_fast()
+def validate(name: str, plan: dict[str, Any], on_stored: Any = None) -> list[dict[str, Any]]:
     from airtrain import steps
 
     spec = spec_for(name)
     return steps.validate(warehouse_for(spec), spec, _dates(plan), plan["run_id"],
-                          today=dt.date.fromisoformat(plan["run_date"]), reports_root=reports_root())
+                          today=dt.date.fromisoformat(plan["run_date"]), reports_root=report_store(),
+                          on_stored=on_stored)
 
 
+@fail_fast()
 def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Train; too little labeled data yet is a skip (the champion keeps scoring), not a failure."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -178,6 +213,7 @@ def notify_decision(name: str, decision: dict[str, Any]) -> list[str]:
         "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")})
 
 
+@fail_fast()
 def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
@@ -186,6 +222,7 @@ def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[s
                           dt.date.fromisoformat(plan["as_of"]))
 
 
+@fail_fast()
 def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
@@ -194,6 +231,7 @@ def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict
                          force=plan["force_promote"], reason=plan["reason"], dry_run=plan["dry_run"])
 
 
+@fail_fast()
 def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
@@ -204,6 +242,7 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
                           actor=plan["actor"], reason=plan["reason"])
 
 
+@fail_fast()
 def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Create the stage table for the run's date (the last date of a range)."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -212,11 +251,14 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     if plan["dry_run"]:
         raise AirflowSkipException("dry run: no predictions are written")
     spec = spec_for(name)
-    if plan["mode"] == "rollback":
-        as_of = resolve_partition(None, get_current_context().get("logical_date"), spec.schedule.timezone)
-    else:
+    wh = warehouse_for(spec)
+    if plan.get("as_of"):
         as_of = dt.date.fromisoformat(plan["as_of"])
+    else:  # a rollback in a run without a date or logical date re-scores the newest validated day
+        as_of = scoring.newest_validated_date(wh, spec)
+        if as_of is None:
+            raise AirflowSkipException("no predictions: no validated partition to score yet")
     try:
-        return scoring.begin(warehouse_for(spec), spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
+        return scoring.begin(wh, spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
     except scoring.NoModelError as exc:
         raise AirflowSkipException(f"no predictions today: {exc}") from exc

@@ -1,39 +1,34 @@
-"""The "Drift reports" page of the Airflow UI: a small FastAPI app the api-server mounts at
-``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
+"""The "Validation & drift reports" page of the Airflow UI: a small FastAPI app the api-server mounts
+at ``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
 
 * ``GET /airtrain/`` - per pipeline, the monitor's decisions (window, champion, decision, reason,
-  drift share, rows) with a link to each Evidently report and to the retrain run it triggered.
-* ``GET /airtrain/reports/<pipeline>/<report_id>`` - one report (the HTML file the monitor wrote).
+  drift share, rows) with a link to each Evidently report and to the retrain run it triggered, and
+  the validated partitions (rows, quarantined, blocked) with a link to each validation report.
+* ``GET /airtrain/reports/<pipeline>/<kind>/<report_id>`` - one report, ``kind`` = ``validation`` or
+  ``drift`` (``/airtrain/reports/<pipeline>/<report_id>`` still serves drift reports: older alerts
+  link there).
 
 Every route needs a logged-in Airflow user (the UI's JWT cookie or a bearer token; the same check
-as Airflow's own API). Report paths are built from an allow-listed pipeline name and a report id
-matching ``[A-Za-z0-9_.-]+``, then checked to stay inside the reports folder.
+as Airflow's own API). Reports are read through :mod:`airtrain.reports` only (allow-listed
+pipeline, kind and id; paths checked to stay inside the store).
 """
 
 from __future__ import annotations
 
 import html
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 
-REPORT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
+from airtrain_airflow.links import report_url
 
 
 def _specs() -> dict[str, Any]:
     from airtrain.spec import load_specs
 
     return {s.name: s for s in load_specs()}
-
-
-def _reports_root() -> Path:
-    from airtrain_airflow.runtime import reports_root
-
-    return reports_root().resolve()
 
 
 def _warehouse(spec: Any):
@@ -52,28 +47,38 @@ def _warehouse(spec: Any):
     return Warehouse(normalize_uri(uri), application_name="airtrain:ui")
 
 
-def report_file(pipeline: str, report_id: str, specs: dict[str, Any] | None = None, root: Path | None = None
-                ) -> Path:
-    """The report's file, or HTTPException 404 (unknown pipeline, malformed id, missing or outside)."""
+def read_report(pipeline: str, kind: str, report_id: str, specs: dict[str, Any] | None = None,
+                store: Any = None) -> str:
+    """A report's HTML, or HTTPException 404 (unknown pipeline or kind, malformed id, not stored)."""
+    from airtrain.reports import ReportNotFound
+
+    from airtrain_airflow.runtime import report_store
+
     specs = specs if specs is not None else _specs()
-    if pipeline not in specs or not REPORT_ID.match(report_id) or ".." in report_id:
+    if pipeline not in specs:
         raise HTTPException(status_code=404, detail="no such report")
-    root = (root or _reports_root()).resolve()
-    path = (root / pipeline / "drift" / f"{report_id}.html").resolve()
-    if root not in path.parents or not path.is_file():
-        raise HTTPException(status_code=404, detail="no such report")
-    return path
-
-
-def _rows(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
-    from airtrain.monitoring import list_decisions
-
     try:
-        return list_decisions(_warehouse(spec), spec), None
-    except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
-        from airtrain.db import redact_text
+        return (store or report_store()).read(pipeline, kind, report_id)
+    except ReportNotFound:
+        raise HTTPException(status_code=404, detail="no such report") from None
 
-        return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+def _query(fn_name: str):
+    def rows(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
+        from airtrain import monitoring
+
+        try:
+            return getattr(monitoring, fn_name)(_warehouse(spec), spec), None
+        except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
+            from airtrain.db import redact_text
+
+            return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+    return rows
+
+
+_rows = _query("list_decisions")
+_validations = _query("list_validations")
 
 
 STYLE = """
@@ -83,43 +88,73 @@ table{border-collapse:collapse;width:100%;font-size:.9rem} th,td{border-bottom:1
 text-align:left;vertical-align:top} th{background:#f6f8fa}
 .retrain{color:#b42318;font-weight:600} .cooldown{color:#b54708} .drift{color:#b54708}
 .no_drift{color:#067647} .insufficient_data,.no_champion{color:#667085} .err{color:#b42318}
+.blocked{color:#b42318;font-weight:600} .passed{color:#067647} h3{font-size:1rem;margin-top:1.2rem}
 .muted{color:#667085;font-size:.85rem}
 """
 
 
-def render_index(specs: dict[str, Any], rows_for: Any) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Drift reports</title>",
-             f"<style>{STYLE}</style></head><body><h1>Drift reports and decisions</h1>",
-             "<p class='muted'>Written by each pipeline's <code>&lt;name&gt;_monitor</code> DAG "
-             "(tables <code>monitoring.drift_decisions</code> and <code>monitoring.drift_metrics</code>).</p>"]
+def _decisions_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
+    e = html.escape
+    parts = ["<table><tr><th>window</th><th>champion</th><th>decision</th><th>drift share</th>"
+             "<th>rows</th><th>reason</th><th>report</th><th>retrain run</th></tr>"]
+    for r in rows:
+        window = e(str(r["window_end"])) if r["window_start"] in (None, r["window_end"]) else \
+            f"{e(str(r['window_start']))} … {e(str(r['window_end']))}"
+        share = "" if r["drift_share"] is None else f"{r['drift_share']:.0%}"
+        rep = (f"<a href='{e(report_url(name, 'drift', r['report_id']))}' target='_blank'>open</a>"
+               if r["report_id"] else "")
+        run = (f"<a href='/dags/{e(spec.retrain_dag_id)}/runs/{e(r['triggered_run_id'])}' target='_top'>"
+               f"{e(r['triggered_run_id'])}</a>" if r["triggered_run_id"] else "")
+        version = f"v{r['model_version']}" if r["model_version"] is not None else "-"
+        parts.append(f"<tr><td>{window}</td><td>{version}</td><td class='{e(r['decision'])}'>"
+                     f"{e(r['decision'])}</td><td>{share}</td><td>{r['current_rows'] or ''}</td>"
+                     f"<td>{e(r['reason'] or '')}</td><td>{rep}</td><td>{run}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _validations_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
+    e = html.escape
+    parts = ["<table><tr><th>partition</th><th>result</th><th>rows</th><th>valid</th><th>quarantined</th>"
+             "<th>report</th><th>run</th></tr>"]
+    for r in rows:
+        day = str(r["partition_date"])
+        result = "<span class='blocked'>blocked</span>" if r["blocked"] else "<span class='passed'>passed</span>"
+        rep = (f"<a class='validation-report' href='{e(report_url(name, 'validation', day))}' target='_blank'>open</a>"
+               if r["report_path"] else "")
+        run = (f"<a href='/dags/{e(spec.retrain_dag_id)}/runs/{e(r['run_id'])}' target='_top'>{e(r['run_id'])}</a>"
+               if r["run_id"] else "")
+        parts.append(f"<tr><td>{e(day)}</td><td>{result}</td><td>{r['rows_total']}</td><td>{r['rows_valid']}</td>"
+                     f"<td>{r['rows_quarantined']}</td><td>{rep}</td><td>{run}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Validation and drift reports</title>",
+             f"<style>{STYLE}</style></head><body><h1>Validation and drift reports</h1>",
+             "<p class='muted'>Validation: every partition the <code>&lt;name&gt;_retrain</code> DAG validated "
+             "(<code>monitoring.validation_runs</code>). Drift: the decisions of the <code>&lt;name&gt;_monitor</code> "
+             "DAG (<code>monitoring.drift_decisions</code>, <code>monitoring.drift_metrics</code>).</p>"]
     for name, spec in sorted(specs.items()):
-        rows, err = rows_for(spec)
-        e = html.escape
         parts.append(f"<h2 id='{e(name)}'>{e(name)}</h2>")
-        parts.append(f"<p class='muted'>DAGs: <a href='/dags/{e(spec.monitor_dag_id)}' target='_top'>"
-                     f"{e(spec.monitor_dag_id)}</a> · <a href='/dags/{e(spec.retrain_dag_id)}' target='_top'>"
-                     f"{e(spec.retrain_dag_id)}</a></p>")
-        if err:
-            parts.append(f"<p class='err'>cannot read the decisions: {e(err)}</p>")
-            continue
-        if not rows:
-            parts.append("<p class='muted'>no monitoring runs yet</p>")
-            continue
-        parts.append("<table><tr><th>window</th><th>champion</th><th>decision</th><th>drift share</th>"
-                     "<th>rows</th><th>reason</th><th>report</th><th>retrain run</th></tr>")
-        for r in rows:
-            window = e(str(r["window_end"])) if r["window_start"] in (None, r["window_end"]) else \
-                f"{e(str(r['window_start']))} … {e(str(r['window_end']))}"
-            share = "" if r["drift_share"] is None else f"{r['drift_share']:.0%}"
-            rep = (f"<a href='reports/{e(name)}/{e(r['report_id'])}' target='_blank'>open</a>"
-                   if r["report_id"] else "")
-            run = (f"<a href='/dags/{e(spec.retrain_dag_id)}/runs/{e(r['triggered_run_id'])}' target='_top'>"
-                   f"{e(r['triggered_run_id'])}</a>" if r["triggered_run_id"] else "")
-            version = f"v{r['model_version']}" if r["model_version"] is not None else "-"
-            parts.append(f"<tr><td>{window}</td><td>{version}</td><td class='{e(r['decision'])}'>"
-                         f"{e(r['decision'])}</td><td>{share}</td><td>{r['current_rows'] or ''}</td>"
-                         f"<td>{e(r['reason'] or '')}</td><td>{rep}</td><td>{run}</td></tr>")
-        parts.append("</table>")
+        parts.append(f"<p class='muted'>DAGs: <a href='/dags/{e(spec.retrain_dag_id)}' target='_top'>"
+                     f"{e(spec.retrain_dag_id)}</a> · <a href='/dags/{e(spec.monitor_dag_id)}' target='_top'>"
+                     f"{e(spec.monitor_dag_id)}</a></p>")
+        sections = [("drift", "Drift decisions", rows_for, _decisions_table, "no monitoring runs yet")]
+        if validations_for is not None:
+            sections.append(("validation", "Validated partitions", validations_for, _validations_table,
+                             "no validated partitions yet"))
+        for kind, title, fetch_rows, table, empty in sections:
+            parts.append(f"<h3 id='{e(name)}-{kind}'>{title}</h3>")
+            rows, err = fetch_rows(spec)
+            if err:
+                parts.append(f"<p class='err'>cannot read them: {e(err)}</p>")
+            elif not rows:
+                parts.append(f"<p class='muted'>{empty}</p>")
+            else:
+                parts += table(name, spec, rows)
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -127,16 +162,20 @@ def render_index(specs: dict[str, Any], rows_for: Any) -> str:
 def create_app() -> FastAPI:
     from airflow.api_fastapi.core_api.security import get_user  # Airflow's own login check; no fallback
 
-    app = FastAPI(title="airtrain drift reports", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="airtrain reports", docs_url=None, redoc_url=None, openapi_url=None)
     auth = Depends(get_user)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[auth])
     def index() -> HTMLResponse:
-        return HTMLResponse(render_index(_specs(), _rows))
+        return HTMLResponse(render_index(_specs(), _rows, _validations))
+
+    @app.get("/reports/{pipeline}/{kind}/{report_id}", dependencies=[auth])
+    def report(pipeline: str, kind: str, report_id: str) -> HTMLResponse:
+        return HTMLResponse(read_report(pipeline, kind, report_id))
 
     @app.get("/reports/{pipeline}/{report_id}", dependencies=[auth])
-    def report(pipeline: str, report_id: str) -> FileResponse:
-        return FileResponse(report_file(pipeline, report_id), media_type="text/html")
+    def drift_report(pipeline: str, report_id: str) -> HTMLResponse:  # links in alerts sent before kinds
+        return HTMLResponse(read_report(pipeline, "drift", report_id))
 
     return app
 

@@ -62,14 +62,46 @@ def test_send_alert_logs_and_posts_with_secrets_redacted(project, webhook, caplo
     assert "ALERT [churn] retrain triggered" in caplog.text
 
 
-def test_a_failed_run_alerts(project, webhook, caplog):
+def test_a_failed_task_alerts_once_with_the_error_the_run_and_a_log_link(project, webhook, caplog):
+    from urllib.parse import quote
+
     _, received = webhook
     caplog.set_level(logging.WARNING, logger="airtrain.alerts")
-    dr, states = project.run({"date": "2026-01-05"})  # no landing file: ingest fails (after its retries)
-    assert str(dr.state) == "failed" and states["ingest"] == "failed", states
-    failed = [r for r in received if r["event"] == "run failed"]
-    assert failed and "churn_retrain" in failed[0]["message"], received
-    assert "ALERT [churn] run failed" in caplog.text
+    dr, states = project.run({"date": "2026-01-05"})  # its landing file never came and cannot any more
+    assert str(dr.state) == "failed" and states["wait_for_landing"] == "failed", states
+    alerts = [r for r in received if r["event"] in ("task failed", "run failed")]
+    assert len(alerts) == 1, received  # the task's alert; the run's callback does not repeat it
+    a = alerts[0]
+    msg, details = a["message"], a["details"]
+    assert a["event"] == "task failed" and msg.startswith("task wait_for_landing of churn_retrain failed (try 1 of 3)")
+    assert "data/landing/churn/2026-01-05.csv" in msg and "can no longer arrive" in msg  # the error itself
+    assert f"run: {dr.run_id}" in msg
+    log_url = f"/dags/churn_retrain/runs/{quote(dr.run_id, safe='')}/tasks/wait_for_landing?try_number=1"
+    assert details["log_url"].endswith(log_url) and f"log: {details['log_url']}" in msg
+    assert details["task_id"] == "wait_for_landing" and details["run_id"] == dr.run_id
+    assert "ALERT [churn] task failed" in caplog.text
+
+
+def test_the_failure_alert_redacts_secrets_in_the_error(project, webhook):
+    from airflow.sdk.exceptions import AirflowFailException
+    from airtrain.ingest import SourceFormatError
+    from airtrain_airflow.notify import PipelineFailureNotifier
+
+    _, received = webhook
+    secret = "hunter2"
+
+    class FailedTask:  # the fields Airflow's task instance hands the callback
+        dag_id, run_id, task_id, map_index, try_number, max_tries = "churn_retrain", "manual__1", "score", 1, 3, 2
+
+    cause = SourceFormatError(f"cannot read postgresql://bob:{secret}@db/x")
+    try:
+        raise AirflowFailException(str(cause)) from cause
+    except AirflowFailException as exc:
+        PipelineFailureNotifier("churn", scope="task").notify({"ti": FailedTask(), "exception": exc})
+    msg = received[-1]["message"]
+    assert secret not in json.dumps(received) and "postgresql://bob:***@db/x" in msg
+    assert msg.startswith("task score[1] of churn_retrain failed (try 3 of 3)\nerror: SourceFormatError: cannot")
+    assert "/dags/churn_retrain/runs/manual__1/tasks/score/mapped/1?try_number=3" in msg
 
 
 def test_a_triggered_retrain_alerts_with_its_run_and_report_and_a_quiet_window_does_not(project, webhook):
@@ -83,4 +115,4 @@ def test_a_triggered_retrain_alerts_with_its_run_and_report_and_a_quiet_window_d
                 "report_id": "churn-20260105-v1", "drift_share": 0.4, "model_version": 1}
     assert notify_decision("churn", decision) == ["log", "webhook"]
     assert received[-1]["details"]["retrain_run_id"] == "drift__2026-01-05"
-    assert "/airtrain/reports/churn/churn-20260105-v1" in received[-1]["message"]
+    assert "/airtrain/reports/churn/drift/churn-20260105-v1" in received[-1]["message"]

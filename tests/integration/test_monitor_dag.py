@@ -19,6 +19,7 @@ HISTORY = 12
 ROWS = 500
 STABLE = START + dt.timedelta(days=HISTORY)  # after the champion's window, before the drift
 DRIFT = START + dt.timedelta(days=HISTORY + 4)  # drift starts the day after STABLE; full after 3 days
+BLOCKED = START + dt.timedelta(days=HISTORY + 10)  # no data landed: the validate-link test writes an empty file
 SPEC = merged(TEST_SPEC, {
     "training": {"cadence": "on_trigger", "min_rows": 1000},
     "monitoring": {"min_rows": 300, "trigger": {"persistence": 1, "cooldown_days": 7}}})
@@ -109,6 +110,8 @@ def test_drift_triggers_one_retrain_even_when_fired_twice(monitored, caplog):
 
 
 def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored):
+    import re
+
     from airflow.api_fastapi.core_api.security import get_user
     from airtrain_airflow.ui import create_app
     from fastapi.testclient import TestClient
@@ -118,14 +121,53 @@ def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored
     app = create_app()
     anon = TestClient(app)
     assert anon.get("/").status_code == 401
-    assert anon.get(f"/reports/churn/{rep_id}").status_code == 401
+    assert anon.get(f"/reports/churn/drift/{rep_id}").status_code == 401
+    assert anon.get(f"/reports/churn/validation/{STABLE}").status_code == 401
     app.dependency_overrides[get_user] = lambda: object()
     client = TestClient(app)
     page = client.get("/")
     assert page.status_code == 200
     assert "churn_monitor" in page.text and rep_id in page.text and "no_drift" in page.text
-    rep = client.get(f"/reports/churn/{rep_id}")
+    # the drift report (linked from the page), with a title saying what it is and what was decided
+    assert f"href='/airtrain/reports/churn/drift/{rep_id}'" in page.text
+    rep = client.get(f"/reports/churn/drift/{rep_id}")
     assert rep.status_code == 200 and "<html" in rep.text.lower()
+    title = re.search(r"<title>(.*?)</title>", rep.text).group(1)
+    champion = fetch(monitored.warehouse, "SELECT model_version FROM monitoring.drift_decisions "
+                                          "WHERE window_end = %s", (STABLE,))[0][0]
+    assert title == f"churn drift report — {STABLE} — champion v{champion}: no_drift", title
+    assert client.get(f"/reports/churn/{rep_id}").text == rep.text  # the older address still works
+    # every validated partition is listed with its validation report
+    assert f"href='/airtrain/reports/churn/validation/{STABLE}'" in page.text
+    val = client.get(f"/reports/churn/validation/{STABLE}")
+    assert val.status_code == 200 and f"<title>churn validation {STABLE}</title>" in val.text
     for bad in ("../../etc/passwd", "..%2F..%2Fx", "nope"):
-        assert client.get(f"/reports/churn/{bad}").status_code == 404
-    assert client.get(f"/reports/other/{rep_id}").status_code == 404
+        assert client.get(f"/reports/churn/drift/{bad}").status_code == 404
+        assert client.get(f"/reports/churn/validation/{bad}").status_code == 404
+    assert client.get(f"/reports/other/drift/{rep_id}").status_code == 404
+    assert client.get(f"/reports/churn/secrets/{rep_id}").status_code == 404
+
+
+def stored_link(dr, task_id: str, link) -> str | None:
+    """The URL Airflow stored for a task's extra link (computed when the task finished; the API and
+    the UI read it from there)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=dr.run_id, key=link.xcom_key, dag_ids=dr.dag_id,
+                                                 task_ids=task_id)).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def test_the_validate_task_links_to_its_report(monitored):
+    from airtrain_airflow.operators.validation import ValidationReportLink
+
+    dr, states = monitored.run({"date": str(STABLE)})
+    assert states["validate"] == "success", states
+    assert stored_link(dr, "validate", ValidationReportLink()) == f"/airtrain/reports/churn/validation/{STABLE}"
+    # a blocked partition fails the task, and the link still leads to the report that says why
+    (monitored.landing / f"{BLOCKED}.csv").write_text("customer_id,as_of_date\n")
+    dr, states = monitored.run({"date": str(BLOCKED)})
+    assert states["validate"] == "failed", states
+    assert stored_link(dr, "validate", ValidationReportLink()) == f"/airtrain/reports/churn/validation/{BLOCKED}"

@@ -7,12 +7,12 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 
-REPORTS_URL = "/airtrain/reports"
-
 
 def report_url(pipeline: str, report_id: str | None) -> str:
-    """Where the UI plugin serves a report (``/airtrain/reports/<pipeline>/<report_id>``)."""
-    return f"{REPORTS_URL}/{pipeline}/{report_id}" if report_id else f"{REPORTS_URL}/?pipeline={pipeline}"
+    """Where the UI plugin serves a drift report (``/airtrain/reports/<pipeline>/drift/<report_id>``)."""
+    from airtrain_airflow.links import report_url as _url
+
+    return _url(pipeline, "drift", report_id)
 
 
 class DriftReportLink(BaseOperatorLink):
@@ -51,17 +51,19 @@ class DriftCheckOperator(BaseOperator):
         from airtrain import monitoring
         from airtrain.dates import resolve_partition
 
-        from airtrain_airflow.runtime import reports_root, spec_for, warehouse_for
+        from airtrain_airflow.runtime import fail_fast, report_store, spec_for, warehouse_for
 
-        spec = spec_for(self.pipeline)
+        with fail_fast():
+            spec = spec_for(self.pipeline)
         try:
             end = resolve_partition(self.window_end or None, context.get("logical_date"), spec.schedule.timezone)
         except ValueError as exc:  # no date to check, or a malformed one: retrying cannot fix it
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(exc)) from exc
-        result = monitoring.run_check(warehouse_for(spec), spec, end, run_id=context["run_id"],
-                                      reports_root=reports_root())
+        with fail_fast():
+            result = monitoring.run_check(warehouse_for(spec), spec, end, run_id=context["run_id"],
+                                          reports_root=report_store())
         result["report_url"] = report_url(spec.name, result.get("report_id"))
         self.log.info("%s: %s - %s (report %s)", spec.name, result["decision"], result["reason"],
                       result.get("report_path"))

@@ -51,13 +51,18 @@ class BatchPredictionOperator(BaseOperator):
         self.skip_if_no_model = skip_if_no_model
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airtrain_airflow.runtime import fail_fast, spec_for
+
+        with fail_fast():
+            return self._score(spec_for(self.pipeline), context)
+
+    def _score(self, spec: Any, context: Context) -> dict[str, Any]:
         import datetime as dt
 
         from airtrain import scoring
 
-        from airtrain_airflow.runtime import spec_for, warehouse_for
+        from airtrain_airflow.runtime import warehouse_for
 
-        spec = spec_for(self.pipeline)
         wh = warehouse_for(spec)
         run_id = context["run_id"]
         if self.target is None:
@@ -100,12 +105,13 @@ class PublishPredictionsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airtrain import scoring
 
-        from airtrain_airflow.runtime import spec_for, warehouse_for
+        from airtrain_airflow.runtime import fail_fast, spec_for, warehouse_for
 
-        spec = spec_for(self.pipeline)
         expected = None
         if self.shard_results is not None:
             expected = sum(int(r["rows"]) for r in self.shard_results)
-        result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected)
+        with fail_fast():
+            spec = spec_for(self.pipeline)
+            result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected)
         self.log.info("published %s", result)
         return result

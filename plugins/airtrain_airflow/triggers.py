@@ -1,0 +1,49 @@
+"""Triggers (run by the triggerer, so a waiting task holds no worker slot)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class LandingFilesTrigger(BaseTrigger):
+    """Fires once every file in ``paths`` exists, or at ``deadline`` (ISO 8601, UTC), whichever is first.
+
+    :param paths: absolute paths of the expected landing files.
+    :param deadline: when to stop waiting; the event then says ``"status": "deadline"``.
+    :param poke_interval: the longest pause between two looks at the folder; the first looks come
+        after 1, 2, 4, ... seconds, so a file that is about to land is picked up at once.
+    """
+
+    def __init__(self, paths: list[str], deadline: str, poke_interval: float = 30.0) -> None:
+        super().__init__()
+        self.paths = list(paths)
+        self.deadline = deadline
+        self.poke_interval = float(poke_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("airtrain_airflow.triggers.LandingFilesTrigger",
+                {"paths": self.paths, "deadline": self.deadline, "poke_interval": self.poke_interval})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = dt.datetime.fromisoformat(self.deadline)
+        pause = 1.0
+        while True:
+            missing = [p for p in self.paths if not os.path.isfile(p)]
+            if not missing:
+                yield TriggerEvent({"status": "arrived", "paths": self.paths})
+                return
+            left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+            if left <= 0:
+                yield TriggerEvent({"status": "deadline", "missing": missing})
+                return
+            if pause >= self.poke_interval:
+                self.log.info("waiting for %d landing file(s), e.g. %s, until %s", len(missing), missing[0],
+                              self.deadline)
+            await asyncio.sleep(min(pause, self.poke_interval, left))
+            pause *= 2
