@@ -49,15 +49,19 @@ def captured_output(path):
     ``sys.stdout``/``sys.stderr`` and every logging stream handler (Airflow's task logs included)."""
     import logging
 
-    handlers = [h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-                for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler) and "stream" in vars(h)]  # not logging.lastResort
+    # one entry per handler (a handler attached to two loggers must be swapped once, or the second
+    # swap would record the file as its "original" stream and restore pytest's handler to None)
+    handlers = list({id(h): h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                     for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)
+                     and not isinstance(h, logging.FileHandler) and "stream" in vars(h)}.values())
     sys.stdout.flush()
     sys.stderr.flush()
     saved_fds = [os.dup(1), os.dup(2)]
     saved_sys = (sys.stdout, sys.stderr)
     with open(path, "w", buffering=1) as fh:
-        saved_streams = [h.setStream(fh) for h in handlers]
+        saved_streams = [h.stream for h in handlers]
+        for h in handlers:
+            h.setStream(fh)
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         sys.stdout = sys.stderr = fh
