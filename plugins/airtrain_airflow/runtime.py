@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import get_current_context
 from airtrain.dates import date_range, parse_date, resolve_partition
-from airtrain.spec import DEFAULT_SPEC_DIR, PipelineSpec, load_spec
+from airtrain.spec import PipelineSpec, load_spec, spec_dir
 
 from airtrain_airflow.hooks import WarehouseHook
 
@@ -34,8 +34,7 @@ def reports_root() -> Path:
 
 
 def spec_for(name: str) -> PipelineSpec:
-    spec_dir = Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
-    return load_spec(spec_dir / f"{name}.yaml")
+    return load_spec(spec_dir() / f"{name}.yaml")
 
 
 def warehouse_for(spec: PipelineSpec):
@@ -148,8 +147,10 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
             raise AirflowSkipException(
                 "not retraining: training.cadence is on_trigger and this is a scheduled run (the drift "
                 "monitor triggers retraining; or start a run with force_train)")
+    as_of = steps.training_as_of(wh, spec, dt.date.fromisoformat(plan["as_of"]),
+                                 dt.date.fromisoformat(plan["run_date"]), plan.get("trigger_reason"))
     try:
-        return steps.train(wh, spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+        return steps.train(wh, spec, as_of, plan["run_id"])
     except InsufficientDataError as exc:
         raise AirflowSkipException(f"not retraining: {exc}") from exc
 
@@ -184,7 +185,7 @@ def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[s
 
     spec = spec_for(name)
     return steps.evaluate(warehouse_for(spec), spec, int(trained["version"]), plan["run_id"],
-                          dt.date.fromisoformat(plan["as_of"]))
+                          dt.date.fromisoformat(trained.get("as_of") or plan["as_of"]))
 
 
 def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
