@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import re
 import sys
@@ -147,7 +148,10 @@ def _label_values(col: Column, positive: str | None) -> tuple[str, str]:
     return rare, next(v for v in values if v != rare)
 
 
-def _flow(d: dict[str, Any]) -> str:
+def _flow(d: Any) -> str:
+    """One-line YAML for a mapping, a list or a string (strings double-quoted: 'Yes' stays text)."""
+    if isinstance(d, str):
+        return json.dumps(d, ensure_ascii=False)
     return yaml.safe_dump(d, default_flow_style=True, sort_keys=False, width=10_000).strip()
 
 
@@ -209,7 +213,7 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
         comment = []
         if c.blanks:
             entry["nullable"] = True
-            comment.append(f"{c.blanks} blank in the sample (imputed)")
+            comment.append(f"{c.blanks} blank{'s' if c.blanks > 1 else ''} in the sample (imputed)")
         if c.kind in ("int", "float"):
             low, high, seen = _bounds([float(v) for v in c.values], c.kind)
             entry["min"], entry["max"] = low, high
@@ -253,9 +257,8 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
 
     lines = [
         f"# Starting spec for '{name}', written by `python -m airtrain.scaffold` from {sample.name}",
-        f"# ({rows} rows{f' over {len(days)} days' if days else ''}; about {per_day} rows a day). Check every "
-        "line: the",
-        "# types, ranges and categories come from the sample only. Keys: docs/SPEC.md.",
+        f"# ({rows} rows{f' over {len(days)} days' if days else ''}; about {per_day} rows a day).",
+        "# Check every line: types, ranges and categories come from the sample only. Keys: docs/SPEC.md.",
         f"name: {name}",
         f"description: {_flow(f'Pipeline {name} (scaffolded from {sample.name}).')}",
         "owner: ml-platform",
