@@ -55,7 +55,7 @@ def snake_case(header: str) -> str:
     ``total_charges``, ``2nd line`` → ``c_2nd_line``, ``order`` → ``order_``."""
     s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", header.strip())
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)
-    s = re.sub(r"[^0-9a-zA-Z]+", "_", s).strip("_").lower() or "column"
+    s = re.sub(r"[^0-9a-zA-Z]+", "_", s).strip("_").lower() or "col"
     if s[0].isdigit():
         s = f"c_{s}"
     s = s[:MAX_IDENT_BYTES - 1]
