@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test test test-unit lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test new-pipeline test test-unit lint bench bench-daily lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of th
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data
 
+new-pipeline: venv ## a starting spec from a sample file: make new-pipeline SAMPLE=data.csv NAME=telco TARGET=Churn [KEY=customerID]
+	@test -n "$(SAMPLE)" -a -n "$(NAME)" -a -n "$(TARGET)" || { echo "usage: make new-pipeline SAMPLE=file.csv NAME=<name> TARGET=<label column> [KEY=<key column>]"; exit 2; }
+	@$(BIN)/python -m airtrain.scaffold "$(SAMPLE)" --name "$(NAME)" --target "$(TARGET)" $(if $(KEY),--key "$(KEY)",) $(SCAFFOLD_ARGS)
+
 test: venv ## run the whole test-suite (starts and stops its own PostgreSQL)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -46,8 +50,12 @@ lint: venv ## ruff (with Airflow's AIR rules)
 	@$(BIN)/ruff check .
 
 bench: venv ## benchmarks; results in docs/BENCHMARKS.md
+	@$(BIN)/python bench/daily_run.py
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
+
+bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
+	@$(BIN)/python bench/daily_run.py
 
 lock: venv ## recompile requirements.txt from requirements.in
 	@$(BIN)/python -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --universal

@@ -159,10 +159,6 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
             f"(re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
     data = path.read_bytes()
     header, rows = (_read_parquet if spec.source.format == "parquet" else _read_csv)(data, path)
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise SourceFormatError(f"{path}: the header names {dupes} more than once; every column needs its own "
-                                "name. Fix the file and re-run this date")
     expected = expected_columns(spec)
     sources = spec.source_columns()
     pos = {h: i for i, h in enumerate(header)}

@@ -73,11 +73,15 @@ def _q(*parts: str) -> str:
     return ".".join(f'"{check_identifier(p)}"' for p in parts)
 
 
-def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion") -> ScoringTarget:
+def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion",
+               run_id: str | None = None) -> ScoringTarget:
+    """Where (date, version) goes. The stage table's name includes the run: two runs of one date at
+    once each fill their own stage (a retry of a run finds its own), and the publishes swap in turn."""
     kind = "shadow_predictions" if role == "shadow" else "predictions"
     schema, table = spec.table(kind)
     suffix = f"p{as_of:%Y%m%d}_v{version}"
-    stage_hash = hashlib.blake2b(f"{table}/{suffix}".encode(), digest_size=4).hexdigest()
+    key = f"{table}/{suffix}" + (f"/{run_id}" if run_id else "")
+    stage_hash = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
     return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version)
 
 
@@ -122,12 +126,12 @@ def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
 
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
-          role: str = "champion") -> ScoringTarget:
+          role: str = "champion", run_id: str | None = None) -> ScoringTarget:
     """Check the model and the features, and create an empty stage table for (date, version)."""
     version = resolve_version(wh, spec, model)
     registry.get_version(wh, spec, version)
     check_features_table(wh, spec)
-    t = target_for(spec, as_of, version, role)
+    t = target_for(spec, as_of, version, role, run_id)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(

@@ -268,6 +268,7 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
     from airtrain.artifacts import dump_model
     from airtrain.ingest import load_labels
 
+    clock = _Clock()
     labels = load_labels(wh, spec, as_of)
     end = last_labeled_date(wh, spec, as_of)
     if end is None:
@@ -277,8 +278,10 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
         )
     start = end - dt.timedelta(days=spec.training.window_days - 1)
     df = labeled_frame(wh, spec, as_of, start, end)
+    clock.lap("read")
     train_df, holdout_df, window = training.split_by_time(df, spec, end)
     result = training.train(spec, train_df)
+    clock.lap("fit")
     artifact = dump_model(result.model)
     lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
@@ -289,10 +292,28 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
                                                                    **(result.best_params or {})},
         lineage=lineage,
     )
-    log.info("registered %s version %s (train rows %s, holdout rows %s)", spec.name, version,
-             result.train_rows, len(holdout_df))
+    clock.lap("store")
+    log.info("registered %s version %s (train rows %s, holdout rows %s; seconds %s)", spec.name, version,
+             result.train_rows, len(holdout_df), clock.laps)
     return {"version": version, "train_rows": int(result.train_rows), "holdout_rows": len(holdout_df),
-            "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat()}
+            "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat(),
+            "seconds": clock.laps}
+
+
+class _Clock:
+    """Seconds per phase of a step, for its log line and its XCom (where a run's time goes)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._t = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        t = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + t - self._t, 3)
+        self._t = t
 
 
 def _jsonable(obj: Any) -> Any:
@@ -316,8 +337,11 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     holdout = labeled_frame(wh, spec, as_of, h_start, h_end)
     if holdout.empty:
         raise ValueError(f"{spec.name}: the holdout {h_start}..{h_end} has no labeled rows")
+    clock = _Clock()
     model = registry.load_artifact(wh, spec, version)
+    clock.lap("load")
     full = eval_model(model, holdout, spec)
+    clock.lap("score")
     results = {"challenger": (version, full)}
     compared: tuple[dt.date, dt.date] | None = (h_start, h_end)
     note = refused = None
@@ -333,7 +357,10 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
                 dates = rows[spec.date_column]
                 rows = rows[(dates >= compared[0]) & (dates <= compared[1])].reset_index(drop=True)
                 results["challenger"] = (version, eval_model(model, rows, spec))
-            results["champion"] = (champion, eval_model(registry.load_artifact(wh, spec, champion), rows, spec))
+            champion_model = registry.load_artifact(wh, spec, champion)
+            clock.lap("load")
+            results["champion"] = (champion, eval_model(champion_model, rows, spec))
+            clock.lap("score")
         if refused or note:
             log.warning("%s: %s", spec.name, refused or note)
     c_start, c_end = compared or (h_start, h_end)
@@ -361,7 +388,7 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
             "champion": results["champion"][1].overall if "champion" in results else None,
             "champion_version": champion if champion != version else None,
             "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout),
-            "comparison": comparison}
+            "comparison": comparison, "seconds": clock.laps}
 
 
 def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,

@@ -32,6 +32,7 @@ MODULES = (
     "skops.io",
     "great_expectations",
     "evidently",
+    "fastapi",  # the project's Airflow plugin (the drift-reports page) is loaded by every task process
 )
 
 

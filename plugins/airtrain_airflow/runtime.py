@@ -219,6 +219,6 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     else:
         as_of = dt.date.fromisoformat(plan["as_of"])
     try:
-        return scoring.begin(warehouse_for(spec), spec, as_of, "champion").as_dict()
+        return scoring.begin(warehouse_for(spec), spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
     except scoring.NoModelError as exc:
         raise AirflowSkipException(f"no predictions today: {exc}") from exc
