@@ -61,7 +61,7 @@ def say(msg: str) -> None:
 
 #: the executor's fork server imports the heavy libraries once (airtrain.preload); as `make run`
 PRELOAD_ENV = {"AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-               "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airflow,airflow.executors.local_executor,airtrain.preload"}
+               "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airtrain_airflow.preload"}
 
 
 def airflow_env(tmp: Path, pg_url: str, api_port: int, project: Path, spec_dir: Path) -> dict[str, str]:
@@ -315,6 +315,8 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--keep", action="store_true", help="leave the temporary folder (logs) in place")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for the Airflow services (e.g. PYTHONPROFILEIMPORTTIME=1)")
     args = ap.parse_args()
     import signal
 
@@ -337,6 +339,7 @@ def main() -> int:
     out: dict[str, Any] = {"rows": args.rows, "history_days": args.history_days, "days": [str(d) for d in days]}
     try:
         stack.start_db()
+        stack.env.update(kv.split("=", 1) for kv in args.env)
         os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("GX_", "DO_NOT", "EVIDENTLY"))})
         t0 = time.monotonic()
         bootstrap(stack, spec, first, args.history_days, args.rows)
@@ -375,7 +378,9 @@ def main() -> int:
 
 
 def measured(stack: Stack, spec, day: dt.date, label: str) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     res = run_once(stack, spec.retrain_dag_id, day, label)
+    res["load"] = [round(load, 1), round(os.getloadavg()[0], 1)]
     res["noise"] = count_noise(stack.tmp / "logs", res["run_id"])
     say(f"{res['run_id']}: {res['state']} in {res['wall']:.1f} s (tasks busy {res['busy']:.1f} s)")
     for t in res["tasks"]:
@@ -419,16 +424,16 @@ def render(out: dict[str, Any], machine: str) -> str:
         "validate, train, evaluate, promote, score (2 shards), publish, shadow-score. Seconds; the ratio is to "
         "the baseline measured in the same run.",
         "",
-        "| run | wall | tasks running | between tasks | × baseline |",
-        "|---|---:|---:|---:|---:|",
+        "| run | wall | tasks running | between tasks | × baseline | load avg (1 min) before → after |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for label, res in (("**daily run** (the executor's fork server preloads the libraries)", daily),
                        ("first run after the scheduler started (fork server starting)", first),
                        ("baseline: no preload (plain fork, every task imports its libraries)", base)):
         lines.append(f"| {label} | {res['wall']:.1f} | {res['busy']:.1f} | {res['wall'] - res['busy']:.1f} | "
-                     f"{res['wall'] / base['wall']:.2f}× |")
+                     f"{res['wall'] / base['wall']:.2f}× | {res['load'][0]} → {res['load'][1]} |")
     lines.append(f"| the same steps in one warm process: the **work** | {total_work:.1f} | {total_work:.1f} | — | "
-                 f"{total_work / base['wall']:.2f}× |")
+                 f"{total_work / base['wall']:.2f}× | |")
     d, b = _by_task(daily), _by_task(base)
     lines += [
         "",

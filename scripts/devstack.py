@@ -114,7 +114,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "8",
         # tasks fork from executor workers that already imported the heavy libraries (airtrain/preload.py)
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-        "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airflow,airflow.executors.local_executor,airtrain.preload",
+        "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airtrain_airflow.preload",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",

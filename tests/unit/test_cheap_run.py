@@ -68,4 +68,4 @@ def test_make_run_configures_the_preloading_fork_server():
     env = devstack.airflow_env({"AIRFLOW_FERNET_KEY": "k", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j",
                                 "LOCAL_PG_PASSWORD": "p"})
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
-    assert "airtrain.preload" in env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"].split(",")
+    assert env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"] == "airtrain_airflow.preload"
