@@ -16,7 +16,8 @@ RANGE (as_of_date, model_version): one partition per scored date and model versi
    are on the parent, so they survive.
 
 A failure before publish leaves the published predictions untouched (the stage table is dropped
-by :func:`abort` or by the next :func:`begin` of the same date and version).
+by :func:`abort` or by the next :func:`begin` of the same run - a retry; each run has its own stage
+table, so two runs of one date at once never drop each other's).
 """
 
 from __future__ import annotations
