@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
 TEST_WORKERS ?= 2
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login test test-e2e test-unit test-stack lint bench lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack lint bench bench-daily lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of th
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data
 
+new-pipeline: venv ## a starting spec from a sample file: make new-pipeline SAMPLE=data.csv NAME=telco TARGET=Churn [KEY=customerID]
+	@test -n "$(SAMPLE)" -a -n "$(NAME)" -a -n "$(TARGET)" || { echo "usage: make new-pipeline SAMPLE=file.csv NAME=<name> TARGET=<label column> [KEY=<key column>]"; exit 2; }
+	@$(BIN)/python -m airtrain.scaffold "$(SAMPLE)" --name "$(NAME)" --target "$(TARGET)" $(if $(KEY),--key "$(KEY)",) $(SCAFFOLD_ARGS)
+
 test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real DAG runs (its own server; < 8 min)
 	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
@@ -57,8 +61,12 @@ lint: venv ## ruff (with Airflow's AIR rules)
 	@$(BIN)/ruff check .
 
 bench: venv ## benchmarks; results in docs/BENCHMARKS.md
+	@$(BIN)/python bench/daily_run.py
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
+
+bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
+	@$(BIN)/python bench/daily_run.py
 
 # Airflow publishes constraints per release (constraints-3.3.2/constraints-3.11.txt on GitHub); where
 # they can be downloaded, compile against them: make lock AIRFLOW_CONSTRAINTS=<file or URL>

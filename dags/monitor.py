@@ -5,8 +5,8 @@ Wiring only (see airtrain_airflow.factory); parsing reads the small YAML specs a
 
 from __future__ import annotations
 
-from airtrain.spec import load_specs
+from airtrain.spec import load_specs, spec_dir
 from airtrain_airflow.factory import build_monitor_dag
 
-for _spec in load_specs():
+for _spec in load_specs(spec_dir()):
     globals()[_spec.monitor_dag_id] = build_monitor_dag(_spec)

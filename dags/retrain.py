@@ -5,8 +5,8 @@ means adding a spec file, not code. Parsing reads the small YAML specs and nothi
 
 from __future__ import annotations
 
-from airtrain.spec import load_specs
+from airtrain.spec import load_specs, spec_dir
 from airtrain_airflow.factory import build_retrain_dag
 
-for _spec in load_specs():
+for _spec in load_specs(spec_dir()):
     globals()[_spec.retrain_dag_id] = build_retrain_dag(_spec)

@@ -156,6 +156,9 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
+        # tasks fork from executor workers that already imported the heavy libraries (plugins/airtrain_airflow/preload.py)
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airtrain_airflow.preload",
         # a new pipeline's DAGs wait for their data; `up` unpauses the demo's after queueing its runs
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +35,26 @@ class LibraryVersionMismatchError(ArtifactError):
     """The artifact was written by a scikit-learn whose major.minor differs from the installed one."""
 
 
+def skops_io() -> Any:
+    """``skops.io``, imported with warnings silenced.
+
+    On import skops looks up every SciPy ufunc by scanning ``getattr(module, name)`` over all of
+    ``sys.modules``; in an Airflow process that touches Airflow's deprecated-attribute shims, each of
+    which warns: ~1,160 DeprecatedImportWarning lines per task log, for nothing. The scan's result
+    is right either way (the ufuncs are found in scipy.special)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import skops.io as sio
+    return sio
+
+
 def library_versions() -> dict[str, str]:
     import numpy
     import pandas
     import scipy
     import sklearn
+
+    skops_io()
     import skops
 
     return {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": numpy.__version__,
@@ -58,8 +74,7 @@ def sha256(data: bytes) -> str:
 
 
 def dump_model(model: Any) -> ModelArtifact:
-    import skops.io as sio
-
+    sio = skops_io()
     data = sio.dumps(model, compression=8)
     return ModelArtifact(data, sha256(data), "skops", library_versions())
 
@@ -88,7 +103,7 @@ def check_versions(recorded: dict[str, str] | None) -> list[str]:
 
 def load_model(data: bytes, expected_sha256: str, recorded_versions: dict[str, str] | None = None) -> Any:
     """Verify the checksum, the library versions and the types, then load."""
-    import skops.io as sio
+    sio = skops_io()
 
     actual = sha256(data)
     if actual != expected_sha256:

@@ -8,6 +8,7 @@ champion, only value thresholds apply: the first model passes on value alone.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,7 +45,11 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: list[GateSpec]) -> GateDecision:
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: list[GateSpec],
+           challenger_compared: dict[str, Any] | None = None) -> GateDecision:
+    """Apply ``gates``. Value thresholds use ``challenger`` (its metrics on its whole holdout); the
+    comparison with the champion uses ``challenger_compared`` when given - the challenger's metrics
+    on exactly the rows the champion was scored on (see :func:`fair_window`)."""
     checks: list[GateCheck] = []
     for g in gates:
         lower = g.metric in LOWER_IS_BETTER
@@ -61,6 +66,12 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: l
                                     f"{g.metric} {new:.4f} {op} {g.threshold} {'ok' if ok else 'FAILED'}"))
         if old is None:
             continue
+        if challenger_compared is not None:
+            new = _num(challenger_compared.get(g.metric))
+            if new is None:
+                checks.append(GateCheck(g.metric, "comparison", None, old, float("nan"), False,
+                                        f"{g.metric}: no value for the challenger on the compared days"))
+                continue
         worse_by = (new - old) if lower else (old - new)  # > 0 means the challenger is worse
         if g.max_regression_abs is not None:
             ok = worse_by <= g.max_regression_abs + 1e-12
@@ -81,3 +92,51 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: l
     else:
         reason = "gate passed: " + "; ".join(c.message for c in checks)
     return GateDecision(not failed, checks, reason)
+
+
+def refused(reason: str) -> GateDecision:
+    """A decision that refuses without checking metrics (e.g. no fair comparison is possible)."""
+    return GateDecision(False, [], reason)
+
+
+def fair_window(holdout: tuple[dt.date, dt.date], champion_trained: tuple[dt.date, dt.date] | None,
+                champion: int) -> tuple[tuple[dt.date, dt.date] | None, str | None]:
+    """The days of the challenger's ``holdout`` on which the champion can be scored fairly: those it
+    was NOT trained on. Returns ``(window, note)``:
+
+    * no overlap → ``(holdout, None)``;
+    * partial overlap → the newest non-overlapping stretch, with a note saying which days were left out;
+    * the champion was trained on every holdout day → ``(None, reason)``: no fair comparison exists.
+
+    An unknown training window (a version registered without lineage) cannot be checked: the
+    whole holdout is used and the note says so.
+    """
+    h0, h1 = holdout
+    if champion_trained is None:
+        return holdout, f"champion v{champion} has no recorded training window; compared on the whole holdout"
+    t0, t1 = champion_trained
+    if t1 < h0 or t0 > h1:
+        return holdout, None
+    one = dt.timedelta(days=1)
+    if t1 < h1:
+        window = (max(h0, t1 + one), h1)
+    elif t0 > h0:
+        window = (h0, min(h1, t0 - one))
+    else:
+        return None, (f"no fair comparison: champion v{champion} was trained on {t0}..{t1}, which covers the "
+                      f"whole holdout {h0}..{h1} of this challenger, so its scores there are in-sample; not "
+                      "promoted (force_promote with a reason to override)")
+    return window, (f"champion v{champion} was trained on {t0}..{t1}, which overlaps the holdout {h0}..{h1}; "
+                    f"champion and challenger are compared on {window[0]}..{window[1]} only (days it never saw)")
+
+
+def trained_window(lineage: dict[str, Any]) -> tuple[dt.date, dt.date] | None:
+    """The days a model version was trained on, from its lineage (None when not recorded)."""
+    w = lineage.get("window") or {}
+    start, end = w.get("train_start"), w.get("train_end")
+    if not (start and end) and lineage.get("train_dates"):
+        start, end = lineage["train_dates"][0], lineage["train_dates"][-1]
+    try:
+        return dt.date.fromisoformat(str(start)[:10]), dt.date.fromisoformat(str(end)[:10])
+    except (TypeError, ValueError):
+        return None

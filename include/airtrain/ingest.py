@@ -2,8 +2,11 @@
 
 * files source: ``<project_root>/<source.path>/<pattern with {date}>`` (CSV or Parquet). Every value
   is kept as text — '0042' stays '0042' — so that typing problems are validation's to find and
-  quarantine, and the raw table shows what arrived. Unknown columns go to ``_extra`` (jsonb);
-  expected columns that are absent stay NULL and are reported.
+  quarantine, and the raw table shows what arrived. Columns are matched by their source name
+  (``source:`` in the spec, else the warehouse name) and stored under the warehouse name. Unknown
+  columns go to ``_extra`` (jsonb); expected columns that are absent stay NULL and are reported
+  (the target only when labels come from the batch; a missing date column is filled with the
+  partition date).
 * postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
 
 A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
@@ -55,7 +58,18 @@ class IngestResult:
 
 
 def expected_columns(spec: PipelineSpec) -> list[str]:
-    return [spec.entity_key, spec.date_column, *spec.feature_names]
+    """The raw table's data columns (warehouse names): key, date, features, then the target."""
+    return [spec.entity_key, spec.date_column, *spec.feature_names, spec.target.name]
+
+
+def optional_columns(spec: PipelineSpec) -> set[str]:
+    """Columns a batch may lack without it being reported as missing: the target when labels come
+    from a labels table, and the date column, which the partition gives (the file's name, or the
+    source table's ``source.date_column``): every row of the batch then gets the partition date."""
+    out = {spec.date_column}
+    if not spec.labels_from_batch:
+        out.add(spec.target.name)
+    return out
 
 
 def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Path) -> Path:
@@ -165,16 +179,20 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
     data = path.read_bytes()
     header, rows = (_read_parquet if spec.source.format == "parquet" else _read_csv)(data, path)
     expected = expected_columns(spec)
-    extra = [h for h in header if h not in expected]
-    missing = [c for c in expected if c not in header]
+    sources = spec.source_columns()
     pos = {h: i for i, h in enumerate(header)}
+    used = {sources[c] for c in expected}
+    extra = [h for h in header if h not in used]
+    missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec)]
     try:
         rel = str(path.relative_to(project_root))
     except ValueError:
         rel = str(path)
+    # a file without a date column is the partition's (its name says so): every row gets that date
+    fill = {spec.date_column: d.isoformat()} if sources[spec.date_column] not in pos else {}
     out_rows = []
     for n, r in enumerate(rows, start=1):
-        vals = [r[pos[c]] if c in pos else None for c in expected]
+        vals = [r[pos[sources[c]]] if sources[c] in pos else fill.get(c) for c in expected]
         extras = json.dumps({h: r[pos[h]] for h in extra}) if extra else None
         out_rows.append([d.isoformat(), n, run_id, rel, *vals, extras])
     res = IngestResult(d, rel, len(out_rows), missing, extra, hashlib.sha256(data).hexdigest())
@@ -203,13 +221,19 @@ def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) ->
             raise SourceMissingError(f"source table {src.schema_}.{src.table} does not exist or is not visible")
         if src.date_column not in have:
             raise IngestError(f"source table {src.schema_}.{src.table} has no column {src.date_column!r}")
-        missing = [c for c in expected if c not in have]
-        extra = [c for c in have if c not in expected]
+        sources = spec.source_columns()
+        used = {sources[c] for c in expected}
+        missing = [c for c in expected if sources[c] not in have and c not in optional_columns(spec)]
+        extra = [c for c in have if c not in used]
+        key_src = sources[spec.entity_key]
+        # source names are header text (any case, spaces): quoted by sql.Identifier, never interpolated
         select = [sql.SQL("%s::date"), sql.SQL("row_number() OVER (ORDER BY {})").format(
-            ident(spec.entity_key) if spec.entity_key in have else sql.SQL("ctid")), sql.SQL("%s"), sql.SQL("%s")]
-        select += [sql.SQL("{}::text").format(ident(c)) if c in have else sql.SQL("NULL") for c in expected]
+            sql.Identifier(key_src) if key_src in have else sql.SQL("ctid")), sql.SQL("%s"), sql.SQL("%s")]
+        select += [sql.SQL("{}::text").format(sql.Identifier(sources[c])) if sources[c] in have
+                   else sql.Literal(d.isoformat()) if c == spec.date_column else sql.SQL("NULL") for c in expected]
         select.append(sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-            sql.SQL("{}, {}::text").format(sql.Literal(c), ident(c)) for c in extra)) if extra else sql.SQL("NULL"))
+            sql.SQL("{}, {}::text").format(sql.Literal(c), sql.Identifier(c)) for c in extra)) if extra
+                      else sql.SQL("NULL"))
         xact_lock(cur, "ingest", spec.name, d.isoformat())
         cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(rs, rt)), (d,))
         source = f"{src.schema_}.{src.table}"
@@ -252,18 +276,31 @@ def read_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date):
 
 
 def load_labels(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:
-    """Upsert labels known on ``as_of`` from the spec's labels source (server-side, idempotent)."""
+    """Upsert labels known on ``as_of`` from the spec's labels table (server-side, idempotent).
+
+    With ``target.positive`` the table holds the values as received (text such as 'Yes'/'No'); they
+    are mapped to 1/0 here, and rows whose value maps to nothing are skipped (counted in the log).
+    """
     if spec.labels is None:
         return 0
     src = spec.labels
     ls, lt = spec.table("labels")
     key, date, target = spec.entity_key, spec.date_column, spec.target.name
+    t = spec.target
+    params: dict[str, Any] = {"as_of": as_of}
+    if t.positive:
+        params.update(pos=list(t.positive), neg=list(t.negative) if t.negative else None)
+        value = sql.SQL("CASE WHEN btrim({t}::text) = ANY(%(pos)s) THEN 1 WHEN %(neg)s::text[] IS NULL AND "
+                        "btrim({t}::text) <> '' THEN 0 WHEN btrim({t}::text) = ANY(%(neg)s::text[]) THEN 0 END"
+                        ).format(t=ident(target))
+    else:
+        value = ident(target)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL(
-            "INSERT INTO {dst} ({k}, {d}, {t}, label_available_on) SELECT {k}, {d}, {t}, {a} FROM {src} "
-            "WHERE {a} <= %s ON CONFLICT ({k}, {d}) DO UPDATE SET {t} = EXCLUDED.{t}, "
-            "label_available_on = EXCLUDED.label_available_on, _loaded_at = now() "
+            "INSERT INTO {dst} ({k}, {d}, {t}, label_available_on) SELECT * FROM (SELECT {k}, {d}, {v} AS v, {a} "
+            "FROM {src} WHERE {a} <= %(as_of)s) s WHERE v IS NOT NULL ON CONFLICT ({k}, {d}) DO UPDATE SET "
+            "{t} = EXCLUDED.{t}, label_available_on = EXCLUDED.label_available_on, _loaded_at = now() "
             "WHERE ({dst}.{t}, {dst}.label_available_on) IS DISTINCT FROM (EXCLUDED.{t}, EXCLUDED.label_available_on)"
         ).format(dst=ident(ls, lt), src=ident(src.schema_, src.table), k=ident(key), d=ident(date), t=ident(target),
-                 a=ident(src.available_column)), (as_of,))
+                 v=value, a=ident(src.available_column)), params)
         return cur.rowcount

@@ -45,11 +45,16 @@ def table_columns(spec: PipelineSpec, kind: str) -> list[tuple[str, str]]:
     """(name, SQL type) of the data columns of a per-pipeline table kind."""
     key, date = spec.entity_key, spec.date_column
     if kind == "raw":
-        return [(c, "text") for c in (key, date, *spec.feature_names)]
+        return [(c, "text") for c in (key, date, *spec.feature_names, spec.target.name)]
     if kind == "features":
         return [(key, key_sql_type(spec)), (date, "date")] + [(f.name, feature_sql_type(f)) for f in spec.features]
     if kind == "labels":
         return [(key, key_sql_type(spec)), (date, "date"), (spec.target.name, target_sql_type(spec))]
+    if kind == "labels_source":
+        assert spec.labels is not None
+        value = "text" if spec.target.positive else target_sql_type(spec)
+        return [(key, f"{key_sql_type(spec)} NOT NULL"), (date, "date NOT NULL"),
+                (spec.target.name, f"{value} NOT NULL"), (spec.labels.available_column, "date NOT NULL")]
     raise KeyError(kind)
 
 
@@ -222,6 +227,8 @@ def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     _comment(cur, "TABLE", ident(ls, lt), f"{spec.name}: labels ({spec.target.name}) with the date they became known.")
     _comment(cur, "TABLE", ident(qs, qt), f"{spec.name}: rows rejected by validation, with every reason and the "
              "raw row as received.")
+    if spec.labels is not None:
+        _labels_source_table(cur, spec)
     _prediction_tables(cur, spec)
     ms, mt = spec.table("reference")
     cur.execute(sql.SQL(
@@ -232,6 +239,24 @@ def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     _comment(cur, "TABLE", ident(ms, mt), f"{spec.name}: drift reference per model version - a deterministic "
              "sample of the rows it was trained and evaluated on, with its own predictions. Written once per "
              "version by the monitor.")
+
+
+def _labels_source_table(cur, spec: PipelineSpec) -> None:
+    """The spec's labels table (where delayed labels land), created when it does not exist yet;
+    an existing table is left as it is (its owner fills it)."""
+    assert spec.labels is not None
+    src = spec.labels
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(src.schema_)))
+    cur.execute("SELECT to_regclass(%s)", (f'"{src.schema_}"."{src.table}"',))
+    if cur.fetchone()[0] is not None:
+        return
+    cur.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}, {}))").format(
+        ident(src.schema_, src.table), _cols(table_columns(spec, "labels_source")), ident(spec.entity_key),
+        ident(spec.date_column)))
+    _comment(cur, "TABLE", ident(src.schema_, src.table),
+             f"{spec.name}: labels as they become known - one row per {spec.entity_key} and {spec.date_column} "
+             f"(the snapshot the label belongs to), the label {spec.target.name} and the date it became known "
+             f"({src.available_column}). Training uses the rows known on its run date.")
 
 
 def _prediction_tables(cur, spec: PipelineSpec) -> None:

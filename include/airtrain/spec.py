@@ -21,6 +21,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -80,6 +81,42 @@ def _check_pipeline_name(value: str) -> str:
 
 
 PipelineName = Annotated[str, AfterValidator(_check_pipeline_name)]
+
+
+def _check_source_name(value: str) -> str:
+    """A column name as it appears in the landing file or source table: any header text."""
+    if not value or len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{value!r} is not a usable source column name: give the header exactly as it appears "
+                         "in the file (1-200 characters, no line breaks or control characters)")
+    return value
+
+
+SourceName = Annotated[str, AfterValidator(_check_source_name)]
+
+YAML_BOOL_HINT = ("YAML read an unquoted {word} as the boolean {value}; quote it so it stays text, "
+                  "e.g. \"{example}\"")
+
+
+def _yaml_bool_hint(value: bool) -> str:
+    return YAML_BOOL_HINT.format(word="Yes/No/On/Off/True/False", value=str(value).lower(),
+                                 example="Yes" if value else "No")
+
+
+def _text_values(value: Any) -> Any:
+    """A list of text values from YAML: a scalar becomes a one-item list, integers become their text,
+    and an unquoted Yes/No (a YAML boolean) is refused with the hint to quote it."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        if isinstance(v, bool):
+            raise ValueError(_yaml_bool_hint(v))
+        out.append(str(v) if isinstance(v, int) else v)
+    return out
+
+
+TextValues = Annotated[list[str], BeforeValidator(_text_values)]
 
 Severity = Literal["block", "warn"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -153,11 +190,12 @@ FeatureType = Literal["int", "float", "category", "bool"]
 
 class FeatureSpec(_Model):
     name: Ident
+    source: SourceName | None = None
     type: FeatureType
     nullable: bool = False
     min: float | None = None
     max: float | None = None
-    allowed: list[str] | None = Field(default=None, description="allowed categories")
+    allowed: TextValues | None = Field(default=None, description="allowed categories")
     on_fail: Severity | Literal["quarantine"] = "quarantine"
     description: str = ""
 
@@ -177,8 +215,51 @@ class FeatureSpec(_Model):
 
 class TargetSpec(_Model):
     name: Ident
+    source: SourceName | None = None
     task: Literal["binary_classification", "regression"] = "binary_classification"
     label_delay_days: Annotated[int, Field(ge=0, le=365)] = 0
+    positive: TextValues | None = None
+    negative: TextValues | None = None
+
+    @model_validator(mode="after")
+    def _mapping(self) -> TargetSpec:
+        if self.task != "binary_classification" and (self.positive or self.negative):
+            raise ValueError("positive/negative map the values of a binary_classification target; remove them "
+                             "for a regression target")
+        if self.negative and not self.positive:
+            raise ValueError("negative needs positive (the value(s) that mean 1)")
+        if self.positive is not None and not self.positive:
+            raise ValueError("positive is empty; list the value(s) that mean 1, e.g. positive: \"Yes\"")
+        both = set(self.positive or ()) & set(self.negative or ())
+        if both:
+            raise ValueError(f"{sorted(both)} is listed as both positive and negative")
+        return self
+
+    def label_of(self, value: Any) -> int | None:
+        """0/1 for a binary target value as received (text), None when it is not a valid label."""
+        if value is None:
+            return None
+        text = str(value).strip()
+        if not text:
+            return None
+        if self.positive:
+            if text in self.positive:
+                return 1
+            if self.negative is None or text in self.negative:
+                return 0
+            return None
+        return BOOL_SPELLINGS.get(text.lower())
+
+    def label_values(self) -> str:
+        """The accepted label values, for messages."""
+        if self.positive:
+            neg = (f"negative {self.negative}" if self.negative else "any other value is negative")
+            return f"positive {self.positive}, {neg}"
+        return "1/0, true/false, yes/no (any case)"
+
+
+#: text that casts to a bool (case-insensitive, after trimming); also the accepted 1/0 target labels
+BOOL_SPELLINGS = {"true": 1, "t": 1, "1": 1, "yes": 1, "y": 1, "false": 0, "f": 0, "0": 0, "no": 0, "n": 0}
 
 
 class RowCountRule(_Model):
@@ -342,6 +423,7 @@ class AlertsSpec(_Model):
 
 
 class ScheduleSpec(_Model):
+    start_paused: bool = True
     retrain: str = "0 3 * * *"
     monitor: str = "0 5 * * *"
     start_date: dt.date = dt.date(2026, 1, 1)
@@ -379,8 +461,10 @@ class PipelineSpec(_Model):
     source: Annotated[PostgresSource | FilesSource, Field(discriminator="kind")]
     labels: LabelsSpec | None = None
     entity_key: Ident
+    entity_key_source: SourceName | None = None
     entity_key_type: Literal["int", "text"] = "int"
     date_column: Ident = "as_of_date"
+    date_column_source: SourceName | None = None
     features: list[FeatureSpec] = Field(min_length=1)
     target: TargetSpec
     validation: ValidationSpec = ValidationSpec()
@@ -406,7 +490,32 @@ class PipelineSpec(_Model):
                 "a feature must be a separate column"
             )
         if self.target.label_delay_days > 0 and self.labels is None:
-            raise ValueError("target.label_delay_days > 0 needs a 'labels' section saying where labels land")
+            raise ValueError("target.label_delay_days > 0 needs a 'labels' section saying where labels land; "
+                             "when each landing file carries the target column, set label_delay_days: 0 and "
+                             "leave 'labels' out (the label is then taken from the batch)")
+        headers: dict[str, str] = {}
+        for col, src in self.source_columns().items():
+            if src in headers:
+                raise ValueError(f"source column {src!r} is used by both {headers[src]!r} and {col!r}; "
+                                 "each column of the file maps to one warehouse column")
+            headers[src] = col
+        rc = self.validation.row_count
+        if rc.max is not None:
+            most = rc.max * self.monitoring.window_days
+            if most < self.monitoring.min_rows:
+                raise ValueError(
+                    f"monitoring.min_rows ({self.monitoring.min_rows}) is more than a monitoring window can hold: "
+                    f"validation.row_count.max ({rc.max}) x monitoring.window_days ({self.monitoring.window_days}) "
+                    f"= {most}, so every window would be 'insufficient data'; lower monitoring.min_rows to "
+                    f"{most} or less, or widen monitoring.window_days")
+            t = self.training
+            most = rc.max * (t.window_days - t.holdout_days)
+            if most < t.min_rows:
+                raise ValueError(
+                    f"training.min_rows ({t.min_rows}) is more than the training window can hold: "
+                    f"validation.row_count.max ({rc.max}) x {t.window_days - t.holdout_days} training days "
+                    f"(window_days - holdout_days) = {most}, so training could never run; lower "
+                    f"training.min_rows to {most} or less, or widen training.window_days")
         known = set(names)
         for s in self.evaluation.slices:
             if s not in known:
@@ -436,6 +545,19 @@ class PipelineSpec(_Model):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    def source_columns(self) -> dict[str, str]:
+        """Warehouse column name -> the column's name in the landing file / source table."""
+        out = {self.entity_key: self.entity_key_source or self.entity_key,
+               self.date_column: self.date_column_source or self.date_column}
+        out.update({f.name: f.source or f.name for f in self.features})
+        out[self.target.name] = self.target.source or self.target.name
+        return out
+
+    @property
+    def labels_from_batch(self) -> bool:
+        """True when labels come only from the landing batch (no ``labels`` section)."""
+        return self.labels is None
 
     def table(self, kind: str) -> tuple[str, str]:
         """(schema, table) for a table kind of this pipeline."""
@@ -502,6 +624,8 @@ def _describe(err: dict[str, Any]) -> str:
         return f"key '{key}': required key is missing; add it (see docs/SPEC.md)"
     if kind == "literal_error":
         return f"key '{key}': {msg}"
+    if kind == "string_type" and isinstance(err.get("input"), bool):
+        return f"key '{key}': {_yaml_bool_hint(err['input'])}"
     return f"key '{key}': {msg} (got {err.get('input')!r})" if kind.endswith("_type") or kind.endswith(
         "_parsing") else f"key '{key}': {msg}"
 
@@ -611,8 +735,15 @@ KEY_DOCS: dict[str, str] = {
                            "held, the triggerer polls); after it a missing file fails the run at once, without retries.",
     'entity_key': 'Column identifying the entity (customer); with the date, the primary key.',
     'entity_key_type': '`int` (bigint) or `text`.',
+    'entity_key_source': 'Header of the entity key in the landing file / source table when it differs from '
+                         '`entity_key` (e.g. `customerID`); default: the same as `entity_key`.',
+    'date_column_source': 'Header of the date column in the source when it differs from `date_column`. A landing '
+                          'file without a date column gets the partition date (from its file name).',
     'date_column': 'Column holding the snapshot date of a row.',
-    'features': "The model's input columns; each one generates validation rules.", 'features[].name': 'Column name (safe identifier).',
+    'features': "The model's input columns; each one generates validation rules.",
+    'features[].name': 'Warehouse column name (a safe identifier: see "Names" in docs/SPEC.md).',
+    'features[].source': 'Header of the column in the landing file / source table when it differs from `name` '
+                         '(e.g. `MonthlyCharges`, `Total Charges`); matched exactly after trimming spaces.',
     'features[].type': '`int`, `float`, `category` or `bool`.',
     'features[].nullable': 'Whether nulls are allowed (otherwise a not-null rule).',
     'features[].min': 'Numeric lower bound (inclusive).',
@@ -621,9 +752,16 @@ KEY_DOCS: dict[str, str] = {
     'features[].on_fail': 'What a failing row does: `quarantine` (row set aside), `warn` (recorded) or `block` (batch refused).',
     'features[].description': 'Free text.',
     'target': 'The label to predict.',
-    'target.name': 'Label column (in the labels source).',
+    'target.name': 'Label column: in the labels table, in `features.<name>_labels` and, when the file carries it, '
+                   'in the raw batch. Never used as a feature.',
+    'target.source': 'Header of the target in the landing file when it differs from `name` (e.g. `Churn`).',
+    'target.positive': 'Binary target: the value(s) meaning 1 (e.g. `"Yes"` — quote it). Without it a label must '
+                       'be 1/0, true/false or yes/no.',
+    'target.negative': 'Binary target: the value(s) meaning 0. Without it every other non-blank value is 0; with '
+                       'it, any other value quarantines the row.',
     'target.task': '`binary_classification` or `regression`.',
-    'target.label_delay_days': 'Days after the snapshot until the label is known (needs a labels section when > 0).',
+    'target.label_delay_days': 'Days after the snapshot until the label is known. 0 with no `labels` section: the '
+                               'label comes from the landing file itself. > 0 needs a `labels` section.',
     'validation': 'Batch-level rules on top of the per-feature ones.',
     'validation.row_count': 'Bounds on the batch size.',
     'validation.row_count.min': 'Minimum rows in a batch.',
@@ -680,7 +818,10 @@ KEY_DOCS: dict[str, str] = {
     'alerts.slack_conn_id': 'Airflow Slack webhook connection id.',
     'alerts.smtp_to': 'E-mail recipients (Airflow SMTP connection).',
     'alerts.webhook_conn_id': 'Airflow HTTP connection for a generic webhook.',
-    'schedule': "Airflow scheduling of the pipeline's DAGs.", 'schedule.retrain': 'Cron or @preset of the retrain DAG.',
+    'schedule': "Airflow scheduling of the pipeline's DAGs.",
+    'schedule.start_paused': 'The DAGs appear paused the first time (land data, then unpause them in the UI or '
+                             'with `airflow dags unpause`). Has no effect on DAGs that exist already.',
+    'schedule.retrain': 'Cron or @preset of the retrain DAG.',
     'schedule.monitor': 'Cron or @preset of the monitor DAG.',
     'schedule.start_date': 'Fixed start date (catchup is off).',
     'schedule.timezone': 'IANA timezone of the schedule and of partition dates.',

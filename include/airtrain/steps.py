@@ -165,6 +165,7 @@ def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str,
             valid = outcome.valid.copy()
             valid["_run_id"] = run_id
             _copy_frame(cur, ident(fs, ft), valid, [*cols, "_run_id"])
+            store_batch_labels(cur, spec, d, outcome.valid)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
@@ -180,6 +181,30 @@ def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str,
         )
         failpoint("validate.before_commit")
     failpoint("validate.after_commit")
+
+
+def store_batch_labels(cur: Any, spec: PipelineSpec, d: Any, valid: Any) -> int:
+    """Upsert the labels the batch carried (valid rows with a target value) into
+    ``features.<name>_labels``, known on the partition date, inside the caller's transaction.
+
+    When labels come only from batches (no ``labels`` section) the date's earlier batch labels are
+    replaced first, so a re-run with a corrected file never keeps a stale label."""
+    ls, lt = spec.table("labels")
+    key, date, target = spec.entity_key, spec.date_column, spec.target.name
+    if spec.labels_from_batch:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident(ls, lt), ident(date)), (d,))
+    if target not in valid.columns:
+        return 0
+    labeled = valid.loc[valid[target].notna(), [key, date, target]]
+    if labeled.empty:
+        return 0
+    rows = [(k, dd, float(v) if spec.target.task == "regression" else int(v), d)
+            for k, dd, v in labeled.itertuples(index=False, name=None)]
+    execute_values(cur, sql.SQL(
+        "INSERT INTO {t} ({k}, {d}, {y}, label_available_on) VALUES %s ON CONFLICT ({k}, {d}) DO UPDATE SET "
+        "{y} = EXCLUDED.{y}, label_available_on = EXCLUDED.label_available_on, _loaded_at = now()").format(
+        t=ident(ls, lt), k=ident(key), d=ident(date), y=ident(target)).as_string(cur), rows, page_size=5000)
+    return len(rows)
 
 
 def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.date | None = None,
@@ -217,12 +242,33 @@ def last_labeled_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> dt.d
     return row[0] if row and row[0] else None
 
 
+def training_as_of(wh: Warehouse, spec: PipelineSpec, partition: dt.date, run_date: dt.date,
+                   trigger_reason: str | None) -> dt.date:
+    """The date a run trains as of (labels known on it, window ending at its newest labeled day).
+
+    A scheduled or manual run trains as of its partition date. A retrain triggered by the drift
+    monitor (``trigger_reason`` "drift: ...") trains as of the newest validated partition up to the
+    run's date - the newest labeled data there is - not as of the drift window's end: a retrain
+    started after the window (the monitor caught up, a data correction was re-run) uses everything
+    known by then, so it is not older than a champion trained meanwhile.
+    """
+    if not (trigger_reason or "").startswith("drift"):
+        return partition
+    fs, ft = spec.table("features")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max({d}) FROM {f} WHERE {d} <= %s").format(
+            d=ident(spec.date_column), f=ident(fs, ft)), (run_date,))
+        newest = cur.fetchone()[0]
+    return max(partition, newest) if newest else partition
+
+
 def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dict[str, Any]:
     """Load labels known on ``as_of``, train on the spec's window, register a candidate version."""
     from airtrain import training
     from airtrain.artifacts import dump_model
     from airtrain.ingest import load_labels
 
+    clock = _Clock()
     labels = load_labels(wh, spec, as_of)
     end = last_labeled_date(wh, spec, as_of)
     if end is None:
@@ -232,8 +278,10 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
         )
     start = end - dt.timedelta(days=spec.training.window_days - 1)
     df = labeled_frame(wh, spec, as_of, start, end)
+    clock.lap("read")
     train_df, holdout_df, window = training.split_by_time(df, spec, end)
     result = training.train(spec, train_df)
+    clock.lap("fit")
     artifact = dump_model(result.model)
     lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
@@ -244,10 +292,28 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
                                                                    **(result.best_params or {})},
         lineage=lineage,
     )
-    log.info("registered %s version %s (train rows %s, holdout rows %s)", spec.name, version,
-             result.train_rows, len(holdout_df))
+    clock.lap("store")
+    log.info("registered %s version %s (train rows %s, holdout rows %s; seconds %s)", spec.name, version,
+             result.train_rows, len(holdout_df), clock.laps)
     return {"version": version, "train_rows": int(result.train_rows), "holdout_rows": len(holdout_df),
-            "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat()}
+            "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat(),
+            "seconds": clock.laps}
+
+
+class _Clock:
+    """Seconds per phase of a step, for its log line and its XCom (where a run's time goes)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._t = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        t = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + t - self._t, 3)
+        self._t = t
 
 
 def _jsonable(obj: Any) -> Any:
@@ -255,8 +321,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of: dt.date) -> dict[str, Any]:
-    """Score the challenger and the current champion on the SAME time-based holdout; store both."""
+    """Score the challenger on its time-based holdout and compare it with the champion on the SAME
+    rows - only rows the champion was not trained on (:func:`airtrain.gate.fair_window`); store both.
+
+    ``registry.evaluations`` holds the comparison the gate uses (both roles on the same days, overall
+    and per slice); the challenger's metrics on its whole holdout go to ``model_versions.metrics``.
+    """
     from airtrain.evaluation import evaluate as eval_model
+    from airtrain.gate import fair_window, trained_window
 
     challenger = registry.get_version(wh, spec, version)
     window = challenger.lineage.get("window", {})
@@ -265,59 +337,101 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     holdout = labeled_frame(wh, spec, as_of, h_start, h_end)
     if holdout.empty:
         raise ValueError(f"{spec.name}: the holdout {h_start}..{h_end} has no labeled rows")
-    results = {"challenger": (version, eval_model(registry.load_artifact(wh, spec, version), holdout, spec))}
+    clock = _Clock()
+    model = registry.load_artifact(wh, spec, version)
+    clock.lap("load")
+    full = eval_model(model, holdout, spec)
+    clock.lap("score")
+    results = {"challenger": (version, full)}
+    compared: tuple[dt.date, dt.date] | None = (h_start, h_end)
+    note = refused = None
     champion = registry.champion_version(wh, spec)
     if champion is not None and champion != version:
-        results["champion"] = (champion, eval_model(registry.load_artifact(wh, spec, champion), holdout, spec))
+        compared, note = fair_window((h_start, h_end), trained_window(
+            registry.get_version(wh, spec, champion).lineage), champion)
+        if compared is None:
+            refused, note = note, None
+        else:
+            rows = holdout
+            if compared != (h_start, h_end):
+                dates = rows[spec.date_column]
+                rows = rows[(dates >= compared[0]) & (dates <= compared[1])].reset_index(drop=True)
+                results["challenger"] = (version, eval_model(model, rows, spec))
+            champion_model = registry.load_artifact(wh, spec, champion)
+            clock.lap("load")
+            results["champion"] = (champion, eval_model(champion_model, rows, spec))
+            clock.lap("score")
+        if refused or note:
+            log.warning("%s: %s", spec.name, refused or note)
+    c_start, c_end = compared or (h_start, h_end)
     with wh.connect() as conn, conn.cursor() as cur:
         table = ident(spec.warehouse.registry_schema, "evaluations")
         cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(table),
                     (spec.name, run_id))
-        rows = []
+        rows_out = []
         for role, (v, res) in results.items():
             for r in res.rows():
-                rows.append((spec.name, run_id, v, role, h_start, h_end, r["metric"], r["slice_column"],
-                             str(r["slice_value"]), float(r["value"]), int(r["n_rows"])))
+                rows_out.append((spec.name, run_id, v, role, c_start, c_end, r["metric"], r["slice_column"],
+                                 str(r["slice_value"]), float(r["value"]), int(r["n_rows"])))
         execute_values(cur, sql.SQL(
             "INSERT INTO {} (pipeline, run_id, version, role, holdout_start, holdout_end, metric, slice_column, "
-            "slice_value, value, n_rows) VALUES %s").format(table).as_string(cur), rows)
-    overall = {role: res.overall for role, (_, res) in results.items()}
-    registry.update_metrics(wh, spec, version, {"holdout": overall["challenger"],
-                                                "holdout_window": [h_start.isoformat(), h_end.isoformat()]})
-    return {"version": version, "challenger": overall["challenger"], "champion": overall.get("champion"),
+            "slice_value, value, n_rows) VALUES %s").format(table).as_string(cur), rows_out)
+    comparison = {"champion_version": champion if champion != version else None,
+                  "compared": [c_start.isoformat(), c_end.isoformat()] if compared and "champion" in results else None,
+                  "rows": results["champion"][1].n_rows if "champion" in results else 0,
+                  "note": note, "refused": refused}
+    registry.update_metrics(wh, spec, version, {"holdout": full.overall,
+                                                "holdout_window": [h_start.isoformat(), h_end.isoformat()],
+                                                "comparison": comparison})
+    return {"version": version, "challenger": full.overall,
+            "challenger_compared": results["challenger"][1].overall if "champion" in results else None,
+            "champion": results["champion"][1].overall if "champion" in results else None,
             "champion_version": champion if champion != version else None,
-            "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout)}
+            "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout),
+            "comparison": comparison, "seconds": clock.laps}
 
 
 def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,
             force: bool = False, reason: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced."""
-    from airtrain.gate import decide
+    """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced.
+
+    The decision recorded in ``model_versions.metrics['gate']`` is the real one: an out-of-order
+    version or a comparison that could not be made fairly is recorded as refused, with the reason."""
+    from airtrain.gate import decide, refused
 
     version = int(evaluation["version"])
-    decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates))
+    comparison = evaluation.get("comparison") or {}
+    if comparison.get("refused"):
+        decision = refused(comparison["refused"])
+    else:
+        decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates),
+                          evaluation.get("challenger_compared"))
     checks = [_jsonable(c.__dict__ if hasattr(c, "__dict__") else c) for c in decision.checks]
-    registry.update_metrics(wh, spec, version, {"gate": {"passed": decision.passed, "reason": decision.reason,
-                                                         "run_id": run_id}})
-    out: dict[str, Any] = {"version": version, "gate_passed": decision.passed, "gate_reason": decision.reason,
+    passed, why_not = decision.passed, decision.reason
+    stale = _older_than_champion(wh, spec, version)
+    if stale:
+        passed, why_not = False, stale
+    gate = {"passed": passed, "reason": why_not, "run_id": run_id, "checks": checks,
+            "compared": comparison.get("compared"), "note": comparison.get("note")}
+    if stale:
+        gate.update(refused="out_of_order", metrics_passed=decision.passed)
+    elif comparison.get("refused"):
+        gate["refused"] = "no_fair_comparison"
+    registry.update_metrics(wh, spec, version, {"gate": gate})
+    out: dict[str, Any] = {"version": version, "gate_passed": passed, "gate_reason": why_not,
                            "checks": checks, "promoted": False, "dry_run": dry_run}
     if dry_run:
-        out["message"] = f"dry run: version {version} would {'' if decision.passed else 'not '}be promoted"
+        out["message"] = f"dry run: version {version} would {'' if passed else 'not '}be promoted"
         return out
-    stale = _older_than_champion(wh, spec, version)
-    if stale and not force:
-        out.update(gate_passed=False, gate_reason=stale, message=f"version {version} not promoted: {stale}")
+    if not passed and not force:
+        out["message"] = f"version {version} not promoted: {why_not}"
         log.warning(out["message"])
         return out
-    if not decision.passed and not force:
-        out["message"] = f"version {version} not promoted: {decision.reason}"
-        log.warning(out["message"])
-        return out
-    action = "promote" if decision.passed else "force_promote"
-    why = decision.reason if decision.passed else f"forced by {actor}: {reason} (gate: {decision.reason})"
+    action = "promote" if passed else "force_promote"
+    why = why_not if passed else f"forced by {actor}: {reason} (gate: {why_not})"
     res = registry.promote(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
                            metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
-                                    "checks": checks})
+                                    "checks": checks, "compared": comparison.get("compared")})
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
     log.info(out["message"])
@@ -333,8 +447,8 @@ def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str
     mine = registry.get_version(wh, spec, version).lineage.get("as_of")
     theirs = registry.get_version(wh, spec, champion).lineage.get("as_of")
     if mine and theirs and str(mine) < str(theirs):
-        return (f"trained as of {mine}, older than the champion v{champion} (as of {theirs}): an out-of-order "
-                "backfill never replaces a newer champion (force_promote with a reason to override)")
+        return (f"out of order: trained as of {mine}, older than the champion v{champion} (as of {theirs}); an "
+                "out-of-order backfill never replaces a newer champion (force_promote with a reason to override)")
     return None
 
 

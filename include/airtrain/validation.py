@@ -2,9 +2,12 @@
 
 ``validate_batch(raw, spec, partition_date, run_id)`` is pure (no database I/O):
 
-1. **Typing.** The raw partition arrives as text. Each expected column is cast to its spec type;
-   a value that does not cast (``'abc'`` in a float column, ``'nan'``/``'inf'``, ``'twelve'`` in an int
-   column, a date that is not ISO) is a row failure ``type``.
+1. **Typing.** The raw partition arrives as text. Blank and whitespace-only values are null. Each
+   expected column is cast to its spec type; a value that does not cast (``'abc'`` in a float
+   column, ``'nan'``/``'inf'``, ``'twelve'`` in an int column, ``'maybe'`` in a bool column, a date that
+   is not ISO) is a row failure ``type``. The target, when the batch carries it, is cast the same
+   way (a binary target through ``target.positive``/``negative`` or the bool spellings); a null
+   target just means "no label yet".
 2. **Expectations generated from the spec**, run by GX on the typed frame in an *ephemeral* context
    (one per process, reused under a lock: GX contexts are not safe to share across threads):
    not-null (non-nullable features, key, date), between min/max, in-set for categories, compound
@@ -30,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +42,9 @@ import numpy as np
 import pandas as pd
 
 from airtrain.errors import PermanentError
-from airtrain.spec import PipelineSpec
+from airtrain.spec import BOOL_SPELLINGS, PipelineSpec, TargetSpec
 
-_BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
-         "false": False, "f": False, "0": False, "no": False, "n": False}
+_BOOL = {k: bool(v) for k, v in BOOL_SPELLINGS.items()}
 
 
 NULL_LABEL = "missing (null) but required"
@@ -77,9 +78,16 @@ class ValidationOutcome:
     def rows_quarantined(self) -> int:
         return len(self.quarantine)
 
+    @property
+    def rows_labeled(self) -> int:
+        """Valid rows that carried their label (the target column) in the batch."""
+        label = self.valid.attrs.get("target")
+        return int(self.valid[label].notna().sum()) if label in self.valid.columns else 0
+
     def summary(self) -> dict[str, Any]:
         return {"rows_total": self.rows_total, "rows_valid": self.rows_valid,
-                "rows_quarantined": self.rows_quarantined, "blocked": self.blocked,
+                "rows_quarantined": self.rows_quarantined, "rows_labeled": self.rows_labeled,
+                "blocked": self.blocked,
                 "block_reasons": self.block_reasons, "warnings": len(self.warnings),
                 "failed_expectations": sum(1 for r in self.results if not r["success"])}
 
@@ -98,11 +106,19 @@ class ValidationOutcome:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cast(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
-    """(typed values, mask of values that failed to cast). Missing values are not failures."""
+def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None) -> tuple[pd.Series, pd.Series]:
+    """(typed values, mask of values that failed to cast). Missing values are not failures.
+
+    Blank and whitespace-only values are missing (null). ``kind`` ``label`` casts a binary target
+    with ``target.label_of`` (its positive/negative values, or the bool spellings)."""
     s = raw.astype("object").where(raw.notna(), None)
     present = s.map(lambda v: v is not None and str(v).strip() != "")
     text = s.map(lambda v: None if v is None else str(v).strip())
+    if kind == "label":
+        assert target is not None
+        mapped = text.where(present, None).map(target.label_of)
+        bad = present & mapped.isna()
+        return mapped.astype("Int64"), bad
     if kind in ("int", "float"):
         num = pd.to_numeric(text.where(present, None), errors="coerce").astype("float64")
         bad = present & (num.isna() | ~np.isfinite(num.fillna(0.0)))
@@ -127,16 +143,42 @@ def _type_frame(raw: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, di
     missing = []
     kinds = {spec.entity_key: spec.entity_key_type if spec.entity_key_type == "int" else "text",
              spec.date_column: "date", **{f.name: f.type for f in spec.features}}
+    t = spec.target
+    kinds[t.name] = "label" if t.task == "binary_classification" else "float"
     for col, kind in kinds.items():
         if col not in raw.columns or raw[col].isna().all() and col in raw.attrs.get("columns_missing", []):
+            if col == t.name and not spec.labels_from_batch:
+                continue  # labels come from the labels table; this batch simply has none
             missing.append(col)
             continue
-        values, bad = _cast(raw[col], kind)
+        values, bad = _cast(raw[col], kind, t)
         typed[col] = values
+        what = f"label ({t.label_values()})" if kind == "label" else kind
         for idx in np.flatnonzero(bad.to_numpy()):
             rn = int(typed["_row_number"].iloc[idx])
-            reasons.setdefault(rn, []).append(f"{col}: {raw[col].iloc[idx]!r} is not a valid {kind}")
+            reasons.setdefault(rn, []).append(f"{col}: {raw[col].iloc[idx]!r} is not a valid {what}")
     return typed, reasons, missing
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def missing_column_message(spec: PipelineSpec, col: str, extra: list[str]) -> str:
+    """Why a column counts as missing, and the likely fix (a header that differs only in case,
+    spaces or underscores is named, with the ``source:`` line that maps it)."""
+    src = spec.source_columns().get(col, col)
+    named = f"column '{col}'" + (f" (source header '{src}')" if src != col else "")
+    if col == spec.target.name:
+        named += (" - the target; the spec has no 'labels' section, so every batch must carry the label "
+                  "(or add a labels section)")
+    msg = f"{named} is missing from the batch (the source changed?); nothing can be validated for it"
+    close = [h for h in extra if _normal(h) in {_normal(col), _normal(src)}]
+    if close:
+        where = ("entity_key_source" if col == spec.entity_key else "date_column_source" if col == spec.date_column
+                 else "target.source" if col == spec.target.name else f"source of feature '{col}'")
+        msg += f". The batch has a column '{close[0]}': set {where}: \"{close[0]}\" in the spec"
+    return msg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,8 +194,19 @@ class _Rule:
     column: str = ""
 
 
-def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra_suites: list[Path]) -> list[_Rule]:
+def _gx() -> Any:
+    """``great_expectations``, imported quietly: no analytics, and none of the ~200 INFO lines
+    ("Skipping registering function ...") GX logs while it is imported."""
+    from airtrain.thirdparty import quiet_libraries
+
+    quiet_libraries()
     import great_expectations as gx
+
+    return gx
+
+
+def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra_suites: list[Path]) -> list[_Rule]:
+    gx = _gx()
 
     E = gx.expectations
     v = spec.validation
@@ -203,8 +256,7 @@ def _batch_definition() -> Any:
     use holds :data:`_GX_LOCK`; processes never share one (each Airflow task is its own process)."""
     global _GX_BATCH_DEFINITION
     if _GX_BATCH_DEFINITION is None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        import great_expectations as gx
+        gx = _gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         context = gx.get_context(mode="ephemeral")
@@ -220,7 +272,7 @@ def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
 
 
 def _run_gx_locked(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
-    import great_expectations as gx
+    gx = _gx()
 
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": typed})
     suite = gx.ExpectationSuite(name="airtrain_generated")
@@ -287,13 +339,12 @@ def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.dat
         raw = raw.assign(_row_number=np.arange(1, len(raw) + 1))
     typed, reasons, missing = _type_frame(raw, spec)
     block, warnings, results = [], [], []
+    extra = _extra_columns(raw)
     for col in missing:
-        block.append(f"column '{col}' is missing from the batch (the source changed?); nothing can be validated "
-                     "for it")
+        block.append(missing_column_message(spec, col, extra))
         results.append({"expectation": "expect_table_columns_to_include", "column": col, "label": "missing column",
                         "severity": "block", "success": False, "unexpected_count": 0, "unexpected_percent": 0.0,
                         "observed_value": None})
-    extra = _extra_columns(raw)
     if extra:
         warnings.append(f"the batch has columns the spec does not know: {', '.join(extra)} (kept as received in "
                         "the raw table's _extra column, not used; add them to the spec to use them)")
@@ -335,8 +386,9 @@ def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.dat
     if total and q_mask.sum() / total > limit:
         block.append(f"{q_mask.sum() / total:.1%} of rows failed validation ({int(q_mask.sum())} of {total}; "
                      f"the limit is {limit:.0%}): see the quarantine table")
-    cols = [spec.entity_key, spec.date_column, *spec.feature_names]
+    cols = [spec.entity_key, spec.date_column, *spec.feature_names, spec.target.name]
     valid = typed.loc[~q_mask, [c for c in cols if c in typed.columns]].reset_index(drop=True)
+    valid.attrs["target"] = spec.target.name
     raw_cols = [c for c in raw.columns if c != "_row_number"]
     q_raw = raw.loc[q_mask]
     quarantine = pd.DataFrame({

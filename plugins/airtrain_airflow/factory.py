@@ -116,6 +116,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
                                      spec.schedule.start_date.day, tz=spec.schedule.timezone),
         catchup=False,
+        is_paused_upon_creation=spec.schedule.start_paused,
         max_active_runs=spec.schedule.max_active_runs,
         default_args=default_args(spec),
         params=retrain_params(),
@@ -244,6 +245,7 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
         start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
                                      spec.schedule.start_date.day, tz=spec.schedule.timezone),
         catchup=False,
+        is_paused_upon_creation=spec.schedule.start_paused,
         max_active_runs=1,  # windows are decided in order: persistence and cooldown read earlier ones
         default_args=default_args(spec),
         params=monitor_params(),

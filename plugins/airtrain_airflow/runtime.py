@@ -182,8 +182,10 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
             raise AirflowSkipException(
                 "not retraining: training.cadence is on_trigger and this is a scheduled run (the drift "
                 "monitor triggers retraining; or start a run with force_train)")
+    as_of = steps.training_as_of(wh, spec, dt.date.fromisoformat(plan["as_of"]),
+                                 dt.date.fromisoformat(plan["run_date"]), plan.get("trigger_reason"))
     try:
-        return steps.train(wh, spec, dt.date.fromisoformat(plan["as_of"]), plan["run_id"])
+        return steps.train(wh, spec, as_of, plan["run_id"])
     except InsufficientDataError as exc:
         raise AirflowSkipException(f"not retraining: {exc}") from exc
 
@@ -219,7 +221,7 @@ def evaluate(name: str, plan: dict[str, Any], trained: dict[str, Any]) -> dict[s
 
     spec = spec_for(name)
     return steps.evaluate(warehouse_for(spec), spec, int(trained["version"]), plan["run_id"],
-                          dt.date.fromisoformat(plan["as_of"]))
+                          dt.date.fromisoformat(trained.get("as_of") or plan["as_of"]))
 
 
 @fail_fast()

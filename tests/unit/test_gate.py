@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
-from airtrain.gate import decide
+from airtrain.gate import decide, fair_window, trained_window
 from airtrain.spec import GateSpec
 
 AUC = GateSpec(metric="roc_auc", threshold=0.7, max_regression_abs=0.01)
@@ -30,3 +32,45 @@ def test_gate(challenger, champion, gates, passed, why):
     assert d.passed is passed
     assert why in d.reason
     assert d.as_dict()["checks"]
+
+
+def test_the_comparison_uses_the_challengers_metrics_on_the_compared_days():
+    """Thresholds judge the challenger on its whole holdout; the regression check compares it with
+    the champion on the same (fair) days only."""
+    whole, compared, champion = {"roc_auc": 0.80}, {"roc_auc": 0.70}, {"roc_auc": 0.78}
+    assert decide(whole, champion, [AUC]).passed
+    d = decide(whole, champion, [AUC], challenger_compared=compared)
+    assert not d.passed and "0.7000 vs champion 0.7800" in d.reason
+    assert [c.kind for c in d.checks] == ["threshold", "max_regression_abs"] and d.checks[0].passed
+    assert "no value for the challenger" in decide(whole, champion, [AUC], challenger_compared={}).reason
+
+
+D0 = dt.date(2026, 1, 1)
+
+
+def days(a: int, b: int) -> tuple[dt.date, dt.date]:
+    return D0 + dt.timedelta(days=a), D0 + dt.timedelta(days=b)
+
+
+@pytest.mark.parametrize("holdout, trained, window, note", [
+    pytest.param(days(10, 14), days(0, 9), days(10, 14), None, id="champion-trained-before-the-holdout"),
+    pytest.param(days(10, 14), days(20, 29), days(10, 14), None, id="champion-trained-after-the-holdout"),
+    pytest.param(days(10, 14), days(3, 11), days(12, 14), "compared on 2026-01-13..2026-01-15 only",
+                 id="overlap-keeps-the-newest-unseen-days"),
+    pytest.param(days(10, 14), days(13, 20), days(10, 12), "compared on 2026-01-11..2026-01-13 only",
+                 id="overlap-at-the-end-keeps-the-earlier-days"),
+    pytest.param(days(10, 14), days(5, 14), None, "no fair comparison", id="champion-trained-on-every-day"),
+    pytest.param(days(10, 14), days(10, 14), None, "no fair comparison", id="same-days"),
+    pytest.param(days(10, 14), None, days(10, 14), "no recorded training window", id="unknown-window"),
+])
+def test_fair_window(holdout, trained, window, note):
+    got, why = fair_window(holdout, trained, champion=3)
+    assert got == window
+    assert (why is None) if note is None else (note in why and "v3" in why)
+
+
+def test_trained_window_from_lineage():
+    assert trained_window({"window": {"train_start": "2026-01-01", "train_end": "2026-01-09"}}) == (
+        dt.date(2026, 1, 1), dt.date(2026, 1, 9))
+    assert trained_window({"train_dates": ["2026-01-02", "2026-01-08"]}) == (dt.date(2026, 1, 2), dt.date(2026, 1, 8))
+    assert trained_window({}) is None

@@ -94,6 +94,16 @@ _DELETE = object()
     pytest.param("schedule.retrain", "every day", "schedule", "cron", id="bad-cron"),
     pytest.param("schedule.timezone", "Mars/Olympus", "schedule", "unknown timezone", id="bad-timezone"),
     pytest.param("source.pattern", "batch.csv", "source", "{date}", id="pattern-without-date"),
+    pytest.param("target.positive", True, "target.positive", 'quote it so it stays text, e.g. "Yes"',
+                 id="unquoted-yes-in-target-positive"),
+    pytest.param("features.5.allowed", ["one_year", False], "features[5].allowed", 'quote it', id="unquoted-no-in-allowed"),
+    pytest.param("description", True, "description", "YAML read an unquoted", id="unquoted-yes-in-a-text-key"),
+    pytest.param("target.negative", ["0"], "target", "negative needs positive", id="negative-without-positive"),
+    pytest.param("features.0.source", "Monthly\nCharges", "features[0].source", "not a usable source column",
+                 id="source-with-a-line-break"),
+    pytest.param("features.1.source", "tenure_months", "(top level)", "used by both", id="one-source-two-columns"),
+    pytest.param("validation.row_count", {"min": 10, "max": 100}, "(top level)",
+                 "monitoring.min_rows (300) is more than a monitoring window can hold", id="min-rows-over-max-batch"),
 ])
 def test_bad_specs_are_refused_with_file_key_and_fix(tmp_path, path, value, key, hint):
     data = _set(GOOD, path, value)
@@ -178,3 +188,53 @@ def test_docs_list_every_key():
     doc = (ROOT / "docs/SPEC.md").read_text()
     missing = [k for k, *_ in spec_reference() if f"| `{k}` |" not in doc]
     assert missing == [], f"docs/SPEC.md lacks {missing}; regenerate with `python -m airtrain.spec`"
+
+
+def test_training_min_rows_is_checked_against_the_batch_size():
+    data = _set(_set(GOOD, "validation.row_count", {"min": 1, "max": 30}), "monitoring.min_rows", 10)
+    with pytest.raises(SpecError, match=r"training.min_rows \(2000\) is more than the training window can hold: "
+                                        r"validation.row_count.max \(30\) x 53 training days"):
+        parse_spec(data)
+
+
+def test_positive_and_negative_must_not_overlap_and_need_a_binary_target():
+    with pytest.raises(SpecError, match="both positive and negative"):
+        parse_spec(_set(_set(GOOD, "target.positive", "Yes"), "target.negative", ["No", "Yes"]))
+    data = _set(_set(GOOD, "target.positive", "1"), "target.task", "regression")
+    data["evaluation"] = {"metrics": ["rmse"], "primary_metric": "rmse"}
+    data["promotion"] = {"gates": [{"metric": "rmse", "max_regression_rel": 0.1}]}
+    with pytest.raises(SpecError, match="remove them for a regression target"):
+        parse_spec(data)
+
+
+@pytest.mark.parametrize("positive, negative, value, label", [
+    pytest.param("Yes", "No", "Yes", 1, id="mapped-positive"),
+    pytest.param("Yes", "No", " No ", 0, id="mapped-negative-trimmed"),
+    pytest.param("Yes", "No", "yes", None, id="mapping-is-case-sensitive"),
+    pytest.param("Yes", "No", "Maybe", None, id="unmapped-value-is-invalid"),
+    pytest.param("Yes", None, "whatever", 0, id="without-negative-every-other-value-is-0"),
+    pytest.param(["churned", "Yes"], None, "churned", 1, id="several-positive-values"),
+    pytest.param(None, None, "TRUE", 1, id="bool-spelling"),
+    pytest.param(None, None, "0", 0, id="zero"),
+    pytest.param(None, None, "Yes", 1, id="yes-without-mapping"),
+    pytest.param(None, None, "2", None, id="not-a-label"),
+    pytest.param("Yes", "No", "   ", None, id="blank-is-no-label"),
+])
+def test_target_values_map_to_labels(positive, negative, value, label):
+    data = _set(GOOD, "target.positive", positive)
+    if negative is not None:
+        data = _set(data, "target.negative", negative)
+    assert parse_spec(data).target.label_of(value) == label
+
+
+def test_source_names_map_headers_to_warehouse_columns():
+    data = _set(_set(_set(GOOD, "features.1.source", "MonthlyCharges"), "entity_key_source", "customerID"),
+                "target.source", "Churn")
+    s = parse_spec(data)
+    cols = s.source_columns()
+    assert cols["monthly_charges"] == "MonthlyCharges" and cols["customer_id"] == "customerID"
+    assert cols["churned"] == "Churn" and cols["tenure_months"] == "tenure_months"
+    assert not s.schedule.start_paused  # the demo spec opts out: `make run` lands its data first
+    assert parse_spec(_set(GOOD, "schedule.start_paused", _DELETE)).schedule.start_paused  # the default
+    assert s.labels_from_batch is False and parse_spec(_set(_set(GOOD, "labels", _DELETE),
+                                                            "target.label_delay_days", 0)).labels_from_batch

@@ -124,3 +124,55 @@ def test_hand_written_suite_is_applied(clean, tmp_path):
                                   "severity": "warn", "description": "mean charges plausible"}]))
     o = run(clean, extra_suites=[suite])
     assert any("mean charges plausible" in w for w in o.warnings)
+
+
+def batch_labels_spec(**target):
+    """The churn spec with the label in the batch (no labels section, label_delay_days 0)."""
+    data = json.loads(SPEC.model_dump_json(by_alias=True))
+    data.pop("labels")
+    data["target"].update(label_delay_days=0, **target)
+    return parse_spec(data)
+
+
+def test_a_target_in_the_batch_is_cast_like_a_column_and_never_a_feature(clean):
+    spec = batch_labels_spec(positive=["Yes"], negative=["No"])
+    df = clean.astype(object).assign(churned=["Yes", "No"] * 200)
+    df.loc[3, "churned"] = "Maybe"
+    df.loc[4, "churned"] = "  "  # blank: no label yet, the row is still valid
+    o = run(df, spec)
+    assert not o.blocked and o.rows_quarantined == 1
+    assert o.quarantine["reasons"].iloc[0] == [
+        "churned: 'Maybe' is not a valid label (positive ['Yes'], negative ['No'])"]
+    assert str(o.valid["churned"].dtype) == "Int64" and o.valid["churned"].isna().sum() == 1
+    assert o.rows_labeled == 398 and o.summary()["rows_labeled"] == 398
+    assert int(o.valid["churned"].sum()) == sum(v == "Yes" for v in df["churned"])
+    assert "churned" not in spec.feature_names
+
+
+def test_a_batch_without_its_target_blocks_only_when_labels_come_from_batches(clean):
+    o = run(clean)  # the shipped spec has a labels table: a batch without the target is normal
+    assert not o.blocked and o.rows_labeled == 0
+    o = run(clean, batch_labels_spec())
+    assert o.blocked
+    assert any("column 'churned'" in r and "every batch must carry the label" in r for r in o.block_reasons)
+
+
+def test_a_missing_column_names_the_header_that_looks_like_it(clean):
+    raw = raw_of(clean.rename(columns={"monthly_charges": "MonthlyCharges"}))
+    raw["_extra"] = [json.dumps({"MonthlyCharges": v}) for v in raw.pop("MonthlyCharges")]
+    o = validate_batch(raw, SPEC, D, "r", today=D)
+    assert o.blocked
+    assert any("set source of feature 'monthly_charges': \"MonthlyCharges\"" in r for r in o.block_reasons), \
+        o.block_reasons
+
+
+def test_blank_and_whitespace_only_values_are_nulls(clean):
+    df = clean.copy().astype(object)
+    df.loc[0, "total_charges"] = "   "  # nullable: kept as null (imputed by the model)
+    df.loc[1, "monthly_charges"] = " "  # not nullable: quarantined as a null, not as a bad number
+    df.loc[2, "senior_citizen"] = "Yes"  # a bool spelling
+    o = run(df)
+    assert list(o.quarantine["_row_number"]) == [2]
+    assert o.quarantine["reasons"].iloc[0] == ["monthly_charges: missing (null) but required"]
+    assert pd.isna(o.valid.loc[o.valid["customer_id"] == clean.loc[0, "customer_id"], "total_charges"]).all()
+    assert bool(o.valid.loc[o.valid["customer_id"] == clean.loc[2, "customer_id"], "senior_citizen"].iloc[0])

@@ -1,0 +1,104 @@
+"""The promotion gate never scores the champion on rows it was trained on; a refusal is recorded with
+its real reason; a drift-triggered retrain trains as of the newest data. Real PostgreSQL, GX and
+scikit-learn through the pipeline's own steps."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from airtrain import registry, steps
+from airtrain.schema import apply_schema
+
+from tests.integration.dagtest import fetch, land_days, module_project
+
+pytestmark = pytest.mark.integration
+
+START = dt.date(2026, 5, 1)
+DAYS = 17
+# labels arrive one day late; a 10-day window with a 3-day holdout
+SMALL = {"training": {"min_rows": 300, "window_days": 10, "holdout_days": 3}, "scoring": {"shadow": False}}
+
+
+def day(i: int) -> dt.date:
+    return START + dt.timedelta(days=i)
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory, pg_server):
+    p, mp = module_project(tmp_path_factory, pg_server, "fairgate", SMALL)
+    land_days(p, START, DAYS, rows=200)
+    spec, wh = p.spec(), p.warehouse
+    apply_schema(wh, spec)
+    dates = [day(i) for i in range(DAYS)]
+    steps.ingest(wh, spec, dates, "boot", p.root)
+    steps.validate(wh, spec, dates, "boot", today=dates[-1], reports_root=p.root / "reports")
+    # the champion: as of day 15 -> newest labeled day 14, holdout 12..14, trained on days 5..11
+    out = steps.train(wh, spec, day(15), "champ")
+    assert out["window"]["train_start"] == str(day(5)) and out["window"]["train_end"] == str(day(11))
+    res = steps.promote(wh, spec, steps.evaluate(wh, spec, out["version"], "champ", day(15)), run_id="champ",
+                        actor="test")
+    assert res["promoted"], res
+    yield p
+    mp.undo()
+
+
+def evaluations(p, run_id: str) -> list[tuple]:
+    return fetch(p.warehouse, "SELECT role, holdout_start, holdout_end, n_rows FROM registry.evaluations WHERE "
+                              "run_id = %s AND metric = 'roc_auc' AND slice_column = '' ORDER BY role", (run_id,))
+
+
+def test_a_challenger_whose_holdout_the_champion_trained_on_is_refused_with_the_reason(proj):
+    """Out of order: the challenger (as of day 10) holds out days 7..9, which the champion was trained
+    on. Scoring the champion there would flatter it; no champion score is taken, and the registry
+    records why the challenger was refused."""
+    spec, wh = proj.spec(), proj.warehouse
+    champion = registry.champion_version(wh, spec)
+    old = steps.train(wh, spec, day(10), "ooo")
+    assert (old["window"]["holdout_start"], old["window"]["holdout_end"]) == (str(day(7)), str(day(9)))
+    ev = steps.evaluate(wh, spec, old["version"], "ooo", day(10))
+    assert [r[0] for r in evaluations(proj, "ooo")] == ["challenger"]  # the champion was NOT scored on 7..9
+    assert ev["champion"] is None and ev["comparison"]["refused"].startswith("no fair comparison")
+    out = steps.promote(wh, spec, ev, run_id="ooo", actor="test")
+    assert out["promoted"] is False
+    gate = fetch(wh, "SELECT metrics->'gate' FROM registry.model_versions WHERE version = %s", (old["version"],))[0][0]
+    assert gate["passed"] is False and gate["refused"] == "out_of_order" and "out of order" in gate["reason"], gate
+    comparison = fetch(wh, "SELECT metrics->'comparison' FROM registry.model_versions WHERE version = %s",
+                       (old["version"],))[0][0]
+    assert f"trained on {day(5)}..{day(11)}" in comparison["refused"]
+    assert registry.champion_version(wh, spec) == champion
+
+
+def test_an_overlapping_holdout_is_compared_only_on_the_days_the_champion_never_saw(proj):
+    """A longer holdout (6 days, 10..15) overlaps the champion's training days (5..11): champion and
+    challenger are compared on 12..15 only; the challenger's own metrics stay on its whole holdout."""
+    spec, wh = proj.spec(), proj.warehouse
+    longer = spec.model_copy(update={"training": spec.training.model_copy(update={"holdout_days": 6})})
+    new = steps.train(wh, longer, day(16), "overlap")
+    assert (new["window"]["holdout_start"], new["window"]["holdout_end"]) == (str(day(10)), str(day(15)))
+    ev = steps.evaluate(wh, longer, new["version"], "overlap", day(16))
+    rows = evaluations(proj, "overlap")
+    assert rows == [("challenger", day(12), day(15), 800), ("champion", day(12), day(15), 800)]
+    assert ev["comparison"]["compared"] == [str(day(12)), str(day(15))]
+    assert f"trained on {day(5)}..{day(11)}" in ev["comparison"]["note"]
+    assert ev["challenger"] != ev["challenger_compared"]  # whole holdout vs the compared days
+    metrics = fetch(wh, "SELECT metrics FROM registry.model_versions WHERE version = %s", (new["version"],))[0][0]
+    assert metrics["holdout_window"] == [str(day(10)), str(day(15))]
+    out = steps.promote(wh, longer, ev, run_id="overlap", actor="test", dry_run=True)
+    gate = fetch(wh, "SELECT metrics->'gate' FROM registry.model_versions WHERE version = %s", (new["version"],))[0][0]
+    assert gate["compared"] == [str(day(12)), str(day(15))] and gate["passed"] == out["gate_passed"]
+    # the champion's regression check used the compared days, for both models
+    champ_auc = fetch(wh, "SELECT value FROM registry.evaluations WHERE run_id = 'overlap' AND role = 'champion' "
+                          "AND metric = 'roc_auc' AND slice_column = ''")[0][0]
+    reg = [c for c in gate["checks"] if c["metric"] == "roc_auc" and c["kind"] == "max_regression_abs"][0]
+    assert reg["champion"] == pytest.approx(champ_auc)
+    assert reg["challenger"] == pytest.approx(ev["challenger_compared"]["roc_auc"])
+
+
+def test_a_drift_triggered_retrain_trains_as_of_the_newest_validated_day(proj):
+    spec, wh = proj.spec(), proj.warehouse
+    drift = "drift: drift share 0.6 >= 0.3"
+    assert steps.training_as_of(wh, spec, day(9), day(16) + dt.timedelta(days=3), drift) == day(16)
+    assert steps.training_as_of(wh, spec, day(9), day(12), drift) == day(12)  # never past the run's date
+    assert steps.training_as_of(wh, spec, day(9), day(16), "schedule") == day(9)  # a date param is kept
+    assert steps.training_as_of(wh, spec, day(9), day(16), "manual: backfill") == day(9)
