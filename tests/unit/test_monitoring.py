@@ -101,12 +101,19 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one(tmp_path):
     assert rules[2].drifted(scores["c"]) is True  # nulls are a category of their own
     assert rules[3].drifted(scores["prediction"]) is False
     # the report is written the way the monitor writes it, and it is a real Evidently report
-    from airtrain.monitoring import _save_html
 
-    path = tmp_path / "r" / "report.html"
-    _save_html(snapshot, path)
-    html = path.read_text()
+    from airtrain.monitoring import Decision, report_html
+    from airtrain.reports import ReportStore
+    from airtrain.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "include/pipelines/churn.yaml")
+    day = dt.date(2026, 3, 1)
+    page = report_html(snapshot, spec, (day, day), 1, Decision("retrain", "3 columns drifted", True), 0.5)
+    store = ReportStore(tmp_path / "r")
+    store.save(spec.name, "drift", "rep1", page)
+    html = store.read(spec.name, "drift", "rep1")
     assert "<html" in html.lower() and len(html) > 10_000
+    assert "3 columns drifted" in html
     assert "ValueDrift" in html or "Value drift" in html or "drift" in html.lower()
 
 
