@@ -213,6 +213,11 @@ AUDIT_TABLES = {
         "Fairness per sensitive attribute (fairlearn MetricFrame): per group (group_value) selection_rate, tpr, "
         "fpr, positives and the primary metric; disparities (group_value = '') demographic_parity_difference "
         "and equalized_odds_difference. Challenger and champion on the same holdout rows."),
+    "model_cards": (
+        "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, version integer NOT NULL, card jsonb NOT NULL, "
+        "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))",
+        "One model card per version (JSON): data window and rows, features, estimator and params, metrics vs the "
+        "champion, importance, fairness, gate decision, promotions, lineage. Rebuilt after evaluate and promote."),
 }
 
 
@@ -333,7 +338,7 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
 #: results. Not: model artifacts (registry.model_versions), raw or validated feature rows, quarantined
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
-    "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness"),
+    "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards"),
     "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions"),
 }
 

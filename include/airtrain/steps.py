@@ -283,7 +283,10 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
     result = training.train(spec, train_df)
     clock.lap("fit")
     artifact = dump_model(result.model)
+    from airtrain.schema import spec_hash
+
     lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
+               "spec_sha256": spec_hash(spec),
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
                "library_versions": artifact.versions}
     version = registry.register_version(
@@ -397,6 +400,7 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     registry.update_metrics(wh, spec, version, {"holdout": full.overall,
                                                 "holdout_window": [h_start.isoformat(), h_end.isoformat()],
                                                 "comparison": comparison, **extra})
+    _refresh_card(wh, spec, version)
     return {"version": version, "challenger": full.overall,
             "challenger_compared": results["challenger"][1].overall if "champion" in results else None,
             "champion": results["champion"][1].overall if "champion" in results else None,
@@ -500,6 +504,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     elif comparison.get("refused"):
         gate["refused"] = "no_fair_comparison"
     registry.update_metrics(wh, spec, version, {"gate": gate})
+    _refresh_card(wh, spec, version)
     out: dict[str, Any] = {"version": version, "gate_passed": passed, "gate_reason": why_not,
                            "checks": checks, "promoted": False, "dry_run": dry_run}
     if dry_run:
@@ -516,8 +521,18 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
                                     "checks": checks, "compared": comparison.get("compared")})
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
+    _refresh_card(wh, spec, version)
+    if res.get("from_version") not in (None, version):
+        _refresh_card(wh, spec, int(res["from_version"]))  # no longer the champion
     log.info(out["message"])
     return out
+
+
+def _refresh_card(wh: Warehouse, spec: PipelineSpec, version: int) -> None:
+    """Rebuild the version's model card (registry.model_cards) after a step changed what it says."""
+    from airtrain import modelcard
+
+    modelcard.refresh(wh, spec, version)
 
 
 def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str | None:

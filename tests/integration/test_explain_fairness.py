@@ -154,3 +154,50 @@ def test_a_disparity_that_cannot_be_computed_fails_the_gate_instead_of_passing()
     assert [c.passed for c in checks] == [False] and "no value" in checks[0].message
     ok = fairness_checks({"age_band": {"equalized_odds_difference": 0.05}}, None, gates, ["age_band"])
     assert [c.passed for c in ok] == [True]
+
+
+def test_the_model_card_says_what_the_model_is_how_it_did_and_why_it_is_live(proj):
+    """Part D: the card of the forced version (after the test above), as JSON in the registry and as
+    HTML; a headless Chromium screenshot of the HTML when Chromium is installed."""
+    import shutil
+    import subprocess
+
+    from airtrain import modelcard
+    from airtrain.schema import spec_hash
+
+    spec, wh = proj.spec(), proj.warehouse
+    version = registry.champion_version(wh, spec)
+    card = fetch(wh, "SELECT card FROM registry.model_cards WHERE pipeline = 'churn' AND version = %s",
+                 (version,))[0][0]
+    assert card == modelcard.read(wh, spec, version) and card["is_champion"] is True
+    assert card["data"]["train"] == [str(day(6)), str(day(12))] and card["data"]["train_rows"] == 1400
+    assert {"name": "age_band", "type": "category", "model_input": False, "description": ""} in card["features"]
+    assert card["estimator"] == spec.training.estimator and card["params"]["max_iter"] == 150
+    assert card["gate"]["passed"] is False and "demographic_parity_difference:age_band" in card["gate"]["reason"]
+    assert [p["action"] for p in card["promotions"]] == ["force_promote"]
+    assert "age_band is allowed" in card["promotions"][0]["reason"]
+    roles = {r["role"] for r in card["metrics"]["rows"]}
+    assert roles == {"challenger", "champion"} and card["metrics"]["comparison"]["champion_version"] == 1
+    assert {r["feature"] for r in card["importance"]["rows"]} >= {"age_band", "contract_type"}
+    assert any(r["metric"] == "demographic_parity_difference" for r in card["fairness"]["rows"])
+    lin = card["lineage"]
+    assert lin["artifact_sha256"] == registry.get_version(wh, spec, version).artifact_sha256
+    assert lin["spec_sha256"] and lin["spec_sha256"] != spec_hash(spec)  # trained with age_band as an input
+    assert lin["library_versions"]["sklearn"] and lin["code_version"]
+    # the replaced champion's card now says it is not live any more
+    assert modelcard.read(wh, spec, 1)["is_champion"] is False
+    page = modelcard.render_html(card)
+    for heading in ("Model", "Data", "Features", "Metrics", "Feature importance (permutation)", "Fairness",
+                    "Gate decision", "Promotions and approvals", "Lineage"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "age_band is allowed for this campaign" in page and "<script" not in page
+    out = proj.root / "ui"
+    out.mkdir(exist_ok=True)
+    (out / "model_card.html").write_text(page)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:
+        shot = out / "model_card.png"
+        subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={out / 'profile'}", "--window-size=1200,2400", f"--screenshot={shot}",
+                        (out / "model_card.html").as_uri()], capture_output=True, timeout=120, check=False)
+        assert shot.exists() and shot.stat().st_size > 20_000, "Chromium wrote no screenshot of the card"
