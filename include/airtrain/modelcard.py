@@ -57,6 +57,7 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                            (spec.name, version, version))
     champion = registry.champion_version(wh, spec)
     window = lineage.get("window") or {}
+    inputs = set(lineage.get("model_inputs") or spec.model_feature_names)
     card = {
         "pipeline": spec.name, "version": version, "run_id": v.run_id, "is_champion": champion == version,
         "estimator": v.estimator, "params": v.params,
@@ -65,7 +66,8 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                  "train_rows": lineage.get("train_rows", window.get("train_rows")),
                  "holdout_rows": lineage.get("holdout_rows", window.get("holdout_rows")),
                  "as_of": lineage.get("as_of"), "class_balance": lineage.get("class_balance")},
-        "features": [{"name": f.name, "type": f.type, "model_input": f.model_input,
+        # what THIS version was trained on (its lineage), not what the spec says today
+        "features": [{"name": f.name, "type": f.type, "model_input": f.name in inputs,
                       "description": f.description} for f in spec.features],
         "target": {"name": spec.target.name, "task": spec.target.task},
         "metrics": {"holdout": metrics.get("holdout"), "comparison": metrics.get("comparison"),

@@ -198,6 +198,7 @@ def train(spec: PipelineSpec, train_df: pd.DataFrame) -> TrainResult:
         "class_balance": float(np.mean(y)) if spec.target.task == "binary_classification" else None,
         "estimator": spec.training.estimator, "params": {**spec.training.params, **best},
         "random_state": spec.training.random_state, "search": cv, "code_version": code_version(),
+        "model_inputs": list(spec.model_feature_names),
         "library_versions": library_versions(), "training_seconds": round(seconds, 3),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(),
     }

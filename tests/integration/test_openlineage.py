@@ -31,6 +31,12 @@ from airtrain_airflow.factory import build_retrain_dag
 dag = build_retrain_dag(load_spec(spec_dir() / "churn.yaml"))
 dr = dag.test(logical_date=dt.datetime.now(dt.UTC), run_conf=json.loads(sys.argv[1]))
 print("STATE", dr.state)
+import os, sqlalchemy
+engine = sqlalchemy.create_engine(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+with engine.connect() as c:
+    link = c.execute(sqlalchemy.text("SELECT value FROM xcom WHERE dag_id = :d AND run_id = :r AND task_id = 'evaluate' "
+                                     "AND key = '_link_ModelCardLink'"), {"d": dag.dag_id, "r": dr.run_id}).scalar()
+print("CARD_LINK", json.dumps(link))
 """
 
 
@@ -72,3 +78,6 @@ def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_
     # the job namespace is the configured one; a task that touches no table names none
     assert complete["churn_retrain.validate"]["job"]["namespace"] == "airtrain_test"
     assert complete["churn_retrain.check_params"]["inputs"] == []
+    # part D: the evaluate task's "Model card" extra link points at the version it evaluated
+    link = json.loads(out.stdout.split("CARD_LINK ", 1)[1].splitlines()[0])
+    assert link == "/airtrain/cards/churn/1", link
