@@ -64,6 +64,7 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/daily_run.py
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
+	@$(BIN)/python bench/explain.py
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
 	@$(BIN)/python bench/daily_run.py

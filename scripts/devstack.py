@@ -191,6 +191,14 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     for key, value in cfg.items():  # extra AIRFLOW__*/AIRFLOW_CONN_* settings from .env
         if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and key not in env:
             env[key] = value
+    # OpenLineage (README "Lineage"): one JSON file per event under .local/logs/openlineage (no server
+    # needed; append=false, so the scheduler and task processes never interleave lines in one file).
+    # Point it at Marquez with AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "http", "url": "http://localhost:5000"}'
+    # in .env; AIRFLOW__OPENLINEAGE__DISABLED=true turns it off.
+    env.setdefault("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps(
+        {"type": "file", "log_file_path": str(LOGS / "openlineage" / "ol"), "append": False}))
+    env.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "airtrain_local")
+    env["AIRFLOW__OPENLINEAGE__EXTRACTORS"] = "airtrain_airflow.lineage.AirtrainExtractor"
     return env
 
 
@@ -297,6 +305,7 @@ class Supervisor:
 
     def start(self, name: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / "openlineage").mkdir(exist_ok=True)
         out = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([str(BIN / "airflow"), *COMMANDS[name]], env={**os.environ, **self.env}, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)

@@ -94,6 +94,60 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: l
     return GateDecision(not failed, checks, reason)
 
 
+def fairness_checks(challenger: dict[str, dict[str, Any]] | None, champion: dict[str, dict[str, Any]] | None,
+                    gates: list[Any], sensitive: list[str],
+                    challenger_compared: dict[str, dict[str, Any]] | None = None) -> list[GateCheck]:
+    """Checks for the fairness gates (``spec.fairness.gates``): disparities are lower-is-better.
+
+    ``threshold`` bounds the challenger's disparity on its whole holdout; ``max_regression_abs``
+    bounds how much larger it may be than the champion's on the same rows (``challenger_compared``).
+    A disparity that could not be computed (fewer than two eligible groups) fails the check: "no
+    value" is never read as "fair". The metric of a check is ``<disparity>:<attribute>``."""
+    checks: list[GateCheck] = []
+    for g in gates:
+        for attr in ([g.attribute] if g.attribute else sensitive):
+            name = f"{g.metric}:{attr}"
+            new = _num(((challenger or {}).get(attr) or {}).get(g.metric))
+            old = _num(((champion or {}).get(attr) or {}).get(g.metric)) if champion else None
+            if new is None:
+                checks.append(GateCheck(name, "value", None, old, float("nan"), False,
+                                        f"{name}: no value for the challenger (fewer than two groups with enough "
+                                        "rows and both labels)"))
+                continue
+            if g.threshold is not None:
+                ok = new <= g.threshold + 1e-12
+                checks.append(GateCheck(name, "threshold", new, old, g.threshold, ok,
+                                        f"{name} {new:.4f} <= {g.threshold} {'ok' if ok else 'FAILED'}"))
+            if g.max_regression_abs is None or old is None:
+                continue
+            cmp = _num(((challenger_compared or {}).get(attr) or {}).get(g.metric)) if challenger_compared else new
+            if cmp is None:
+                checks.append(GateCheck(name, "comparison", None, old, float("nan"), False,
+                                        f"{name}: no value for the challenger on the compared days"))
+                continue
+            worse_by = cmp - old
+            ok = worse_by <= g.max_regression_abs + 1e-12
+            checks.append(GateCheck(name, "max_regression_abs", cmp, old, g.max_regression_abs, ok,
+                                    f"{name} {cmp:.4f} vs champion {old:.4f}: worse by {max(worse_by, 0):.4f} "
+                                    f"(allowed {g.max_regression_abs}) {'ok' if ok else 'FAILED'}"))
+    return checks
+
+
+def with_checks(decision: GateDecision, extra: list[GateCheck], *, first_model: bool) -> GateDecision:
+    """``decision`` with ``extra`` checks added (all must pass), its reason rewritten the same way."""
+    if not extra:
+        return decision
+    checks = [*decision.checks, *extra]
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        reason = "gate failed: " + "; ".join(c.message for c in failed)
+    elif first_model:
+        reason = "gate passed (first model, value thresholds only): " + "; ".join(c.message for c in checks)
+    else:
+        reason = "gate passed: " + "; ".join(c.message for c in checks)
+    return GateDecision(not failed, checks, reason)
+
+
 def refused(reason: str) -> GateDecision:
     """A decision that refuses without checking metrics (e.g. no fair comparison is possible)."""
     return GateDecision(False, [], reason)

@@ -148,6 +148,7 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     ]
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
+    _audit_tables(cur, reg)
     # columns added after the first release: warehouses created earlier get them here
     _add_missing_columns(cur, mon, "drift_decisions", [
         ("window_start", "date"), ("run_id", "text"), ("drifted", "boolean"), ("drift_share", "double precision"),
@@ -191,6 +192,42 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     }
     for (schema, table, col), text in col_comments.items():
         _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(schema, table), ident(col)), text)
+
+
+AUDIT_TABLES = {
+    "feature_importance": (
+        "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
+        "role text NOT NULL CHECK (role IN ('challenger','champion')), holdout_start date, holdout_end date, "
+        "feature text NOT NULL, importance_mean double precision NOT NULL, importance_std double precision NOT NULL, "
+        "n_rows integer NOT NULL, scoring text NOT NULL, n_repeats integer NOT NULL, "
+        "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, run_id, version, feature))",
+        "Permutation importance per model version and evaluation run (scikit-learn, on the raw spec features): "
+        "the drop of the primary metric (scoring) when the feature is shuffled; challenger and champion on the "
+        "same holdout rows."),
+    "fairness": (
+        "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
+        "role text NOT NULL CHECK (role IN ('challenger','champion')), holdout_start date, holdout_end date, "
+        "attribute text NOT NULL, group_value text NOT NULL DEFAULT '', metric text NOT NULL, "
+        "value double precision, n_rows integer, created_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY (pipeline, run_id, version, attribute, group_value, metric))",
+        "Fairness per sensitive attribute (fairlearn MetricFrame): per group (group_value) selection_rate, tpr, "
+        "fpr, positives and the primary metric; disparities (group_value = '') demographic_parity_difference "
+        "and equalized_odds_difference. Challenger and champion on the same holdout rows."),
+    "model_cards": (
+        "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, version integer NOT NULL, card jsonb NOT NULL, "
+        "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, version))",
+        "One model card per version (JSON): data window and rows, features, estimator and params, metrics vs the "
+        "champion, importance, fairness, gate decision, promotions, lineage. Rebuilt after evaluate and promote."),
+}
+
+
+def _audit_tables(cur, reg: str) -> None:
+    """Explanations and fairness per evaluation (issue 13): created if missing, never altered."""
+    for table, (ddl, comment) in AUDIT_TABLES.items():
+        cur.execute(sql.SQL(ddl).format(ident(reg, table)))
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (pipeline, version)").format(
+            ident(f"{table}_pipeline_version_idx"), ident(reg, table)))
+        _comment(cur, "TABLE", ident(reg, table), comment)
 
 
 def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
@@ -301,7 +338,7 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
 #: results. Not: model artifacts (registry.model_versions), raw or validated feature rows, quarantined
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
-    "registry": ("champions", "promotion_log", "evaluations"),
+    "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards"),
     "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions"),
 }
 

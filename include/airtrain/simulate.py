@@ -7,7 +7,9 @@ any order, gives byte-identical batches.
 Scenarios (:data:`SCENARIOS`): ``stable``; ``covariate_drift`` (from ``drift_start`` on, charges
 shift up and month-to-month/fiber customers become more common; the churn mechanism stays the
 same, so a retrained model recovers); ``concept_drift`` (from ``drift_start`` on, the churn
-mechanism changes); ``bad_batches`` (given days carry one kind of bad data, see :data:`BAD_KINDS`).
+mechanism changes); ``bad_batches`` (given days carry one kind of bad data, see :data:`BAD_KINDS`);
+``group_disparity`` (batches carry a sensitive attribute ``age_band`` and customers under 30 churn
+more: a real disparity for the fairness metrics and gates).
 
 Command line: ``python -m airtrain.simulate --landing data/landing/churn --days 100 --end-today
 --scenario stable --url postgresql://...``.
@@ -44,6 +46,9 @@ class Scenario:
     drift_start: int | None = None  # day index (0 = simulation start) from which drift applies
     drift_strength: float = 1.0
     bad_days: dict[int, str] = field(default_factory=dict)  # day index -> bad kind
+    #: > 0: the batch carries the sensitive attribute ``age_band`` and customers under 30 churn more
+    #: (this much added to their churn log-odds): a real disparity between groups (fairness demo)
+    group_bias: float = 0.0
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -53,7 +58,18 @@ SCENARIOS: dict[str, Scenario] = {
     "bad_batches": Scenario("bad_batches", bad_days={3: "nulls", 5: "out_of_range", 7: "unknown_category",
                                                     9: "wrong_type", 11: "duplicate_keys", 13: "missing_column",
                                                     15: "empty"}),
+    "group_disparity": Scenario("group_disparity", group_bias=1.2),
 }
+AGE_BANDS = np.array(["under_30", "30_to_64", "65_plus"])
+
+
+def age_band(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """The sensitive attribute of the ``group_disparity`` scenario: seniors are 65_plus; the others
+    are under_30 more often the shorter their tenure (so it correlates with model features too)."""
+    tenure = df["tenure_months"].to_numpy(float)
+    p_young = np.clip(0.55 - tenure / 120, 0.1, 0.6)
+    young = rng.random(len(df)) < p_young
+    return np.where(df["senior_citizen"].to_numpy(bool), "65_plus", np.where(young, "under_30", "30_to_64"))
 
 
 def _rng(seed: int, date: dt.date, stream: int = 0) -> np.random.Generator:
@@ -121,7 +137,13 @@ def simulate_day(date: dt.date, *, scenario: str | Scenario = "stable", seed: in
         "total_charges": total_obj, "num_support_tickets": tickets, "senior_citizen": senior,
         "contract_type": contract, "payment_method": payment, "internet_service": internet, "region": region,
     })
-    churned = (rng.random(rows) < churn_probability(df, concept)).astype("int16")
+    prob = churn_probability(df, concept)
+    if sc.group_bias:
+        # its own random stream: the other columns stay identical to the scenario without the attribute
+        df["age_band"] = age_band(df, _rng(seed, date, stream=2))
+        z = np.log(prob / (1 - prob)) + sc.group_bias * (df["age_band"] == "under_30").to_numpy(float)
+        prob = 1.0 / (1.0 + np.exp(-z))
+    churned = (rng.random(rows) < prob).astype("int16")
     labels = pd.DataFrame({"customer_id": ids, "as_of_date": date, "churned": churned,
                            "label_available_on": date + dt.timedelta(days=label_delay_days)})
     bad = sc.bad_days.get(_day_index(date, start)) if start is not None else None

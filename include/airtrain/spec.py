@@ -198,6 +198,7 @@ class FeatureSpec(_Model):
     allowed: TextValues | None = Field(default=None, description="allowed categories")
     on_fail: Severity | Literal["quarantine"] = "quarantine"
     description: str = ""
+    model_input: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
@@ -382,6 +383,41 @@ class PromotionSpec(_Model):
     gates: list[GateSpec] = Field(min_length=1)
 
 
+FairnessMetric = Literal["equalized_odds_difference", "demographic_parity_difference"]
+
+
+class FairnessGateSpec(_Model):
+    """A promotion gate on a disparity measure (lower is better: 0 means equal across groups)."""
+
+    metric: FairnessMetric
+    attribute: Ident | None = None
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_regression_abs: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _possible(self) -> FairnessGateSpec:
+        if self.threshold is None and self.max_regression_abs is None:
+            raise ValueError("a fairness gate needs threshold (largest allowed disparity) or max_regression_abs "
+                             "(largest allowed increase vs the champion)")
+        return self
+
+
+class FairnessSpec(_Model):
+    """Group metrics per sensitive attribute at evaluation (fairlearn), and gates on them."""
+
+    sensitive: list[Ident] = Field(min_length=1)
+    min_group_rows: Annotated[int, Field(ge=1)] = 30
+    gates: list[FairnessGateSpec] = Field(default_factory=list)
+
+
+class ExplainSpec(_Model):
+    """Global feature importance per model version at evaluation (permutation importance)."""
+
+    importance: bool = True
+    importance_rows: Annotated[int, Field(ge=50, le=1_000_000)] = 500
+    importance_repeats: Annotated[int, Field(ge=1, le=50)] = 3
+
+
 class ColumnDrift(_Model):
     method: Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "kl_div"] | None = None
     threshold: Annotated[float, Field(gt=0)] | None = None
@@ -471,6 +507,8 @@ class PipelineSpec(_Model):
     training: TrainingSpec
     evaluation: EvaluationSpec
     promotion: PromotionSpec
+    fairness: FairnessSpec | None = None
+    explain: ExplainSpec = ExplainSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     scoring: ScoringSpec = ScoringSpec()
     alerts: AlertsSpec = AlertsSpec()
@@ -536,15 +574,43 @@ class PipelineSpec(_Model):
         missing = gated - set(self.evaluation.metrics)
         if missing:
             raise ValueError(f"promotion gates use {sorted(missing)}, which evaluation.metrics does not compute")
+        if not any(f.model_input for f in self.features):
+            raise ValueError("every feature has model_input: false; at least one feature must be a model input")
+        if self.fairness is not None:
+            self._check_fairness(known, is_clf)
         if self.monitoring.trigger.performance_drop_abs is not None and not is_clf:
             # a drop in an unbounded regression metric is meaningful, but the [0, 1] bound is not
             pass
         return self
 
+    def _check_fairness(self, known: set[str], is_clf: bool) -> None:
+        fair = self.fairness
+        assert fair is not None
+        if not is_clf:
+            raise ValueError("fairness applies to binary_classification targets (selection rate, TPR, FPR); "
+                             "remove the fairness section for a regression target")
+        types = {f.name: f.type for f in self.features}
+        for col in fair.sensitive:
+            if col not in known:
+                raise ValueError(f"fairness.sensitive: {col!r} is not a column of features; declare it under "
+                                 f"features (with model_input: false if the model must not use it)")
+            if types[col] == "float":
+                raise ValueError(f"fairness.sensitive: {col!r} is a float; group metrics need a category, bool or "
+                                 "int column (bin it into bands in the source, e.g. age_band)")
+        for g in fair.gates:
+            if g.attribute is not None and g.attribute not in fair.sensitive:
+                raise ValueError(f"fairness.gates: attribute {g.attribute!r} is not listed in fairness.sensitive "
+                                 f"{fair.sensitive}")
+
     # ---- derived names (all pass check_identifier because name <= 30 chars) ----------------
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def model_feature_names(self) -> list[str]:
+        """The features the model is trained on (``model_input: true``)."""
+        return [f.name for f in self.features if f.model_input]
 
     def source_columns(self) -> dict[str, str]:
         """Warehouse column name -> the column's name in the landing file / source table."""
@@ -751,6 +817,8 @@ KEY_DOCS: dict[str, str] = {
     'features[].allowed': 'Allowed categories (category features only).',
     'features[].on_fail': 'What a failing row does: `quarantine` (row set aside), `warn` (recorded) or `block` (batch refused).',
     'features[].description': 'Free text.',
+    'features[].model_input': '`false`: the column is ingested, validated and kept in the features table but not '
+                              'given to the model (e.g. a sensitive attribute used only for fairness metrics).',
     'target': 'The label to predict.',
     'target.name': 'Label column: in the labels table, in `features.<name>_labels` and, when the file carries it, '
                    'in the raw batch. Never used as a feature.',
@@ -795,6 +863,25 @@ KEY_DOCS: dict[str, str] = {
     'promotion': 'The gate a challenger must pass to become the champion.',
     'promotion.gates': 'One entry per metric; all must pass.',
     'promotion.gates[].metric': 'A metric from evaluation.metrics (direction known: log_loss/brier/rmse/mae/mape lower is better).',
+    'fairness': 'Optional: group metrics per sensitive attribute at evaluation (fairlearn MetricFrame: count, '
+                'selection rate, TPR, FPR, the primary metric) and the disparities demographic_parity_difference '
+                'and equalized_odds_difference, stored in registry.fairness; gates on them.',
+    'fairness.sensitive': 'Columns of `features` (model inputs or `model_input: false`) whose groups are compared.',
+    'fairness.min_group_rows': 'Groups with fewer holdout rows (or no positive or no negative label) get their '
+                               'metrics stored but are left out of the disparity measures.',
+    'fairness.gates': 'Promotion gates on disparities: all must pass (force_promote with a reason overrides, '
+                      'like the metric gates).',
+    'fairness.gates[].metric': '`equalized_odds_difference` (max of the TPR and FPR gaps between groups) or '
+                               '`demographic_parity_difference` (selection-rate gap).',
+    'fairness.gates[].attribute': 'The sensitive attribute it applies to (default: every one in `sensitive`).',
+    'fairness.gates[].threshold': 'Largest disparity allowed for the challenger (0..1).',
+    'fairness.gates[].max_regression_abs': 'Largest increase of the disparity vs the champion, measured on the '
+                                           'same rows.',
+    'explain': 'Global feature importance per model version, stored in registry.feature_importance.',
+    'explain.importance': 'Compute permutation importance (scikit-learn, on the whole Pipeline: raw spec '
+                          'features) for challenger and champion on the same holdout rows at evaluation.',
+    'explain.importance_rows': 'Holdout rows used (a seeded sample when the holdout is larger).',
+    'explain.importance_repeats': 'Shuffles per feature (n_repeats); mean and std are stored.',
     'monitoring': 'Drift monitoring (the monitor DAG).',
     'monitoring.window_days': 'Days per monitoring window.',
     'monitoring.min_rows': "Fewer rows: 'insufficient data', never drift.", 'monitoring.sample_rows': 'Larger windows are sampled deterministically to this size.',

@@ -283,7 +283,10 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
     result = training.train(spec, train_df)
     clock.lap("fit")
     artifact = dump_model(result.model)
+    from airtrain.schema import spec_hash
+
     lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
+               "spec_sha256": spec_hash(spec),
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
                "library_versions": artifact.versions}
     version = registry.register_version(
@@ -343,6 +346,8 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     full = eval_model(model, holdout, spec)
     clock.lap("score")
     results = {"challenger": (version, full)}
+    models = {"challenger": (version, model)}
+    compared_rows = holdout
     compared: tuple[dt.date, dt.date] | None = (h_start, h_end)
     note = refused = None
     champion = registry.champion_version(wh, spec)
@@ -360,11 +365,16 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
             champion_model = registry.load_artifact(wh, spec, champion)
             clock.lap("load")
             results["champion"] = (champion, eval_model(champion_model, rows, spec))
+            models["champion"] = (champion, champion_model)
+            compared_rows = rows
             clock.lap("score")
         if refused or note:
             log.warning("%s: %s", spec.name, refused or note)
     c_start, c_end = compared or (h_start, h_end)
+    audit = explain_and_fairness(spec, models, holdout, compared_rows)
+    clock.lap("explain")
     with wh.connect() as conn, conn.cursor() as cur:
+        store_explain_and_fairness(cur, spec, run_id, (c_start, c_end), audit)
         table = ident(spec.warehouse.registry_schema, "evaluations")
         cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(table),
                     (spec.name, run_id))
@@ -380,15 +390,84 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
                   "compared": [c_start.isoformat(), c_end.isoformat()] if compared and "champion" in results else None,
                   "rows": results["champion"][1].n_rows if "champion" in results else 0,
                   "note": note, "refused": refused}
+    extra: dict[str, Any] = {}
+    if audit["importance"] is not None:
+        extra["importance"] = audit["importance"]
+        log.info("%s v%s feature importance vs champion: %s", spec.name, version, audit["importance_line"])
+    if audit["fairness"] is not None:
+        extra["fairness"] = audit["fairness"]
+        log.info("%s v%s fairness: %s", spec.name, version, json.dumps(audit["fairness"], default=str))
     registry.update_metrics(wh, spec, version, {"holdout": full.overall,
                                                 "holdout_window": [h_start.isoformat(), h_end.isoformat()],
-                                                "comparison": comparison})
+                                                "comparison": comparison, **extra})
+    _refresh_card(wh, spec, version)
     return {"version": version, "challenger": full.overall,
             "challenger_compared": results["challenger"][1].overall if "champion" in results else None,
             "champion": results["champion"][1].overall if "champion" in results else None,
             "champion_version": champion if champion != version else None,
             "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout),
-            "comparison": comparison, "seconds": clock.laps}
+            "comparison": comparison, **extra, "seconds": clock.laps}
+
+
+def explain_and_fairness(spec: PipelineSpec, models: dict[str, tuple[int, Any]], holdout, compared_rows
+                         ) -> dict[str, Any]:
+    """Permutation importance (``explain``) and group fairness (``fairness``) of each role's model on
+    the SAME rows (the compared rows when a champion was scored), plus the challenger's fairness on
+    its whole holdout (what a fairness gate's threshold applies to). Pure (no I/O)."""
+    from airtrain import explain, fairness
+    from airtrain.evaluation import predict_scores
+
+    out: dict[str, Any] = {"importance_rows": {}, "fairness_rows": {}, "importance": None, "fairness": None,
+                           "importance_line": ""}
+    if spec.explain.importance:
+        sample = explain.sample_rows(compared_rows, spec)
+        imps = {role: (v, explain.permutation_importances(m, sample, spec)) for role, (v, m) in models.items()}
+        for role, (v, imp) in imps.items():
+            out["importance_rows"][role] = (v, len(sample), imp)
+        cmp = explain.compare(imps["challenger"][1], imps["champion"][1] if "champion" in imps else None)
+        cmp.update(rows=len(sample), repeats=spec.explain.importance_repeats,
+                   scoring=spec.evaluation.primary_metric,
+                   champion_version=imps["champion"][0] if "champion" in imps else None)
+        out["importance"] = _jsonable(cmp)
+        out["importance_line"] = explain.describe(cmp)
+    if spec.fairness is not None:
+        y_all = holdout[spec.target.name].to_numpy()
+        whole = fairness.evaluate(y_all, predict_scores(models["challenger"][1], holdout, spec), holdout, spec)
+        summary: dict[str, Any] = {"challenger": fairness.summary(whole), "champion": None,
+                                   "challenger_compared": None}
+        y = compared_rows[spec.target.name].to_numpy()
+        for role, (v, m) in models.items():
+            res = whole if role == "challenger" and "champion" not in models else fairness.evaluate(
+                y, predict_scores(m, compared_rows, spec), compared_rows, spec)
+            out["fairness_rows"][role] = (v, fairness.rows(res, spec.evaluation.primary_metric))
+            if "champion" in models:
+                summary["champion" if role == "champion" else "challenger_compared"] = fairness.summary(res)
+        summary["excluded_groups"] = {a: r.excluded for a, r in whole.items() if r.excluded}
+        out["fairness"] = summary
+    return out
+
+
+def store_explain_and_fairness(cur: Any, spec: PipelineSpec, run_id: str, window: tuple[dt.date, dt.date],
+                               audit: dict[str, Any]) -> None:
+    """Replace the run's rows in registry.feature_importance and registry.fairness (caller's transaction)."""
+    reg = spec.warehouse.registry_schema
+    for table in ("feature_importance", "fairness"):
+        cur.execute(sql.SQL("DELETE FROM {} WHERE pipeline = %s AND run_id = %s").format(ident(reg, table)),
+                    (spec.name, run_id))
+    imp_rows = [(spec.name, run_id, v, role, window[0], window[1], i.feature, i.mean, i.std, n,
+                 spec.evaluation.primary_metric, spec.explain.importance_repeats)
+                for role, (v, n, imps) in audit["importance_rows"].items() for i in imps]
+    if imp_rows:
+        execute_values(cur, sql.SQL(
+            "INSERT INTO {} (pipeline, run_id, version, role, holdout_start, holdout_end, feature, importance_mean, "
+            "importance_std, n_rows, scoring, n_repeats) VALUES %s").format(ident(reg, "feature_importance")
+                                                                            ).as_string(cur), imp_rows)
+    fair_rows = [(spec.name, run_id, v, role, window[0], window[1], r["attribute"], r["group_value"], r["metric"],
+                  r["value"], r["n_rows"]) for role, (v, rows) in audit["fairness_rows"].items() for r in rows]
+    if fair_rows:
+        execute_values(cur, sql.SQL(
+            "INSERT INTO {} (pipeline, run_id, version, role, holdout_start, holdout_end, attribute, group_value, "
+            "metric, value, n_rows) VALUES %s").format(ident(reg, "fairness")).as_string(cur), fair_rows)
 
 
 def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,
@@ -406,6 +485,13 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     else:
         decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates),
                           evaluation.get("challenger_compared"))
+        if spec.fairness is not None and spec.fairness.gates:
+            from airtrain.gate import fairness_checks, with_checks
+
+            fair = evaluation.get("fairness") or {}
+            decision = with_checks(decision, fairness_checks(
+                fair.get("challenger"), fair.get("champion"), list(spec.fairness.gates), list(spec.fairness.sensitive),
+                fair.get("challenger_compared")), first_model=evaluation.get("champion") is None)
     checks = [_jsonable(c.__dict__ if hasattr(c, "__dict__") else c) for c in decision.checks]
     passed, why_not = decision.passed, decision.reason
     stale = _older_than_champion(wh, spec, version)
@@ -418,6 +504,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     elif comparison.get("refused"):
         gate["refused"] = "no_fair_comparison"
     registry.update_metrics(wh, spec, version, {"gate": gate})
+    _refresh_card(wh, spec, version)
     out: dict[str, Any] = {"version": version, "gate_passed": passed, "gate_reason": why_not,
                            "checks": checks, "promoted": False, "dry_run": dry_run}
     if dry_run:
@@ -434,8 +521,18 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
                                     "checks": checks, "compared": comparison.get("compared")})
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
+    _refresh_card(wh, spec, version)
+    if res.get("from_version") not in (None, version):
+        _refresh_card(wh, spec, int(res["from_version"]))  # no longer the champion
     log.info(out["message"])
     return out
+
+
+def _refresh_card(wh: Warehouse, spec: PipelineSpec, version: int) -> None:
+    """Rebuild the version's model card (registry.model_cards) after a step changed what it says."""
+    from airtrain import modelcard
+
+    modelcard.refresh(wh, spec, version)
 
 
 def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str | None:

@@ -66,8 +66,9 @@ def build_pipeline(spec: PipelineSpec):
         estimator = cls(**params)
     except TypeError as exc:
         raise TrainingError(f"training.params do not fit {spec.training.estimator}: {exc}") from None
-    numeric = [f.name for f in spec.features if f.type in ("int", "float", "bool")]
-    categorical = [f.name for f in spec.features if f.type == "category"]
+    inputs = [f for f in spec.features if f.model_input]  # model_input: false columns are never used
+    numeric = [f.name for f in inputs if f.type in ("int", "float", "bool")]
+    categorical = [f.name for f in inputs if f.type == "category"]
     num_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if any(s in cls.__name__ for s in SCALE_FOR):
         num_steps.append(("scale", StandardScaler()))
@@ -83,7 +84,10 @@ BOOL_VALUES = {True: 1.0, False: 0.0, "true": 1.0, "false": 0.0, "True": 1.0, "F
 
 
 def features_frame(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
-    """The model's input columns with numeric dtypes for numeric/bool features."""
+    """The spec's feature columns with numeric dtypes for numeric/bool features.
+
+    Holds every feature, also ``model_input: false`` ones: a fitted Pipeline selects its own columns
+    by name, so any version (trained before or after a spec change) finds what it needs."""
     X = df[spec.feature_names].copy()
     for f in spec.features:
         if f.type in ("int", "float"):
@@ -131,7 +135,10 @@ def data_hash(df: pd.DataFrame, spec: PipelineSpec) -> str:
     canon = df[cols].sort_values([spec.date_column, spec.entity_key]).reset_index(drop=True)
     canon = canon.astype({c: "string" for c in cols})
     hashed = pd.util.hash_pandas_object(canon, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes() + ",".join(cols).encode()).hexdigest()
+    names = ",".join(cols)
+    if spec.model_feature_names != spec.feature_names:  # a column kept but not used: a different model
+        names += ";inputs=" + ",".join(spec.model_feature_names)
+    return hashlib.sha256(hashed.tobytes() + names.encode()).hexdigest()
 
 
 def code_version() -> str:
@@ -162,7 +169,7 @@ def train(spec: PipelineSpec, train_df: pd.DataFrame) -> TrainResult:
 
     t0 = time.monotonic()
     df = train_df.sort_values([spec.date_column, spec.entity_key]).reset_index(drop=True)
-    X, y = features_frame(df, spec), df[spec.target.name].to_numpy()
+    X, y = features_frame(df, spec)[spec.model_feature_names], df[spec.target.name].to_numpy()
     pipe = build_pipeline(spec)
     best: dict[str, Any] = {}
     cv = None
@@ -191,6 +198,7 @@ def train(spec: PipelineSpec, train_df: pd.DataFrame) -> TrainResult:
         "class_balance": float(np.mean(y)) if spec.target.task == "binary_classification" else None,
         "estimator": spec.training.estimator, "params": {**spec.training.params, **best},
         "random_state": spec.training.random_state, "search": cv, "code_version": code_version(),
+        "model_inputs": list(spec.model_feature_names),
         "library_versions": library_versions(), "training_seconds": round(seconds, 3),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(),
     }

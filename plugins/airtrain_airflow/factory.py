@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
 from airtrain.spec import FilesSource, PipelineSpec
 
+from airtrain_airflow.cards import ModelCardLink
 from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
 from airtrain_airflow.operators.landing import LandingFileSensor
@@ -195,6 +196,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         ingested >> validate
         trained = train(plan, validate.output)
         evaluated = evaluate(plan, trained)
+        evaluated.operator.operator_extra_links = (ModelCardLink(),)  # the evaluated version's model card
         promoted = promote(plan, evaluated)
         rolled_back = rollback(plan)
         branch >> [rolled_back, prepared]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airtrain_airflow.cards import ModelCardLink
 from airtrain_airflow.operators.drift import DriftReportLink
 from airtrain_airflow.operators.validation import ValidationReportLink
 
@@ -33,4 +34,4 @@ class AirtrainPlugin(AirflowPlugin):
             "url_route": "reports",
         }
     ]
-    operator_extra_links = [DriftReportLink(), ValidationReportLink()]
+    operator_extra_links = [DriftReportLink(), ValidationReportLink(), ModelCardLink()]

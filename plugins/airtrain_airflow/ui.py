@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
-from airtrain_airflow.links import report_url
+from airtrain_airflow.links import PREFIX, report_url
 
 
 def _specs() -> dict[str, Any]:
@@ -141,7 +141,8 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
         parts.append(f"<h2 id='{e(name)}'>{e(name)}</h2>")
         parts.append(f"<p class='muted'>DAGs: <a href='/dags/{e(spec.retrain_dag_id)}' target='_top'>"
                      f"{e(spec.retrain_dag_id)}</a> · <a href='/dags/{e(spec.monitor_dag_id)}' target='_top'>"
-                     f"{e(spec.monitor_dag_id)}</a></p>")
+                     f"{e(spec.monitor_dag_id)}</a> · <a class='model-cards' href='{PREFIX}/cards/{e(name)}'>"
+                     "model cards</a></p>")
         sections = [("drift", "Drift decisions", rows_for, _decisions_table, "no monitoring runs yet")]
         if validations_for is not None:
             sections.append(("validation", "Validated partitions", validations_for, _validations_table,
@@ -159,6 +160,41 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
     return "".join(parts)
 
 
+def read_card(pipeline: str, version: int, specs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A version's model card (registry.model_cards), or HTTPException 404."""
+    from airtrain.modelcard import read
+
+    specs = specs if specs is not None else _specs()
+    if pipeline not in specs:
+        raise HTTPException(status_code=404, detail="no such model card")
+    card = read(_warehouse(specs[pipeline]), specs[pipeline], int(version))
+    if card is None:
+        raise HTTPException(status_code=404, detail="no such model card")
+    return card
+
+
+def render_card_list(pipeline: str) -> str:
+    """The pipeline's model cards, newest version first."""
+    from airtrain.modelcard import list_cards
+
+    e = html.escape
+    specs = _specs()
+    if pipeline not in specs:
+        raise HTTPException(status_code=404, detail="no such pipeline")
+    rows = list_cards(_warehouse(specs[pipeline]), specs[pipeline])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Model cards {e(pipeline)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>Model cards: {e(pipeline)}</h1><table><tr><th>version</th>"
+             "<th>estimator</th><th>champion</th><th>gate</th><th>updated</th><th>JSON</th></tr>"]
+    for r in rows:
+        v = int(r["version"])
+        gate = {True: "passed", False: "refused"}.get(r["gate_passed"], "-")
+        parts.append(f"<tr><td><a href='{PREFIX}/cards/{e(pipeline)}/{v}'>v{v}</a></td><td>{e(r['estimator'] or '')}"
+                     f"</td><td>{'yes' if r['is_champion'] else ''}</td><td>{gate}</td><td>{e(str(r['updated_at']))}"
+                     f"</td><td><a href='{PREFIX}/cards/{e(pipeline)}/{v}.json'>json</a></td></tr>")
+    parts.append("</table></body></html>")
+    return "".join(parts)
+
+
 def create_app() -> FastAPI:
     from airflow.api_fastapi.core_api.security import get_user  # Airflow's own login check; no fallback
 
@@ -172,6 +208,20 @@ def create_app() -> FastAPI:
     @app.get("/reports/{pipeline}/{kind}/{report_id}", dependencies=[auth])
     def report(pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         return HTMLResponse(read_report(pipeline, kind, report_id))
+
+    @app.get("/cards/{pipeline}", response_class=HTMLResponse, dependencies=[auth])
+    def cards(pipeline: str) -> HTMLResponse:
+        return HTMLResponse(render_card_list(pipeline))
+
+    @app.get("/cards/{pipeline}/{version}.json", dependencies=[auth])
+    def card_json(pipeline: str, version: int) -> dict[str, Any]:
+        return read_card(pipeline, version)
+
+    @app.get("/cards/{pipeline}/{version}", response_class=HTMLResponse, dependencies=[auth])
+    def card_html(pipeline: str, version: int) -> HTMLResponse:
+        from airtrain.modelcard import render_html
+
+        return HTMLResponse(render_html(read_card(pipeline, version)))
 
     @app.get("/reports/{pipeline}/{report_id}", dependencies=[auth])
     def drift_report(pipeline: str, report_id: str) -> HTMLResponse:  # links in alerts sent before kinds

@@ -1,0 +1,114 @@
+"""Global feature importance of a model version: scikit-learn's permutation importance. Pure.
+
+Computed on the WHOLE fitted Pipeline, so each importance belongs to a raw spec feature (a category
+is shuffled as one column, not per one-hot level) and preprocessing is part of what is measured.
+Importance = how much the primary metric drops when that column is shuffled (scikit-learn scorers
+are "greater is better", so a lower-is-better metric such as log_loss is handled by its negated
+scorer). Seeded (``training.random_state``) and bounded (``explain.importance_rows``), so a re-run
+gives the same numbers.
+
+The comparison of two versions (:func:`compare`) says which features gained or lost weight: a
+change counts when it is larger than the two versions' standard deviations combined.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from airtrain.spec import PipelineSpec
+
+
+class ExplainError(RuntimeError):
+    """Permutation importance did not return what was asked for."""
+
+
+@dataclass(frozen=True)
+class Importance:
+    feature: str
+    mean: float
+    std: float
+
+
+def sample_rows(df: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """At most ``explain.importance_rows`` rows of ``df``, a seeded sample (same rows on a re-run)."""
+    n = spec.explain.importance_rows
+    if len(df) <= n:
+        return df
+    return df.sample(n=n, random_state=spec.training.random_state).sort_index()
+
+
+def model_inputs(model: Any, spec: PipelineSpec) -> list[str]:
+    """The raw columns a fitted Pipeline was trained on (its ``feature_names_in_``)."""
+    names = getattr(model, "feature_names_in_", None)
+    return [str(c) for c in names] if names is not None else list(spec.model_feature_names)
+
+
+def permutation_importances(model: Any, rows: pd.DataFrame, spec: PipelineSpec) -> list[Importance]:
+    """Permutation importance of every input column of ``model`` on ``rows`` (already sampled)."""
+    from sklearn.inspection import permutation_importance
+
+    from airtrain.training import _sk_scoring, features_frame
+
+    cols = model_inputs(model, spec)
+    X = features_frame(rows, spec)
+    missing = [c for c in cols if c not in X]
+    if missing:
+        raise ExplainError(f"{spec.name}: the model needs columns {missing} that the spec's features do not have")
+    X = X[cols]
+    y = rows[spec.target.name].to_numpy()
+    res = permutation_importance(model, X, y, scoring=_sk_scoring(spec.evaluation.primary_metric),
+                                 n_repeats=spec.explain.importance_repeats,
+                                 random_state=spec.training.random_state, n_jobs=1)
+    means = getattr(res, "importances_mean", None)
+    stds = getattr(res, "importances_std", None)
+    if means is None or stds is None or len(means) != len(cols) or len(stds) != len(cols):
+        raise ExplainError(f"{spec.name}: permutation_importance returned no importance per column for {cols}")
+    out = [Importance(c, float(m), float(s)) for c, m, s in zip(cols, means, stds, strict=True)]
+    if any(not math.isfinite(i.mean) for i in out):
+        raise ExplainError(f"{spec.name}: permutation importance is not finite ({out}); the holdout sample "
+                           "may hold a single class")
+    return out
+
+
+def compare(challenger: list[Importance], champion: list[Importance] | None) -> dict[str, Any]:
+    """Per feature: both importances, the change and the ranks; which features gained/lost weight.
+
+    A change is significant when ``|delta| > std_challenger + std_champion`` (and non-zero). A feature
+    only one version uses counts as gained (new) or lost (dropped)."""
+    ranked = {i.feature: r for r, i in enumerate(sorted(challenger, key=lambda i: -i.mean), start=1)}
+    new = {i.feature: i for i in challenger}
+    if champion is None:
+        return {"features": [{"feature": f, "challenger": i.mean, "challenger_std": i.std, "rank": ranked[f]}
+                             for f, i in sorted(new.items(), key=lambda kv: ranked[kv[0]])],
+                "gained": [], "lost": []}
+    old = {i.feature: i for i in champion}
+    old_rank = {i.feature: r for r, i in enumerate(sorted(champion, key=lambda i: -i.mean), start=1)}
+    rows, gained, lost = [], [], []
+    for f in list(new) + [f for f in old if f not in new]:
+        a, b = new.get(f), old.get(f)
+        ma, mb = (a.mean if a else 0.0), (b.mean if b else 0.0)
+        delta = ma - mb
+        noise = (a.std if a else 0.0) + (b.std if b else 0.0)
+        row = {"feature": f, "challenger": a.mean if a else None, "champion": b.mean if b else None,
+               "delta": delta, "rank": ranked.get(f), "champion_rank": old_rank.get(f)}
+        rows.append(row)
+        if abs(delta) > noise and delta != 0:
+            (gained if delta > 0 else lost).append(f)
+    rows.sort(key=lambda r: -abs(r["delta"]))
+    return {"features": rows, "gained": gained, "lost": lost}
+
+
+def describe(comparison: dict[str, Any], top: int = 3) -> str:
+    """One line for the log: the biggest movers."""
+    parts = []
+    for r in comparison["features"][:top]:
+        if "delta" in r:
+            parts.append(f"{r['feature']} {r['delta']:+.4f}")
+        else:
+            parts.append(f"{r['feature']} {r['challenger']:.4f}")
+    lead = "gained: " + ", ".join(comparison["gained"] or ["-"]) + "; lost: " + ", ".join(comparison["lost"] or ["-"])
+    return lead + " (" + "; ".join(parts) + ")"
