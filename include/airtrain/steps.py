@@ -81,9 +81,13 @@ def _copy_frame(cur: Any, table: sql.Composable, df, columns: list[str]) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare(wh: Warehouse, spec: PipelineSpec) -> dict[str, Any]:
-    from airtrain.schema import apply_schema
+def prepare(wh: Warehouse, spec: PipelineSpec, *, auto_migrate: bool = False) -> dict[str, Any]:
+    """Verify the warehouse schema was migrated for this spec (no DDL: that is deploy time, see
+    :mod:`airtrain.migrate`); with ``auto_migrate`` apply it instead (tests, throw-away warehouses)."""
+    from airtrain.schema import apply_schema, verify_schema
 
+    if not auto_migrate:
+        return verify_schema(wh, spec)
     report = apply_schema(wh, spec)
     return {"schema": "applied", "report": str(report)[:500]}
 

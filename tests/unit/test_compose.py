@@ -173,7 +173,7 @@ def test_the_databases_are_migrated_once_by_airflow_init(compose):
     services = compose["services"]
     init = command_text(services["airflow-init"])
     assert init.count("airflow db migrate") == 1
-    assert "airtrain.schema" in init  # the warehouse schema is applied at deploy time, once
+    assert "airtrain.migrate" in init  # the warehouse schema is applied at deploy time, once
     for name, svc in services.items():
         if name == "airflow-init":
             continue
