@@ -71,6 +71,8 @@ GENERATED = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_FERNET_KEY": lambda: __import__("base64").urlsafe_b64encode(os.urandom(32)).decode(),
+    # the model-artifact signing key (<id>:<secret>; README "Model artifacts are signed")
+    "AIRTRAIN_ARTIFACT_SECRET_KEYS": lambda: f"local1:{secrets.token_urlsafe(32)}",
 }
 
 
@@ -177,6 +179,8 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         # after a restart, reset the tasks a dead scheduler left queued/running within a minute, not 5
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW_CONN_WAREHOUSE": pg.url("warehouse"),
+        "AIRFLOW_VAR_AIRTRAIN_ARTIFACT_SECRET_KEYS": cfg["AIRTRAIN_ARTIFACT_SECRET_KEYS"],
+        "AIRTRAIN_ARTIFACT_SECRET_KEYS": cfg["AIRTRAIN_ARTIFACT_SECRET_KEYS"],  # the demo driver and the CLI
         "AIRTRAIN_PROJECT_ROOT": str(DATA_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(DATA_ROOT / "data" / "reports"),
         "AIRTRAIN_LOCAL_DIR": str(LOCAL),

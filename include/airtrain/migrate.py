@@ -50,11 +50,36 @@ def main(argv: list[str] | None = None) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"migrate": main, "create-reader-login": _reader_login}
+    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign}
     if not argv or argv[0] not in commands:
         print(f"usage: airtrain {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def resign(argv: list[str] | None = None) -> int:
+    """``airtrain resign-artifacts``: sign every model version with the newest key in
+    ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (enabling signing on an existing warehouse, or retiring a key)."""
+    from airtrain.artifacts import ArtifactSignatureError
+    from airtrain.db import Warehouse
+    from airtrain.registry import resign_artifacts
+    from airtrain.spec import load_specs
+
+    ap = argparse.ArgumentParser(prog="airtrain resign-artifacts", description="sign the model artifacts with the "
+                                 "newest key in $AIRTRAIN_ARTIFACT_SECRET_KEYS (trusts the rows as they are now)")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE"))
+    ap.add_argument("--spec-dir", default=None)
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    try:
+        for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
+            print(f"{spec.name}: signed versions {resign_artifacts(Warehouse(args.url), spec)}")
+    except ArtifactSignatureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _reader_login(argv: list[str]) -> int:

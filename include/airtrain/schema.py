@@ -199,6 +199,7 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     _add_missing_columns(cur, mon, "drift_decisions", [
         ("window_start", "date"), ("run_id", "text"), ("drifted", "boolean"), ("drift_share", "double precision"),
         ("current_rows", "integer"), ("details", "jsonb NOT NULL DEFAULT '{}'")], report)
+    _add_missing_columns(cur, reg, "model_versions", [("artifact_signature", "text")], report)
     _add_missing_columns(cur, reg, "schema_migrations", [
         ("schema_sha256", "text"), ("applied_by", "text"), ("airtrain_version", "text")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
@@ -239,6 +240,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "promotion_log", "action"): "promote (gate passed), force_promote (manual override) or rollback.",
         (reg, "promotion_log", "actor"): "Who or what made the change: user:<name> or airflow:<run type>.",
         (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
+        (reg, "model_versions", "artifact_signature"): "hmac-sha256:<key id>:<hex> over (pipeline, version, "
+                                                       "artifact_sha256), made with a key the warehouse never "
+                                                       "holds; verified before every load.",
     }
     for (schema, table, col), text in col_comments.items():
         _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(schema, table), ident(col)), text)
