@@ -116,3 +116,20 @@ def test_keys_from_the_environment(warehouse, monkeypatch):
 def test_bad_key_configuration_is_a_clear_error(text, message):
     with pytest.raises(ArtifactSignatureError, match=message):
         parse_keys(text)
+
+
+def test_the_airflow_layer_passes_the_variable_key_to_the_core(warehouse, monkeypatch):
+    """Tasks get their warehouse from the hook, which reads the Airflow Variable (here through the
+    environment-variables secrets backend) and hands the key to the core; it wins over the core's env."""
+    from airtrain_airflow.hooks import WarehouseHook
+
+    apply_schema(warehouse, SPEC)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", warehouse.uri)
+    monkeypatch.setenv("AIRFLOW_VAR_AIRTRAIN_ARTIFACT_SECRET_KEYS", "kvar:" + "v" * 40)
+    monkeypatch.setenv("AIRTRAIN_ARTIFACT_SECRET_KEYS", K1)
+    wh = WarehouseHook(postgres_conn_id="warehouse").get_warehouse()
+    assert "kvar" not in repr(wh) and "v" * 40 not in repr(wh)
+    v = _register(wh, 4)
+    assert fetch(warehouse, "SELECT split_part(artifact_signature, ':', 2) FROM registry.model_versions "
+                            "WHERE version = %s", (v,)) == [("kvar",)]
+    registry.load_artifact(wh, SPEC, v)
