@@ -57,12 +57,6 @@ def report_store():
     return ReportStore(reports_root())
 
 
-def auto_migrate() -> bool:
-    """``AIRTRAIN_AUTO_MIGRATE=1``: the daily ``prepare`` applies the schema itself instead of only
-    verifying it (tests and throw-away warehouses; production migrates at deploy time)."""
-    return os.environ.get("AIRTRAIN_AUTO_MIGRATE", "").strip().lower() in ("1", "true", "yes")
-
-
 def spec_for(name: str) -> PipelineSpec:
     return load_spec(spec_dir() / f"{name}.yaml")
 
@@ -150,7 +144,7 @@ def prepare(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
     spec = spec_for(name)
-    return steps.prepare(warehouse_for(spec), spec, auto_migrate=auto_migrate())
+    return steps.prepare(warehouse_for(spec), spec)  # verifies; $AIRTRAIN_AUTO_MIGRATE=1 applies
 
 
 @fail_fast()

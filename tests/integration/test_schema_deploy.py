@@ -53,12 +53,12 @@ def test_prepare_verifies_and_names_the_migrate_command(warehouse, tmp_path, cap
     spec_dir = _spec_dir(tmp_path)
     spec = load_spec(spec_dir / "churn.yaml")
     with pytest.raises(SchemaBehindError, match="airtrain migrate"):
-        steps.prepare(warehouse, spec)  # nothing applied yet: the daily run creates nothing
+        steps.prepare(warehouse, spec, auto_migrate=False)  # nothing applied yet: the daily run creates nothing
     assert fetch(warehouse, "SELECT to_regclass('registry.schema_migrations')") == [(None,)]
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir), "--check"]) == 1
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0  # idempotent
-    assert steps.prepare(warehouse, spec)["schema"] == "verified"
+    assert steps.prepare(warehouse, spec, auto_migrate=False)["schema"] == "verified"
     (row,) = fetch(warehouse, "SELECT pipeline, schema_sha256 IS NOT NULL, applied_by = current_user, "
                               "airtrain_version FROM registry.schema_migrations")
     assert row[:3] == ("churn", True, True) and row[3]
@@ -116,7 +116,7 @@ def test_task_user_without_createrole_runs_the_daily_steps_beside_a_long_reader(
         rc = reader.cursor()
         rc.execute("SELECT count(*) FROM predictions.churn_latest")
         rc.execute("SELECT count(*) FROM predictions.churn")
-        assert steps.prepare(task, spec)["schema"] == "verified"  # no DDL: the view's lock is not needed
+        assert steps.prepare(task, spec, auto_migrate=False)["schema"] == "verified"  # no DDL: the view's lock is not needed
         steps.ingest(task, spec, days, "run-1", p.root)
         steps.validate(task, spec, days, "run-1", today=days[-1], reports_root=tmp_path / "reports")
         trained = steps.train(task, spec, days[-1], "run-1")
