@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.errors
 import pytest
 import yaml
 from airtrain import migrate, scoring, steps
@@ -95,7 +96,7 @@ def roles(pg_server, tmp_path):
         cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(task)))
     url = pg_server.url(db)
     # the task fails fast instead of hanging if anything it does waits for a lock behind the reader
-    return db, _as_user(url, owner, pw), _as_user(url, task, pw, "-c lock_timeout=5000")
+    return db, _as_user(url, owner, pw), _as_user(url, task, pw, "-c lock_timeout=2000")
 
 
 def test_task_user_without_createrole_runs_the_daily_steps_beside_a_long_reader(roles, pg_server, tmp_path):
@@ -116,7 +117,10 @@ def test_task_user_without_createrole_runs_the_daily_steps_beside_a_long_reader(
         rc = reader.cursor()
         rc.execute("SELECT count(*) FROM predictions.churn_latest")
         rc.execute("SELECT count(*) FROM predictions.churn")
-        assert steps.prepare(task, spec, auto_migrate=False)["schema"] == "verified"  # no DDL: the view's lock is not needed
+        # what the old daily prepare did (apply every DDL) waits behind the reader: the view's lock
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            apply_schema(task, spec)
+        assert steps.prepare(task, spec, auto_migrate=False)["schema"] == "verified"  # no DDL: no lock to wait for
         steps.ingest(task, spec, days, "run-1", p.root)
         steps.validate(task, spec, days, "run-1", today=days[-1], reports_root=tmp_path / "reports")
         trained = steps.train(task, spec, days[-1], "run-1")
