@@ -38,6 +38,9 @@ reader-login: venv ## a read-only warehouse login for an analyst: make reader-lo
 load-test: venv ## a 60-day backfill through the scheduler (LocalExecutor) of the running stack; checks invariants
 	@$(BIN)/python scripts/load_test.py
 
+migrate: venv ## apply the warehouse schema of every spec to the local warehouse (deploy time; `make run` does it)
+	@$(BIN)/python scripts/devstack.py migrate
+
 demo-data: venv ## (re)generate the simulated demo data into the local warehouse
 	@$(BIN)/python scripts/devstack.py demo-data
 

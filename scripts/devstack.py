@@ -4,6 +4,7 @@
     python scripts/devstack.py down
     python scripts/devstack.py status
     python scripts/devstack.py demo-data    # (re)load the simulated demo data
+    python scripts/devstack.py migrate      # apply the warehouse schema (airtrain migrate)
     python scripts/devstack.py env          # print the environment, to run `airflow ...` by hand
     python scripts/devstack.py reader-login NAME   # a read-only warehouse login for an analyst
 
@@ -70,6 +71,8 @@ GENERATED = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_FERNET_KEY": lambda: __import__("base64").urlsafe_b64encode(os.urandom(32)).decode(),
+    # the model-artifact signing key (<id>:<secret>; README "Model artifacts are signed")
+    "AIRTRAIN_ARTIFACT_SECRET_KEYS": lambda: f"local1:{secrets.token_urlsafe(32)}",
 }
 
 
@@ -176,6 +179,8 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         # after a restart, reset the tasks a dead scheduler left queued/running within a minute, not 5
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW_CONN_WAREHOUSE": pg.url("warehouse"),
+        "AIRFLOW_VAR_AIRTRAIN_ARTIFACT_SECRET_KEYS": cfg["AIRTRAIN_ARTIFACT_SECRET_KEYS"],
+        "AIRTRAIN_ARTIFACT_SECRET_KEYS": cfg["AIRTRAIN_ARTIFACT_SECRET_KEYS"],  # the demo driver and the CLI
         "AIRTRAIN_PROJECT_ROOT": str(DATA_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(DATA_ROOT / "data" / "reports"),
         "AIRTRAIN_LOCAL_DIR": str(LOCAL),
@@ -454,8 +459,9 @@ def api_token(base: str, cfg: dict[str, str]) -> str:
 
 
 def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
-    say("applying the warehouse schema for every pipeline spec")
-    subprocess.run([sys.executable, "-m", "airtrain.schema", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
+    say("migrating the warehouse schema of every pipeline spec (airtrain migrate: deploy time; the daily runs "
+        "only verify it)")
+    subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
     days = cfg.get("DEMO_DAYS") or "100"
     say(f"loading {days} days of simulated churn data ending today (landing files + delayed labels)")
@@ -681,7 +687,7 @@ def cmd_reader_login(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login"}
+    commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login", "migrate"}
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
@@ -698,6 +704,11 @@ def main(argv: list[str]) -> int:
             return cmd_demo(argv[1:])
         if argv[0] == "reader-login":
             return cmd_reader_login(argv[1:])
+        if argv[0] == "migrate":
+            cfg = load_dotenv()
+            env = airflow_env(cfg)
+            return subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
+                                  cwd=ROOT, env={**os.environ, **env}).returncode
         if argv[0] == "demo-data":
             cfg = load_dotenv()
             env = airflow_env(cfg)

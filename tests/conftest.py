@@ -150,6 +150,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the plugin comes from the entry point
         "AIRTRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(tmp / "reports"),
+        # the tests' projects are created on the fly: the daily prepare applies their schema (a
+        # deployment runs `airtrain migrate` instead; tests/integration/test_schema_deploy.py)
+        "AIRTRAIN_AUTO_MIGRATE": "1",
         "GX_ANALYTICS_ENABLED": "False",
         "DO_NOT_TRACK": "1",
         "EVIDENTLY_DISABLE_TELEMETRY": "1",

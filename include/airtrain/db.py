@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -33,6 +33,9 @@ class Warehouse:
 
     uri: str
     application_name: str = "airtrain"
+    #: artifact signing keys ((id, secret), ...; the first signs), from the Airflow layer's secret
+    #: store - never from the warehouse. Empty: ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (airtrain.artifacts)
+    artifact_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:  # never print the password
         return f"Warehouse({redact(self.uri)!r})"

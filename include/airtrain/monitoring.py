@@ -37,6 +37,7 @@ from psycopg2.extras import execute_values
 
 from airtrain import registry
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.errors import PermanentError
 from airtrain.reports import ReportStore, as_store
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
 
@@ -272,12 +273,72 @@ def evidently_drift(reference, current, rules: list[ColumnRule], drift_share: fl
     snapshot = Report(metrics).run(Dataset.from_pandas(cur_df, data_definition=definition),
                                    Dataset.from_pandas(ref_df, data_definition=definition))
     scores: dict[str, float | None] = {r.column: None for r in skipped}
-    for m in snapshot.dict()["metrics"]:
-        cfg = m.get("config", {})
-        if cfg.get("type", "").endswith(":ValueDrift"):
-            v = m.get("value")
-            scores[cfg["column"]] = float(v) if isinstance(v, int | float) else None
+    scores.update(parse_drift_result(snapshot.dict(), usable))
     return scores, snapshot
+
+
+class DriftResultError(PermanentError, RuntimeError):
+    """Evidently's result does not hold what the adapter asked for (its result shape changed?)."""
+
+
+def _metric_type(m: dict[str, Any]) -> str:
+    return str((m.get("config") or {}).get("type", "")).rsplit(":", 1)[-1]
+
+
+def parse_drift_result(result: dict[str, Any], rules: list[ColumnRule]) -> dict[str, float]:
+    """{column: score} from an Evidently ``Snapshot.dict()``, failing closed.
+
+    Requires exactly one ``ValueDrift`` result per rule, with a finite number as its value, and -
+    when feature columns (all but :data:`PREDICTION`) were asked for - exactly one
+    ``DriftedColumnsCount`` whose drifted count equals the count the per-column scores and
+    thresholds give. Anything else raises :class:`DriftResultError`: a library upgrade that changes
+    the result's shape fails the check loudly instead of turning every score into "no drift"."""
+    import math
+
+    metrics = result.get("metrics") if isinstance(result, dict) else None
+    if not isinstance(metrics, list):
+        raise DriftResultError(f"the Evidently result has no 'metrics' list (keys: {sorted(result or {})}); "
+                               "the installed Evidently's result shape is not the one this adapter knows")
+    found: dict[str, list[Any]] = {}
+    counts: list[Any] = []
+    for m in metrics:
+        kind = _metric_type(m)
+        if kind == "ValueDrift":
+            found.setdefault(str((m.get("config") or {}).get("column")), []).append(m.get("value"))
+        elif kind == "DriftedColumnsCount":
+            counts.append(m.get("value"))
+    scores: dict[str, float] = {}
+    problems = []
+    for r in rules:
+        values = found.get(r.column, [])
+        if len(values) != 1:
+            problems.append(f"{len(values)} ValueDrift results for column {r.column!r} (expected exactly 1)")
+            continue
+        v = values[0]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            problems.append(f"the ValueDrift result of column {r.column!r} is {v!r}, not a finite number")
+            continue
+        scores[r.column] = float(v)
+    unknown = sorted(set(found) - {r.column for r in rules})
+    if unknown:
+        problems.append(f"ValueDrift results for columns that were not asked for: {unknown}")
+    features = [r for r in rules if r.column != PREDICTION]
+    if features and not problems:
+        if len(counts) != 1:
+            problems.append(f"{len(counts)} DriftedColumnsCount results (expected exactly 1)")
+        else:
+            c = counts[0].get("count") if isinstance(counts[0], dict) else None
+            ours = sum(1 for r in features if r.drifted(scores[r.column]))
+            if isinstance(c, bool) or not isinstance(c, int | float):
+                problems.append(f"the DriftedColumnsCount result is {counts[0]!r}, without a numeric 'count'")
+            elif int(c) != ours:
+                problems.append(f"Evidently counts {int(c)} drifted feature columns, but the per-column scores "
+                                f"and thresholds give {ours} (has the meaning of a method's threshold changed?)")
+    if problems:
+        raise DriftResultError("the Evidently drift result does not match what was asked for, so no drift "
+                               "decision is made (check the installed evidently version against "
+                               "requirements.txt):\n  - " + "\n  - ".join(problems))
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------

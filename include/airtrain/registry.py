@@ -92,14 +92,18 @@ def register_version(
         cur.execute(sql.SQL("SELECT COALESCE(MAX(version), 0) + 1 FROM {} WHERE pipeline = %s").format(
             _t(spec, "model_versions")), (spec.name,))
         version = int(cur.fetchone()[0])
+        from airtrain.artifacts import resolve_keys, sign
+
+        signature = sign(resolve_keys(wh.artifact_keys), spec.name, version, artifact_sha256)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (pipeline, version, run_id, estimator, params, metrics, lineage, artifact, "
-                "artifact_sha256, artifact_format) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "artifact_sha256, artifact_format, artifact_signature) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(_t(spec, "model_versions")),
             (spec.name, version, run_id, estimator, json.dumps(params, default=str),
              json.dumps(metrics or {}, default=str), json.dumps(lineage, default=str), artifact,
-             artifact_sha256, artifact_format),
+             artifact_sha256, artifact_format, signature),
         )
         return version
 
@@ -153,18 +157,46 @@ def get_champion(wh: Warehouse, spec: PipelineSpec) -> ModelVersion | None:
 
 
 def load_artifact(wh: Warehouse, spec: PipelineSpec, version: int) -> Any:
-    """Load a version's model after verifying its checksum and library versions."""
-    from airtrain.artifacts import load_model
+    """Load a version's model after verifying its signature, checksum, library versions and types."""
+    from airtrain.artifacts import load_model, resolve_keys, verify_signature
 
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT artifact, artifact_sha256, lineage FROM {} WHERE pipeline = %s AND version = %s"
-                    ).format(_t(spec, "model_versions")), (spec.name, version))
+            sql.SQL("SELECT artifact, artifact_sha256, lineage, artifact_signature FROM {} WHERE pipeline = %s "
+                    "AND version = %s").format(_t(spec, "model_versions")), (spec.name, version))
         row = cur.fetchone()
     if row is None:
         raise RegistryError(f"{spec.name} has no model version {version}")
     data, sha, lineage = bytes(row[0]), row[1], row[2] or {}
+    verify_signature(resolve_keys(wh.artifact_keys), spec.name, version, sha, row[3])
     return load_model(data, sha, (lineage or {}).get("library_versions"))
+
+
+def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | None = None) -> list[int]:
+    """Sign (again) the artifacts of ``versions`` (default: all) with the newest configured key.
+
+    For enabling signing on a warehouse whose artifacts predate it, and for retiring an old key
+    (re-sign, then drop the old key). It trusts the rows as they are now: run it only on a
+    warehouse you trust. Each artifact's checksum is verified against its bytes first."""
+    from airtrain.artifacts import ArtifactSignatureError, resolve_keys, sha256, sign
+
+    keys = resolve_keys(wh.artifact_keys)
+    if not keys:
+        raise ArtifactSignatureError("no artifact signing key configured: nothing to sign with")
+    done = []
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "registry", spec.name)
+        cur.execute(sql.SQL("SELECT version, artifact, artifact_sha256 FROM {} WHERE pipeline = %s "
+                            "AND (%s::int[] IS NULL OR version = ANY(%s::int[])) ORDER BY version").format(
+            _t(spec, "model_versions")), (spec.name, versions, versions))
+        for version, data, sha in cur.fetchall():
+            if sha256(bytes(data)) != sha:
+                raise ArtifactSignatureError(f"{spec.name} v{version}: the artifact does not match its checksum; "
+                                             "not signing it")
+            cur.execute(sql.SQL("UPDATE {} SET artifact_signature = %s WHERE pipeline = %s AND version = %s").format(
+                _t(spec, "model_versions")), (sign(keys, spec.name, version, sha), spec.name, version))
+            done.append(int(version))
+    return done
 
 
 def promote(

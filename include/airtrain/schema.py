@@ -2,18 +2,26 @@
 
 ``apply_schema(wh, spec)`` creates every schema, table, index, view, comment, role and grant the
 pipeline needs (docs/CONTRACT.md), adds columns for features added to the spec later (it never
-drops anything), and records the spec's hash in ``registry.schema_migrations``. It runs as the
-``prepare`` task of every retrain run and from ``make run``; two concurrent applies serialise on an
-advisory lock.
+drops anything), and records the schema's fingerprint (:func:`schema_fingerprint`: a hash of the
+DDL this code generates for the spec) in ``registry.schema_migrations`` with who applied it and the
+airtrain version. Two concurrent applies serialise on an advisory lock.
 
-Command line: ``python -m airtrain.schema --url postgresql://... [--spec-dir include/pipelines]``, and
-``python -m airtrain.schema create-reader-login <name> --url ...`` for an analyst's read-only login.
+Schema changes belong to deploy time: ``airtrain migrate`` (``python -m airtrain.migrate``) applies
+it, run by ``make run`` and by compose's ``airflow-init``, as a login that may create roles. The
+daily ``prepare`` task only calls :func:`verify_schema` (a read of one row, no DDL, no lock other
+readers wait for), which fails with the command to run when the warehouse is behind the spec.
+``AIRTRAIN_AUTO_MIGRATE=1`` makes ``prepare`` apply it instead (tests, a throw-away warehouse).
+
+Command line: ``python -m airtrain.schema --url postgresql://... [--spec-dir include/pipelines]`` (the
+same as ``airtrain migrate``), and ``python -m airtrain.schema create-reader-login <name> --url ...``
+for an analyst's read-only login.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -23,7 +31,11 @@ from pathlib import Path
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.errors import PermanentError
 from airtrain.spec import FeatureSpec, PipelineSpec, load_specs
+
+#: the command that brings a warehouse up to date (named in every "schema behind" error)
+MIGRATE_COMMAND = "airtrain migrate --url <warehouse URL>   (or: python -m airtrain.migrate)"
 
 SQL_TYPES = {"int": "bigint", "float": "double precision", "category": "text", "bool": "boolean"}
 
@@ -72,6 +84,41 @@ class SchemaReport:
 
 def spec_hash(spec: PipelineSpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
+
+
+def _ddl_sources() -> str:
+    """The source of the functions that generate the DDL: a change to them is a schema change."""
+    fns = [_shared_tables, _pipeline_tables, _labels_source_table, _prediction_tables, _reader_role, table_columns,
+           _add_missing_columns, _audit_tables, apply_schema]
+    try:
+        return APPEND_ONLY_FN + json.dumps(READER_TABLES) + "".join(inspect.getsource(f) for f in fns)
+    except OSError:  # no source files (a compiled-only install): the package version stands in for them
+        from airtrain import __version__
+
+        return f"airtrain {__version__}"
+
+
+def schema_fingerprint(spec: PipelineSpec) -> str:
+    """sha256 of what the schema of ``spec`` depends on: the DDL-generating code and the spec keys
+    that reach the DDL (schemas, table names, key/date/feature/target columns and types, the labels
+    table, the reader role). A change of model parameters, metrics or schedules does not change it,
+    so it does not call for a migration."""
+    kinds = ["raw", "features", "labels", *(["labels_source"] if spec.labels is not None else [])]
+    relevant = {
+        "name": spec.name,
+        "warehouse": {k: v for k, v in spec.warehouse.model_dump(mode="json").items() if k != "conn_id"},
+        "tables": {k: spec.table(k) for k in ("raw", "features", "quarantine", "labels", "predictions",
+                                              "predictions_latest", "shadow_predictions", "reference")},
+        "columns": {k: table_columns(spec, k) for k in kinds},
+        "labels": spec.labels.model_dump(mode="json", by_alias=True) if spec.labels is not None else None,
+        "entity_key": spec.entity_key, "date_column": spec.date_column, "target": spec.target.name,
+    }
+    blob = json.dumps(relevant, sort_keys=True, default=str) + _ddl_sources()
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class SchemaBehindError(PermanentError, RuntimeError):
+    """The warehouse schema is older than the spec/code: run the deploy-time migration first."""
 
 
 def _cols(columns: list[tuple[str, str]]) -> sql.Composable:
@@ -124,8 +171,8 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
          "value double precision, n_rows integer, created_at timestamptz NOT NULL DEFAULT now(), "
          "PRIMARY KEY (pipeline, run_id, version, metric, slice_column, slice_value))", (reg, "evaluations")),
         ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, spec_sha256 text NOT NULL, "
-         "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, spec_sha256))",
-         (reg, "schema_migrations")),
+         "applied_at timestamptz NOT NULL DEFAULT now(), schema_sha256 text, applied_by text, airtrain_version text, "
+         "PRIMARY KEY (pipeline, spec_sha256))", (reg, "schema_migrations")),
         ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, partition_date date NOT NULL, run_id text NOT NULL, "
          "source text NOT NULL, rows integer NOT NULL, columns_missing text[] NOT NULL DEFAULT '{{}}', "
          "columns_extra text[] NOT NULL DEFAULT '{{}}', source_sha256 text, ingested_at timestamptz NOT NULL "
@@ -153,6 +200,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     _add_missing_columns(cur, mon, "drift_decisions", [
         ("window_start", "date"), ("run_id", "text"), ("drifted", "boolean"), ("drift_share", "double precision"),
         ("current_rows", "integer"), ("details", "jsonb NOT NULL DEFAULT '{}'")], report)
+    _add_missing_columns(cur, reg, "model_versions", [("artifact_signature", "text")], report)
+    _add_missing_columns(cur, reg, "schema_migrations", [
+        ("schema_sha256", "text"), ("applied_by", "text"), ("airtrain_version", "text")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
     cur.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'promotion_log_append_only' AND tgrelid = %s::regclass",
                 (f'"{reg}"."promotion_log"',))
@@ -175,7 +225,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
                                 "when, why, with the metrics. UPDATE/DELETE/TRUNCATE are refused.",
         (reg, "evaluations"): "Challenger and champion metrics on the same time-based holdout, overall "
                               "(slice_column = '') and per slice.",
-        (reg, "schema_migrations"): "Spec versions (sha256) whose DDL was applied to this warehouse.",
+        (reg, "schema_migrations"): "Schema versions applied to this warehouse (by `airtrain migrate`): the "
+                                    "pipeline, its spec's sha256, the schema fingerprint the daily run checks "
+                                    "(schema_sha256), who applied it, when, with which airtrain version.",
         (mon, "ingest_runs"): "One row per ingested partition: source, row count, missing/extra columns.",
         (mon, "validation_runs"): "One row per validated partition: counts, blocked or not, expectation results.",
         (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
@@ -189,6 +241,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "promotion_log", "action"): "promote (gate passed), force_promote (manual override) or rollback.",
         (reg, "promotion_log", "actor"): "Who or what made the change: user:<name> or airflow:<run type>.",
         (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
+        (reg, "model_versions", "artifact_signature"): "hmac-sha256:<key id>:<hex> over (pipeline, version, "
+                                                       "artifact_sha256), made with a key the warehouse never "
+                                                       "holds; verified before every load.",
     }
     for (schema, table, col), text in col_comments.items():
         _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(schema, table), ident(col)), text)
@@ -423,9 +478,46 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
         _shared_tables(cur, spec, report)
         _pipeline_tables(cur, spec, report)
         _reader_role(cur, spec)
-        cur.execute(sql.SQL("INSERT INTO {} (pipeline, spec_sha256) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
-            ident(w.registry_schema, "schema_migrations")), (spec.name, report.spec_sha256))
+        from airtrain import __version__
+
+        cur.execute(sql.SQL(
+            "INSERT INTO {} (pipeline, spec_sha256, schema_sha256, applied_by, airtrain_version) "
+            "VALUES (%s, %s, %s, current_user, %s) ON CONFLICT (pipeline, spec_sha256) DO UPDATE SET "
+            "schema_sha256 = EXCLUDED.schema_sha256, applied_by = EXCLUDED.applied_by, "
+            "airtrain_version = EXCLUDED.airtrain_version, applied_at = now()").format(
+            ident(w.registry_schema, "schema_migrations")),
+            (spec.name, report.spec_sha256, schema_fingerprint(spec), __version__))
     return report
+
+
+def verify_schema(wh: Warehouse, spec: PipelineSpec) -> dict[str, str]:
+    """Check that ``airtrain migrate`` applied this spec's schema (the daily run's ``prepare``).
+
+    One read, no DDL and no lock anyone waits for. Raises :class:`SchemaBehindError` naming the
+    command when the warehouse has no schema yet or an older one."""
+    fp = schema_fingerprint(spec)
+    reg = spec.warehouse.registry_schema
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (f'"{reg}"."schema_migrations"',))
+        if cur.fetchone()[0] is None:
+            raise SchemaBehindError(
+                f"{spec.name}: the warehouse has no airtrain schema yet ({reg}.schema_migrations does not exist). "
+                f"Schema changes are applied at deploy time: run {MIGRATE_COMMAND} as a login that may create "
+                "tables and roles, then re-run this task.")
+        cur.execute(sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND schema_sha256 = %s").format(
+            ident(reg, "schema_migrations")), (spec.name, fp))
+        if cur.fetchone() is not None:
+            return {"schema": "verified", "schema_sha256": fp}
+        cur.execute(sql.SQL("SELECT applied_at, applied_by, airtrain_version FROM {} WHERE pipeline = %s "
+                            "ORDER BY applied_at DESC LIMIT 1").format(ident(reg, "schema_migrations")), (spec.name,))
+        last = cur.fetchone()
+    when = (f"the last migration of {spec.name} was applied {last[0].isoformat(timespec='minutes')} by {last[1] or '?'} "
+            f"(airtrain {last[2] or '?'})" if last else f"{spec.name} was never migrated")
+    raise SchemaBehindError(
+        f"{spec.name}: the warehouse schema is behind the spec/code (fingerprint {fp[:12]} not applied; {when}). "
+        f"Schema changes are applied at deploy time: run {MIGRATE_COMMAND}, then re-run this task. "
+        "(Set AIRTRAIN_AUTO_MIGRATE=1 to let the daily run apply it itself - for tests and throw-away "
+        "warehouses only: it needs a login that may create roles and takes locks readers wait for.)")
 
 
 def _login_uri(url: str, name: str) -> str:

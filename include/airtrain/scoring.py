@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
 from airtrain import registry
@@ -43,6 +44,25 @@ log = logging.getLogger(__name__)
 
 class ScoringError(PermanentError, RuntimeError):
     """Scoring was refused or failed; nothing was published."""
+
+
+#: how long one attempt of the partition swap waits for its lock (readers queue behind it meanwhile)
+SWAP_LOCK_TIMEOUT_MS = 1000
+#: how long the swap keeps retrying before the task fails (and Airflow retries it)
+SWAP_MAX_WAIT_S = 1800.0
+
+
+class SwapLockTimeout(RuntimeError):
+    """The partition swap did not get its lock in time (long reads): nothing was published; retryable."""
+
+
+def _lock_holders(cur: Any, target: ScoringTarget) -> str:
+    """Who holds a lock on the target's parent table (for the log and the error)."""
+    cur.execute("SELECT l.pid, a.usename, a.application_name, round(extract(epoch FROM now() - a.xact_start)) "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.relation = "
+                "%s::regclass AND l.pid <> pg_backend_pid()", (f'"{target.schema}"."{target.table}"',))
+    rows = cur.fetchall()
+    return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, transaction open {r[3]} s)" for r in rows) or "another session"
 
 
 class NoModelError(ScoringError):
@@ -249,9 +269,14 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
 
 
-def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None
-            ) -> dict[str, Any]:
-    """Swap the stage table in as the (date, version) partition, atomically."""
+def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None, *,
+            lock_timeout_ms: int = SWAP_LOCK_TIMEOUT_MS, max_wait_s: float = SWAP_MAX_WAIT_S,
+            backoff_s: float = 0.5) -> dict[str, Any]:
+    """Swap the stage table in as the (date, version) partition, atomically.
+
+    The swap waits at most ``lock_timeout_ms`` for its lock each attempt and retries with backoff
+    (0.5 s doubling, at most 30 s apart) for up to ``max_wait_s``, so a long read delays the publish
+    instead of blocking every reader queued behind it; then :class:`SwapLockTimeout` (retried)."""
     parent = ident(target.schema, target.table)
     stage = ident(target.schema, target.stage)
     key = spec.entity_key
@@ -278,30 +303,53 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
                             "model_version IS NOT NULL AND as_of_date = {} AND model_version = {})").format(
             stage, ident(f"{target.table}_bounds"[:63]), sql.Literal(target.as_of.isoformat()),
             sql.Literal(target.version)))
-        cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-                    (target.schema, target.partition))
-        replaced = cur.fetchone() is not None
-        if replaced:
-            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-                parent, ident(target.schema, target.partition)))
-            cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
-        superseded = _other_versions_of_date(cur, target) if target.role == "shadow" else []
-        for name in superseded:  # one shadow version per date: the newest run's challenger replaces the rest
-            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
-            cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
-        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, ident(target.partition)))
-        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
-            parent, ident(target.schema, target.partition), lo, hi))
-        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-            ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
-        cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-            ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+        # The swap needs an ACCESS EXCLUSIVE lock on the parent (DETACH). Behind a long analyst query
+        # it would wait, and every new reader would queue behind it: wait at most lock_timeout per
+        # attempt instead, step back (readers go on), and retry with backoff until max_wait_s.
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_ms)}ms",))
+        t0, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            cur.execute("SAVEPOINT airtrain_swap")
+            try:
+                cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                            (target.schema, target.partition))
+                replaced = cur.fetchone() is not None
+                if replaced:
+                    cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                        parent, ident(target.schema, target.partition)))
+                    cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
+                superseded = _other_versions_of_date(cur, target) if target.role == "shadow" else []
+                for name in superseded:  # one shadow version per date: the newest run's challenger replaces the rest
+                    cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
+                    cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
+                cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, ident(target.partition)))
+                cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
+                    parent, ident(target.schema, target.partition), lo, hi))
+                cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
+                cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+                break
+            except psycopg2.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT airtrain_swap")
+                holders = _lock_holders(cur, target)
+                waited = time.monotonic() - t0
+                if waited >= max_wait_s:
+                    raise SwapLockTimeout(
+                        f"publishing {target.schema}.{target.partition} could not lock {target.schema}.{target.table} "
+                        f"in {waited:.0f} s ({attempt} attempts of {lock_timeout_ms} ms): held by {holders}; "
+                        "nothing was published (the task is retried)") from None
+                pause = min(backoff_s * 2 ** (attempt - 1), 30.0, max(max_wait_s - waited, 0.0))
+                log.warning("publish %s: %s.%s is locked by %s; stepping back for %.1f s (attempt %s)",
+                            target.partition, target.schema, target.table, holders, pause, attempt)
+                time.sleep(pause)
         failpoint("publish.before_commit")
     failpoint("publish.after_commit")
     return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
             "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version,
-            "superseded": superseded}
+            "superseded": superseded, "lock_attempts": attempt}
 
 
 def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:

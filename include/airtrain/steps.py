@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,20 @@ def _copy_frame(cur: Any, table: sql.Composable, df, columns: list[str]) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare(wh: Warehouse, spec: PipelineSpec) -> dict[str, Any]:
-    from airtrain.schema import apply_schema
+def auto_migrate_enabled() -> bool:
+    """``AIRTRAIN_AUTO_MIGRATE=1``: the daily ``prepare`` applies the schema itself instead of only
+    verifying it (tests and throw-away warehouses; production migrates at deploy time)."""
+    return os.environ.get("AIRTRAIN_AUTO_MIGRATE", "").strip().lower() in ("1", "true", "yes")
 
+
+def prepare(wh: Warehouse, spec: PipelineSpec, *, auto_migrate: bool | None = None) -> dict[str, Any]:
+    """Verify the warehouse schema was migrated for this spec (no DDL: that is deploy time, see
+    :mod:`airtrain.migrate`); with ``auto_migrate`` (default: ``$AIRTRAIN_AUTO_MIGRATE``) apply it
+    instead (tests, throw-away warehouses)."""
+    from airtrain.schema import apply_schema, verify_schema
+
+    if not (auto_migrate_enabled() if auto_migrate is None else auto_migrate):
+        return verify_schema(wh, spec)
     report = apply_schema(wh, spec)
     return {"schema": "applied", "report": str(report)[:500]}
 

@@ -267,37 +267,72 @@ def _batch_definition() -> Any:
 
 
 def _run_gx(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
+    return parse_gx_results(gx_validate(typed, rules), rules, typed)
+
+
+def gx_validate(typed: pd.DataFrame, rules: list[_Rule]) -> list[Any]:
+    """GX's raw ``ExpectationValidationResult`` list for ``rules`` on ``typed`` (each expectation
+    tagged with its rule's index in ``meta``)."""
     with _GX_LOCK:
-        return _run_gx_locked(typed, rules)
+        return _gx_validate_locked(typed, rules)
 
 
-def _run_gx_locked(typed: pd.DataFrame, rules: list[_Rule]) -> list[dict[str, Any]]:
+def _gx_validate_locked(typed: pd.DataFrame, rules: list[_Rule]) -> list[Any]:
     gx = _gx()
 
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": typed})
     suite = gx.ExpectationSuite(name="airtrain_generated")
-    by_id = {}
     for i, r in enumerate(rules):  # expectation ids are None outside a stored suite: tag via meta
         r.expectation.meta = {**(r.expectation.meta or {}), "airtrain_rule": i}
         suite.add_expectation(r.expectation)
-        by_id[i] = r
     res = batch.validate(suite, result_format={"result_format": "COMPLETE",
                                                "unexpected_index_column_names": ["_row_number"],
                                                "return_unexpected_index_query": False})
-    out = []
-    for er in res.results:
-        rule = by_id.get((er.expectation_config.meta or {}).get("airtrain_rule"))
+    return list(res.results)
+
+
+class ValidationResultError(PermanentError, RuntimeError):
+    """GX's result does not hold what the adapter asked for (its result shape changed?)."""
+
+
+def parse_gx_results(results: list[Any], rules: list[_Rule], typed: pd.DataFrame) -> list[dict[str, Any]]:
+    """Our rows from GX's ``ExpectationValidationResult`` list, failing closed.
+
+    Every result must carry the ``airtrain_rule`` tag in its expectation's ``meta`` (the only link
+    to the rule's severity), and every rule must have exactly one result. Anything else raises
+    :class:`ValidationResultError`: a GX upgrade that drops ``meta`` or a result must fail the
+    validation loudly, never turn a ``block`` rule into a ``warn``."""
+    out: list[dict[str, Any]] = []
+    seen: dict[int, int] = {}
+    problems = []
+    for er in results:
+        cfg = getattr(er, "expectation_config", None)
+        meta = getattr(cfg, "meta", None) or {}
+        tag = meta.get("airtrain_rule") if isinstance(meta, dict) else None
+        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag < len(rules):
+            problems.append(f"a {getattr(cfg, 'type', '?')} result has no valid airtrain_rule tag in its "
+                            f"expectation's meta ({meta!r})")
+            continue
+        seen[tag] = seen.get(tag, 0) + 1
+        rule = rules[tag]
         result = er.result or {}
         rows = []
         for item in result.get("unexpected_index_list") or []:
             rows.append(int(item["_row_number"]) if isinstance(item, dict) else int(typed["_row_number"].iloc[item]))
-        out.append({"expectation": er.expectation_config.type, "column": rule.column if rule else "",
-                    "label": rule.label if rule else "", "severity": rule.severity if rule else "warn",
+        out.append({"expectation": cfg.type, "column": rule.column, "label": rule.label, "severity": rule.severity,
                     "success": bool(er.success), "unexpected_count": int(result.get("unexpected_count") or len(rows)),
                     "unexpected_percent": float(result.get("unexpected_percent") or 0.0),
                     "observed_value": _plain(result.get("observed_value")), "_rows": rows,
                     "exception": (er.exception_info or {}).get("exception_message")
                     if isinstance(er.exception_info, dict) and er.exception_info.get("raised_exception") else None})
+    for i, r in enumerate(rules):
+        if seen.get(i, 0) != 1:
+            problems.append(f"{seen.get(i, 0)} results for rule {i} ({type(r.expectation).__name__} "
+                            f"{r.column or 'table'}: {r.label}; expected exactly 1)")
+    if problems:
+        raise ValidationResultError("the Great Expectations result does not match the expectations that were "
+                                    "run, so the batch is not judged (check the installed great_expectations "
+                                    "version against requirements.txt):\n  - " + "\n  - ".join(problems))
     return out
 
 

@@ -147,7 +147,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
         @task(multiple_outputs=False)
         def prepare(plan: dict[str, Any]) -> dict[str, Any]:
-            """Apply the warehouse schema (idempotent)."""
+            """Verify the warehouse schema was migrated at deploy time (``airtrain migrate``)."""
             from airtrain_airflow import runtime
 
             return runtime.prepare(name, plan)

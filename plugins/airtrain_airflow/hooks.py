@@ -17,7 +17,18 @@ class WarehouseHook(PostgresHook):
 
     def get_warehouse(self) -> Warehouse:
         uri = normalize_uri(self.get_uri())
-        return Warehouse(uri, application_name=f"airtrain:{self.postgres_conn_id}")
+        return Warehouse(uri, application_name=f"airtrain:{self.postgres_conn_id}", artifact_keys=artifact_keys())
+
+
+def artifact_keys() -> tuple[tuple[str, bytes], ...]:
+    """The model-artifact signing keys from the Airflow Variable ``airtrain_artifact_secret_keys``
+    (``<id>:<secret>,...``, newest first): the metadata DB, ``AIRFLOW_VAR_AIRTRAIN_ARTIFACT_SECRET_KEYS`` or a
+    secrets backend - never the warehouse. Empty when unset (the core then reads
+    ``$AIRTRAIN_ARTIFACT_SECRET_KEYS``)."""
+    from airflow.sdk import Variable
+    from airtrain.artifacts import parse_keys
+
+    return parse_keys(Variable.get("airtrain_artifact_secret_keys", default=None))
 
 
 def normalize_uri(uri: str) -> str:

@@ -144,7 +144,7 @@ def prepare(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     from airtrain import steps
 
     spec = spec_for(name)
-    return steps.prepare(warehouse_for(spec), spec)
+    return steps.prepare(warehouse_for(spec), spec)  # verifies; $AIRTRAIN_AUTO_MIGRATE=1 applies
 
 
 @fail_fast()

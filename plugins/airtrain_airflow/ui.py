@@ -9,8 +9,14 @@ at ``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
   link there).
 
 Every route needs a logged-in Airflow user (the UI's JWT cookie or a bearer token; the same check
-as Airflow's own API). Reports are read through :mod:`airtrain.reports` only (allow-listed
-pipeline, kind and id; paths checked to stay inside the store).
+as Airflow's own API) **and** the auth manager's per-DAG permission: a pipeline's drift decisions
+and reports need GET on its ``<name>_monitor`` DAG's task instances, its validations on its
+``<name>_retrain`` DAG's (``is_authorized_dag``, so FAB/Keycloak/custom managers apply their DAG
+rules); a pipeline the user may read neither of is not listed, and its reports answer 403.
+Reports are read through :mod:`airtrain.reports` only (allow-listed pipeline, kind and id; paths
+checked to stay inside the store) and served with a sandboxing Content-Security-Policy
+(:data:`REPORT_CSP`): they run in an opaque origin, cannot reach the network, the Airflow API or
+its cookies.
 """
 
 from __future__ import annotations
@@ -61,6 +67,51 @@ def read_report(pipeline: str, kind: str, report_id: str, specs: dict[str, Any] 
         return (store or report_store()).read(pipeline, kind, report_id)
     except ReportNotFound:
         raise HTTPException(status_code=404, detail="no such report") from None
+
+
+#: Content-Security-Policy of a served report. Validation reports are static HTML: no scripts at all.
+#: Evidently's drift report is a page of inline JavaScript (its UI bundle, data and fonts inlined, no
+#: external file): it may run scripts, but in a sandbox without same-origin (an opaque origin: no
+#: Airflow cookies or storage, no same-origin API calls), with no network (default/connect-src
+#: 'none'), no forms, no navigation of the Airflow page. Checked in headless Chromium
+#: (tests/e2e/test_report_csp.py): the report renders all its charts under this policy, and none
+#: under the validation one.
+REPORT_CSP = {
+    "validation": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+                  "base-uri 'none'; frame-ancestors 'self'",
+    "drift": "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
+             "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src 'none'; "
+             "form-action 'none'; base-uri 'none'; frame-ancestors 'self'",
+}
+
+
+def report_response(kind: str, body: str) -> HTMLResponse:
+    return HTMLResponse(body, headers={"Content-Security-Policy": REPORT_CSP[kind], "X-Content-Type-Options": "nosniff",
+                                       "Referrer-Policy": "no-referrer"})
+
+
+def can_read(user: Any, dag_id: str) -> bool:
+    """The auth manager's own per-DAG check: may ``user`` read ``dag_id``'s task instances?"""
+    from airflow.api_fastapi.app import create_auth_manager  # the api-server's singleton (made if missing)
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    return bool(create_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE,
+                                                     details=DagDetails(id=dag_id), user=user))
+
+
+def _dag_of(spec: Any, kind: str) -> str:
+    return spec.monitor_dag_id if kind == "drift" else spec.retrain_dag_id
+
+
+def _allowed(user: Any, rows_for: Any, kind: str):
+    """``rows_for`` behind the per-DAG check (a refused section says so instead of listing rows)."""
+    def rows(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
+        dag_id = _dag_of(spec, kind)
+        if not can_read(user, dag_id):
+            return [], f"not permitted: you may not read the DAG {dag_id}"
+        return rows_for(spec)
+
+    return rows
 
 
 def _query(fn_name: str):
@@ -201,31 +252,48 @@ def create_app() -> FastAPI:
     app = FastAPI(title="airtrain reports", docs_url=None, redoc_url=None, openapi_url=None)
     auth = Depends(get_user)
 
-    @app.get("/", response_class=HTMLResponse, dependencies=[auth])
-    def index() -> HTMLResponse:
-        return HTMLResponse(render_index(_specs(), _rows, _validations))
+    @app.get("/", response_class=HTMLResponse)
+    def index(user: Any = auth) -> HTMLResponse:
+        specs = {n: s for n, s in _specs().items() if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
+        return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
+                                         _allowed(user, _validations, "validation")))
 
-    @app.get("/reports/{pipeline}/{kind}/{report_id}", dependencies=[auth])
-    def report(pipeline: str, kind: str, report_id: str) -> HTMLResponse:
-        return HTMLResponse(read_report(pipeline, kind, report_id))
+    def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
+        specs = _specs()
+        if pipeline in specs and kind in REPORT_CSP and not can_read(user, _dag_of(specs[pipeline], kind)):
+            raise HTTPException(status_code=403, detail="Forbidden")
+        body = read_report(pipeline, kind, report_id, specs)
+        return report_response(kind, body)
 
-    @app.get("/cards/{pipeline}", response_class=HTMLResponse, dependencies=[auth])
-    def cards(pipeline: str) -> HTMLResponse:
+    def card_allowed(user: Any, pipeline: str) -> None:
+        specs = _specs()
+        if pipeline in specs and not can_read(user, specs[pipeline].retrain_dag_id):
+            raise HTTPException(status_code=403, detail="Forbidden")
+
+    @app.get("/cards/{pipeline}", response_class=HTMLResponse)
+    def cards(pipeline: str, user: Any = auth) -> HTMLResponse:
+        card_allowed(user, pipeline)
         return HTMLResponse(render_card_list(pipeline))
 
-    @app.get("/cards/{pipeline}/{version}.json", dependencies=[auth])
-    def card_json(pipeline: str, version: int) -> dict[str, Any]:
+    @app.get("/cards/{pipeline}/{version}.json")
+    def card_json(pipeline: str, version: int, user: Any = auth) -> dict[str, Any]:
+        card_allowed(user, pipeline)
         return read_card(pipeline, version)
 
-    @app.get("/cards/{pipeline}/{version}", response_class=HTMLResponse, dependencies=[auth])
-    def card_html(pipeline: str, version: int) -> HTMLResponse:
+    @app.get("/cards/{pipeline}/{version}", response_class=HTMLResponse)
+    def card_html(pipeline: str, version: int, user: Any = auth) -> HTMLResponse:
         from airtrain.modelcard import render_html
 
+        card_allowed(user, pipeline)
         return HTMLResponse(render_html(read_card(pipeline, version)))
 
-    @app.get("/reports/{pipeline}/{report_id}", dependencies=[auth])
-    def drift_report(pipeline: str, report_id: str) -> HTMLResponse:  # links in alerts sent before kinds
-        return HTMLResponse(read_report(pipeline, "drift", report_id))
+    @app.get("/reports/{pipeline}/{kind}/{report_id}")
+    def report(pipeline: str, kind: str, report_id: str, user: Any = auth) -> HTMLResponse:
+        return serve(user, pipeline, kind, report_id)
+
+    @app.get("/reports/{pipeline}/{report_id}")
+    def drift_report(pipeline: str, report_id: str, user: Any = auth) -> HTMLResponse:  # links in older alerts
+        return serve(user, pipeline, "drift", report_id)
 
     return app
 

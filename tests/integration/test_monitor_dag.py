@@ -123,7 +123,9 @@ def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored
     assert anon.get("/").status_code == 401
     assert anon.get(f"/reports/churn/drift/{rep_id}").status_code == 401
     assert anon.get(f"/reports/churn/validation/{STABLE}").status_code == 401
-    app.dependency_overrides[get_user] = lambda: object()
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="vera", role="viewer")
     client = TestClient(app)
     page = client.get("/")
     assert page.status_code == 200

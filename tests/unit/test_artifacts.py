@@ -44,10 +44,57 @@ class Evil:  # defined in the test module: not a trusted type
         return X
 
 
+def _raw(model) -> tuple[bytes, str]:
+    """skops bytes written without dump_model's check (what a tampered registry row could hold)."""
+    data = artifacts.skops_io().dumps(model)
+    return data, artifacts.sha256(data)
+
+
 def test_untrusted_types_are_refused():
-    art = dump_model(Pipeline([("f", FunctionTransformer(Evil()))]))
+    data, sha = _raw(Pipeline([("f", FunctionTransformer(Evil()))]))
     with pytest.raises(UntrustedArtifactError, match="Evil"):
-        load_model(art.data, art.sha256)
+        load_model(data, sha)
+    with pytest.raises(UntrustedArtifactError, match="Evil"):  # refused when written, already
+        dump_model(Pipeline([("f", FunctionTransformer(Evil()))]))
+
+
+@pytest.mark.parametrize("func", [eval, exec, print], ids=["eval", "exec", "print"])
+def test_builtin_functions_are_refused(func):
+    """The old allow-list trusted every ``builtins.*`` name: a pipeline calling ``eval`` on its input loaded."""
+    data, sha = _raw(Pipeline([("f", FunctionTransformer(func)), ("m", LogisticRegression())]))
+    assert f"builtins.{func.__name__}" in artifacts.skops_io().get_untrusted_types(data=data)
+    with pytest.raises(UntrustedArtifactError, match=f"builtins.{func.__name__}"):
+        load_model(data, sha)
+
+
+@pytest.mark.parametrize("estimator, params", [
+    ("sklearn.linear_model.LogisticRegression", {}),
+    ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 3}),
+    ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 5}),
+    ("sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 3}),
+])
+def test_the_pipelines_specs_build_need_only_trusted_types(estimator, params):
+    """The exact trusted list covers the real fitted pipelines (preprocessing + estimator) of the
+    estimators the specs use; a library upgrade that adds a type fails here, not at scoring time."""
+    import datetime as dt
+    from pathlib import Path
+
+    import yaml
+    from airtrain.simulate import simulate_day
+    from airtrain.spec import parse_spec
+    from airtrain.steps import coerce_features
+    from airtrain.training import build_pipeline
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/churn.yaml").read_text())
+    data["training"] = {**data["training"], "estimator": estimator, "params": params}
+    spec = parse_spec(data)
+    df, _ = simulate_day(dt.date(2026, 3, 1), rows=200)
+    X = coerce_features(df, spec)[spec.feature_names]
+    pipe = build_pipeline(spec).fit(X, np.arange(len(X)) % 2)
+    extra = set(artifacts.skops_io().get_untrusted_types(data=artifacts.skops_io().dumps(pipe)))
+    assert extra <= artifacts.TRUSTED_TYPES, extra - artifacts.TRUSTED_TYPES
+    art = dump_model(pipe)
+    np.testing.assert_array_equal(load_model(art.data, art.sha256).predict_proba(X), pipe.predict_proba(X))
 
 
 def test_library_version_mismatch_is_reported(monkeypatch):

@@ -173,7 +173,7 @@ def test_the_databases_are_migrated_once_by_airflow_init(compose):
     services = compose["services"]
     init = command_text(services["airflow-init"])
     assert init.count("airflow db migrate") == 1
-    assert "airtrain.schema" in init  # the warehouse schema is applied at deploy time, once
+    assert "airtrain.migrate" in init  # the warehouse schema is applied at deploy time, once
     for name, svc in services.items():
         if name == "airflow-init":
             continue
@@ -185,7 +185,8 @@ def test_secrets_come_from_the_environment_and_are_required(compose):
     secret_keys = ("PASSWORD", "SECRET", "FERNET")
     changed = load(example_env(POSTGRES_PASSWORD="pw-two", WAREHOUSE_PASSWORD="wh-two",
                                AIRFLOW_FERNET_KEY="fernet-two", AIRFLOW_JWT_SECRET="jwt-two",
-                               AIRFLOW_SECRET_KEY="key-two", AIRFLOW_WWW_PASSWORD="www-two"))
+                               AIRFLOW_SECRET_KEY="key-two", AIRFLOW_WWW_PASSWORD="www-two",
+                               AIRTRAIN_ARTIFACT_SECRET_KEYS="k2:" + "x" * 32))
     for name, svc in compose["services"].items():
         for key, value in env_of(svc).items():
             is_secret = any(w in key for w in secret_keys) and not key.endswith(("_FILE", "_PASSWORDS_FILE"))
@@ -193,7 +194,8 @@ def test_secrets_come_from_the_environment_and_are_required(compose):
                 assert str(value) != str(env_of(changed["services"][name])[key]), \
                     f"{name}.{key} does not follow the environment: a literal secret?"
     # required: with the secrets left empty (.env.example as shipped), compose refuses to start
-    for var in ("POSTGRES_PASSWORD", "WAREHOUSE_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET"):
+    for var in ("POSTGRES_PASSWORD", "WAREHOUSE_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+                "AIRTRAIN_ARTIFACT_SECRET_KEYS"):
         with pytest.raises(InterpolationError, match=var):
             load(example_env(**{var: ""}))
     assert not re.search(r"://[^:$\s]+:[^@${\s]+@", RAW), "a URL with a literal password"
