@@ -311,3 +311,27 @@ def test_every_component_reads_reports_and_landing_files_where_the_workers_write
                 mounts = [str(v).split(":") for v in services[name].get("volumes", [])]
                 assert any(path == target or path.startswith(target.rstrip("/") + "/")
                            for _src, target, *_ in mounts if _src.startswith("./")), (name, key, url)
+
+
+def test_make_run_without_executor_stays_local_and_a_wrong_one_is_refused(monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import devstack
+
+    monkeypatch.delenv("EXECUTOR", raising=False)
+    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_FERNET_KEY": "f", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j"}
+    local = devstack.airflow_env(cfg)
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert not any(k.startswith("AIRFLOW__CELERY__") for k in local) and "AIRTRAIN_REPORTS_URL" not in local
+    monkeypatch.setenv("EXECUTOR", "celery")
+    celery = devstack.airflow_env(cfg)
+    workers = [devstack.worker_env(cfg, celery, n, i) for i, n in enumerate(devstack.worker_names(cfg))]
+    # each worker: its own home, folder, log port and hostname; reports and landing by URL only
+    assert len({w["AIRFLOW_HOME"] for w, _ in workers}) == len({h for _, h in workers}) == 2
+    assert [w["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] for w, _ in workers] == ["18793", "18794"]
+    assert [w["AIRTRAIN_WORKER_NAME"] for w, _ in workers] == ["w1", "w2"]
+    assert all(w["AIRTRAIN_REPORTS_URL"].startswith("ftp://127.0.0.1:") for w, _ in workers)
+    monkeypatch.setenv("EXECUTOR", "kubernetes")
+    with pytest.raises(RuntimeError, match="EXECUTOR=celery"):
+        devstack.airflow_env(cfg)
