@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
 TEST_WORKERS ?= 2
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/daily_run.py
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
+
+bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
+	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
 	@$(BIN)/python bench/daily_run.py
