@@ -59,7 +59,7 @@ test-unit: venv ## only the fast tests that need no database
 test-stack: venv ## the local stack itself (~6 min): starts its own copy on free ports, restarts its PostgreSQL
 	@$(BIN)/python -m pytest tests/e2e/test_local_stack.py -m e2e $(PYTEST_ARGS)
 
-scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill on 2 workers, shards split, invariants (~15 min)
+scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill on 2 workers, shards split, invariants (~25 min)
 	@$(BIN)/python -m pytest tests/e2e/test_celery_scale.py -m e2e -s $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules)
