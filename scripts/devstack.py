@@ -711,7 +711,7 @@ def cmd_demo(argv: list[str]) -> int:
     from airtrain_dev.demo import write_demo_spec
 
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", demo / "pipelines")
-    env = airflow_env(cfg)
+    env = airflow_env({**cfg, "AIRTRAIN_EXECUTOR": "local"})  # the demo runs its DAGs in-process
     env.update({
         "AIRFLOW_HOME": str(demo / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("demo_airflow", driver="postgresql+psycopg2"),

@@ -1,7 +1,7 @@
 """`make scale-test`: the local stack with CeleryExecutor (`make run EXECUTOR=celery`), a backfill of
 BACKFILL_DAYS days through it, then what scaling out must not break.
 
-Slow (about 10-20 minutes on 2 shared cores): marked ``e2e``, run by ``make scale-test`` (or
+Slow (about 26 minutes on 2 shared cores): marked ``e2e``, run by ``make scale-test`` (or
 ``make test-e2e``), not by ``make test``. It starts its OWN copy of the stack (own state folder,
 .env, data folder and free ports) and stops it at the end.
 
