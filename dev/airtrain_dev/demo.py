@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -278,8 +277,25 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
     return month
 
 
+def chart_png(month: Month) -> bytes:
+    """PNG bytes: drift share and realized AUC per day, retrains marked."""
+    import io
+
+    buf = io.BytesIO()
+    _draw(month, buf)
+    return buf.getvalue()
+
+
 def chart(month: Month, path: Path) -> Path:
-    """PNG: drift share and realized AUC per day, retrains marked."""
+    """PNG file: drift share and realized AUC per day, retrains marked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        _draw(month, fh)
+    month.chart = str(path)
+    return path
+
+
+def _draw(month: Month, fh: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,11 +320,8 @@ def chart(month: Month, path: Path) -> Path:
     ax1.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(fh, format="png")
     plt.close(fig)
-    month.chart = str(path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,18 +332,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--drift-day", type=int, default=20)
-    ap.add_argument("--out", default=os.environ.get("AIRTRAIN_REPORTS_DIR", "reports"))
+    ap.add_argument("--out", default=None, help="a local folder for the chart and summary (default: the report "
+                    "store, AIRTRAIN_REPORTS_URL, under <pipeline>/files/)")
     args = ap.parse_args(argv)
-    from airtrain_airflow.runtime import project_root, spec_for, warehouse_for
+    from airtrain_airflow.runtime import project_root, report_store, reports_url, spec_for, warehouse_for
 
     wh = warehouse_for(spec_for(args.pipeline))
     month = run_month(wh, project_root(), pipeline=args.pipeline, scenario=args.scenario, days=args.days,
                       history_days=args.history_days, drift_day=args.drift_day)
-    out = Path(args.out) / "demo"
-    png = chart(month, out / f"{args.pipeline}_{args.scenario}.png")
-    (out / f"{args.pipeline}_{args.scenario}.json").write_text(json.dumps(
-        {"pipeline": month.pipeline, "scenario": month.scenario, "seconds": month.seconds,
-         "triggered_runs": month.triggered_runs, "days": [d.as_dict() for d in month.days]}, indent=1, default=str))
+    summary = json.dumps({"pipeline": month.pipeline, "scenario": month.scenario, "seconds": month.seconds,
+                          "triggered_runs": month.triggered_runs, "days": [d.as_dict() for d in month.days]},
+                         indent=1, default=str)
+    stem = f"demo_{args.scenario}"
+    if args.out:
+        out = Path(args.out) / "demo"
+        png = chart(month, out / f"{args.pipeline}_{args.scenario}.png")
+        (out / f"{args.pipeline}_{args.scenario}.json").write_text(summary)
+    else:  # the chart goes where the reports go (object storage when configured), not onto this host
+        store = report_store()
+        png = store.save_bytes(args.pipeline, f"{stem}.png", chart_png(month))
+        month.chart = png
+        store.save_bytes(args.pipeline, f"{stem}.json", summary.encode())
     print()
     print(month.table())
     print()
@@ -341,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if not retrains:
         print("no retrain was triggered")
     print(f"chart: {png}")
-    print(f"reports: {Path(args.out).resolve()}  (drift reports under <pipeline>/drift/)")
+    print(f"reports: {Path(args.out).resolve() if args.out else reports_url()}  (drift reports under <pipeline>/drift/)")
     print(f"took {month.seconds:.0f}s")
     return 0
 

@@ -1,6 +1,8 @@
 """Land one partition from the spec's source into ``raw.<name>_batches``, exactly as received.
 
-* files source: ``<project_root>/<source.path>/<pattern with {date}>`` (CSV or Parquet). Every value
+* files source: ``<landing root>/<source.path>/<pattern with {date}>`` (CSV or Parquet). The root is
+  the project folder (a :class:`~pathlib.Path`) or any pathlib-like object-storage path (the Airflow
+  layer passes ``ObjectStoragePath($AIRTRAIN_LANDING_URL)``: ``file://``, ``s3://``, ...). Every value
   is kept as text — '0042' stays '0042' — so that typing problems are validation's to find and
   quarantine, and the raw table shows what arrived. Columns are matched by their source name
   (``source:`` in the spec, else the warehouse name) and stored under the warehouse name. Unknown
@@ -22,7 +24,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from psycopg2 import sql
@@ -72,9 +74,23 @@ def optional_columns(spec: PipelineSpec) -> set[str]:
     return out
 
 
-def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Path) -> Path:
+def _root(project_root: Any) -> Any:
+    """A landing root: a str is a local folder; a Path or an object-storage path is used as it is."""
+    return Path(project_root) if isinstance(project_root, str) else project_root
+
+
+def source_relpath(spec: PipelineSpec, partition_date: dt.date) -> str:
+    """The landing file of a date relative to the landing root (what ``_source`` records)."""
     assert isinstance(spec.source, FilesSource)
-    return Path(project_root) / spec.source.path / spec.source.pattern.replace("{date}", partition_date.isoformat())
+    return str(PurePosixPath(spec.source.path) / spec.source.pattern.replace("{date}", partition_date.isoformat()))
+
+
+def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Any) -> Any:
+    """The landing file of a date under the landing root (a Path, or an object-storage path)."""
+    root = _root(project_root)
+    for part in PurePosixPath(source_relpath(spec, partition_date)).parts:
+        root = root / part
+    return root
 
 
 def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime:
@@ -87,8 +103,8 @@ def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime
     return (day_end + dt.timedelta(minutes=spec.source.wait_minutes)).astimezone(dt.UTC)
 
 
-def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Path
-                          ) -> list[tuple[dt.date, Path]]:
+def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Any
+                          ) -> list[tuple[dt.date, Any]]:
     """The (date, expected path) of every date whose landing file is not there (files sources only)."""
     if not isinstance(spec.source, FilesSource):
         return []
@@ -170,7 +186,7 @@ def _record(cur: Any, spec: PipelineSpec, res: IngestResult, run_id: str) -> Non
          res.source_sha256))
 
 
-def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, project_root: Path) -> IngestResult:
+def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, project_root: Any) -> IngestResult:
     path = source_path(spec, d, project_root)
     if not path.is_file():
         raise SourceMissingError(
@@ -184,10 +200,7 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
     used = {sources[c] for c in expected}
     extra = [h for h in header if h not in used]
     missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec)]
-    try:
-        rel = str(path.relative_to(project_root))
-    except ValueError:
-        rel = str(path)
+    rel = source_relpath(spec, d)
     # a file without a date column is the partition's (its name says so): every row gets that date
     fill = {spec.date_column: d.isoformat()} if sources[spec.date_column] not in pos else {}
     out_rows = []
@@ -251,10 +264,11 @@ def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) ->
 
 
 def ingest_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date, run_id: str, *,
-                     project_root: Path) -> IngestResult:
-    """Replace ``partition_date``'s rows in the raw table with the source's, as received."""
+                     project_root: Any) -> IngestResult:
+    """Replace ``partition_date``'s rows in the raw table with the source's, as received.
+    ``project_root``: the landing root (a folder, or a pathlib-like object-storage path)."""
     if isinstance(spec.source, FilesSource):
-        return _ingest_file(wh, spec, partition_date, run_id, Path(project_root))
+        return _ingest_file(wh, spec, partition_date, run_id, _root(project_root))
     return _ingest_table(wh, spec, partition_date, run_id)
 
 

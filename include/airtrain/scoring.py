@@ -27,7 +27,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2.errors
@@ -80,15 +80,19 @@ class ScoringTarget:
     as_of: dt.date
     version: int
     role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
+    shards: int = 1  # how many shards score it (decided once, by begin, from the date's rows)
+    rows: int | None = None  # the date's feature rows when begin counted them
 
     def as_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
-                "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role}
+                "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role,
+                "shards": self.shards, "rows": self.rows}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
         return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
-                   int(d["version"]), str(d.get("role") or "champion"))
+                   int(d["version"]), str(d.get("role") or "champion"), int(d.get("shards") or 1),
+                   None if d.get("rows") is None else int(d["rows"]))
 
 
 def _q(*parts: str) -> str:
@@ -160,9 +164,19 @@ def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
         raise ScoringError(f"cannot score from {schema}.{table}: " + "; ".join(problems) + " (nothing was written)")
 
 
+def date_rows(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:
+    """The feature rows of one date (what the shard count follows)."""
+    schema, table = spec.table("features")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+            ident(schema, table), ident(spec.date_column)), (as_of,))
+        return int(cur.fetchone()[0])
+
+
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
           role: str = "champion", *, run_id: str = "") -> ScoringTarget:
     """Check the model and the features, and create an empty stage table for (date, version, run).
+    The target says how many shards score it (``scoring.rows_per_shard``: from the date's rows).
 
     Shadow scoring of the champion itself is refused (:class:`NoModelError`): its predictions are in
     the champion table already (a challenger that was just promoted has no shadow)."""
@@ -173,6 +187,11 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
                            f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
     check_features_table(wh, spec)
     t = target_for(spec, as_of, version, role, run_id)
+    if spec.scoring.rows_per_shard is not None:
+        rows = date_rows(wh, spec, as_of)
+        t = replace(t, shards=spec.scoring.shards_for(rows), rows=rows)
+    else:
+        t = replace(t, shards=spec.scoring.partitions)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(

@@ -446,6 +446,15 @@ class ScoringSpec(_Model):
     shadow: bool = False
     partitions: Annotated[int, Field(ge=1, le=256)] = 2
     batch_rows: Annotated[int, Field(ge=1000)] = 100_000
+    rows_per_shard: Annotated[int, Field(ge=1000)] | None = None
+    max_shards: Annotated[int, Field(ge=1, le=256)] = 16
+
+    def shards_for(self, rows: int) -> int:
+        """How many shards score a date of ``rows`` feature rows: ``partitions`` when
+        ``rows_per_shard`` is not set, else ceil(rows / rows_per_shard) within 1..``max_shards``."""
+        if self.rows_per_shard is None:
+            return self.partitions
+        return max(1, min(self.max_shards, -(-int(rows) // self.rows_per_shard)))
 
 
 ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
@@ -899,7 +908,12 @@ KEY_DOCS: dict[str, str] = {
     'scoring': 'Batch predictions.',
     'scoring.shadow': "Also score the run's own challenger (when it was not promoted) into predictions.<name>_shadow; "
                       "one shadow version per date (a re-run of the date replaces it).",
-    'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks).',
+    'scoring.partitions': 'Shards of the entity space scored in parallel (mapped tasks), when `rows_per_shard` is '
+                          'not set.',
+    'scoring.rows_per_shard': 'Shards follow the data: each date is scored in ceil(rows / rows_per_shard) shards '
+                              '(counted when scoring begins; mapped at run time), at most `max_shards`. Unset: '
+                              '`partitions` shards.',
+    'scoring.max_shards': 'Upper bound of the shards of one date with `rows_per_shard` (the mapped tasks of one run).',
     'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
     'alerts': 'Notifications on failures and triggered retrains (always logged; these add channels).',
     'alerts.slack_conn_id': 'Airflow Slack webhook connection id.',

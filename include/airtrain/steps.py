@@ -100,7 +100,7 @@ def prepare(wh: Warehouse, spec: PipelineSpec, *, auto_migrate: bool | None = No
     return {"schema": "applied", "report": str(report)[:500]}
 
 
-def ingest(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, project_root: Path
+def ingest(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, project_root: Any
            ) -> list[dict[str, Any]]:
     from airtrain.ingest import ingest_partition
 

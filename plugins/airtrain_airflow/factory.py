@@ -205,10 +205,17 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         # parallel shards of the entity space and published in one swap.
         target = begin_scoring(plan)
         [promoted, rolled_back] >> target
-        shards = spec.scoring.partitions
+        # how many: decided by begin_scoring from the date's rows (scoring.rows_per_shard, at most
+        # scoring.max_shards) or scoring.partitions; the shards are mapped at run time
+
+        @task(multiple_outputs=False)
+        def plan_shards(target: dict[str, Any]) -> list[int]:
+            """The shard ids of the date (a list to map over: Airflow maps over return values only)."""
+            return list(range(int(target.get("shards") or 1)))
+
         scored = BatchPredictionOperator.partial(
-            task_id="score", pipeline=name, target=target, shards=shards,
-        ).expand(shard=list(range(shards)))
+            task_id="score", pipeline=name, target=target, shards=spec.scoring.partitions,
+        ).expand(shard=plan_shards(target))
         published = PublishPredictionsOperator(
             task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
         )

@@ -50,11 +50,43 @@ def reports_root() -> Path:
     return Path(os.environ.get("AIRTRAIN_REPORTS_DIR") or project_root() / "data" / "reports")
 
 
+def storage_path(url: str, conn_id: str | None = None):
+    """An Airflow ``ObjectStoragePath`` for ``url`` (``file://``, ``s3://``, ``gs://``, ``ftp://``, ...).
+    ``conn_id`` (or ``<scheme>://<conn_id>@bucket/...``) names the Airflow connection with the
+    credentials; the filesystem comes from the provider that registers the scheme (s3: the amazon
+    provider + s3fs)."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(url, conn_id=conn_id or None)
+
+
+def reports_url() -> str:
+    """Where reports live: ``$AIRTRAIN_REPORTS_URL``, else the folder ``$AIRTRAIN_REPORTS_DIR`` (default
+    ``<project>/data/reports``) as a ``file://`` URL. Every component (workers, api-server) must
+    reach it: on more than one machine, use object storage (docs/SCALING.md)."""
+    url = os.environ.get("AIRTRAIN_REPORTS_URL", "").strip()
+    return url or reports_root().resolve().as_uri()
+
+
 def report_store():
-    """The one place reports are written to and read from (:mod:`airtrain.reports`)."""
+    """The one place reports are written to and read from (:mod:`airtrain.reports`), through Airflow's
+    ObjectStoragePath at :func:`reports_url` (connection: ``$AIRTRAIN_REPORTS_CONN_ID``)."""
     from airtrain.reports import ReportStore
 
-    return ReportStore(reports_root())
+    url = reports_url()
+    return ReportStore(storage_path(url, os.environ.get("AIRTRAIN_REPORTS_CONN_ID")), url=url)
+
+
+def landing_url() -> str:
+    """The root that a ``files`` source's ``source.path`` is relative to: ``$AIRTRAIN_LANDING_URL``
+    (e.g. ``s3://aws_default@landing-bucket/airtrain``), else the project root as ``file://``."""
+    url = os.environ.get("AIRTRAIN_LANDING_URL", "").strip()
+    return url or project_root().resolve().as_uri()
+
+
+def landing_root():
+    """The landing root as an ObjectStoragePath (connection: ``$AIRTRAIN_LANDING_CONN_ID``)."""
+    return storage_path(landing_url(), os.environ.get("AIRTRAIN_LANDING_CONN_ID"))
 
 
 def spec_for(name: str) -> PipelineSpec:
@@ -152,7 +184,7 @@ def ingest(name: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     from airtrain import steps
 
     spec = spec_for(name)
-    return steps.ingest(warehouse_for(spec), spec, _dates(plan), plan["run_id"], project_root())
+    return steps.ingest(warehouse_for(spec), spec, _dates(plan), plan["run_id"], landing_root())
 
 
 @fail_fast()

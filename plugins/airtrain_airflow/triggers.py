@@ -18,23 +18,37 @@ class LandingFilesTrigger(BaseTrigger):
     :param deadline: when to stop waiting; the event then says ``"status": "deadline"``.
     :param poke_interval: the longest pause between two looks at the folder; the first looks come
         after 1, 2, 4, ... seconds, so a file that is about to land is picked up at once.
+    :param root_url: when given, ``paths`` are relative to this ObjectStoragePath URL (``file://``,
+        ``s3://``, ...) and are looked up through it (``conn_id``: its Airflow connection).
     """
 
-    def __init__(self, paths: list[str], deadline: str, poke_interval: float = 30.0) -> None:
+    def __init__(self, paths: list[str], deadline: str, poke_interval: float = 30.0,
+                 root_url: str | None = None, conn_id: str | None = None) -> None:
         super().__init__()
         self.paths = list(paths)
         self.deadline = deadline
         self.poke_interval = float(poke_interval)
+        self.root_url = root_url
+        self.conn_id = conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("airtrain_airflow.triggers.LandingFilesTrigger",
-                {"paths": self.paths, "deadline": self.deadline, "poke_interval": self.poke_interval})
+                {"paths": self.paths, "deadline": self.deadline, "poke_interval": self.poke_interval,
+                 "root_url": self.root_url, "conn_id": self.conn_id})
+
+    def _missing(self) -> list[str]:
+        if not self.root_url:
+            return [p for p in self.paths if not os.path.isfile(p)]
+        from airtrain_airflow.runtime import storage_path
+
+        root = storage_path(self.root_url, self.conn_id)
+        return [p for p in self.paths if not (root / p).is_file()]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = dt.datetime.fromisoformat(self.deadline)
         pause = 1.0
         while True:
-            missing = [p for p in self.paths if not os.path.isfile(p)]
+            missing = await asyncio.to_thread(self._missing)
             if not missing:
                 yield TriggerEvent({"status": "arrived", "paths": self.paths})
                 return

@@ -198,3 +198,28 @@ def test_scoring_streams_in_bounded_batches(trained, monkeypatch):
     res = scoring.score_date(wh, small, day, run_id="stream")
     assert res["rows"] == 20000 == sum(sizes)
     assert len(sizes) >= 10 and max(sizes) < 5000, sizes
+
+
+def test_shards_follow_the_rows_of_the_date_with_a_max(trained):
+    """scoring.rows_per_shard: begin counts the date's rows and decides the shards once (the DAG maps
+    over them at run time); max_shards caps them; the shards still publish in one swap."""
+    wh, spec = trained
+
+    def with_scoring(**kw):  # model_copy does not re-validate: lets a tiny test use 250 rows per shard
+        return spec.model_copy(update={"scoring": spec.scoring.model_copy(update=kw)})
+
+    one = scoring.begin(wh, with_scoring(rows_per_shard=1000), LAST, run_id="one")
+    assert (one.shards, one.rows) == (1, ROWS)  # 600 rows: one shard
+    scoring.abort(wh, one)
+    three = with_scoring(rows_per_shard=250)
+    target = scoring.begin(wh, three, LAST, run_id="three")
+    assert (target.shards, target.rows) == (3, ROWS)
+    assert scoring.ScoringTarget.from_dict(target.as_dict()) == target  # survives XCom
+    parts = [scoring.score_shard(wh, three, target, run_id="three", shard=s, shards=target.shards)
+             for s in range(target.shards)]
+    assert sum(p["rows"] for p in parts) == ROWS and all(p["rows"] > 0 for p in parts)
+    assert scoring.publish(wh, three, target, ROWS)["rows"] == ROWS
+    assert len(keys(wh, LAST)) == ROWS
+    capped = scoring.begin(wh, with_scoring(rows_per_shard=250, max_shards=2), LAST, run_id="capped")
+    assert capped.shards == 2
+    scoring.abort(wh, capped)

@@ -248,3 +248,92 @@ def test_the_dockerfile_installs_the_pinned_airflow_and_the_project_as_a_package
     assert "PYTHONPATH" not in instructions and "requirements-dev" not in instructions
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"dev", "tests"} <= set(ignored)  # dev tooling never reaches the image
+
+
+# ------------------------------------------------------------------------------------------------
+# the same settings as the tested Celery path (`make run EXECUTOR=celery`, `make scale-test`)
+# ------------------------------------------------------------------------------------------------
+
+
+def _devstack_celery_env() -> dict[str, str]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import devstack
+
+    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_PORT": "8080", "AIRFLOW_FERNET_KEY": "f", "AIRFLOW_SECRET_KEY": "s",
+           "AIRFLOW_JWT_SECRET": "j", "AIRTRAIN_EXECUTOR": "celery"}
+    return devstack.airflow_env(cfg)
+
+
+def test_compose_uses_the_settings_of_the_tested_celery_path(compose):
+    tested = _devstack_celery_env()
+    worker = env_of(compose["services"]["airflow-worker"])
+    assert worker["AIRFLOW__CORE__EXECUTOR"] == tested["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # broker: Redis in both; result backend: the metadata PostgreSQL through SQLAlchemy (db+postgresql)
+    assert worker["AIRFLOW__CELERY__BROKER_URL"].split("://")[0] == tested["AIRFLOW__CELERY__BROKER_URL"].split(
+        "://")[0] == "redis"
+    for env in (worker, tested):
+        backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
+        assert backend.startswith("db+postgresql") and backend.endswith(
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("@", 1)[1])
+    for key in ("AIRFLOW__CELERY__WORKER_CONCURRENCY", "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"):
+        assert worker[key] == tested[key], key
+    # reports and landing files are found by URL (ObjectStoragePath), never by a folder setting
+    for env in (worker, tested):
+        assert "AIRTRAIN_REPORTS_DIR" not in env or "AIRTRAIN_REPORTS_URL" in env
+        assert env["AIRTRAIN_REPORTS_URL"] and env["AIRTRAIN_LANDING_URL"]
+    assert not tested["AIRTRAIN_REPORTS_URL"].startswith("file:")  # the tested path shares no disk
+
+
+def _landing_path() -> str:
+    spec = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+    return spec["source"]["path"].strip("/")
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"AIRTRAIN_REPORTS_URL": "s3://aws_default@bucket/airtrain/reports",
+                  "AIRTRAIN_LANDING_URL": "s3://aws_default@bucket/airtrain"}, id="object-storage"),
+])
+def test_every_component_reads_reports_and_landing_files_where_the_workers_write_them(overrides):
+    services = load(example_env(**overrides))["services"]
+    for key in ("AIRTRAIN_REPORTS_URL", "AIRTRAIN_LANDING_URL"):
+        values = {n: env_of(services[n]).get(key) for n in [*AIRFLOW, "airflow-init"]}
+        assert len(set(values.values())) == 1 and None not in values.values(), (key, values)
+        url = next(iter(values.values()))
+        if overrides:
+            assert url == overrides[key]
+        if url.startswith("file://"):
+            # a local folder is only acceptable when every component mounts the same volume behind it
+            path = url.removeprefix("file://").rstrip("/")
+            if key == "AIRTRAIN_LANDING_URL":  # the landing folders are source.path below it
+                path += "/" + _landing_path()
+            for name in AIRFLOW:
+                mounts = [str(v).split(":") for v in services[name].get("volumes", [])]
+                assert any(path == target or path.startswith(target.rstrip("/") + "/")
+                           for _src, target, *_ in mounts if _src.startswith("./")), (name, key, url)
+
+
+def test_make_run_without_executor_stays_local_and_a_wrong_one_is_refused(monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import devstack
+
+    monkeypatch.delenv("EXECUTOR", raising=False)
+    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_FERNET_KEY": "f", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j"}
+    local = devstack.airflow_env(cfg)
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert not any(k.startswith("AIRFLOW__CELERY__") for k in local) and "AIRTRAIN_REPORTS_URL" not in local
+    monkeypatch.setenv("EXECUTOR", "celery")
+    celery = devstack.airflow_env(cfg)
+    workers = [devstack.worker_env(cfg, celery, n, i) for i, n in enumerate(devstack.worker_names(cfg))]
+    # each worker: its own home, folder, log port and hostname; reports and landing by URL only
+    assert len({w["AIRFLOW_HOME"] for w, _ in workers}) == len({h for _, h in workers}) == 2
+    assert [w["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] for w, _ in workers] == ["18793", "18794"]
+    assert [w["AIRTRAIN_WORKER_NAME"] for w, _ in workers] == ["w1", "w2"]
+    assert all(w["AIRTRAIN_REPORTS_URL"].startswith("ftp://127.0.0.1:") for w, _ in workers)
+    monkeypatch.setenv("EXECUTOR", "kubernetes")
+    with pytest.raises(RuntimeError, match="EXECUTOR=celery"):
+        devstack.airflow_env(cfg)

@@ -238,3 +238,17 @@ def test_source_names_map_headers_to_warehouse_columns():
     assert parse_spec(_set(GOOD, "schedule.start_paused", _DELETE)).schedule.start_paused  # the default
     assert s.labels_from_batch is False and parse_spec(_set(_set(GOOD, "labels", _DELETE),
                                                             "target.label_delay_days", 0)).labels_from_batch
+
+
+@pytest.mark.parametrize(("rows_per_shard", "max_shards", "rows", "want"), [
+    pytest.param(None, 16, 10_000_000, 2, id="unset: partitions"),
+    pytest.param(100_000, 16, 0, 1, id="empty date: one shard"),
+    pytest.param(100_000, 16, 100_000, 1, id="exactly one"),
+    pytest.param(100_000, 16, 100_001, 2, id="rounds up"),
+    pytest.param(100_000, 16, 10_000_000, 16, id="capped"),
+])
+def test_scoring_shards_follow_the_rows(rows_per_shard, max_shards, rows, want):
+    from airtrain.spec import ScoringSpec
+
+    s = ScoringSpec(partitions=2, rows_per_shard=rows_per_shard, max_shards=max_shards)
+    assert s.shards_for(rows) == want

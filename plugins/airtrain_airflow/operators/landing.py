@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,14 +35,14 @@ class LandingFileSensor(BaseOperator):
         import datetime as dt
 
         from airflow.sdk.exceptions import AirflowFailException
-        from airtrain.ingest import landing_deadline, missing_landing_files
+        from airtrain.ingest import landing_deadline, missing_landing_files, source_relpath
 
-        from airtrain_airflow.runtime import project_root, spec_for
+        from airtrain_airflow.runtime import landing_root, landing_url, spec_for
         from airtrain_airflow.triggers import LandingFilesTrigger
 
         spec = spec_for(self.pipeline)
         dates = [dt.date.fromisoformat(d) for d in self.plan["dates"]]
-        missing = missing_landing_files(spec, dates, project_root())
+        missing = missing_landing_files(spec, dates, landing_root())
         if not missing:
             return {"dates": len(dates), "waited": event is not None}
         now = dt.datetime.now(dt.UTC)
@@ -55,6 +56,8 @@ class LandingFileSensor(BaseOperator):
         until = min(landing_deadline(spec, d) for d, _ in missing)
         self.log.info("%d landing file(s) not there yet (e.g. %s); waiting until %s UTC", len(missing),
                       missing[0][1], f"{until:%Y-%m-%d %H:%M:%S}")
-        self.defer(trigger=LandingFilesTrigger([str(p) for _, p in missing], until.isoformat(), self.poke_interval),
+        self.defer(trigger=LandingFilesTrigger([source_relpath(spec, d) for d, _ in missing], until.isoformat(),
+                                               self.poke_interval, root_url=landing_url(),
+                                               conn_id=os.environ.get("AIRTRAIN_LANDING_CONN_ID") or None),
                    method_name="execute")
         return {}  # not reached: defer() raises

@@ -29,7 +29,8 @@ class BatchPredictionOperator(BaseOperator):
     :param role: ``"champion"`` writes ``predictions.<pipeline>``; ``"shadow"`` writes the shadow table.
     :param target: the stage created by ``begin`` (dict); ``None`` to run standalone. (templated)
     :param shard: this task's shard of the entity space, ``0 <= shard < shards``.
-    :param shards: number of shards.
+    :param shards: number of shards (standalone); with ``target``, the target's own count wins (the
+        shards of a date are decided once, when scoring begins, from its rows).
     :param skip_if_no_model: skip (instead of failing) when the model does not exist, e.g. shadow
         scoring on a day with no challenger.
     """
@@ -78,8 +79,9 @@ class BatchPredictionOperator(BaseOperator):
 
                 raise AirflowSkipException(str(exc)) from exc
         else:
-            result = scoring.score_shard(wh, spec, _target(self.target), run_id=run_id, shard=self.shard,
-                                         shards=self.shards)
+            target = _target(self.target)
+            shards = target.shards if "shards" in dict(self.target) else self.shards
+            result = scoring.score_shard(wh, spec, target, run_id=run_id, shard=self.shard, shards=shards)
         self.log.info("predictions: %s", result)
         return result
 

