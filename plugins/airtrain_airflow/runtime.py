@@ -74,14 +74,44 @@ def _actor(ctx: Any) -> str:
     return f"airflow:{getattr(run_type, 'value', run_type) or 'unknown'}"
 
 
+def run_instant(ctx: Any) -> dt.datetime | None:
+    """When the run is "for": its logical date, or - for a manual, REST or asset-triggered run
+    without one (Airflow 3 allows ``logical_date: null``) - the time it was queued (``run_after``)."""
+    logical = ctx.get("logical_date")
+    if logical is not None:
+        return logical
+    return getattr(ctx.get("dag_run"), "run_after", None)
+
+
+def unknown_conf_keys(ctx: Any) -> tuple[list[str], list[str]]:
+    """The run conf's keys the DAG has no param for, and the known ones (Airflow's params accept
+    unknown keys silently: a typo like ``rollback_verison`` would otherwise run as a normal run)."""
+    conf = getattr(ctx.get("dag_run"), "conf", None) or {}
+    dag = ctx.get("dag")
+    known = sorted(getattr(dag, "params", None) or ctx.get("params") or {})
+    return sorted(k for k in conf if k not in known), known
+
+
 def check_params(name: str) -> dict[str, Any]:
-    """Validate the params together (types were already checked by Airflow's JSON schema)."""
+    """Validate the params together (types were already checked by Airflow's JSON schema) and decide
+    the run's dates once, in the spec's timezone, for every mode (the plan every task follows)."""
+    import difflib
+    from zoneinfo import ZoneInfo
+
     ctx = get_current_context()
+    unknown, known = unknown_conf_keys(ctx)
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else repr(k)
+                 for k in unknown]
+        raise _params_error(f"refused the run parameters, nothing was done: unknown key(s) {', '.join(hints)}; "
+                            f"the known keys are: {', '.join(known)}")
     spec = spec_for(name)
+    tz = ZoneInfo(spec.schedule.timezone)
     p = dict(ctx["params"])
     reason = (p.get("reason") or "").strip()
-    logical = ctx.get("logical_date")
-    run_date = (logical.date() if logical else dt.datetime.now(dt.UTC).date())
+    instant = run_instant(ctx)
+    run_date = (instant or dt.datetime.now(dt.UTC)).astimezone(tz).date()
+    today = dt.datetime.now(tz).date()
     problems = []
     if p.get("force_promote") and len(reason) < 5:
         problems.append("force_promote needs a 'reason' of at least 5 characters (it goes into the promotion log)")
@@ -95,12 +125,12 @@ def check_params(name: str) -> dict[str, Any]:
     dates: list[dt.date] = []
     if not problems and p.get("rollback_version") is None:
         try:
-            first = resolve_partition(p.get("date"), logical, spec.schedule.timezone)
+            first = resolve_partition(p.get("date"), instant, spec.schedule.timezone)
             last = parse_date(p["end_date"], "end_date") if p.get("end_date") else first
             dates = date_range(first, last)
-            today = dt.datetime.now(dt.UTC).date()
             if last > today:
-                problems.append(f"date {last} is in the future (today is {today} UTC); no data can exist yet")
+                problems.append(f"date {last} is in the future (today is {today} in {spec.schedule.timezone}); "
+                                "no data can exist yet")
         except ValueError as exc:
             problems.append(str(exc))
     if not problems and p.get("rollback_version") is not None:
@@ -113,7 +143,7 @@ def check_params(name: str) -> dict[str, Any]:
     rescore = None
     if not problems and p.get("rollback_version") is not None:
         try:  # the date a rollback re-scores; None: the newest validated one (see begin_scoring)
-            rescore = resolve_partition(p.get("date"), logical, spec.schedule.timezone).isoformat()
+            rescore = resolve_partition(p.get("date"), instant, spec.schedule.timezone).isoformat()
         except ValueError:
             rescore = None
     if problems:
