@@ -210,9 +210,14 @@ def promote(
                     ).format(_t(spec, "champions")),
             (spec.name, version, promotion_id),
         )
-        failpoint("promote.before_commit")
-    failpoint("promote.after_commit")
+        failpoint(f"{_step(action)}.before_commit")
+    failpoint(f"{_step(action)}.after_commit")
     return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}
+
+
+def _step(action: str) -> str:
+    """The failpoint prefix of a champion change (a rollback is its own step in the DAG)."""
+    return "rollback" if action == "rollback" else "promote"
 
 
 def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:

@@ -249,9 +249,13 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
 
 
-def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None
-            ) -> dict[str, Any]:
-    """Swap the stage table in as the (date, version) partition, atomically."""
+def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None,
+            run_id: str | None = None) -> dict[str, Any]:
+    """Swap the stage table in as the (date, version) partition, atomically.
+
+    Safe to retry in the same run (``run_id`` given): when the stage table is gone because this run
+    already swapped it in (the task died after the commit, before reporting success), the attached
+    partition holds exactly this run's rows, and that is recognised as done instead of failing."""
     parent = ident(target.schema, target.table)
     stage = ident(target.schema, target.stage)
     key = spec.entity_key
@@ -260,6 +264,9 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)",
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
+        cur.execute("SELECT to_regclass(%s)", (f'"{target.schema}"."{target.stage}"',))
+        if cur.fetchone()[0] is None:
+            return _already_published(cur, target, expected_rows, run_id)
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         # The primary-key build scans the whole stage table and records the exact number of rows
         # it saw in pg_class.reltuples, so the count check needs no extra pass over the data.
@@ -304,6 +311,29 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             "superseded": superseded}
 
 
+def _already_published(cur: Any, target: ScoringTarget, expected_rows: int | None, run_id: str | None
+                       ) -> dict[str, Any]:
+    """The stage table is gone: succeed only if this run's publish committed (a retry after the
+    commit), i.e. the (date, version) partition holds exactly this run's rows."""
+    cur.execute("SELECT to_regclass(%s)", (f'"{target.schema}"."{target.partition}"',))
+    rows, runs = 0, []
+    if cur.fetchone()[0] is not None:
+        cur.execute(sql.SQL("SELECT count(*), array_agg(DISTINCT run_id) FROM {}").format(
+            ident(target.schema, target.partition)))
+        rows, runs = cur.fetchone()
+        rows, runs = int(rows), list(runs or [])
+    if run_id and runs == [run_id] and (expected_rows is None or rows == expected_rows):
+        log.info("%s.%s already holds run %s's %s rows: published by an earlier try of this task", target.schema,
+                 target.partition, run_id, rows)
+        return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
+                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version,
+                "superseded": [], "already_published": True}
+    raise ScoringError(f"stage table {target.schema}.{target.stage} does not exist and "
+                       f"{target.schema}.{target.partition} holds {rows} rows of run(s) {runs}, not "
+                       f"{expected_rows} rows of run {run_id}: nothing was published; re-run the scoring "
+                       "from begin_scoring (clear the run's scoring tasks)")
+
+
 def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:
     """Attached partitions of the target's date made by other model versions (``<table>_pYYYYMMDD_v<n>``)."""
     prefix = f"{target.table}_p{target.as_of:%Y%m%d}_v"
@@ -322,7 +352,7 @@ def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str
         loaded = registry.load_artifact(wh, spec, target.version)
         parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)
                  for s in range(shards)]
-        return publish(wh, spec, target, sum(p["rows"] for p in parts))
+        return publish(wh, spec, target, sum(p["rows"] for p in parts), run_id=run_id)
     except BaseException:
         abort(wh, target)
         raise

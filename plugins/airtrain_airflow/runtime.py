@@ -231,18 +231,54 @@ def training_requested(spec: PipelineSpec, plan: dict[str, Any]) -> str | None:
     return None
 
 
-def notify_decision(name: str, decision: dict[str, Any]) -> list[str]:
-    """Alert on a triggered retrain; nothing to say otherwise."""
+def notify_decision(name: str, decision: dict[str, Any], *, failed: str | None = None) -> list[str]:
+    """Alert on a triggered retrain (or, with ``failed``, on a retrain that could not be
+    triggered); nothing to say otherwise."""
     from airtrain_airflow.notify import send_alert
     from airtrain_airflow.operators.drift import report_url
 
     if not decision or not decision.get("trigger"):
         return []
-    msg = (f"retrain triggered for window {decision['window_start']}..{decision['window_end']} "
-           f"(run {decision['retrain_run_id']}): {decision['reason']}. Report: "
-           f"{report_url(name, decision.get('report_id'))}")
-    return send_alert(name, "retrain triggered", msg, {k: decision.get(k) for k in (
-        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")})
+    window = f"window {decision['window_start']}..{decision['window_end']}"
+    report = f"Report: {report_url(name, decision.get('report_id'))}"
+    details = {k: decision.get(k) for k in (
+        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")}
+    if failed:
+        msg = (f"retrain trigger FAILED for {window}: {failed}. Drift: {decision['reason']}. The window is not "
+               f"in cooldown: the next window that drifts triggers again (or trigger the retrain by hand). {report}")
+        return send_alert(name, "retrain trigger failed", msg, {**details, "error": failed})
+    msg = f"retrain triggered for {window} (run {decision['retrain_run_id']}): {decision['reason']}. {report}"
+    return send_alert(name, "retrain triggered", msg, details)
+
+
+def record_trigger(name: str, decision: dict[str, Any]) -> list[str]:
+    """After ``trigger_retrain``: record on the window what really happened, then alert.
+
+    The retrain run's existence is asked of Airflow itself (the trigger may have created it, or found
+    it from an earlier firing/try - it then skips); only then are the run id and the cooldown
+    recorded and "retrain triggered" alerted, once per window (a retry after the record but before
+    the alert still alerts; a crash between the alert and its mark may repeat it). No run: the trigger failed - nothing
+    starts a cooldown and the alert says so."""
+    from airtrain import monitoring
+
+    if not decision or not decision.get("trigger"):
+        return []
+    ctx = get_current_context()
+    spec = spec_for(name)
+    run_id = str(decision["retrain_run_id"])
+    exists = ctx["ti"].get_dr_count(dag_id=spec.retrain_dag_id, run_ids=[run_id]) > 0
+    window_end = dt.date.fromisoformat(decision["window_end"])
+    if not exists:
+        error = (f"no run {run_id} of {spec.retrain_dag_id} exists: the trigger_retrain task did not create it "
+                 "(see its log)")
+        monitoring.record_trigger(warehouse_for(spec), spec, window_end, run_id=None, error=error)
+        return notify_decision(name, decision, failed=error)
+    wh = warehouse_for(spec)
+    if not monitoring.record_trigger(wh, spec, window_end, run_id=run_id):
+        return []  # recorded and alerted before (a retry, or the window was checked again)
+    sent = notify_decision(name, decision)
+    monitoring.mark_alerted(wh, spec, window_end)
+    return sent
 
 
 @fail_fast()
