@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -157,7 +158,48 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
             ident(t.schema, t.stage), ident(t.schema, t.table)))
+        # whose stage this is, for drop_orphan_stages (a stage outlives a run that died before publish)
+        cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident(t.schema, t.stage), sql.Literal(json.dumps(
+            {"airtrain_stage": True, "run_id": run_id, "created_at": dt.datetime.now(dt.UTC).isoformat()}))))
     return t
+
+
+#: a stage table older than this is an orphan whatever its run's state (no run scores for that long)
+STAGE_MAX_AGE = dt.timedelta(days=2)
+
+
+def drop_orphan_stages(wh: Warehouse, spec: PipelineSpec, *, is_live: Any, keep_run: str = "",
+                       max_age: dt.timedelta = STAGE_MAX_AGE, now: dt.datetime | None = None) -> list[str]:
+    """Drop stage tables left by runs that died between ``begin`` and ``publish``; returns their names.
+
+    The rule: a stage table (``<table>_stage_*`` in the predictions schema, never attached) is
+    dropped when its run - recorded in its table comment by :func:`begin` - is not live
+    (``is_live(run_id)`` is False: the orchestrator says that run is not queued or running), or
+    when it is older than ``max_age``, or when it has no readable comment (made before stages
+    recorded their run). The stage of ``keep_run`` (the caller's own run) and of any live run
+    younger than ``max_age`` is never dropped."""
+    now = now or dt.datetime.now(dt.UTC)
+    dropped = []
+    for kind in ("predictions", "shadow_predictions"):
+        schema, table = spec.table(kind)
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s "
+                        "AND NOT c.relispartition", (schema, table.replace("_", "\\_") + "\\_stage\\_%"))
+            stages = cur.fetchall()
+        for name, comment in stages:
+            try:
+                meta = json.loads(comment or "")
+                run, created = str(meta["run_id"]), dt.datetime.fromisoformat(meta["created_at"])
+            except (ValueError, KeyError, TypeError):
+                run, created = None, None
+            if run is not None and (run == keep_run or (now - created < max_age and is_live(run))):
+                continue
+            with wh.connect() as conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(schema, name)))
+            log.info("dropped orphan stage table %s.%s (run %s, created %s)", schema, name, run, created)
+            dropped.append(f"{schema}.{name}")
+    return dropped
 
 
 def abort(wh: Warehouse, target: ScoringTarget) -> None:

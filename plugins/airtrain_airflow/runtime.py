@@ -123,6 +123,7 @@ def check_params(name: str) -> dict[str, Any]:
     if p.get("end_date") and not p.get("date"):
         problems.append("end_date needs date (the first day of the range)")
     dates: list[dt.date] = []
+    expected: dict[str, Any] = {}
     if not problems and p.get("rollback_version") is None:
         try:
             first = resolve_partition(p.get("date"), instant, spec.schedule.timezone)
@@ -138,6 +139,8 @@ def check_params(name: str) -> dict[str, Any]:
 
         try:
             registry.get_version(warehouse_for(spec), spec, int(p["rollback_version"]))
+            # the rollback is a compare-and-swap against the champion of now (see steps.rollback)
+            expected = {"expected_champion": registry.champion_version(warehouse_for(spec), spec)}
         except registry.RegistryError as exc:
             problems.append(str(exc))
     rescore = None
@@ -162,6 +165,7 @@ def check_params(name: str) -> dict[str, Any]:
         "trigger_reason": p.get("trigger_reason") or "schedule",
         "force_train": bool(p.get("force_train")),
         "drift_report_id": p.get("drift_report_id") or None,
+        **expected,
     }
 
 
@@ -306,8 +310,11 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     spec = spec_for(name)
     if plan["dry_run"]:
         return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
+    from airtrain import registry
+
     return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
-                          actor=plan["actor"], reason=plan["reason"])
+                          actor=plan["actor"], reason=plan["reason"],
+                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION))
 
 
 @fail_fast()
@@ -326,6 +333,9 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         as_of = scoring.newest_validated_date(wh, spec)
         if as_of is None:
             raise AirflowSkipException("no predictions: no validated partition to score yet")
+    ti = get_current_context()["ti"]
+    scoring.drop_orphan_stages(wh, spec, keep_run=plan["run_id"], is_live=lambda run: ti.get_dr_count(
+        dag_id=spec.retrain_dag_id, run_ids=[run], states=["queued", "running"]) > 0)
     try:
         return scoring.begin(wh, spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
     except scoring.NoModelError as exc:
