@@ -30,6 +30,9 @@ POINTS = (
     "score.before_commit", "score.after_commit",
     "publish.before_commit", "publish.after_commit",
     "promote.before_commit", "promote.after_commit",
+    "rollback.before_commit", "rollback.after_commit",
+    "drift.after_commit",  # the drift check's metrics and decision are stored
+    "trigger.after_commit",  # the triggered retrain run is recorded on its window (and alerted)
 )
 
 

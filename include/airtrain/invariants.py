@@ -9,7 +9,8 @@
 4. exactly one champion per pipeline, whose artifact exists and matches its checksum;
 5. one promotion-log row per champion change: the log is a chain (each row's from_version is the
    previous row's to_version) ending at the current champion;
-6. one retrain per drift window: every ``retrain`` decision names its own deterministic run id;
+6. one retrain per drift window: a ``retrain`` decision that recorded a run names its own
+   deterministic run id (none while its trigger has not created the run);
 7. one shadow (challenger) version per scored date.
 
 No Airflow import; pure SQL against the warehouse.
@@ -99,7 +100,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
             problems.append(f"promotion log ends at v{prev} but the champion is v{current}")
         # 6. one retrain per drift window
         bad = _all(cur, sql.SQL("SELECT window_end, triggered_run_id FROM {} WHERE pipeline = %s AND "
-                                "decision = 'retrain' AND triggered_run_id IS DISTINCT FROM "
+                                "decision = 'retrain' AND triggered_run_id IS NOT NULL AND triggered_run_id <> "
                                 "'drift__' || window_end::text").format(ident(mon, "drift_decisions")), (spec.name,))
         if bad:
             problems.append(f"retrain decisions without their window's run id: {bad}")

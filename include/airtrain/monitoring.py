@@ -38,6 +38,7 @@ from psycopg2.extras import execute_values
 from airtrain import registry
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
+from airtrain.faults import failpoint
 from airtrain.reports import ReportStore, as_store
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
 
@@ -428,8 +429,10 @@ def _history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[Pas
                                                   spec.monitoring.trigger.persistence
                                                   * spec.monitoring.window_days) + 1)
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT window_end, coalesce(drifted, false), decision FROM {} WHERE pipeline = %s "
-                            "AND window_end < %s AND window_end >= %s").format(
+        # a 'retrain' whose trigger never created (or found) the run does not start a cooldown
+        cur.execute(sql.SQL("SELECT window_end, coalesce(drifted, false), CASE WHEN decision = 'retrain' AND "
+                            "triggered_run_id IS NULL THEN 'retrain_not_triggered' ELSE decision END FROM {} "
+                            "WHERE pipeline = %s AND window_end < %s AND window_end >= %s").format(
             ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end, lookback))
         return [PastWindow(r[0], bool(r[1]), r[2]) for r in cur.fetchall()]
 
@@ -458,13 +461,58 @@ def _write(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt.date]
             "reason = EXCLUDED.reason, drifted = EXCLUDED.drifted, drift_share = EXCLUDED.drift_share, "
             "current_rows = EXCLUDED.current_rows, report_id = EXCLUDED.report_id, "
             "report_path = EXCLUDED.report_path, "
-            # a retrain that was triggered for this window stays recorded even if a re-run decides otherwise
-            "triggered_run_id = coalesce(EXCLUDED.triggered_run_id, {t}.triggered_run_id), "
-            "details = EXCLUDED.details, created_at = now()").format(
+            # triggered_run_id is recorded by record_trigger once the run exists (never here, before the
+            # trigger); a retrain triggered for this window stays recorded even if a re-run decides otherwise
+            "details = EXCLUDED.details || jsonb_strip_nulls(jsonb_build_object('trigger', "
+            "{t}.details->'trigger')), created_at = now()").format(
             ident(mon, "drift_decisions"), t=ident("drift_decisions")),
             (spec.name, start, end, version, run_id, decision.decision, decision.reason, decision.drifted,
-             drift_share, current_rows, rep_id, rep_path,
-             retrain_run_id(end) if decision.trigger else None, json.dumps(details, default=str)))
+             drift_share, current_rows, rep_id, rep_path, None, json.dumps(details, default=str)))
+    failpoint("drift.after_commit")
+
+
+def record_trigger(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str | None,
+                   error: str | None = None) -> bool:
+    """Record what the retrain trigger of a window really did, after it did it.
+
+    ``run_id`` given: Airflow created (or found) that run - it becomes the window's
+    ``triggered_run_id`` (which starts the cooldown). ``run_id`` None: the trigger failed - the
+    window keeps no run id (so the next window is not in cooldown) and ``details.trigger`` says why.
+
+    Returns True when the window's "retrain triggered" alert is still due (recorded, not yet
+    marked sent by :func:`mark_alerted`): once per window, also when the task is retried after
+    this commit or the window is checked again."""
+    table = ident(spec.warehouse.monitoring_schema, "drift_decisions")
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "monitor", spec.name, window_end.isoformat())
+        if run_id is not None:
+            cur.execute(sql.SQL(
+                "UPDATE {} SET triggered_run_id = %s, details = details || jsonb_build_object('trigger', "
+                "jsonb_build_object('state', 'triggered', 'run_id', %s::text, 'at', now()::text)) "
+                "WHERE pipeline = %s AND window_end = %s AND triggered_run_id IS NULL").format(table),
+                (run_id, run_id, spec.name, window_end))
+            cur.execute(sql.SQL("SELECT triggered_run_id, details->'trigger'->>'alerted' FROM {} "
+                                "WHERE pipeline = %s AND window_end = %s").format(table), (spec.name, window_end))
+            row = cur.fetchone()
+            due = row is not None and row[0] == run_id and row[1] is None
+        else:
+            cur.execute(sql.SQL(
+                "UPDATE {} SET details = details || jsonb_build_object('trigger', jsonb_build_object("
+                "'state', 'failed', 'error', %s::text, 'at', now()::text)) "
+                "WHERE pipeline = %s AND window_end = %s AND triggered_run_id IS NULL").format(table),
+                ((error or "the trigger task did not create the run")[:1000], spec.name, window_end))
+            due = False
+    failpoint("trigger.after_commit")
+    return due
+
+
+def mark_alerted(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> None:
+    """The window's "retrain triggered" alert was sent (never again for this window)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "UPDATE {} SET details = jsonb_set(details, '{{trigger,alerted}}', to_jsonb(now()::text)) "
+            "WHERE pipeline = %s AND window_end = %s AND details ? 'trigger'").format(
+            ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end))
 
 
 def report_html(snapshot: Any, spec: PipelineSpec, window: tuple[dt.date, dt.date], version: int, dec: Decision,

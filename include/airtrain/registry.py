@@ -23,6 +23,9 @@ from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec
 
+#: ``expected_champion`` default of :func:`promote`: no compare-and-swap (any champion may be replaced)
+ANY_CHAMPION = object()
+
 
 class RegistryError(PermanentError, RuntimeError):
     """A registry operation was refused (unknown version, no champion, ...)."""
@@ -209,11 +212,22 @@ def promote(
     reason: str,
     run_id: str,
     metrics: dict[str, Any] | None = None,
+    expected_champion: int | None | object = ANY_CHAMPION,
+    newer_only: bool = False,
 ) -> dict[str, Any]:
-    """Make ``version`` the champion: one transaction under an advisory lock, logged once.
+    """Make ``version`` the champion: one transaction under an advisory lock, logged once - a
+    compare-and-swap.
 
-    Returns ``{"changed": bool, "from_version": int | None, "to_version": int, "promotion_id": ...}``.
-    Promoting the version that already is the champion changes nothing (safe to retry).
+    Returns ``{"changed": bool, "from_version": int | None, "to_version": int, "promotion_id": ...}``,
+    plus ``"refused": <reason>`` when the swap was refused. Promoting the version that already is
+    the champion changes nothing (safe to retry: checked first). Then, under the lock, against the
+    champion read in this transaction:
+
+    * ``expected_champion`` (the champion the decision was made against: the one the challenger
+      was evaluated against, or the one a rollback was planned against; ``None`` = no champion)
+      must still be the champion, else the swap is refused - the decision is stale;
+    * ``newer_only``: a version trained as of an earlier date than the champion is refused (an
+      out-of-order backfill never replaces a newer champion).
     """
     if action not in {"promote", "force_promote", "rollback"}:
         raise ValueError(f"unknown promotion action {action!r}")
@@ -229,6 +243,17 @@ def promote(
         current = int(row[0]) if row else None
         if current == version:
             return {"changed": False, "from_version": current, "to_version": version, "promotion_id": None}
+        refused = None
+        if expected_champion is not ANY_CHAMPION and expected_champion != current:
+            refused = (f"champion changed: making v{version} the champion was decided against "
+                       f"{_v(expected_champion)}, but the champion is {_v(current)} now (changed meanwhile by "
+                       f"another run); v{version} was not made the champion - re-run to decide against "
+                       f"{_v(current)}")
+        elif newer_only and current is not None:
+            refused = out_of_order(cur, spec, version, current)
+        if refused:
+            return {"changed": False, "from_version": current, "to_version": version, "promotion_id": None,
+                    "refused": refused}
         cur.execute(
             sql.SQL("INSERT INTO {} (pipeline, from_version, to_version, action, actor, reason, metrics, run_id) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id").format(_t(spec, "promotion_log")),
@@ -242,9 +267,31 @@ def promote(
                     ).format(_t(spec, "champions")),
             (spec.name, version, promotion_id),
         )
-        failpoint("promote.before_commit")
-    failpoint("promote.after_commit")
+        failpoint(f"{_step(action)}.before_commit")
+    failpoint(f"{_step(action)}.after_commit")
     return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}
+
+
+def _v(version: Any) -> str:
+    return "no champion" if version is None else f"v{version}"
+
+
+def out_of_order(cur: Any, spec: PipelineSpec, version: int, champion: int) -> str | None:
+    """Why ``version`` must not replace ``champion`` automatically: it was trained as of an earlier
+    date (an out-of-order backfill) - or None. Runs on the caller's cursor (inside its transaction)."""
+    cur.execute(sql.SQL("SELECT version, lineage->>'as_of' FROM {} WHERE pipeline = %s AND version IN (%s, %s)"
+                        ).format(_t(spec, "model_versions")), (spec.name, version, champion))
+    as_of = dict(cur.fetchall())
+    mine, theirs = as_of.get(version), as_of.get(champion)
+    if mine and theirs and str(mine) < str(theirs):
+        return (f"out of order: trained as of {mine}, older than the champion v{champion} (as of {theirs}); an "
+                "out-of-order backfill never replaces a newer champion (force_promote with a reason to override)")
+    return None
+
+
+def _step(action: str) -> str:
+    """The failpoint prefix of a champion change (a rollback is its own step in the DAG)."""
+    return "rollback" if action == "rollback" else "promote"
 
 
 def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -196,7 +197,48 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
             ident(t.schema, t.stage), ident(t.schema, t.table)))
+        # whose stage this is, for drop_orphan_stages (a stage outlives a run that died before publish)
+        cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident(t.schema, t.stage), sql.Literal(json.dumps(
+            {"airtrain_stage": True, "run_id": run_id, "created_at": dt.datetime.now(dt.UTC).isoformat()}))))
     return t
+
+
+#: a stage table older than this is an orphan whatever its run's state (no run scores for that long)
+STAGE_MAX_AGE = dt.timedelta(days=2)
+
+
+def drop_orphan_stages(wh: Warehouse, spec: PipelineSpec, *, is_live: Any, keep_run: str = "",
+                       max_age: dt.timedelta = STAGE_MAX_AGE, now: dt.datetime | None = None) -> list[str]:
+    """Drop stage tables left by runs that died between ``begin`` and ``publish``; returns their names.
+
+    The rule: a stage table (``<table>_stage_*`` in the predictions schema, never attached) is
+    dropped when its run - recorded in its table comment by :func:`begin` - is not live
+    (``is_live(run_id)`` is False: the orchestrator says that run is not queued or running), or
+    when it is older than ``max_age``, or when it has no readable comment (made before stages
+    recorded their run). The stage of ``keep_run`` (the caller's own run) and of any live run
+    younger than ``max_age`` is never dropped."""
+    now = now or dt.datetime.now(dt.UTC)
+    dropped = []
+    for kind in ("predictions", "shadow_predictions"):
+        schema, table = spec.table(kind)
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s "
+                        "AND NOT c.relispartition", (schema, table.replace("_", "\\_") + "\\_stage\\_%"))
+            stages = cur.fetchall()
+        for name, comment in stages:
+            try:
+                meta = json.loads(comment or "")
+                run, created = str(meta["run_id"]), dt.datetime.fromisoformat(meta["created_at"])
+            except (ValueError, KeyError, TypeError):
+                run, created = None, None
+            if run is not None and (run == keep_run or (now - created < max_age and is_live(run))):
+                continue
+            with wh.connect() as conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(schema, name)))
+            log.info("dropped orphan stage table %s.%s (run %s, created %s)", schema, name, run, created)
+            dropped.append(f"{schema}.{name}")
+    return dropped
 
 
 def abort(wh: Warehouse, target: ScoringTarget) -> None:
@@ -288,14 +330,18 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
 
 
-def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None, *,
-            lock_timeout_ms: int = SWAP_LOCK_TIMEOUT_MS, max_wait_s: float = SWAP_MAX_WAIT_S,
-            backoff_s: float = 0.5) -> dict[str, Any]:
+def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None,
+            run_id: str | None = None, *, lock_timeout_ms: int = SWAP_LOCK_TIMEOUT_MS,
+            max_wait_s: float = SWAP_MAX_WAIT_S, backoff_s: float = 0.5) -> dict[str, Any]:
     """Swap the stage table in as the (date, version) partition, atomically.
 
     The swap waits at most ``lock_timeout_ms`` for its lock each attempt and retries with backoff
     (0.5 s doubling, at most 30 s apart) for up to ``max_wait_s``, so a long read delays the publish
-    instead of blocking every reader queued behind it; then :class:`SwapLockTimeout` (retried)."""
+    instead of blocking every reader queued behind it; then :class:`SwapLockTimeout` (retried).
+
+    Safe to retry in the same run (``run_id`` given): when the stage table is gone because this run
+    already swapped it in (the task died after the commit, before reporting success), the attached
+    partition holds exactly this run's rows, and that is recognised as done instead of failing."""
     parent = ident(target.schema, target.table)
     stage = ident(target.schema, target.stage)
     key = spec.entity_key
@@ -304,6 +350,9 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)",
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
+        cur.execute("SELECT to_regclass(%s)", (f'"{target.schema}"."{target.stage}"',))
+        if cur.fetchone()[0] is None:
+            return _already_published(cur, target, expected_rows, run_id)
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         # The primary-key build scans the whole stage table and records the exact number of rows
         # it saw in pg_class.reltuples, so the count check needs no extra pass over the data.
@@ -371,6 +420,29 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             "superseded": superseded, "lock_attempts": attempt}
 
 
+def _already_published(cur: Any, target: ScoringTarget, expected_rows: int | None, run_id: str | None
+                       ) -> dict[str, Any]:
+    """The stage table is gone: succeed only if this run's publish committed (a retry after the
+    commit), i.e. the (date, version) partition holds exactly this run's rows."""
+    cur.execute("SELECT to_regclass(%s)", (f'"{target.schema}"."{target.partition}"',))
+    rows, runs = 0, []
+    if cur.fetchone()[0] is not None:
+        cur.execute(sql.SQL("SELECT count(*), array_agg(DISTINCT run_id) FROM {}").format(
+            ident(target.schema, target.partition)))
+        rows, runs = cur.fetchone()
+        rows, runs = int(rows), list(runs or [])
+    if run_id and runs == [run_id] and (expected_rows is None or rows == expected_rows):
+        log.info("%s.%s already holds run %s's %s rows: published by an earlier try of this task", target.schema,
+                 target.partition, run_id, rows)
+        return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
+                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version,
+                "superseded": [], "already_published": True}
+    raise ScoringError(f"stage table {target.schema}.{target.stage} does not exist and "
+                       f"{target.schema}.{target.partition} holds {rows} rows of run(s) {runs}, not "
+                       f"{expected_rows} rows of run {run_id}: nothing was published; re-run the scoring "
+                       "from begin_scoring (clear the run's scoring tasks)")
+
+
 def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:
     """Attached partitions of the target's date made by other model versions (``<table>_pYYYYMMDD_v<n>``)."""
     prefix = f"{target.table}_p{target.as_of:%Y%m%d}_v"
@@ -389,7 +461,7 @@ def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str
         loaded = registry.load_artifact(wh, spec, target.version)
         parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)
                  for s in range(shards)]
-        return publish(wh, spec, target, sum(p["rows"] for p in parts))
+        return publish(wh, spec, target, sum(p["rows"] for p in parts), run_id=run_id)
     except BaseException:
         abort(wh, target)
         raise

@@ -417,6 +417,8 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
             "challenger_compared": results["challenger"][1].overall if "champion" in results else None,
             "champion": results["champion"][1].overall if "champion" in results else None,
             "champion_version": champion if champion != version else None,
+            # the champion this evaluation was made against: promotion is a compare-and-swap on it
+            "expected_champion": champion,
             "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout),
             "comparison": comparison, **extra, "seconds": clock.laps}
 
@@ -528,9 +530,21 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         return out
     action = "promote" if passed else "force_promote"
     why = why_not if passed else f"forced by {actor}: {reason} (gate: {why_not})"
+    # compare-and-swap: under the lock, the champion must still be the one this challenger was
+    # evaluated against, and (unless forced) the challenger must not be older than it
     res = registry.promote(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
                            metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
-                                    "checks": checks, "compared": comparison.get("compared")})
+                                    "checks": checks, "compared": comparison.get("compared")},
+                           expected_champion=evaluation.get("expected_champion", registry.ANY_CHAMPION),
+                           newer_only=passed)
+    if res.get("refused"):
+        kind = "champion_changed" if res["refused"].startswith("champion changed") else "out_of_order"
+        registry.update_metrics(wh, spec, version, {"gate": {**gate, "passed": False, "reason": res["refused"],
+                                                             "refused": kind, "metrics_passed": decision.passed}})
+        out.update(gate_passed=False, gate_reason=res["refused"], refused=kind,
+                   message=f"version {version} not promoted: {res['refused']}")
+        log.warning(out["message"])
+        return out
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
     _refresh_card(wh, spec, version)
@@ -553,20 +567,25 @@ def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str
     champion = registry.champion_version(wh, spec)
     if champion is None or champion == version:
         return None
-    mine = registry.get_version(wh, spec, version).lineage.get("as_of")
-    theirs = registry.get_version(wh, spec, champion).lineage.get("as_of")
-    if mine and theirs and str(mine) < str(theirs):
-        return (f"out of order: trained as of {mine}, older than the champion v{champion} (as of {theirs}); an "
-                "out-of-order backfill never replaces a newer champion (force_promote with a reason to override)")
-    return None
+    with wh.connect() as conn, conn.cursor() as cur:
+        return registry.out_of_order(cur, spec, version, champion)
 
 
-def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str
-             ) -> dict[str, Any]:
-    """Make an earlier version the champion again (logged as a rollback)."""
+def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str,
+             expected_champion: int | None | object = registry.ANY_CHAMPION) -> dict[str, Any]:
+    """Make an earlier version the champion again (logged as a rollback).
+
+    A compare-and-swap like a promotion: ``expected_champion`` is the champion when the rollback
+    was asked for (the run's plan); if another run changed it meanwhile, the rollback is refused
+    (:class:`registry.RegistryError`, the reason stored in the version's ``metrics.rollback``)."""
     target = registry.get_version(wh, spec, version)
     registry.load_artifact(wh, spec, version)  # refuse a version whose artifact is damaged
     res = registry.promote(wh, spec, target.version, action="rollback", actor=actor,
                            reason=f"rollback by {actor}: {reason}", run_id=run_id,
-                           metrics={"metrics": target.metrics.get("holdout", {})})
+                           metrics={"metrics": target.metrics.get("holdout", {})},
+                           expected_champion=expected_champion)
+    if res.get("refused"):
+        registry.update_metrics(wh, spec, version, {"rollback": {"refused": res["refused"], "run_id": run_id,
+                                                                 "actor": actor}})
+        raise registry.RegistryError(f"rollback to v{version} refused: {res['refused']}")
     return {"action": "rollback", **res}

@@ -289,10 +289,11 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def notify(decision: dict[str, Any]) -> list[str]:
-            """Alert when a retrain was triggered (logged always; Slack/e-mail/webhook per the spec)."""
+            """Record the retrain run on the window once Airflow has it (or that the trigger failed),
+            then alert (logged always; Slack/e-mail/webhook per the spec)."""
             from airtrain_airflow import runtime
 
-            return runtime.notify_decision(name, decision)
+            return runtime.record_trigger(name, decision)
 
         due = retrain_due(check.output)
         due >> trigger_retrain >> notify(check.output)

@@ -106,14 +106,44 @@ def _actor(ctx: Any) -> str:
     return f"airflow:{getattr(run_type, 'value', run_type) or 'unknown'}"
 
 
+def run_instant(ctx: Any) -> dt.datetime | None:
+    """When the run is "for": its logical date, or - for a manual, REST or asset-triggered run
+    without one (Airflow 3 allows ``logical_date: null``) - the time it was queued (``run_after``)."""
+    logical = ctx.get("logical_date")
+    if logical is not None:
+        return logical
+    return getattr(ctx.get("dag_run"), "run_after", None)
+
+
+def unknown_conf_keys(ctx: Any) -> tuple[list[str], list[str]]:
+    """The run conf's keys the DAG has no param for, and the known ones (Airflow's params accept
+    unknown keys silently: a typo like ``rollback_verison`` would otherwise run as a normal run)."""
+    conf = getattr(ctx.get("dag_run"), "conf", None) or {}
+    dag = ctx.get("dag")
+    known = sorted(getattr(dag, "params", None) or ctx.get("params") or {})
+    return sorted(k for k in conf if k not in known), known
+
+
 def check_params(name: str) -> dict[str, Any]:
-    """Validate the params together (types were already checked by Airflow's JSON schema)."""
+    """Validate the params together (types were already checked by Airflow's JSON schema) and decide
+    the run's dates once, in the spec's timezone, for every mode (the plan every task follows)."""
+    import difflib
+    from zoneinfo import ZoneInfo
+
     ctx = get_current_context()
+    unknown, known = unknown_conf_keys(ctx)
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else repr(k)
+                 for k in unknown]
+        raise _params_error(f"refused the run parameters, nothing was done: unknown key(s) {', '.join(hints)}; "
+                            f"the known keys are: {', '.join(known)}")
     spec = spec_for(name)
+    tz = ZoneInfo(spec.schedule.timezone)
     p = dict(ctx["params"])
     reason = (p.get("reason") or "").strip()
-    logical = ctx.get("logical_date")
-    run_date = (logical.date() if logical else dt.datetime.now(dt.UTC).date())
+    instant = run_instant(ctx)
+    run_date = (instant or dt.datetime.now(dt.UTC)).astimezone(tz).date()
+    today = dt.datetime.now(tz).date()
     problems = []
     if p.get("force_promote") and len(reason) < 5:
         problems.append("force_promote needs a 'reason' of at least 5 characters (it goes into the promotion log)")
@@ -125,14 +155,15 @@ def check_params(name: str) -> dict[str, Any]:
     if p.get("end_date") and not p.get("date"):
         problems.append("end_date needs date (the first day of the range)")
     dates: list[dt.date] = []
+    expected: dict[str, Any] = {}
     if not problems and p.get("rollback_version") is None:
         try:
-            first = resolve_partition(p.get("date"), logical, spec.schedule.timezone)
+            first = resolve_partition(p.get("date"), instant, spec.schedule.timezone)
             last = parse_date(p["end_date"], "end_date") if p.get("end_date") else first
             dates = date_range(first, last)
-            today = dt.datetime.now(dt.UTC).date()
             if last > today:
-                problems.append(f"date {last} is in the future (today is {today} UTC); no data can exist yet")
+                problems.append(f"date {last} is in the future (today is {today} in {spec.schedule.timezone}); "
+                                "no data can exist yet")
         except ValueError as exc:
             problems.append(str(exc))
     if not problems and p.get("rollback_version") is not None:
@@ -140,12 +171,14 @@ def check_params(name: str) -> dict[str, Any]:
 
         try:
             registry.get_version(warehouse_for(spec), spec, int(p["rollback_version"]))
+            # the rollback is a compare-and-swap against the champion of now (see steps.rollback)
+            expected = {"expected_champion": registry.champion_version(warehouse_for(spec), spec)}
         except registry.RegistryError as exc:
             problems.append(str(exc))
     rescore = None
     if not problems and p.get("rollback_version") is not None:
         try:  # the date a rollback re-scores; None: the newest validated one (see begin_scoring)
-            rescore = resolve_partition(p.get("date"), logical, spec.schedule.timezone).isoformat()
+            rescore = resolve_partition(p.get("date"), instant, spec.schedule.timezone).isoformat()
         except ValueError:
             rescore = None
     if problems:
@@ -164,6 +197,7 @@ def check_params(name: str) -> dict[str, Any]:
         "trigger_reason": p.get("trigger_reason") or "schedule",
         "force_train": bool(p.get("force_train")),
         "drift_report_id": p.get("drift_report_id") or None,
+        **expected,
     }
 
 
@@ -233,18 +267,54 @@ def training_requested(spec: PipelineSpec, plan: dict[str, Any]) -> str | None:
     return None
 
 
-def notify_decision(name: str, decision: dict[str, Any]) -> list[str]:
-    """Alert on a triggered retrain; nothing to say otherwise."""
+def notify_decision(name: str, decision: dict[str, Any], *, failed: str | None = None) -> list[str]:
+    """Alert on a triggered retrain (or, with ``failed``, on a retrain that could not be
+    triggered); nothing to say otherwise."""
     from airtrain_airflow.notify import send_alert
     from airtrain_airflow.operators.drift import report_url
 
     if not decision or not decision.get("trigger"):
         return []
-    msg = (f"retrain triggered for window {decision['window_start']}..{decision['window_end']} "
-           f"(run {decision['retrain_run_id']}): {decision['reason']}. Report: "
-           f"{report_url(name, decision.get('report_id'))}")
-    return send_alert(name, "retrain triggered", msg, {k: decision.get(k) for k in (
-        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")})
+    window = f"window {decision['window_start']}..{decision['window_end']}"
+    report = f"Report: {report_url(name, decision.get('report_id'))}"
+    details = {k: decision.get(k) for k in (
+        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")}
+    if failed:
+        msg = (f"retrain trigger FAILED for {window}: {failed}. Drift: {decision['reason']}. The window is not "
+               f"in cooldown: the next window that drifts triggers again (or trigger the retrain by hand). {report}")
+        return send_alert(name, "retrain trigger failed", msg, {**details, "error": failed})
+    msg = f"retrain triggered for {window} (run {decision['retrain_run_id']}): {decision['reason']}. {report}"
+    return send_alert(name, "retrain triggered", msg, details)
+
+
+def record_trigger(name: str, decision: dict[str, Any]) -> list[str]:
+    """After ``trigger_retrain``: record on the window what really happened, then alert.
+
+    The retrain run's existence is asked of Airflow itself (the trigger may have created it, or found
+    it from an earlier firing/try - it then skips); only then are the run id and the cooldown
+    recorded and "retrain triggered" alerted, once per window (a retry after the record but before
+    the alert still alerts; a crash between the alert and its mark may repeat it). No run: the trigger failed - nothing
+    starts a cooldown and the alert says so."""
+    from airtrain import monitoring
+
+    if not decision or not decision.get("trigger"):
+        return []
+    ctx = get_current_context()
+    spec = spec_for(name)
+    run_id = str(decision["retrain_run_id"])
+    exists = ctx["ti"].get_dr_count(dag_id=spec.retrain_dag_id, run_ids=[run_id]) > 0
+    window_end = dt.date.fromisoformat(decision["window_end"])
+    if not exists:
+        error = (f"no run {run_id} of {spec.retrain_dag_id} exists: the trigger_retrain task did not create it "
+                 "(see its log)")
+        monitoring.record_trigger(warehouse_for(spec), spec, window_end, run_id=None, error=error)
+        return notify_decision(name, decision, failed=error)
+    wh = warehouse_for(spec)
+    if not monitoring.record_trigger(wh, spec, window_end, run_id=run_id):
+        return []  # recorded and alerted before (a retry, or the window was checked again)
+    sent = notify_decision(name, decision)
+    monitoring.mark_alerted(wh, spec, window_end)
+    return sent
 
 
 @fail_fast()
@@ -272,8 +342,11 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     spec = spec_for(name)
     if plan["dry_run"]:
         return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
+    from airtrain import registry
+
     return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
-                          actor=plan["actor"], reason=plan["reason"])
+                          actor=plan["actor"], reason=plan["reason"],
+                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION))
 
 
 @fail_fast()
@@ -292,6 +365,9 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         as_of = scoring.newest_validated_date(wh, spec)
         if as_of is None:
             raise AirflowSkipException("no predictions: no validated partition to score yet")
+    ti = get_current_context()["ti"]
+    scoring.drop_orphan_stages(wh, spec, keep_run=plan["run_id"], is_live=lambda run: ti.get_dr_count(
+        dag_id=spec.retrain_dag_id, run_ids=[run], states=["queued", "running"]) > 0)
     try:
         return scoring.begin(wh, spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
     except scoring.NoModelError as exc:

@@ -51,12 +51,12 @@ class DriftCheckOperator(BaseOperator):
         from airtrain import monitoring
         from airtrain.dates import resolve_partition
 
-        from airtrain_airflow.runtime import fail_fast, report_store, spec_for, warehouse_for
+        from airtrain_airflow.runtime import fail_fast, report_store, run_instant, spec_for, warehouse_for
 
         with fail_fast():
             spec = spec_for(self.pipeline)
         try:
-            end = resolve_partition(self.window_end or None, context.get("logical_date"), spec.schedule.timezone)
+            end = resolve_partition(self.window_end or None, run_instant(context), spec.schedule.timezone)
         except ValueError as exc:  # no date to check, or a malformed one: retrying cannot fix it
             from airflow.sdk.exceptions import AirflowFailException
 

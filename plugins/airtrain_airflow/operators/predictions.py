@@ -114,6 +114,7 @@ class PublishPredictionsOperator(BaseOperator):
             expected = sum(int(r["rows"]) for r in self.shard_results)
         with fail_fast():
             spec = spec_for(self.pipeline)
-            result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected)
+            result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected,
+                                     run_id=context["run_id"])
         self.log.info("published %s", result)
         return result
