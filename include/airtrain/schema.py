@@ -146,6 +146,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
          "PRIMARY KEY (pipeline, window_end))",
          (mon, "drift_decisions")),
     ]
+    from airtrain.release import APPROVALS_DDL
+
+    stmts.append((APPROVALS_DDL, (reg, "approvals")))  # human approval decisions (promotion.approval)
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
     # columns added after the first release: warehouses created earlier get them here
@@ -175,6 +178,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "evaluations"): "Challenger and champion metrics on the same time-based holdout, overall "
                               "(slice_column = '') and per slice.",
         (reg, "schema_migrations"): "Spec versions (sha256) whose DDL was applied to this warehouse.",
+        (reg, "approvals"): "Human approval of promotions (promotion.approval: required): one row per run and "
+                            "challenger - approved, rejected or timed_out, who answered, their comment, whether "
+                            "it was promoted and why not.",
         (mon, "ingest_runs"): "One row per ingested partition: source, row count, missing/extra columns.",
         (mon, "validation_runs"): "One row per validated partition: counts, blocked or not, expectation results.",
         (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
@@ -301,7 +307,7 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
 #: results. Not: model artifacts (registry.model_versions), raw or validated feature rows, quarantined
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
-    "registry": ("champions", "promotion_log", "evaluations"),
+    "registry": ("champions", "promotion_log", "evaluations", "approvals"),
     "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions"),
 }
 

@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
 from airtrain.spec import FilesSource, PipelineSpec
 
+from airtrain_airflow.assets import monitor_schedule, predictions_asset
 from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
 from airtrain_airflow.operators.landing import LandingFileSensor
@@ -209,6 +210,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         ).expand(shard=list(range(shards)))
         published = PublishPredictionsOperator(
             task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
+            outlets=[predictions_asset(spec)],  # the event (date, version) schedules <name>_monitor
         )
         if spec.scoring.shadow:
             # the run's OWN challenger (not "the newest non-champion"): one shadow version per date, and
@@ -241,7 +243,7 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 
     @dag(
         dag_id=spec.monitor_dag_id,
-        schedule=spec.schedule.monitor,
+        schedule=monitor_schedule(spec),  # after each publish (and optionally on schedule.monitor)
         start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
                                      spec.schedule.start_date.day, tz=spec.schedule.timezone),
         catchup=False,
