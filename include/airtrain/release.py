@@ -199,3 +199,41 @@ def list_approvals(wh: Warehouse, spec: PipelineSpec, limit: int = 30) -> list[d
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     except psycopg2.errors.UndefinedTable:
         return []
+
+
+class ApprovalRefused(PermanentError, RuntimeError):
+    """An approved promotion that can no longer be applied (the champion changed meanwhile, ...)."""
+
+
+def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
+                     run_id: str, approver: str, comment: str | None) -> dict[str, Any]:
+    """Apply an approved promotion through the same locked, logged path as an automatic one
+    (:func:`airtrain.registry.promote`), with the approver as actor and their comment in the reason.
+
+    Refused (nothing changes, the refusal is recorded in ``registry.approvals``) when the champion is no
+    longer the one the gate compared with - another promotion happened while the request waited - or
+    when the approved version is already the champion (a retry after the promotion committed is fine)."""
+    from airtrain import registry
+
+    version = int(promotion["version"])
+    compared_with = evaluation.get("champion_version")
+    current = registry.champion_version(wh, spec)
+    if current == version:
+        record_outcome(wh, spec, run_id=run_id, version=version, promoted=True,
+                       outcome=f"promoted: approved by {approver}")
+        return {"version": version, "promoted": True, "changed": False, "message": f"v{version} is the champion"}
+    if current != compared_with:
+        why = (f"not promoted: the champion changed from v{compared_with} to v{current} while the approval "
+               f"request waited, so the gate's comparison is stale; re-run the retrain to evaluate v{version} "
+               "against the new champion")
+        record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
+        raise ApprovalRefused(why)
+    note = comment or "no comment"
+    res = registry.promote(
+        wh, spec, version, action="promote", actor=f"user:{approver}",
+        reason=f"approved by {approver}: {note} (gate: {promotion.get('gate_reason', '')})", run_id=run_id,
+        metrics={"challenger": evaluation.get("challenger"), "champion": evaluation.get("champion"),
+                 "checks": promotion.get("checks"), "approval": {"by": approver, "comment": comment}})
+    record_outcome(wh, spec, run_id=run_id, version=version, promoted=True, outcome=f"promoted: approved by {approver}")
+    return {"version": version, "promoted": True, **res, "message": f"version {version} is the champion (approved "
+            f"by {approver})"}

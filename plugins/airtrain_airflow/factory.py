@@ -200,6 +200,9 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         rolled_back = rollback(plan)
         branch >> [rolled_back, prepared]
 
+        if spec.promotion.approval == "required":
+            _approval_branch(spec, plan, evaluated, promoted)
+
         # Predictions for the run's date with the champion (after promotion or rollback), scored in
         # parallel shards of the entity space and published in one swap.
         target = begin_scoring(plan)
@@ -223,6 +226,40 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             published >> shadow
 
     return retrain()
+
+
+def _approval_branch(spec: PipelineSpec, plan: Any, evaluated: Any, promoted: Any) -> None:
+    """promotion.approval: required - a challenger that passed the gate waits for a person at
+    ``approve_promotion`` (Airflow HITL); approve → ``promote_approved``. Scoring does not depend on
+    this branch: the day is scored by the champion while the request waits."""
+    from airtrain_airflow.operators.approval import PromotionApprovalOperator
+
+    name = spec.name
+    xcom = "ti.xcom_pull(task_ids='promote')"
+
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def approval_needed(promotion: dict[str, Any]) -> bool:
+        """Ask only when the gate passed (not on a failed gate, a forced promotion or a dry run)."""
+        return bool(promotion.get("awaiting_approval"))
+
+    approve = PromotionApprovalOperator(
+        task_id="approve_promotion", pipeline=name,
+        subject=f"Promote {name} v{{{{ {xcom}['version'] }}}} to champion?",
+        body="{{ " + xcom + "['approval_body'] }}",
+        version="{{ " + xcom + "['version'] }}",
+        champion_version="{{ " + xcom + "['champion_version'] or '' }}",
+        approvers=spec.promotion.approvers, timeout_hours=spec.promotion.approval_timeout_hours,
+    )
+
+    @task(multiple_outputs=False)
+    def promote_approved(plan: dict[str, Any], evaluation: dict[str, Any], promotion: dict[str, Any],
+                         approval: dict[str, Any]) -> dict[str, Any]:
+        from airtrain_airflow import runtime
+
+        return runtime.promote_approved(name, plan, evaluation, promotion, approval)
+
+    approval_needed(promoted) >> approve
+    promote_approved(plan, evaluated, promoted, approve.output)
 
 
 def build_monitor_dag(spec: PipelineSpec) -> DAG:
