@@ -107,7 +107,9 @@ def run_with_responder(project, respond) -> tuple:
             seen["response"] = respond(*req)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test
             seen["error"] = exc
-            _give_up(dag_id)
+            logging.getLogger(__name__).exception("responder failed")
+        finally:
+            _unstick(dag_id, failed="error" in seen)
 
     t = threading.Thread(target=responder, daemon=True)
     t.start()
@@ -118,20 +120,25 @@ def run_with_responder(project, respond) -> tuple:
     return dr, states, seen
 
 
-def _give_up(dag_id: str) -> None:
-    """A failed responder must not leave dag.test() waiting forever: fail the parked task."""
+def _unstick(dag_id: str, failed: bool) -> None:
+    """Never leave dag.test() waiting forever: a request still waiting a while after the answer (or
+    after the responder failed) is failed, so the test fails instead of hanging."""
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import update
+    from sqlalchemy import func, select, update
 
-    for _ in range(600):
+    awaiting = (TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
+    deadline = time.monotonic() + (300 if failed else 60)
+    while time.monotonic() < deadline:
         with create_session() as s:
-            n = s.execute(update(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
-                          .values(state=TaskInstanceState.FAILED)).rowcount
-        if n:
-            return
+            if not failed and not s.scalar(select(func.count()).select_from(TI).where(*awaiting)):
+                return  # answered: the task resumed
+            if failed and s.execute(update(TI).where(*awaiting).values(state=TaskInstanceState.FAILED)).rowcount:
+                return
         time.sleep(0.5)
+    with create_session() as s:
+        s.execute(update(TI).where(*awaiting).values(state=TaskInstanceState.FAILED))
 
 
 def _patch(api, run_id: str, task_id: str, user: str, option: str, comment: str):

@@ -48,6 +48,16 @@ class PromotionApprovalOperator(ApprovalOperator):
         self.version = version
         self.champion_version = champion_version
 
+    #: the fields of the request's form
+    FORM = ("comment",)
+
+    @property
+    def serialized_params(self) -> dict[str, dict[str, Any]]:
+        """Only the form's own fields. At run time Airflow merges the DAG's params (date, force_promote,
+        ...) into the task's; HITLOperator would show them in the form and then refuse any answer
+        whose keys differ from all of them (``validate_params_input``)."""
+        return {k: v for k, v in super().serialized_params.items() if k in self.FORM}
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         from airtrain import release
 
