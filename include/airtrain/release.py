@@ -79,8 +79,8 @@ def _fmt(v: Any) -> str:
 
 
 def _md(text: Any) -> str:
-    """Text for a Markdown table cell (no pipes, no newlines, no HTML)."""
-    return str(text).replace("|", "/").replace("\n", " ").replace("<", "‹").replace(">", "›")[:400]
+    """Text for a Markdown table cell (no pipes, no newlines, no HTML tags)."""
+    return str(text).replace("|", "/").replace("\n", " ").replace("<", "‹")[:400]
 
 
 def approval_body(spec: PipelineSpec, evaluation: dict[str, Any], gate: dict[str, Any],

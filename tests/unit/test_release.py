@@ -59,7 +59,7 @@ def test_the_request_body_compares_every_metric_and_lists_the_checks():
     assert "promote challenger **v3** over champion **v2**" in body
     assert "2026-03-01 … 2026-03-07 (700 labeled rows" in body
     assert f"| {spec.evaluation.primary_metric} (primary) | 0.8100 | 0.7900 | +0.0200 (better) |" in body
-    assert "- roc_auc ok / ‹b›" in body  # a table-breaking pipe and markup are neutralised
+    assert "- roc_auc ok / ‹b>" in body  # a table-breaking pipe and markup are neutralised
     assert "| region=south | 0.7000 | 0.7500 | 90 |" in body and "**Gate: passed**" in body
 
 
