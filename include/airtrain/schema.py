@@ -193,6 +193,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
          "PRIMARY KEY (pipeline, window_end))",
          (mon, "drift_decisions")),
     ]
+    from airtrain.release import APPROVALS_DDL
+
+    stmts.append((APPROVALS_DDL, (reg, "approvals")))  # human approval decisions (promotion.approval)
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
     _audit_tables(cur, reg)
@@ -228,6 +231,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "schema_migrations"): "Schema versions applied to this warehouse (by `airtrain migrate`): the "
                                     "pipeline, its spec's sha256, the schema fingerprint the daily run checks "
                                     "(schema_sha256), who applied it, when, with which airtrain version.",
+        (reg, "approvals"): "Human approval of promotions (promotion.approval: required): one row per run and "
+                            "challenger - approved, rejected or timed_out, who answered, their comment, whether "
+                            "it was promoted and why not.",
         (mon, "ingest_runs"): "One row per ingested partition: source, row count, missing/extra columns.",
         (mon, "validation_runs"): "One row per validated partition: counts, blocked or not, expectation results.",
         (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
@@ -393,7 +399,8 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
 #: results. Not: model artifacts (registry.model_versions), raw or validated feature rows, quarantined
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
-    "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards"),
+    "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards",
+                 "approvals"),
     "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions"),
 }
 

@@ -381,6 +381,16 @@ class GateSpec(_Model):
 
 class PromotionSpec(_Model):
     gates: list[GateSpec] = Field(min_length=1)
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_hours: Annotated[float, Field(gt=0, le=720)] = 20.0
+    approvers: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _approvers_need_approval(self) -> PromotionSpec:
+        if self.approvers and self.approval != "required":
+            raise ValueError("promotion.approvers is only used with promotion.approval: required (set it, or "
+                             "remove approvers)")
+        return self
 
 
 FairnessMetric = Literal["equalized_odds_difference", "demographic_parity_difference"]
@@ -476,6 +486,7 @@ class ScheduleSpec(_Model):
     retries: Annotated[int, Field(ge=2, le=10)] = 2
     retry_delay_minutes: Annotated[float, Field(gt=0, le=1440)] = 2.0
     max_active_runs: Annotated[int, Field(ge=1, le=64)] = 1
+    monitor_on: Literal["predictions", "predictions_or_cron"] = "predictions"
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleSpec:
@@ -587,6 +598,12 @@ class PipelineSpec(_Model):
             raise ValueError("every feature has model_input: false; at least one feature must be a model input")
         if self.fairness is not None:
             self._check_fairness(known, is_clf)
+        if self.promotion.approval == "required" and self.schedule.max_active_runs < 2:
+            raise ValueError(
+                "promotion.approval: required keeps a retrain run open until someone answers (up to "
+                f"promotion.approval_timeout_hours={self.promotion.approval_timeout_hours:g}); with "
+                "schedule.max_active_runs: 1 the next scheduled run (and its predictions) would wait behind it. "
+                "Set schedule.max_active_runs to 2 or more (writes are guarded by locks)")
         if self.monitoring.trigger.performance_drop_abs is not None and not is_clf:
             # a drop in an unbounded regression metric is meaningful, but the [0, 1] bound is not
             pass
@@ -871,6 +888,17 @@ KEY_DOCS: dict[str, str] = {
     'evaluation.slices': 'Feature columns whose values get their own metrics.',
     'promotion': 'The gate a challenger must pass to become the champion.',
     'promotion.gates': 'One entry per metric; all must pass.',
+    'promotion.approval': '`none`: a challenger that passes the gate is promoted at once. `required`: it waits for a '
+                          'person at the `approve_promotion` task (Airflow human-in-the-loop: UI *Required actions*, '
+                          'or the REST API), with the evaluation summary in the request; approve promotes it (the '
+                          'approver and comment go into `registry.promotion_log`), reject or timeout keeps the '
+                          'champion (`registry.approvals`). The day is scored by the champion without waiting. '
+                          'Needs `schedule.max_active_runs` >= 2, so a pending approval never holds up the next run.',
+    'promotion.approval_timeout_hours': 'With approval required: hours to wait for an answer; then the request is '
+                                        'rejected as `timed_out` (applied by the scheduler).',
+    'promotion.approvers': 'With approval required: Airflow user ids that may answer (HITL `assigned_users`); '
+                           'empty: anyone the auth manager lets edit the DAG (roles with PUT on the DAG\'s HITL '
+                           'details). Roles are granted in the auth manager, not here.',
     'promotion.gates[].metric': 'A metric from evaluation.metrics (direction known: log_loss/brier/rmse/mae/mape lower is better).',
     'fairness': 'Optional: group metrics per sensitive attribute at evaluation (fairlearn MetricFrame: count, '
                 'selection rate, TPR, FPR, the primary metric) and the disparities demographic_parity_difference '
@@ -923,7 +951,12 @@ KEY_DOCS: dict[str, str] = {
     'schedule.start_paused': 'The DAGs appear paused the first time (land data, then unpause them in the UI or '
                              'with `airflow dags unpause`). Has no effect on DAGs that exist already.',
     'schedule.retrain': 'Cron or @preset of the retrain DAG.',
-    'schedule.monitor': 'Cron or @preset of the monitor DAG.',
+    'schedule.monitor': 'Cron or @preset of the monitor DAG\'s time condition (only with `monitor_on: '
+                        'predictions_or_cron`).',
+    'schedule.monitor_on': '`predictions`: the monitor DAG runs when the retrain DAG publishes predictions (the '
+                           'Airflow Asset `airtrain.<name>.predictions`) and checks the published date. '
+                           '`predictions_or_cron`: also on `schedule.monitor`; such a time run checks the day before '
+                           'its logical date only when that day\'s predictions are published, and skips otherwise.',
     'schedule.start_date': 'Fixed start date (catchup is off).',
     'schedule.timezone': 'IANA timezone of the schedule and of partition dates.',
     'schedule.retries': 'Retries per task (at least 2).',

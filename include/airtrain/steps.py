@@ -485,7 +485,8 @@ def store_explain_and_fairness(cur: Any, spec: PipelineSpec, run_id: str, window
 
 
 def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,
-            force: bool = False, reason: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+            force: bool = False, reason: str | None = None, dry_run: bool = False,
+            approval_required: bool = False) -> dict[str, Any]:
     """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced.
 
     The decision recorded in ``model_versions.metrics['gate']`` is the real one: an out-of-order
@@ -527,6 +528,12 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     if not passed and not force:
         out["message"] = f"version {version} not promoted: {why_not}"
         log.warning(out["message"])
+        return out
+    if approval_required and passed and not force:
+        # promotion.approval: required - a person decides (airtrain.release.promote_approved)
+        out.update(awaiting_approval=True, champion_version=evaluation.get("champion_version"),
+                   message=f"version {version} passed the gate and waits for approval")
+        log.info(out["message"])
         return out
     action = "promote" if passed else "force_promote"
     why = why_not if passed else f"forced by {actor}: {reason} (gate: {why_not})"

@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, dag, task
 from airtrain.spec import FilesSource, PipelineSpec
 
+from airtrain_airflow.assets import monitor_schedule, predictions_asset
 from airtrain_airflow.cards import ModelCardLink
 from airtrain_airflow.notify import PipelineFailureNotifier
 from airtrain_airflow.operators.drift import DriftCheckOperator
@@ -201,6 +202,9 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         rolled_back = rollback(plan)
         branch >> [rolled_back, prepared]
 
+        if spec.promotion.approval == "required":
+            _approval_branch(spec, plan, evaluated, promoted)
+
         # Predictions for the run's date with the champion (after promotion or rollback), scored in
         # parallel shards of the entity space and published in one swap.
         target = begin_scoring(plan)
@@ -218,6 +222,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         ).expand(shard=plan_shards(target))
         published = PublishPredictionsOperator(
             task_id="publish_predictions", pipeline=name, target=target, shard_results=scored.output,
+            outlets=[predictions_asset(spec)],  # the event (date, version) schedules <name>_monitor
         )
         if spec.scoring.shadow:
             # the run's OWN challenger (not "the newest non-champion"): one shadow version per date, and
@@ -230,6 +235,40 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
             published >> shadow
 
     return retrain()
+
+
+def _approval_branch(spec: PipelineSpec, plan: Any, evaluated: Any, promoted: Any) -> None:
+    """promotion.approval: required - a challenger that passed the gate waits for a person at
+    ``approve_promotion`` (Airflow HITL); approve → ``promote_approved``. Scoring does not depend on
+    this branch: the day is scored by the champion while the request waits."""
+    from airtrain_airflow.operators.approval import PromotionApprovalOperator
+
+    name = spec.name
+    xcom = "ti.xcom_pull(task_ids='promote')"
+
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def approval_needed(promotion: dict[str, Any]) -> bool:
+        """Ask only when the gate passed (not on a failed gate, a forced promotion or a dry run)."""
+        return bool(promotion.get("awaiting_approval"))
+
+    approve = PromotionApprovalOperator(
+        task_id="approve_promotion", pipeline=name,
+        subject=f"Promote {name} v{{{{ {xcom}['version'] }}}} to champion?",
+        body="{{ " + xcom + "['approval_body'] }}",
+        version="{{ " + xcom + "['version'] }}",
+        champion_version="{{ " + xcom + "['champion_version'] or '' }}",
+        approvers=spec.promotion.approvers, timeout_hours=spec.promotion.approval_timeout_hours,
+    )
+
+    @task(multiple_outputs=False)
+    def promote_approved(plan: dict[str, Any], evaluation: dict[str, Any], promotion: dict[str, Any],
+                         approval: dict[str, Any]) -> dict[str, Any]:
+        from airtrain_airflow import runtime
+
+        return runtime.promote_approved(name, plan, evaluation, promotion, approval)
+
+    approval_needed(promoted) >> approve
+    promote_approved(plan, evaluated, promoted, approve.output)
 
 
 def build_monitor_dag(spec: PipelineSpec) -> DAG:
@@ -250,7 +289,7 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 
     @dag(
         dag_id=spec.monitor_dag_id,
-        schedule=spec.schedule.monitor,
+        schedule=monitor_schedule(spec),  # after each publish (and optionally on schedule.monitor)
         start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
                                      spec.schedule.start_date.day, tz=spec.schedule.timezone),
         catchup=False,

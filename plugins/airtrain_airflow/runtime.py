@@ -331,8 +331,56 @@ def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict
     from airtrain import steps
 
     spec = spec_for(name)
-    return steps.promote(warehouse_for(spec), spec, evaluation, run_id=plan["run_id"], actor=plan["actor"],
-                         force=plan["force_promote"], reason=plan["reason"], dry_run=plan["dry_run"])
+    wh = warehouse_for(spec)
+    approval = spec.promotion.approval == "required"
+    out = steps.promote(wh, spec, evaluation, run_id=plan["run_id"], actor=plan["actor"],
+                        force=plan["force_promote"], reason=plan["reason"], dry_run=plan["dry_run"],
+                        approval_required=approval)
+    if out.get("awaiting_approval"):
+        out["approval_body"] = _approval_body(wh, spec, plan, evaluation, out)
+    return out
+
+
+def _approval_body(wh: Any, spec: PipelineSpec, plan: dict[str, Any], evaluation: dict[str, Any],
+                   promotion: dict[str, Any]) -> str:
+    """The Markdown shown to the approver (metrics vs champion, gate checks, slices, reports)."""
+    from airtrain import release
+
+    from airtrain_airflow.links import report_url
+
+    links = {}
+    if plan.get("drift_report_id"):
+        links["Drift report that triggered this retrain"] = report_url(spec.name, "drift", plan["drift_report_id"])
+    for d in plan.get("dates") or []:
+        links[f"Validation report {d}"] = report_url(spec.name, "validation", d)
+    gate = {"passed": promotion.get("gate_passed"), "checks": promotion.get("checks", [])}
+    return release.approval_body(spec, evaluation, gate, release.slice_metrics(wh, spec, plan["run_id"]),
+                                 dict(list(links.items())[-5:]))
+
+
+@fail_fast()
+def record_approval(name: str, *, run_id: str, version: int, champion_version: int | None,
+                    decision: dict[str, Any], responded_at: Any = None) -> None:
+    """Store a human's answer (or the timeout) to a promotion request in registry.approvals."""
+    from airtrain import release
+
+    spec = spec_for(name)
+    release.record_decision(warehouse_for(spec), spec, run_id=run_id, version=version,
+                            champion_version=champion_version, decision=decision, responded_at=responded_at)
+
+
+@fail_fast()
+def promote_approved(name: str, plan: dict[str, Any], evaluation: dict[str, Any], promotion: dict[str, Any],
+                     approval: dict[str, Any]) -> dict[str, Any]:
+    """Promote the challenger a person approved (same locked, logged path; approver and comment logged)."""
+    from airtrain import release
+
+    spec = spec_for(name)
+    who = approval.get("responded_by_user") or {}
+    approver = str(who.get("name") or who.get("id") or "unknown")
+    comment = str((approval.get("params_input") or {}).get("comment") or "").strip() or None
+    return release.promote_approved(warehouse_for(spec), spec, promotion, evaluation, run_id=plan["run_id"],
+                                    approver=approver, comment=comment)
 
 
 @fail_fast()

@@ -4,6 +4,8 @@ at ``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
 * ``GET /airtrain/`` - per pipeline, the monitor's decisions (window, champion, decision, reason,
   drift share, rows) with a link to each Evidently report and to the retrain run it triggered, and
   the validated partitions (rows, quarantined, blocked) with a link to each validation report.
+* for pipelines with ``promotion.approval: required``: the promotion requests waiting for a person
+  (Airflow's HITL records) with a link to answer them, and the recent decisions (``registry.approvals``).
 * ``GET /airtrain/reports/<pipeline>/<kind>/<report_id>`` - one report, ``kind`` = ``validation`` or
   ``drift`` (``/airtrain/reports/<pipeline>/<report_id>`` still serves drift reports: older alerts
   link there).
@@ -141,6 +143,7 @@ text-align:left;vertical-align:top} th{background:#f6f8fa}
 .no_drift{color:#067647} .insufficient_data,.no_champion{color:#667085} .err{color:#b42318}
 .blocked{color:#b42318;font-weight:600} .passed{color:#067647} h3{font-size:1rem;margin-top:1.2rem}
 .muted{color:#667085;font-size:.85rem}
+.approved{color:#067647} .rejected{color:#b42318} .timed_out{color:#b54708} .pending-approval{background:#fffbeb}
 """
 
 
@@ -181,7 +184,61 @@ def _validations_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list
     return parts
 
 
-def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None) -> str:
+def pending_approvals(dag_id: str) -> list[dict[str, Any]]:
+    """Promotion requests of ``dag_id`` waiting for a person (Airflow's HITL records, metadata DB)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as s:
+        rows = s.execute(
+            select(TI.run_id, TI.task_id, TI.map_index, HITLDetail.subject, HITLDetail.created_at, TI.trigger_timeout)
+            .join(HITLDetail, HITLDetail.ti_id == TI.id)
+            .where(TI.dag_id == dag_id, HITLDetail.responded_at.is_(None),
+                   TI.state == TaskInstanceState.AWAITING_INPUT)
+            .order_by(HITLDetail.created_at)).all()
+    return [dict(zip(("run_id", "task_id", "map_index", "subject", "created_at", "expires_at"), r, strict=True))
+            for r in rows]
+
+
+def _approvals(spec: Any) -> tuple[dict[str, Any], str | None]:
+    try:
+        from airtrain import release
+
+        return {"pending": pending_approvals(spec.retrain_dag_id),
+                "decided": release.list_approvals(_warehouse(spec), spec, limit=10)}, None
+    except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
+        from airtrain.db import redact_text
+
+        return {}, redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _approvals_table(name: str, spec: Any, data: dict[str, Any]) -> list[str]:
+    e = html.escape
+    dag = e(spec.retrain_dag_id)
+    parts = ["<table><tr><th>waiting since</th><th>request</th><th>expires</th><th>answer</th></tr>"]
+    for r in data.get("pending", []):
+        url = f"/dags/{dag}/runs/{e(r['run_id'])}/tasks/{e(r['task_id'])}/required_actions"
+        parts.append(f"<tr class='pending-approval'><td>{e(str(r['created_at'])[:19])}</td><td>{e(r['subject'] or '')}"
+                     f" (run <a href='/dags/{dag}/runs/{e(r['run_id'])}' target='_top'>{e(r['run_id'])}</a>)</td>"
+                     f"<td>{e(str(r['expires_at'] or '')[:19])}</td><td><a href='{url}' target='_top'>approve or "
+                     "reject</a></td></tr>")
+    if not data.get("pending"):
+        parts.append("<tr><td colspan='4' class='muted'>no approval is pending</td></tr>")
+    parts.append("</table><table><tr><th>version</th><th>champion then</th><th>decision</th><th>by</th>"
+                 "<th>comment</th><th>outcome</th><th>run</th></tr>")
+    for r in data.get("decided", []):
+        parts.append(f"<tr><td>v{r['version']}</td><td>{'v' + str(r['champion_version']) if r['champion_version'] else '-'}"
+                     f"</td><td class='{e(r['decision'])}'>{e(r['decision'])}</td><td>{e(r['responded_by'] or '')}</td>"
+                     f"<td>{e(r['comment'] or '')}</td><td>{e(r['outcome'] or '')}</td><td>"
+                     f"<a href='/dags/{dag}/runs/{e(r['run_id'])}' target='_top'>{e(r['run_id'])}</a></td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Validation and drift reports</title>",
              f"<style>{STYLE}</style></head><body><h1>Validation and drift reports</h1>",
@@ -198,6 +255,8 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
         if validations_for is not None:
             sections.append(("validation", "Validated partitions", validations_for, _validations_table,
                              "no validated partitions yet"))
+        if approvals_for is not None and spec.promotion.approval == "required":
+            sections.insert(0, ("approvals", "Promotion approvals", approvals_for, _approvals_table, ""))
         for kind, title, fetch_rows, table, empty in sections:
             parts.append(f"<h3 id='{e(name)}-{kind}'>{title}</h3>")
             rows, err = fetch_rows(spec)
@@ -256,7 +315,7 @@ def create_app() -> FastAPI:
     def index(user: Any = auth) -> HTMLResponse:
         specs = {n: s for n, s in _specs().items() if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
         return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
-                                         _allowed(user, _validations, "validation")))
+                                         _allowed(user, _validations, "validation"), _approvals))
 
     def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         specs = _specs()

@@ -34,8 +34,9 @@ class DriftCheckOperator(BaseOperator):
     the decision, and return the decision (``trigger`` tells whether a retrain is due).
 
     :param pipeline: the spec name (``include/pipelines/<pipeline>.yaml``).
-    :param window_end: last day of the window, YYYY-MM-DD; empty means the day before the run's
-        logical date in the pipeline's timezone. (templated)
+    :param window_end: last day of the window, YYYY-MM-DD; empty means the date published by the
+        triggering predictions asset event, or for a time run the day before the run's logical date
+        in the pipeline's timezone once its predictions are published. (templated)
     """
 
     template_fields: Sequence[str] = ("window_end",)
@@ -51,12 +52,12 @@ class DriftCheckOperator(BaseOperator):
         from airtrain import monitoring
         from airtrain.dates import resolve_partition
 
-        from airtrain_airflow.runtime import fail_fast, report_store, run_instant, spec_for, warehouse_for
+        from airtrain_airflow.runtime import fail_fast, report_store, spec_for, warehouse_for
 
         with fail_fast():
             spec = spec_for(self.pipeline)
         try:
-            end = resolve_partition(self.window_end or None, run_instant(context), spec.schedule.timezone)
+            end = self._window_end(spec, context, resolve_partition)
         except ValueError as exc:  # no date to check, or a malformed one: retrying cannot fix it
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -68,3 +69,30 @@ class DriftCheckOperator(BaseOperator):
         self.log.info("%s: %s - %s (report %s)", spec.name, result["decision"], result["reason"],
                       result.get("report_path"))
         return result
+
+    def _window_end(self, spec: Any, context: Context, resolve_partition: Any) -> Any:
+        """The window to check: the ``date`` param; else, in a run started by a predictions asset
+        event (no logical date), the published date from the event; else (a time run) the day before
+        the logical date - checked only once its predictions are published."""
+        from airtrain import release
+
+        from airtrain_airflow.runtime import warehouse_for
+
+        if self.window_end:
+            return resolve_partition(self.window_end, None, spec.schedule.timezone)
+        events = context.get("triggering_asset_events") or {}
+        extras = [dict(e.extra or {}) for asset in events for e in events[asset]]
+        if extras:
+            end, older = release.window_end_from_events(spec.name, extras)
+            if older:
+                self.log.info("this run consumed publish events of %s too; checking the newest window", older)
+            return end
+        from airtrain_airflow.runtime import run_instant
+
+        end = resolve_partition(None, run_instant(context), spec.schedule.timezone)
+        if not release.is_published(warehouse_for(spec), spec, end):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"predictions of {end} are not published yet: the window is not checked "
+                                       "(the publish event will start a monitor run)")
+        return end

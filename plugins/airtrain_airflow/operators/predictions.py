@@ -117,4 +117,14 @@ class PublishPredictionsOperator(BaseOperator):
             result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected,
                                      run_id=context["run_id"])
         self.log.info("published %s", result)
+        self._announce(spec, result, context)
         return result
+
+    def _announce(self, spec: Any, result: dict[str, Any], context: Context) -> None:
+        """Put the published date and version into the predictions asset event (emitted by Airflow when
+        this task succeeds, when the asset is one of the task's ``outlets``)."""
+        from airtrain_airflow.assets import predictions_asset, predictions_event_extra
+
+        asset = predictions_asset(spec)
+        if any(getattr(o, "name", None) == asset.name for o in self.outlets or []):
+            context["outlet_events"][asset].extra = predictions_event_extra(spec, result, context["run_id"])
