@@ -233,7 +233,13 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
         wh, spec, version, action="promote", actor=f"user:{approver}",
         reason=f"approved by {approver}: {note} (gate: {promotion.get('gate_reason', '')})", run_id=run_id,
         metrics={"challenger": evaluation.get("challenger"), "champion": evaluation.get("champion"),
-                 "checks": promotion.get("checks"), "approval": {"by": approver, "comment": comment}})
+                 "checks": promotion.get("checks"), "approval": {"by": approver, "comment": comment}},
+        # compare-and-swap under the registry lock: the check above is only the early, readable answer
+        expected_champion=compared_with, newer_only=True)
+    if res.get("refused"):
+        why = f"not promoted: {res['refused']}"
+        record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
+        raise ApprovalRefused(why)
     record_outcome(wh, spec, run_id=run_id, version=version, promoted=True, outcome=f"promoted: approved by {approver}")
     return {"version": version, "promoted": True, **res, "message": f"version {version} is the champion (approved "
             f"by {approver})"}
