@@ -66,6 +66,6 @@ def test_make_run_configures_the_preloading_fork_server():
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     env = devstack.airflow_env({"AIRFLOW_FERNET_KEY": "k", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j",
-                                "LOCAL_PG_PASSWORD": "p"})
+                                "LOCAL_PG_PASSWORD": "p", "AIRTRAIN_ARTIFACT_SECRET_KEYS": "k1:secret"})
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     assert env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"] == "airtrain_airflow.preload"
