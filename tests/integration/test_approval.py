@@ -62,7 +62,7 @@ def api():
     purge_cached_app()
     client = TestClient(create_app("core"))
     ui = create_ui()
-    ui.dependency_overrides[get_user] = lambda: object()  # a logged-in user (login is tested elsewhere)
+    ui.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="vera", role="viewer")  # may read DAGs
 
     def token(user: str, role: str = "user") -> dict[str, str]:
         jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=role))

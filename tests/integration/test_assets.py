@@ -102,6 +102,10 @@ def test_publish_emits_the_asset_and_the_monitor_checks_the_published_date(proje
         # events of earlier runs in this worker's metadata DB (e.g. a template's bootstrap) were queued
         # for the monitor; a running scheduler would have turned them into runs long ago
         s.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == spec.monitor_dag_id))
+        # and their events, which the first asset-triggered run would consume too (other test modules
+        # of this worker publish the same pipeline's asset for other dates)
+        s.execute(delete(AssetEvent).where(AssetEvent.asset_id.in_(
+            select(AssetModel.id).where(AssetModel.name == asset.name))))
         before = s.scalar(select(AssetEvent.id).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
                           .where(AssetModel.name == asset.name).order_by(AssetEvent.id.desc()).limit(1)) or 0
 

@@ -261,7 +261,7 @@ def _devstack_celery_env() -> dict[str, str]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import devstack
 
-    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_PORT": "8080", "AIRFLOW_FERNET_KEY": "f", "AIRFLOW_SECRET_KEY": "s",
+    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_PORT": "8080", "AIRFLOW_FERNET_KEY": "f", "AIRTRAIN_ARTIFACT_SECRET_KEYS": "k1:x", "AIRFLOW_SECRET_KEY": "s",
            "AIRFLOW_JWT_SECRET": "j", "AIRTRAIN_EXECUTOR": "celery"}
     return devstack.airflow_env(cfg)
 
@@ -322,7 +322,7 @@ def test_make_run_without_executor_stays_local_and_a_wrong_one_is_refused(monkey
     import devstack
 
     monkeypatch.delenv("EXECUTOR", raising=False)
-    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_FERNET_KEY": "f", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j"}
+    cfg = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_FERNET_KEY": "f", "AIRTRAIN_ARTIFACT_SECRET_KEYS": "k1:x", "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j"}
     local = devstack.airflow_env(cfg)
     assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert not any(k.startswith("AIRFLOW__CELERY__") for k in local) and "AIRTRAIN_REPORTS_URL" not in local
