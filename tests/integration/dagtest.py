@@ -108,6 +108,10 @@ TEST_SPEC: dict[str, Any] = {
     "target": {"label_delay_days": 1},
     "training": {"min_rows": 500, "window_days": 10, "holdout_days": 2},
     "schedule": {"retry_delay_minutes": 0.01},
+    # permutation importance and fairness cost ~2-3 s per evaluated model; they have their own tests
+    # (test_explain_fairness.py), the demo spec and the e2e months run them
+    "explain": {"importance": False},
+    "fairness": None,
 }
 
 
