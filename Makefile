@@ -6,8 +6,9 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses
-TEST_WORKERS ?= 2
+# test workers (pytest-xdist); each gets its own Airflow metadata database and warehouses. Three on
+# two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
+TEST_WORKERS ?= 3
 
 .PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards lock clean
 
