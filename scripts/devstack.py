@@ -162,6 +162,10 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         # tasks fork from executor workers that already imported the heavy libraries (plugins/airtrain_airflow/preload.py)
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
         "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airtrain_airflow.preload",
+        # the executor's first workers wait for that preload; on a busy machine it held the scheduler's
+        # heartbeat for 44 s, past the 30 s default, and the scheduler then "adopted" its own running
+        # first task as an orphan and started a second try beside it (tests/e2e/test_local_stack.py)
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "120",
         # a new pipeline's DAGs wait for their data; `up` unpauses the demo's after queueing its runs
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],
