@@ -28,10 +28,15 @@ def day(i: int) -> dt.date:
     return START + dt.timedelta(days=i)
 
 
+def faults_project(tmp_path_factory, pg_server):
+    """A copy of the fault tests' template (built once per session): bootstrapped, 30 days landed."""
+    return template_project(tmp_path_factory, pg_server, "faults", overrides=SMALL, start=START, days=DAYS,
+                            bootstrap={"date": str(START), "end_date": str(day(BOOT - 1))})
+
+
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server, airflow_db):
-    p, mp = template_project(tmp_path_factory, pg_server, "faults", overrides=SMALL, start=START, days=DAYS,
-                             bootstrap={"date": str(START), "end_date": str(day(BOOT - 1))})
+    p, mp = faults_project(tmp_path_factory, pg_server)
     yield p
     mp.undo()
 

@@ -14,17 +14,24 @@ from airtrain import invariants
 from airtrain.db import Warehouse
 
 from tests.integration import forked
-from tests.integration.dagtest import Project, fetch, land_days, template_project
-from tests.integration.test_faults import BOOT, DAYS, FAILPOINTS, SMALL, START, assert_invariants, day, state
+from tests.integration.dagtest import Project, fetch, land_days
+from tests.integration.test_faults import (
+    BOOT,
+    FAILPOINTS,
+    SMALL,
+    START,
+    assert_invariants,
+    day,
+    faults_project,
+    state,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server, airflow_db):
-    """A copy of the fault tests' template (built once per session): bootstrapped, 30 days landed."""
-    p, mp = template_project(tmp_path_factory, pg_server, "faults", overrides=SMALL, start=START, days=DAYS,
-                             bootstrap={"date": str(START), "end_date": str(day(BOOT - 1))})
+    p, mp = faults_project(tmp_path_factory, pg_server)  # its own copy of the kill tests' template
     yield p
     mp.undo()
 
