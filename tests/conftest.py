@@ -162,6 +162,34 @@ def pytest_configure(config: pytest.Config) -> None:
     # thread pool does not survive a fork (tests fork warm children: tests/integration/forked.py)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _STATE["meta_db"] = meta_db
+    _check_each_param_schema_once()
+
+
+def _check_each_param_schema_once() -> None:
+    """Airflow resolves every DAG Param ~60 times per task, and each resolve re-checks the Param's
+    (static) JSON schema against the metaschema — ~1,000 metaschema checks, ~10% of a test DAG run.
+    The check of one schema always gives the same answer, so the test session does it once per
+    schema; the value itself is still validated every time, exactly as ``jsonschema.validate`` does
+    (this is its body with the metaschema check remembered)."""
+    import json
+
+    import jsonschema
+    from jsonschema import exceptions, validators
+
+    checked: set[tuple[type, str]] = set()
+
+    def validate(instance: Any, schema: Any, cls: Any = None, *args: Any, **kwargs: Any) -> None:
+        if cls is None:
+            cls = validators.validator_for(schema)
+        key = (cls, json.dumps(schema, sort_keys=True, default=repr))
+        if key not in checked:
+            cls.check_schema(schema)  # raises for a bad schema: never remembered
+            checked.add(key)
+        error = exceptions.best_match(cls(schema, *args, **kwargs).iter_errors(instance))
+        if error is not None:
+            raise error
+
+    jsonschema.validate = validate
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
