@@ -1,4 +1,6 @@
-"""Global feature importance of a model version: scikit-learn's permutation importance. Pure.
+"""Explanations, pure: global feature importance of a model version (scikit-learn's permutation
+importance, at evaluation) and per-prediction contributions (baseline substitution, at scoring:
+``scoring.explain``; see the section further down).
 
 Computed on the WHOLE fitted Pipeline, so each importance belongs to a raw spec feature (a category
 is shuffled as one column, not per one-hot level) and preprocessing is part of what is measured.
