@@ -283,6 +283,8 @@ def measure(stack: BenchStack, rows: int, shards: int, champion: int, stamp: str
         "score_span_s": round(max(t[6] for t in scores) - min(t[5] for t in scores), 1),
         "shard_hosts": [t[3] for t in scores], "shard_s": [round(t[6] - t[5], 1) for t in scores],
         "shard_rows": shard_rows,
+        # inside the task: model load + stream + score + COPY (the task's duration adds process start-up)
+        "shard_work_s": [float(results.get(t[1], {}).get("seconds", 0.0)) for t in scores],
         "shard_rows_per_s": [round(r / (t[6] - t[5])) for r, t in zip(shard_rows, scores, strict=True)],
         "shard_queued_to_running_s": [round(t[5] - t[4], 1) for t in scores],
         "tries": max(t[7] for t in tis),
@@ -311,13 +313,13 @@ def render(results: list[dict], rows: int, machine: str, inproc: dict | None, se
         "Baseline: the 1-shard Celery run of the same invocation.",
         "",
         "| shards | wall: begin_scoring start → publish committed (s) | rows/s | × 1 shard | publish (s) | "
-        "per shard: worker, task (s), rows/s | queued → running (s) | peak RSS per worker tree (MB; idle) | "
+        "per shard: worker, task (s) (in score_shard), rows/s of the task | queued → running (s) | peak RSS per worker tree (MB; idle) | "
         "largest process (MB) | load avg (start/end/max) |",
         "|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for r in results:
-        shards = "; ".join(f"{h} {s:.0f} s {v:,}" for h, s, v in zip(r["shard_hosts"], r["shard_s"],
-                                                                      r["shard_rows_per_s"], strict=True))
+        shards = "; ".join(f"{h} {s:.0f} s ({w:.0f} s) {v:,}" for h, s, w, v in zip(
+            r["shard_hosts"], r["shard_s"], r["shard_work_s"], r["shard_rows_per_s"], strict=True))
         rss = ", ".join(f"{w} {r['worker_tree_rss_peak_mb'][w]:,} ({r['worker_tree_rss_idle_mb'][w]:,})"
                         for w in workers)
         big = ", ".join(f"{w} {r['worker_largest_process_rss_peak_mb'][w]:,}" for w in workers)
