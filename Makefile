@@ -78,7 +78,7 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
 	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)
 
-bench-celery: venv ## scoring one date of 10M rows in 1, 2 and 4 shards through the Celery stack (own copy; ROWS=1000000 for less)
+bench-celery: venv ## one date of 10M rows in 1, 2 and 4 shards through the Celery stack (own copy, ~30 min; ROWS=1000000 for less)
 	@$(BIN)/python bench/celery_shards.py $(if $(ROWS),--rows $(ROWS),)
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)

@@ -1,7 +1,7 @@
 """Scoring one date of 10M rows in 1, 2 and 4 shards **through the Celery stack**; writes the
 ``celery_shards`` section of docs/BENCHMARKS.md (`make bench-celery`).
 
-    python bench/celery_shards.py                      # 10M rows (about 15 minutes on 2 idle cores)
+    python bench/celery_shards.py                      # 10M rows (28 min on 2 cores at load 5-15)
     python bench/celery_shards.py --rows 1000000       # quicker
     python bench/celery_shards.py --no-inprocess       # without the in-process comparison
 
