@@ -52,7 +52,7 @@ new-pipeline: venv ## a starting spec from a sample file: make new-pipeline SAMP
 	@$(BIN)/python -m airtrain.scaffold "$(SAMPLE)" --name "$(NAME)" --target "$(TARGET)" $(if $(KEY),--key "$(KEY)",) $(SCAFFOLD_ARGS)
 
 test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real DAG runs (its own server; < 8 min)
-	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-e2e: venv ## the long end-to-end runs (simulated months, the local stack): run before a release
 	@$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
