@@ -22,7 +22,9 @@ HISTORY, DAYS, DRIFT_DAY = 10, 8, 3
 #: compares on a third), a 14-day cooldown
 SHORT = {"training": {"cadence": "on_trigger", "holdout_days": 1, "window_days": 30},
          "monitoring": {"trigger": {"persistence": 3, "cooldown_days": 14}},
-         "schedule": {"retry_delay_minutes": 0.01}}
+         "schedule": {"retry_delay_minutes": 0.01},
+         # importance, fairness and per-row explanations have their own tests; the e2e months run them
+         "explain": {"importance": False}, "fairness": None, "scoring": {"explain": None}}
 
 
 def test_drift_triggers_one_retrain_and_a_better_champion(tmp_path, warehouse, monkeypatch, airflow_db):

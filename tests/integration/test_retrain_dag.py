@@ -148,9 +148,10 @@ def test_blocking_validation_failure_stops_the_run_and_keeps_everything(project)
                  (bad_day,)) == [(True,)]
 
 
-def test_rerunning_a_date_three_times_gives_identical_tables(project):
+def test_rerunning_a_date_gives_identical_tables(project):
+    """LAST was run by the bootstrap already: both runs here are re-runs, and must agree exactly."""
     first = None
-    for _ in range(3):
+    for _ in range(2):
         dr, states = project.run({"date": str(LAST)})
         assert str(dr.state) == "success", states
         snap = snapshot(project)
