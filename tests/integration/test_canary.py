@@ -166,6 +166,11 @@ def test_manual_abort_and_max_days_abort_keep_the_champion(project):
         "aborted", "user:ann")
     # max_days: no rows of this canary were scored, so it never decides; past max_days it aborts
     rid = _start(project, 2, newer_only=False)
+    from airtrain_airflow.ui import _canaries, render_index
+
+    page = render_index({"churn": spec}, lambda s: ([], None), canaries_for=_canaries)
+    running = page.split("Canary rollouts")[1].split("</table>")[0]
+    assert "<td>running</td><td>v2</td><td>v3</td><td>30%</td>" in running  # the UI lists the running canary first
     wait = canary.evaluate(project.warehouse, spec, D1 + dt.timedelta(days=2), run_id="m1")
     assert wait["decision"] == "wait" and _rollouts(project)[-1][3] == "running"
     late = canary.evaluate(project.warehouse, spec, D1 + dt.timedelta(days=spec.rollout.max_days), run_id="m2")
