@@ -384,7 +384,9 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         rows = [_ready_stage(cur, spec, t, n) for t, n in targets]
         keep = {t.partition for t, _ in targets}
-        supersede = target.role == "shadow" or bool(companions)
+        # a shadow date holds one version; a canary date holds its two arms only - and a date that was a
+        # canary's, re-scored by the champion alone (after the decision), holds that champion only
+        supersede = target.role == "shadow" or bool(companions) or _canary_date(cur, target)
         # The swap needs an ACCESS EXCLUSIVE lock on the parent (DETACH). Behind a long analyst query
         # it would wait, and every new reader would queue behind it: wait at most lock_timeout per
         # attempt instead, step back (readers go on), and retry with backoff until max_wait_s.
@@ -415,6 +417,13 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
              "as_of": t.as_of.isoformat(), "version": t.version, "arm": t.arm, "superseded": sup,
              "lock_attempts": attempt} for (t, _), n, (rep, sup) in zip(targets, rows, swapped, strict=True)]
     return _combined(done)
+
+
+def _canary_date(cur: Any, target: ScoringTarget) -> bool:
+    """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`)."""
+    cur.execute(sql.SQL("SELECT 1 FROM {} WHERE as_of_date = %s AND arm = 'candidate' LIMIT 1").format(
+        ident(target.schema, target.table)), (target.as_of,))
+    return cur.fetchone() is not None
 
 
 def _combined(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -498,7 +507,7 @@ def _already_published(cur: Any, target: ScoringTarget, expected_rows: int | Non
         log.info("%s.%s already holds run %s's %s rows: published by an earlier try of this task", target.schema,
                  target.partition, run_id, rows)
         return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
-                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version,
+                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version, "arm": target.arm,
                 "superseded": [], "already_published": True}
     raise ScoringError(f"stage table {target.schema}.{target.stage} does not exist and "
                        f"{target.schema}.{target.partition} holds {rows} rows of run(s) {runs}, not "
