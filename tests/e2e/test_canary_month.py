@@ -73,8 +73,11 @@ def _allowed_day(p, first: dt.date, last: dt.date) -> dt.date | None:
 
 
 def _start_canary(p, day: dt.date, layers: tuple = ()) -> None:
+    """Ingest and validate the days since the bootstrap, train as of ``day``: the candidate."""
     p.respec(SPEC, *layers)
-    dr, states = p.run({"date": str(day), "force_train": True})
+    since = START + dt.timedelta(days=HISTORY)
+    dr, states = p.run({"date": str(since), "end_date": str(day), "force_train": True} if day > since
+                       else {"date": str(day), "force_train": True})
     assert str(dr.state) == "success", states
     p.respec(SPEC)
     assert fetch(p.warehouse, "SELECT candidate_version, champion_version, status FROM registry.rollouts "

@@ -186,3 +186,27 @@ def test_manual_abort_and_max_days_abort_keep_the_champion(project):
     (evals,), = fetch(project.warehouse, "SELECT count(*) FROM monitoring.canary_evaluations WHERE rollout_id = %s",
                       (rid,))
     assert evals == 2
+
+
+def test_a_canary_publish_retried_after_its_commit_recognises_its_own_work(project):
+    """Both arms' partitions are swapped in by one transaction; a retry after that commit (the stage
+    tables are gone) finds exactly this run's rows in both and succeeds without writing anything."""
+    from airtrain import canary, invariants
+
+    spec = project.spec()
+    _start(project, 2, newer_only=False)
+    d3, run = D2 + dt.timedelta(days=1), "manual__canary-retry"
+    from airtrain import steps
+
+    steps.ingest(project.warehouse, spec, [d3], run, project.root)  # the day the retrain DAG would score
+    steps.validate(project.warehouse, spec, [d3], run, today=d3, reports_root=project.root / "reports")
+    target = canary.begin(project.warehouse, spec, d3, run_id=run)
+    shards = [canary.score_shard(project.warehouse, spec, target, run_id=run, shard=s, shards=target["shards"])
+              for s in range(target["shards"])]
+    first = canary.publish(project.warehouse, spec, target, shards, run_id=run)
+    again = canary.publish(project.warehouse, spec, target, shards, run_id=run)
+    assert first["arms"]["candidate"]["rows"] + first["arms"]["champion"]["rows"] == first["rows"] > 0
+    assert again.get("already_published") and again["rows"] == first["rows"]
+    assert fetch(project.warehouse, "SELECT arm, model_version FROM predictions.churn WHERE as_of_date = %s "
+                                    "GROUP BY 1, 2 ORDER BY 1", (d3,)) == [("candidate", 2), ("champion", 3)]
+    assert invariants.check(project.warehouse, spec) == []
