@@ -459,6 +459,9 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     rollout = running(wh, spec)
     if rollout is None:
         return {"decision": None, "reason": "no canary is running"}
+    from airtrain.ingest import load_labels
+
+    load_labels(wh, spec, as_of)  # the labels known on as_of (idempotent; the drift check beside does it too)
     df = arm_rows(wh, spec, rollout, as_of)
     arms = {a: df[df["arm"] == a] for a in ARMS}
     d = decide((arms["candidate"]["label"].to_numpy(), arms["candidate"]["score"].to_numpy()),
