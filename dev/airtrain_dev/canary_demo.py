@@ -18,8 +18,9 @@ from typing import Any
 
 CANARY_OVERRIDES: dict[str, Any] = {
     "target": {"label_delay_days": 1},
-    "training": {"cadence": "on_trigger", "holdout_days": 2, "window_days": 10, "min_rows": 2000},
-    "promotion": {"gates": [{"metric": "roc_auc", "threshold": 0.6}]},
+    # a 6-day window: the challenger trained six days after the change learns the new concept only
+    "training": {"cadence": "on_trigger", "holdout_days": 2, "window_days": 6, "min_rows": 2000},
+    "promotion": {"gates": [{"metric": "roc_auc", "threshold": 0.55}]},
     "rollout": {"strategy": "canary", "canary_fraction": 0.3, "min_labeled": 400, "max_days": 10},
 }
 
