@@ -107,7 +107,7 @@ def run(wh, project_root: Path, spec_dir: Path, *, history_days: int = 12, days:
 
 
 def render(table: list[dict[str, Any]]) -> str:
-    head = (f" day {'date':10} {'champ rows':>10} {'champ AUC':>9} {'cand rows':>9} {'cand AUC':>8} "
+    head = (f" day {'date':10} {'champ lab.':>10} {'champ AUC':>9} {'cand lab.':>9} {'cand AUC':>8} "
             f"{'labeled c/h':>11} {'interval':>17} {'decision':9} {'champion':>8}")
     lines = [head, "---" + "-" * (len(head) - 3)]
     for i, r in enumerate(table, 1):
