@@ -420,9 +420,16 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 
 
 def _canary_date(cur: Any, target: ScoringTarget) -> bool:
-    """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`)."""
-    cur.execute(sql.SQL("SELECT 1 FROM {} WHERE as_of_date = %s AND arm = 'candidate' LIMIT 1").format(
-        ident(target.schema, target.table)), (target.as_of,))
+    """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`). Read from the
+    catalog, not the rows (no scan of the date): a candidate partition's ``arm`` column defaults to
+    'candidate' (set on its stage table by :func:`airtrain.canary.begin`)."""
+    cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = "
+                "i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+                "AND a.attname = 'arm' JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
+                "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s "
+                "AND pg_get_expr(d.adbin, d.adrelid) LIKE %s LIMIT 1",
+                (target.schema, target.table, f"{target.table}_p{target.as_of:%Y%m%d}_v".replace("_", "\\_") + "%",
+                 "%candidate%"))
     return cur.fetchone() is not None
 
 
