@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards lock clean
+.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ new-pipeline: venv ## a starting spec from a sample file: make new-pipeline SAMP
 	@$(BIN)/python -m airtrain.scaffold "$(SAMPLE)" --name "$(NAME)" --target "$(TARGET)" $(if $(KEY),--key "$(KEY)",) $(SCAFFOLD_ARGS)
 
 test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real DAG runs (its own server; < 8 min)
-	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-e2e: venv ## the long end-to-end runs (simulated months, the local stack): run before a release
 	@$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
@@ -77,6 +77,9 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 
 bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
 	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)
+
+bench-celery: venv ## one date of 10M rows in 1, 2 and 4 shards through the Celery stack (own copy, ~30 min; ROWS=1000000 for less)
+	@$(BIN)/python bench/celery_shards.py $(if $(ROWS),--rows $(ROWS),)
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
 	@$(BIN)/python bench/daily_run.py

@@ -9,8 +9,9 @@ Own PostgreSQL (started here), a champion trained by the real pipeline steps, ``
 rows of one date generated inside PostgreSQL. For each shard count: ``scoring.begin``, one fresh
 process per shard running ``scoring.score_shard`` (its peak RSS measured by that process), then
 ``scoring.publish``. Wall time = begin → publish committed. The baseline is the 1-shard run of the
-same invocation. Not through the Celery queue: the queue adds a fixed per-task latency (queued →
-running, measured by `make scale-test`), not a per-row cost.
+same invocation. Not through the Celery queue: the in-process comparison for
+``bench/celery_shards.py`` (`make bench-celery`), which scores the same way through the scheduler,
+the broker and the Celery workers (and runs this path once as its own comparison).
 """
 
 from __future__ import annotations

@@ -596,6 +596,9 @@ def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
     days = cfg.get("DEMO_DAYS") or "100"
+    if days == "0":  # DEMO_DAYS=0: an empty warehouse (schema only), e.g. for bench/celery_shards.py
+        say("DEMO_DAYS=0: no demo data")
+        return
     say(f"loading {days} days of simulated churn data ending today (landing files + delayed labels)")
     # with EXECUTOR=celery the files land in the object store's bucket (read back through AIRTRAIN_LANDING_URL)
     landing_root = OBJSTORE if executor(cfg) == "celery" else DATA_ROOT
@@ -679,6 +682,8 @@ def trigger_demo_runs(cfg: dict[str, str], base: str, token: str) -> str | None:
 
     today = dt.datetime.now(dt.UTC).date()
     days = int(cfg.get("DEMO_DAYS") or 100)
+    if days == 0:  # no demo data, no demo runs
+        return None
     start, end = today - dt.timedelta(days=days - 1), today - dt.timedelta(days=1)
     first = max(start, end - dt.timedelta(days=bootstrap_days() - 1))
     when = dt.datetime.combine(start, dt.time(), dt.UTC)

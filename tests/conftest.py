@@ -162,6 +162,53 @@ def pytest_configure(config: pytest.Config) -> None:
     # thread pool does not survive a fork (tests fork warm children: tests/integration/forked.py)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _STATE["meta_db"] = meta_db
+    _check_each_param_schema_once()
+
+
+def _check_each_param_schema_once() -> None:
+    """Airflow resolves every DAG Param ~60 times per task, and each resolve re-checks the Param's
+    (static) JSON schema against the metaschema — ~1,000 metaschema checks, ~10% of a test DAG run.
+    The check of one schema always gives the same answer, so the test session does it once per
+    schema; the value itself is still validated every time, exactly as ``jsonschema.validate`` does
+    (this is its body with the metaschema check remembered)."""
+    import json
+
+    import jsonschema
+    from jsonschema import exceptions, validators
+
+    checked: set[tuple[type, str]] = set()
+
+    def validate(instance: Any, schema: Any, cls: Any = None, *args: Any, **kwargs: Any) -> None:
+        if cls is None:
+            cls = validators.validator_for(schema)
+        key = (cls, json.dumps(schema, sort_keys=True, default=repr))
+        if key not in checked:
+            cls.check_schema(schema)  # raises for a bad schema: never remembered
+            checked.add(key)
+        error = exceptions.best_match(cls(schema, *args, **kwargs).iter_errors(instance))
+        if error is not None:
+            raise error
+
+    jsonschema.validate = validate
+
+
+#: The modules that take longest (test seconds per module from ``--durations``, 3 workers), longest
+#: first. ``make test`` runs with ``--dist loadscope --no-loadscope-reorder``: each module goes whole
+#: to one xdist worker in collection order, so starting the long ones first (longest processing time
+#: first) keeps the last minutes from being one worker finishing a long module alone. A module not
+#: listed runs after these, in its usual order; the list only orders, it selects nothing.
+LONGEST_FIRST = [
+    "test_faults.py", "test_retries.py", "test_retrain_dag.py", "test_monitor_dag.py", "test_drift_story.py",
+    "test_canary.py", "test_run_plan.py", "test_faults_races.py", "test_concurrency.py",
+    "test_prediction_explain_fairness_monitor.py", "test_approval.py", "test_security.py", "test_readers.py",
+    "test_fair_gate.py", "test_dag_integrity.py", "test_explain_fairness.py", "test_openlineage.py",
+    "test_assets.py", "test_fail_fast.py", "test_scoring.py", "test_bad_inputs.py", "test_schema_deploy.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

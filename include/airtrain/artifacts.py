@@ -11,6 +11,7 @@ or swapped artifact is refused before it is even parsed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import logging
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,22 +133,37 @@ def check_versions(recorded: dict[str, str] | None) -> list[str]:
     return notes
 
 
+#: artifacts this process has already deserialised, by the checksum of their verified bytes: a warm
+#: process (``dag.test()``, a benchmark, a long-lived scorer) loads a version once, not once per task
+#: (skops' audit + load is ~0.4 s for the demo model). Bounded; every caller gets its own deep copy.
+_LOADED: OrderedDict[str, tuple[list[str], Any]] = OrderedDict()
+_LOADED_MAX = 8
+
+
 def load_model(data: bytes, expected_sha256: str, recorded_versions: dict[str, str] | None = None) -> Any:
     """Verify the checksum, the library versions and the types, then load."""
-    sio = skops_io()
-
     actual = sha256(data)
     if actual != expected_sha256:
         raise ArtifactIntegrityError(
             f"model artifact checksum mismatch: the registry recorded {expected_sha256} but the artifact is "
             f"{actual}; it was corrupted or tampered with and will not be loaded")
     check_versions(recorded_versions)
+    hit = _LOADED.get(actual)
+    if hit is not None:  # the same verified bytes: the same types and the same object graph
+        _LOADED.move_to_end(actual)
+        _check_types(hit[0], "model artifact")
+        return copy.deepcopy(hit[1])
+    sio = skops_io()
     try:
         types = sio.get_untrusted_types(data=data)
     except Exception as exc:  # noqa: BLE001 - skops raises several kinds for malformed input
         raise ArtifactIntegrityError(f"model artifact is not a readable skops file: {exc}") from None
     _check_types(types, "model artifact")
-    return sio.loads(data, trusted=types)
+    model = sio.loads(data, trusted=types)
+    _LOADED[actual] = (list(types), copy.deepcopy(model))
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------

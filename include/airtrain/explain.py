@@ -1,4 +1,6 @@
-"""Global feature importance of a model version: scikit-learn's permutation importance. Pure.
+"""Explanations, pure: global feature importance of a model version (scikit-learn's permutation
+importance, at evaluation) and per-prediction contributions (baseline substitution, at scoring:
+``scoring.explain``; see the section further down).
 
 Computed on the WHOLE fitted Pipeline, so each importance belongs to a raw spec feature (a category
 is shuffled as one column, not per one-hot level) and preprocessing is part of what is measured.
@@ -112,3 +114,109 @@ def describe(comparison: dict[str, Any], top: int = 3) -> str:
             parts.append(f"{r['feature']} {r['challenger']:.4f}")
     lead = "gained: " + ", ".join(comparison["gained"] or ["-"]) + "; lost: " + ", ".join(comparison["lost"] or ["-"])
     return lead + " (" + "; ".join(parts) + ")"
+
+
+# ---- per-prediction explanations (scoring.explain) -------------------------------------------
+#
+# Baseline substitution ("occlusion"): for each model input j, contribution_j(x) = f(x) - f(x with
+# x_j replaced by the training reference r_j), where f is the whole Pipeline's score (probability of
+# the positive class, or the prediction for regression) and r_j is the value the model's own fitted
+# imputer puts in for a missing x_j (training median for numbers and bools, most frequent category).
+# Positive: this row's value of j pushes the score up compared with a typical value; negative: down;
+# 0: the row has the typical value (or a missing one, which the imputer turns into the typical value).
+# One feature is moved at a time, so interactions are not split (contributions need not sum to
+# f(x) - f(r)). Exact for the model scored (no sampling, no approximation), deterministic, and costs
+# at most one extra predict per model input - only on the rows whose value differs from r_j.
+
+
+def reference_values(model: Any, cols: list[str]) -> dict[str, Any]:
+    """The training reference of each input column: what the fitted Pipeline's SimpleImputer
+    (``statistics_``) fills in for it. Raises :class:`ExplainError` naming the columns it has none for."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    found: dict[str, Any] = {}
+    steps = model.steps if isinstance(model, Pipeline) else []
+    for _, step in steps:
+        if not isinstance(step, ColumnTransformer) or not hasattr(step, "transformers_"):
+            continue
+        for _, trans, columns in step.transformers_:
+            imputer = trans
+            if isinstance(trans, Pipeline):
+                imputer = trans.steps[0][1]
+            if not isinstance(imputer, SimpleImputer) or not hasattr(imputer, "statistics_"):
+                continue
+            names = [str(c) for c in (columns if isinstance(columns, list | tuple) else list(columns))]
+            stats = list(imputer.statistics_)
+            if len(stats) != len(names):
+                continue
+            found.update(zip(names, stats, strict=True))
+    missing = [c for c in cols if c not in found]
+    if missing:
+        raise ExplainError(f"per-prediction explanations need the training reference of every model input, but "
+                           f"the model's Pipeline has no fitted SimpleImputer for {missing} (a Pipeline built by "
+                           "airtrain.training.build_pipeline has one); remove scoring.explain or retrain")
+    return {c: found[c] for c in cols}
+
+
+def _score(model: Any, X: pd.DataFrame, spec: PipelineSpec) -> Any:
+    import numpy as np
+
+    if spec.target.task == "binary_classification":
+        return np.asarray(model.predict_proba(X)[:, 1], dtype="float64")
+    return np.asarray(model.predict(X), dtype="float64")
+
+
+def contributions(model: Any, df: pd.DataFrame, spec: PipelineSpec, reference: dict[str, Any],
+                  base: Any = None) -> tuple[list[str], Any]:
+    """Baseline-substitution contributions: (input columns, array rows × columns).
+
+    ``base`` is the model's score of ``df`` when the caller has it already (scoring does)."""
+    import numpy as np
+
+    from airtrain.training import features_frame
+
+    cols = list(reference)
+    X = features_frame(df, spec)[cols]
+    base = _score(model, X, spec) if base is None else np.asarray(base, dtype="float64")
+    out = np.zeros((len(X), len(cols)), dtype="float64")
+    for j, c in enumerate(cols):
+        ref = reference[c]
+        col = X[c]
+        # a missing value is imputed to the reference by the model itself: contribution 0
+        differs = (col.notna() & (col != ref)).to_numpy()
+        if not differs.any():
+            continue
+        moved = X.loc[differs].copy()
+        moved[c] = ref
+        out[differs, j] = base[differs] - _score(model, moved, spec)
+    if not np.isfinite(out).all():
+        raise ExplainError(f"{spec.name}: a feature contribution is not finite")
+    return cols, out
+
+
+def top_k(cols: list[str], contrib: Any, k: int) -> tuple[Any, Any]:
+    """The k largest |contributions| per row (ties: spec order): (names rows × k, values rows × k)."""
+    import numpy as np
+
+    k = min(int(k), len(cols))
+    idx = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    names = np.asarray(cols, dtype=object)[idx]
+    values = np.take_along_axis(contrib, idx, axis=1)
+    return names, values
+
+
+def explanation_arrays(model: Any, df: pd.DataFrame, spec: PipelineSpec, reference: dict[str, Any], k: int,
+                       base: Any = None) -> tuple[Any, Any]:
+    """Two Arrow list columns for the predictions write: feature names (list<string>) and their
+    contributions (list<double>), k per row, largest |contribution| first."""
+    import numpy as np
+    import pyarrow as pa
+
+    cols, contrib = contributions(model, df, spec, reference, base)
+    names, values = top_k(cols, contrib, k)
+    n, width = names.shape
+    offsets = pa.array(np.arange(0, n * width + 1, width, dtype="int32"))
+    return (pa.ListArray.from_arrays(offsets, pa.array(names.ravel().tolist(), pa.string())),
+            pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), pa.float64())))

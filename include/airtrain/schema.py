@@ -67,6 +67,10 @@ def table_columns(spec: PipelineSpec, kind: str) -> list[tuple[str, str]]:
         value = "text" if spec.target.positive else target_sql_type(spec)
         return [(key, f"{key_sql_type(spec)} NOT NULL"), (date, "date NOT NULL"),
                 (spec.target.name, f"{value} NOT NULL"), (spec.labels.available_column, "date NOT NULL")]
+    if kind == "predictions_explain":  # scoring.explain: only when the spec asks for explanations
+        if spec.scoring.explain is None:
+            return []
+        return [("explain_features", "text[]"), ("explain_contributions", "double precision[]")]
     raise KeyError(kind)
 
 
@@ -112,7 +116,7 @@ def schema_fingerprint(spec: PipelineSpec) -> str:
         "warehouse": {k: v for k, v in spec.warehouse.model_dump(mode="json").items() if k != "conn_id"},
         "tables": {k: spec.table(k) for k in ("raw", "features", "quarantine", "labels", "predictions",
                                               "predictions_latest", "shadow_predictions", "reference")},
-        "columns": {k: table_columns(spec, k) for k in kinds},
+        "columns": {k: table_columns(spec, k) for k in [*kinds, "predictions_explain"]},
         "labels": spec.labels.model_dump(mode="json", by_alias=True) if spec.labels is not None else None,
         "entity_key": spec.entity_key, "date_column": spec.date_column, "target": spec.target.name,
     }
@@ -195,6 +199,13 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
          "drift_share double precision, current_rows integer, details jsonb NOT NULL DEFAULT '{{}}', "
          "PRIMARY KEY (pipeline, window_end))",
          (mon, "drift_decisions")),
+        ("CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, window_end date NOT NULL, attribute text NOT NULL, "
+         "metric text NOT NULL, model_version integer, labeled_start date, labeled_end date, run_id text, "
+         "value double precision, threshold double precision NOT NULL, status text NOT NULL CHECK (status IN "
+         "('ok','breach','not_evaluated')), reason text NOT NULL, n_rows integer NOT NULL, "
+         "excluded_groups text[] NOT NULL DEFAULT '{{}}', groups jsonb NOT NULL DEFAULT '[]', alerted_at timestamptz, "
+         "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, window_end, attribute, metric))",
+         (mon, "fairness_metrics")),
     ]
     from airtrain.release import APPROVALS_DDL
 
@@ -252,6 +263,10 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (mon, "drift_metrics"): "Drift and performance metrics per monitoring window (long format).",
         (mon, "drift_decisions"): "Monitor decisions per window: no_drift, drift (not yet persistent), cooldown, "
                                   "retrain, insufficient_data or no_champion, with the reason and the report.",
+        (mon, "fairness_metrics"): "fairness.monitor per window: the disparity of the champion's published "
+                                   "predictions on the labels known at window_end (labeled_start..labeled_end), "
+                                   "per attribute and metric; status ok, breach (alerted once: alerted_at) or "
+                                   "not_evaluated (too few labeled rows per group), per group in groups.",
     }
     for (schema, table), text in comments.items():
         _comment(cur, "TABLE", ident(schema, table), text)
@@ -340,7 +355,7 @@ def _pipeline_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
              "raw row as received.")
     if spec.labels is not None:
         _labels_source_table(cur, spec)
-    _prediction_tables(cur, spec)
+    _prediction_tables(cur, spec, report)
     ms, mt = spec.table("reference")
     cur.execute(sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} (model_version integer NOT NULL, {}, prediction double precision, "
@@ -370,7 +385,7 @@ def _labels_source_table(cur, spec: PipelineSpec) -> None:
              f"({src.available_column}). Training uses the rows known on its run date.")
 
 
-def _prediction_tables(cur, spec: PipelineSpec) -> None:
+def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     key = spec.entity_key
     ps, pt = spec.table("predictions")
     for kind, what in (("predictions", "champion"), ("shadow_predictions", "challenger (shadow)")):
@@ -400,6 +415,14 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
                           ("arm", "'champion', or 'candidate' for the entities a running canary scores "
                                   "(registry.rollouts); 'shadow' in the shadow table.")]:
             _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(s, t), ident(col)), text)
+        # nullable, no default: adding them to the partitioned parent is a catalog change only
+        _add_missing_columns(cur, s, t, table_columns(spec, "predictions_explain"), report)
+        for col, text in [("explain_features", "scoring.explain: the top-k model inputs by |contribution| "
+                           "(largest first)."),
+                          ("explain_contributions", "scoring.explain: score minus the score with that feature set "
+                           "to its training reference (median / most frequent), same order as explain_features.")]:
+            if table_columns(spec, "predictions_explain"):
+                _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(s, t), ident(col)), text)
     ls, lt = spec.table("predictions_latest")
     # The newest published prediction per entity, whichever model version made it: a champion change
     # never empties the view (the previous champion's rows stay visible until the new one has scored),
@@ -420,7 +443,8 @@ def _prediction_tables(cur, spec: PipelineSpec) -> None:
 READER_TABLES = {
     "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards",
                  "approvals", "rollouts"),
-    "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions", "canary_evaluations"),
+    "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions", "canary_evaluations",
+                   "fairness_metrics"),
 }
 
 

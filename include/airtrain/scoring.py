@@ -290,8 +290,12 @@ def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: in
     import numpy as np
     import pyarrow as pa
 
+    from airtrain import explain
     from airtrain.evaluation import predict_scores
 
+    reference = None
+    if spec.scoring.explain is not None:
+        reference = explain.reference_values(model, explain.model_inputs(model, spec))
     for batch in reader:
         if batch.num_rows == 0:
             continue
@@ -302,6 +306,10 @@ def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: in
         else:
             labels = pa.nulls(len(scores), pa.int16())
         keys = batch.column(spec.entity_key)
+        explained = []
+        if spec.scoring.explain is not None:  # scoring.explain: top-k contributions beside the score
+            explained = list(explain.explanation_arrays(model, df, spec, reference, spec.scoring.explain.top_k,
+                                                        base=scores))
         yield pa.record_batch([
             keys.cast(schema.field(spec.entity_key).type),
             batch.column(spec.date_column).cast(pa.date32()),
@@ -309,7 +317,18 @@ def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: in
             pa.array(scores),
             labels,
             pa.array([run_id] * len(scores), pa.string()),
+            *explained,
         ], schema=schema)
+
+
+def _explain_fields(spec: PipelineSpec) -> list[tuple[str, Any]]:
+    """The Arrow fields of scoring.explain's columns (text[] and double precision[]: ADBC's binary
+    COPY writes Arrow lists into PostgreSQL arrays; it cannot write jsonb)."""
+    import pyarrow as pa
+
+    if spec.scoring.explain is None:
+        return []
+    return [("explain_features", pa.list_(pa.string())), ("explain_contributions", pa.list_(pa.float64()))]
 
 
 def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run_id: str, shard: int = 0,
@@ -325,7 +344,8 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
         model = registry.load_artifact(wh, spec, target.version)
     key_type = pa.int64() if spec.entity_key_type == "int" else pa.string()
     schema = pa.schema([(spec.entity_key, key_type), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
-                        ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string())])
+                        ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string()),
+                        *_explain_fields(spec)])
     uri = wh.adbc_uri()
     with adbc.connect(uri) as rconn, adbc.connect(uri) as wconn:
         with rconn.cursor() as rcur, wconn.cursor() as wcur:

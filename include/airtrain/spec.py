@@ -425,12 +425,21 @@ class FairnessGateSpec(_Model):
         return self
 
 
+class FairnessMonitorSpec(_Model):
+    """A monitor alert on a disparity of the champion's published predictions on realized labels."""
+
+    metric: FairnessMetric
+    threshold: Annotated[float, Field(ge=0, le=1)]
+    attribute: Ident | None = None
+
+
 class FairnessSpec(_Model):
     """Group metrics per sensitive attribute at evaluation (fairlearn), and gates on them."""
 
     sensitive: list[Ident] = Field(min_length=1)
     min_group_rows: Annotated[int, Field(ge=1)] = 30
     gates: list[FairnessGateSpec] = Field(default_factory=list)
+    monitor: list[FairnessMonitorSpec] = Field(default_factory=list)
 
 
 class ExplainSpec(_Model):
@@ -465,8 +474,16 @@ class MonitoringSpec(_Model):
     trigger: TriggerRule = TriggerRule()
 
 
+class PredictionExplainSpec(_Model):
+    """Per-prediction explanations: the top-k feature contributions of each scored row."""
+
+    top_k: Annotated[int, Field(ge=1, le=50)] = 3
+    method: Literal["baseline_substitution"] = "baseline_substitution"
+
+
 class ScoringSpec(_Model):
     shadow: bool = False
+    explain: PredictionExplainSpec | None = None
     partitions: Annotated[int, Field(ge=1, le=256)] = 2
     batch_rows: Annotated[int, Field(ge=1000)] = 100_000
     rows_per_shard: Annotated[int, Field(ge=1000)] | None = None
@@ -612,6 +629,10 @@ class PipelineSpec(_Model):
             raise ValueError("every feature has model_input: false; at least one feature must be a model input")
         if self.fairness is not None:
             self._check_fairness(known, is_clf)
+        n_inputs = sum(f.model_input for f in self.features)
+        if self.scoring.explain is not None and self.scoring.explain.top_k > n_inputs:
+            raise ValueError(f"scoring.explain.top_k is {self.scoring.explain.top_k} but the model has only "
+                             f"{n_inputs} input features; set top_k to at most {n_inputs}")
         if self.promotion.approval == "required" and self.schedule.max_active_runs < 2:
             raise ValueError(
                 "promotion.approval: required keeps a retrain run open until someone answers (up to "
@@ -637,10 +658,17 @@ class PipelineSpec(_Model):
             if types[col] == "float":
                 raise ValueError(f"fairness.sensitive: {col!r} is a float; group metrics need a category, bool or "
                                  "int column (bin it into bands in the source, e.g. age_band)")
-        for g in fair.gates:
-            if g.attribute is not None and g.attribute not in fair.sensitive:
-                raise ValueError(f"fairness.gates: attribute {g.attribute!r} is not listed in fairness.sensitive "
-                                 f"{fair.sensitive}")
+        for where, rules in (("gates", fair.gates), ("monitor", fair.monitor)):
+            for g in rules:
+                if g.attribute is not None and g.attribute not in fair.sensitive:
+                    raise ValueError(f"fairness.{where}: attribute {g.attribute!r} is not listed in "
+                                     f"fairness.sensitive {fair.sensitive}")
+        seen = set()
+        for r in fair.monitor:
+            for attr in ([r.attribute] if r.attribute else fair.sensitive):
+                if (attr, r.metric) in seen:
+                    raise ValueError(f"fairness.monitor: {r.metric} of {attr!r} is listed twice; keep one threshold")
+                seen.add((attr, r.metric))
 
     # ---- derived names (all pass check_identifier because name <= 30 chars) ----------------
     @property
@@ -754,7 +782,8 @@ def load_spec(path: str | Path) -> PipelineSpec:
     except OSError as exc:
         raise SpecError(path, [f"cannot read the file: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it (~10x faster; every task of a run loads its spec)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise SpecError(path, [f"not valid YAML: {exc}"]) from None
     spec = parse_spec(data, path)
@@ -928,6 +957,15 @@ KEY_DOCS: dict[str, str] = {
     'fairness.gates[].threshold': 'Largest disparity allowed for the challenger (0..1).',
     'fairness.gates[].max_regression_abs': 'Largest increase of the disparity vs the champion, measured on the '
                                            'same rows.',
+    'fairness.monitor': 'Monitor alerts on realized labels: each window, the champion\'s published predictions '
+                        'of the newest `monitoring.window_days` labeled days are joined with their labels and the '
+                        'disparity is measured per attribute (fairlearn, as at evaluation) and stored in '
+                        'monitoring.fairness_metrics; above the threshold the monitor alerts (once per window). '
+                        'Fewer than `min_group_rows` labeled rows (or one label only) in all but one group: '
+                        '`not_evaluated`, never "ok".',
+    'fairness.monitor[].metric': '`equalized_odds_difference` or `demographic_parity_difference`.',
+    'fairness.monitor[].threshold': 'Alert when the realized disparity is above this (0..1).',
+    'fairness.monitor[].attribute': 'The sensitive attribute it watches (default: every one in `sensitive`).',
     'explain': 'Global feature importance per model version, stored in registry.feature_importance.',
     'explain.importance': 'Compute permutation importance (scikit-learn, on the whole Pipeline: raw spec '
                           'features) for challenger and champion on the same holdout rows at evaluation.',
@@ -957,6 +995,15 @@ KEY_DOCS: dict[str, str] = {
                               '`partitions` shards.',
     'scoring.max_shards': 'Upper bound of the shards of one date with `rows_per_shard` (the mapped tasks of one run).',
     'scoring.batch_rows': 'Rows per Arrow record batch while scoring (bounds memory).',
+    'scoring.explain': 'Optional: per-prediction explanations. Each scored row gets the top_k raw features '
+                       'that moved its score most, in the prediction tables\' columns `explain_features` '
+                       '(text[]) and `explain_contributions` (double precision[], same order). Unset: no '
+                       'columns, no cost. See README "Per-prediction explanations".',
+    'scoring.explain.top_k': 'Features per row, largest absolute contribution first (at most the number of model inputs).',
+    'scoring.explain.method': '`baseline_substitution`: contribution of a feature = score of the row minus the '
+                              'score with that feature set to its training reference (the median / most frequent '
+                              'value the model\'s own imputer learned). Costs about one extra predict per model '
+                              'input and batch (docs/BENCHMARKS.md).',
     'rollout': 'How a challenger that passed the gate (and the approval, if required) reaches the entities.',
     'rollout.strategy': '`immediate`: it becomes the champion for every entity at once. `canary`: it becomes the '
                         '*candidate* (`registry.rollouts`): a stable hash of the entity key puts `canary_fraction` '

@@ -157,7 +157,9 @@ def _type_frame(raw: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, di
         for idx in np.flatnonzero(bad.to_numpy()):
             rn = int(typed["_row_number"].iloc[idx])
             reasons.setdefault(rn, []).append(f"{col}: {raw[col].iloc[idx]!r} is not a valid {what}")
-    return typed, reasons, missing
+    # one block per dtype: the frame was built column by column, and GX copies it once per metric
+    # (a fragmented frame is re-consolidated on every copy)
+    return typed.copy(), reasons, missing
 
 
 def _normal(name: str) -> str:

@@ -300,7 +300,9 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 **Monitoring:** window {spec.monitoring.window_days} day(s), at least {spec.monitoring.min_rows} rows, sampled to
 {spec.monitoring.sample_rows}. Retrain when drift share ≥ {t.drift_share}, critical features
 {t.critical_features or 'none'}, prediction drift {'on' if t.prediction_drift else 'off'}, performance drop ≥
-{t.performance_drop_abs}; persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Results:
+{t.performance_drop_abs}; persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Fairness alerts
+(`fairness.monitor`): {', '.join(f"{r.metric} of {r.attribute or 'each attribute'} > {r.threshold}"
+                               for r in (spec.fairness.monitor if spec.fairness else [])) or 'none'}. Results:
 `{spec.warehouse.monitoring_schema}.drift_metrics`, `{spec.warehouse.monitoring_schema}.drift_decisions` and the
 **Drift report** link of `drift_check` (all reports: menu *Browse → Drift reports*).
 """
@@ -348,10 +350,11 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def notify(decision: dict[str, Any]) -> list[str]:
             """Record the retrain run on the window once Airflow has it (or that the trigger failed),
-            then alert (logged always; Slack/e-mail/webhook per the spec)."""
+            then alert (logged always; Slack/e-mail/webhook per the spec); also a disparity past a
+            ``fairness.monitor`` threshold."""
             from airtrain_airflow import runtime
 
-            return runtime.record_trigger(name, decision)
+            return runtime.record_trigger(name, decision) + runtime.fairness_alerts(name, decision)
 
         due = retrain_due(check.output)
         due >> trigger_retrain >> notify(check.output)

@@ -297,6 +297,32 @@ def notify_decision(name: str, decision: dict[str, Any], *, failed: str | None =
     return send_alert(name, "retrain triggered", msg, details)
 
 
+def fairness_alerts(name: str, decision: dict[str, Any]) -> list[str]:
+    """Alert on each ``fairness.monitor`` breach of the window that was not alerted yet, then record
+    that it was (once per window and rule; a crash between the alert and its mark may repeat it)."""
+    from airtrain import monitoring
+
+    from airtrain_airflow.notify import send_alert
+
+    if not decision or not any(c.get("status") == "breach" for c in decision.get("fairness") or []):
+        return []
+    spec = spec_for(name)
+    wh = warehouse_for(spec)
+    window_end = dt.date.fromisoformat(decision["window_end"])
+    sent: list[str] = []
+    for b in monitoring.fairness_alerts_due(wh, spec, window_end):
+        msg = (f"fairness disparity past its threshold on realized labels (window ending {window_end}, champion "
+               f"v{b['model_version']}): {b['reason']}. Per group: {spec.warehouse.monitoring_schema}."
+               f"fairness_metrics (window_end {window_end}, attribute {b['attribute']}).")
+        details = {"window_end": str(window_end), "attribute": b["attribute"], "metric": b["metric"],
+                   "value": b["value"], "threshold": b["threshold"], "model_version": b["model_version"],
+                   "labeled_start": str(b["labeled_start"]), "labeled_end": str(b["labeled_end"]),
+                   "n_rows": b["n_rows"]}
+        sent += send_alert(name, "fairness disparity", msg, details)
+        monitoring.mark_fairness_alerted(wh, spec, window_end, b["attribute"], b["metric"])
+    return sent
+
+
 def record_trigger(name: str, decision: dict[str, Any]) -> list[str]:
     """After ``trigger_retrain``: record on the window what really happened, then alert.
 

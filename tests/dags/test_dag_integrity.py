@@ -146,8 +146,10 @@ def test_core_never_imports_airflow():
 
 
 def test_core_importable_without_airflow():
-    """Belt and braces: import every core module in a process where `airflow` cannot be imported."""
-    mods = sorted(p.stem for p in (ROOT / "include" / "airtrain").glob("*.py") if p.stem != "__init__")
+    """Belt and braces: import every core module in a process where `airflow` cannot be imported.
+    (``airtrain.preload`` only imports the ML libraries for the fork server — ~11 s of CPU for GX and
+    Evidently — and is covered by the AST check above.)"""
+    mods = sorted(p.stem for p in (ROOT / "include" / "airtrain").glob("*.py") if p.stem not in ("__init__", "preload"))
     code = (
         "import sys, importlib\n"
         "class Block:\n"

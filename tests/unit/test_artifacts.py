@@ -30,6 +30,33 @@ def test_round_trip_gives_identical_predictions():
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
 
+def test_a_second_load_in_one_process_is_a_private_copy_checked_again(monkeypatch):
+    """The per-process cache of deserialised artifacts skips only skops' work: the checksum, the
+    library versions and the trusted types are checked on every load, and each caller gets its own
+    object (changing one loaded model never changes the next load)."""
+    model, X = _model()
+    art = dump_model(model)
+    first = load_model(art.data, art.sha256, art.versions)
+    assert art.sha256 in artifacts._LOADED
+    first.coef_[:] = 0.0  # a caller that changes its model
+    second = load_model(art.data, art.sha256, art.versions)
+    assert second is not first
+    np.testing.assert_array_equal(second.predict_proba(X), model.predict_proba(X))
+    data = bytearray(art.data)
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(ArtifactIntegrityError, match="checksum mismatch"):  # a cached checksum is no excuse
+        load_model(bytes(data), art.sha256)
+    # a narrower allow-list applies to a model already in the cache (HGB holds a non-default type)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    hgb = dump_model(HistGradientBoostingClassifier(max_iter=3).fit(X, (X[:, 0] > 0).astype(int)))
+    load_model(hgb.data, hgb.sha256, hgb.versions)
+    assert artifacts._LOADED[hgb.sha256][0], "the HGB artifact holds a type outside skops' defaults"
+    monkeypatch.setattr(artifacts, "TRUSTED_TYPES", frozenset())
+    with pytest.raises(UntrustedArtifactError, match="TreePredictor"):
+        load_model(hgb.data, hgb.sha256, hgb.versions)
+
+
 def test_tampered_artifact_is_refused():
     model, _ = _model()
     art = dump_model(model)
