@@ -328,13 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m airtrain_dev.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default="churn")
     ap.add_argument("--scenario", default="covariate_drift", choices=["stable", "covariate_drift", "concept_drift",
-                                                                      "bad_batches"])
+                                                                      "bad_batches", "canary"])
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--drift-day", type=int, default=20)
     ap.add_argument("--out", default=None, help="a local folder for the chart and summary (default: the report "
                     "store, AIRTRAIN_REPORTS_URL, under <pipeline>/files/)")
     args = ap.parse_args(argv)
+    if args.scenario == "canary":  # a canary graduation (airtrain_dev.canary_demo)
+        from airtrain_dev import canary_demo
+
+        return canary_demo.main(args)
     from airtrain_airflow.runtime import project_root, report_store, reports_url, spec_for, warehouse_for
 
     wh = warehouse_for(spec_for(args.pipeline))

@@ -4,7 +4,8 @@
 
 1. every landed row of a validated, unblocked partition is in the features table or in quarantine,
    exactly once (counts per partition; keys are unique by primary key);
-2. no duplicate predictions, and every published partition holds exactly the date's validated rows;
+2. no duplicate predictions, and every published partition holds exactly the date's validated rows (a
+   canary's date: its two arms' partitions together, one row per entity);
 3. no stage table (a half-written prediction partition) is left attached or visible to readers;
 4. exactly one champion per pipeline, whose artifact exists and matches its checksum;
 5. one promotion-log row per champion change: the log is a chain (each row's from_version is the
@@ -59,13 +60,17 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
                                 "HAVING count(*) > 1 LIMIT 5").format(k=ident(spec.entity_key), p=ident(ps, pt)))
         if dup:
             problems.append(f"duplicate predictions: {dup}")
+        # a canary's date (a partition with arm 'candidate') is complete across its two arms' partitions
         parts = _all(cur, sql.SQL(
-            "SELECT p.as_of_date, p.model_version, count(*), "
-            "(SELECT count(*) FROM {feat} f WHERE f.{d} = p.as_of_date) FROM {p} p GROUP BY 1, 2 ORDER BY 1, 2"
-        ).format(feat=ident(fs, ft), d=d, p=ident(ps, pt)))
-        for date, version, n, expected in parts:
-            if n != expected:
-                problems.append(f"predictions for {date} v{version}: {n} rows but {expected} validated rows")
+            "WITH canary AS (SELECT DISTINCT as_of_date FROM {p} WHERE arm = 'candidate') "
+            "SELECT p.as_of_date, CASE WHEN c.as_of_date IS NULL THEN 'v' || p.model_version ELSE 'canary arms' END, "
+            "count(*), count(DISTINCT p.{k}), (SELECT count(*) FROM {feat} f WHERE f.{d} = p.as_of_date) "
+            "FROM {p} p LEFT JOIN canary c ON c.as_of_date = p.as_of_date GROUP BY 1, 2 ORDER BY 1, 2"
+        ).format(feat=ident(fs, ft), d=d, p=ident(ps, pt), k=ident(spec.entity_key)))
+        for date, version, n, distinct, expected in parts:
+            if n != expected or distinct != n:
+                problems.append(f"predictions for {date} {version}: {n} rows ({distinct} entities) but {expected} "
+                                "validated rows")
         # 3. no stage table attached as a partition
         stages = _all(cur, sql.SQL(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "

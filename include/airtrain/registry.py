@@ -214,6 +214,7 @@ def promote(
     metrics: dict[str, Any] | None = None,
     expected_champion: int | None | object = ANY_CHAMPION,
     newer_only: bool = False,
+    canary_decided_on: Any = None,
 ) -> dict[str, Any]:
     """Make ``version`` the champion: one transaction under an advisory lock, logged once - a
     compare-and-swap.
@@ -228,6 +229,10 @@ def promote(
       must still be the champion, else the swap is refused - the decision is stale;
     * ``newer_only``: a version trained as of an earlier date than the champion is refused (an
       out-of-order backfill never replaces a newer champion).
+
+    A running canary (``registry.rollouts``) is closed in the same transaction: graduated when its
+    candidate became the champion, aborted otherwise (:func:`airtrain.canary.close_on_champion_change`;
+    ``canary_decided_on`` is the date the decision is recorded for).
     """
     if action not in {"promote", "force_promote", "rollback"}:
         raise ValueError(f"unknown promotion action {action!r}")
@@ -267,6 +272,10 @@ def promote(
                     ).format(_t(spec, "champions")),
             (spec.name, version, promotion_id),
         )
+        from airtrain.canary import close_on_champion_change
+
+        close_on_champion_change(cur, spec, new_champion=version, action=action, actor=actor, reason=reason,
+                                 run_id=run_id, promotion_id=promotion_id, decided_on=canary_decided_on)
         failpoint(f"{_step(action)}.before_commit")
     failpoint(f"{_step(action)}.after_commit")
     return {"changed": True, "from_version": current, "to_version": version, "promotion_id": promotion_id}

@@ -206,7 +206,8 @@ class ApprovalRefused(PermanentError, RuntimeError):
 
 
 def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
-                     run_id: str, approver: str, comment: str | None) -> dict[str, Any]:
+                     run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None
+                     ) -> dict[str, Any]:
     """Apply an approved promotion through the same locked, logged path as an automatic one
     (:func:`airtrain.registry.promote`), with the approver as actor and their comment in the reason.
 
@@ -229,13 +230,20 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
         raise ApprovalRefused(why)
     note = comment or "no comment"
-    res = registry.promote(
+    from airtrain import canary
+
+    # rollout.strategy: canary - the approved challenger becomes the canary candidate, not the champion
+    res = canary.release(
         wh, spec, version, action="promote", actor=f"user:{approver}",
         reason=f"approved by {approver}: {note} (gate: {promotion.get('gate_reason', '')})", run_id=run_id,
         metrics={"challenger": evaluation.get("challenger"), "champion": evaluation.get("champion"),
                  "checks": promotion.get("checks"), "approval": {"by": approver, "comment": comment}},
         # compare-and-swap under the registry lock: the check above is only the early, readable answer
-        expected_champion=compared_with, newer_only=True)
+        expected_champion=compared_with, newer_only=True, as_of=as_of)
+    if res.get("canary"):
+        state = f"canary {res['canary']}: approved by {approver}"
+        record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=state)
+        return {"version": version, "promoted": False, **res, "message": f"v{version}: {state}"}
     if res.get("refused"):
         why = f"not promoted: {res['refused']}"
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)

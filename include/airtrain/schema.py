@@ -95,7 +95,10 @@ def _ddl_sources() -> str:
     fns = [_shared_tables, _pipeline_tables, _labels_source_table, _prediction_tables, _reader_role, table_columns,
            _add_missing_columns, _audit_tables, apply_schema]
     try:
-        return APPEND_ONLY_FN + json.dumps(READER_TABLES) + "".join(inspect.getsource(f) for f in fns)
+        from airtrain.canary import EVALUATIONS_DDL, ROLLOUTS_DDL, ROLLOUTS_RUNNING_INDEX
+
+        canary_ddl = ROLLOUTS_DDL + ROLLOUTS_RUNNING_INDEX + EVALUATIONS_DDL
+        return APPEND_ONLY_FN + canary_ddl + json.dumps(READER_TABLES) + "".join(inspect.getsource(f) for f in fns)
     except OSError:  # no source files (a compiled-only install): the package version stands in for them
         from airtrain import __version__
 
@@ -207,6 +210,10 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     from airtrain.release import APPROVALS_DDL
 
     stmts.append((APPROVALS_DDL, (reg, "approvals")))  # human approval decisions (promotion.approval)
+    from airtrain.canary import EVALUATIONS_DDL, ROLLOUTS_DDL, ROLLOUTS_RUNNING_INDEX
+
+    stmts += [(ROLLOUTS_DDL, (reg, "rollouts")), (ROLLOUTS_RUNNING_INDEX, (reg, "rollouts")),  # rollout.strategy
+              (EVALUATIONS_DDL, (mon, "canary_evaluations"))]
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
     _audit_tables(cur, reg)
@@ -242,6 +249,12 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "schema_migrations"): "Schema versions applied to this warehouse (by `airtrain migrate`): the "
                                     "pipeline, its spec's sha256, the schema fingerprint the daily run checks "
                                     "(schema_sha256), who applied it, when, with which airtrain version.",
+        (reg, "rollouts"): "Canary rollouts (rollout.strategy: canary): one row per canary - candidate and champion "
+                           "version, the share of entities and the salt of their md5 assignment, running / "
+                           "graduated / aborted / not_started, who decided, when and why.",
+        (mon, "canary_evaluations"): "The monitor's daily canary check: labeled rows and realized primary metric per "
+                                     "arm, the improvement (candidate - champion, sign flipped for lower-is-better "
+                                     "metrics) with its bootstrap interval, and the decision (wait/graduate/abort).",
         (reg, "approvals"): "Human approval of promotions (promotion.approval: required): one row per run and "
                             "challenger - approved, rejected or timed_out, who answered, their comment, whether "
                             "it was promoted and why not.",
@@ -383,6 +396,10 @@ def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
             "scored_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY ({}, as_of_date, model_version)) "
             "PARTITION BY RANGE (as_of_date, model_version)").format(
             ident(s, t), ident(key), sql.SQL(key_sql_type(spec)), ident(key)))
+        # the arm of a canary (rollout.strategy: canary); a stage table inherits the default of its parent
+        arm = "shadow" if kind == "shadow_predictions" else "champion"
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS arm text NOT NULL DEFAULT {}").format(
+            ident(s, t), sql.Literal(arm)))
         cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (as_of_date)").format(
             ident(f"{t}_as_of_date_idx"), ident(s, t)))
         cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (model_version, as_of_date)").format(
@@ -394,7 +411,9 @@ def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
                           ("model_version", "registry.model_versions.version that produced the score."),
                           ("score", "Probability of the positive class (classification) or the prediction."),
                           ("predicted_label", "score >= the spec's evaluation.threshold (classification)."),
-                          ("run_id", "Airflow run that wrote the row."), ("scored_at", "When the row was written.")]:
+                          ("run_id", "Airflow run that wrote the row."), ("scored_at", "When the row was written."),
+                          ("arm", "'champion', or 'candidate' for the entities a running canary scores "
+                                  "(registry.rollouts); 'shadow' in the shadow table.")]:
             _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(s, t), ident(col)), text)
         # nullable, no default: adding them to the partitioned parent is a catalog change only
         _add_missing_columns(cur, s, t, table_columns(spec, "predictions_explain"), report)
@@ -410,7 +429,7 @@ def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     # and a date scored by several versions still gives one row per entity - the most recently scored.
     cur.execute(sql.SQL(
         "CREATE OR REPLACE VIEW {v} AS SELECT DISTINCT ON (p.{k}) p.{k}, p.as_of_date, p.model_version, p.score, "
-        "p.predicted_label, p.run_id, p.scored_at FROM {p} p "
+        "p.predicted_label, p.run_id, p.scored_at, p.arm FROM {p} p "
         "ORDER BY p.{k}, p.as_of_date DESC, p.scored_at DESC, p.model_version DESC").format(
         v=ident(ls, lt), k=ident(key), p=ident(ps, pt)))
     _comment(cur, "VIEW", ident(ls, lt), f"{spec.name}: the newest published prediction per {key} (newest "
@@ -423,8 +442,9 @@ def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
     "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards",
-                 "approvals"),
-    "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions", "fairness_metrics"),
+                 "approvals", "rollouts"),
+    "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions", "canary_evaluations",
+                   "fairness_metrics"),
 }
 
 

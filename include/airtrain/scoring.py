@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,17 +83,31 @@ class ScoringTarget:
     role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
     shards: int = 1  # how many shards score it (decided once, by begin, from the date's rows)
     rows: int | None = None  # the date's feature rows when begin counted them
+    # a canary arm (airtrain.canary): only the entities of ``arm`` under (salt, fraction) are scored
+    arm: str = ""
+    salt: str = ""
+    fraction: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
                 "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role,
-                "shards": self.shards, "rows": self.rows}
+                "shards": self.shards, "rows": self.rows, "arm": self.arm, "salt": self.salt,
+                "fraction": self.fraction}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
         return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
                    int(d["version"]), str(d.get("role") or "champion"), int(d.get("shards") or 1),
-                   None if d.get("rows") is None else int(d["rows"]))
+                   None if d.get("rows") is None else int(d["rows"]), str(d.get("arm") or ""),
+                   str(d.get("salt") or ""), float(d.get("fraction") or 0.0))
+
+    def arm_filter(self, key_sql: str) -> str:
+        """SQL text selecting this arm's entities ('' = every entity)."""
+        if not self.arm:
+            return ""
+        from airtrain.canary import arm_condition
+
+        return arm_condition(key_sql, self.salt, self.fraction, self.arm)
 
 
 def _q(*parts: str) -> str:
@@ -246,7 +260,7 @@ def abort(wh: Warehouse, target: ScoringTarget) -> None:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
 
 
-def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int) -> str:
+def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, arm_filter: str = "") -> str:
     """The shard's features for one date. No bind parameters on purpose: the ADBC driver streams
     a parameterless query with COPY in bounded record batches, but materialises the whole result
     of a parameterised one. The date is a ``datetime.date`` rendered by us and the shard numbers
@@ -258,6 +272,8 @@ def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int) 
     where = f"{_q(spec.date_column)} = DATE '{as_of.isoformat()}'"
     if shards > 1:
         where += f" AND mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+    if arm_filter:  # a canary arm (built by airtrain.canary.arm_condition from our own values)
+        where += f" AND {arm_filter}"
     return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
 
 
@@ -338,7 +354,8 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
                 **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
             # a retried shard replaces what an earlier attempt of it committed (never duplicates)
             wcur.execute(_shard_delete(spec, target, int(shard), int(shards)))
-            rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards)))
+            rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards),
+                                        target.arm_filter(_q(spec.entity_key))))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,
                                           spec.evaluation.threshold, schema)
@@ -352,8 +369,13 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
 
 def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None,
             run_id: str | None = None, *, lock_timeout_ms: int = SWAP_LOCK_TIMEOUT_MS,
-            max_wait_s: float = SWAP_MAX_WAIT_S, backoff_s: float = 0.5) -> dict[str, Any]:
+            max_wait_s: float = SWAP_MAX_WAIT_S, backoff_s: float = 0.5,
+            companions: Sequence[tuple[ScoringTarget, int | None]] = ()) -> dict[str, Any]:
     """Swap the stage table in as the (date, version) partition, atomically.
+
+    ``companions`` (a canary's other arm: ``(target, expected_rows)`` of the same date) are swapped in
+    the SAME transaction, and every other version's partition of the date is dropped, so the date
+    holds exactly one row per entity (:mod:`airtrain.canary`).
 
     The swap waits at most ``lock_timeout_ms`` for its lock each attempt and retries with backoff
     (0.5 s doubling, at most 30 s apart) for up to ``max_wait_s``, so a long read delays the publish
@@ -363,34 +385,28 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
     already swapped it in (the task died after the commit, before reporting success), the attached
     partition holds exactly this run's rows, and that is recognised as done instead of failing."""
     parent = ident(target.schema, target.table)
-    stage = ident(target.schema, target.stage)
-    key = spec.entity_key
-    lo = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version))
-    hi = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version + 1))
+    targets = [(target, expected_rows), *companions]
+    if any(t.as_of != target.as_of or (t.schema, t.table) != (target.schema, target.table) for t, _ in targets):
+        raise ScoringError("a publish swaps partitions of one date of one table only")
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)",
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
-        cur.execute("SELECT to_regclass(%s)", (f'"{target.schema}"."{target.stage}"',))
-        if cur.fetchone()[0] is None:
-            return _already_published(cur, target, expected_rows, run_id)
+        present = []
+        for t, _ in targets:
+            cur.execute("SELECT to_regclass(%s)", (f'"{t.schema}"."{t.stage}"',))
+            present.append(cur.fetchone()[0] is not None)
+        if not any(present):
+            done = [_already_published(cur, t, n, run_id) for t, n in targets]
+            return _combined(done)
+        if not all(present):
+            raise ScoringError(f"only some stage tables of {target.as_of} exist ({[t.stage for t, _ in targets]}): "
+                               "nothing was published; re-run the scoring from begin_scoring")
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
-        # The primary-key build scans the whole stage table and records the exact number of rows
-        # it saw in pg_class.reltuples, so the count check needs no extra pass over the data.
-        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, as_of_date, model_version)").format(
-            stage, ident(f"{target.stage}_pkey"), ident(key)))
-        cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                    (f'"{target.schema}"."{target.stage}"',))
-        rows = int(cur.fetchone()[0])
-        if expected_rows is None or rows != expected_rows:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
-            rows = int(cur.fetchone()[0])
-        if expected_rows is not None and rows != expected_rows:
-            raise ScoringError(f"stage table has {rows} rows but the shards reported {expected_rows}; "
-                               "nothing was published")
-        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (as_of_date IS NOT NULL AND "
-                            "model_version IS NOT NULL AND as_of_date = {} AND model_version = {})").format(
-            stage, ident(f"{target.table}_bounds"[:63]), sql.Literal(target.as_of.isoformat()),
-            sql.Literal(target.version)))
+        rows = [_ready_stage(cur, spec, t, n) for t, n in targets]
+        keep = {t.partition for t, _ in targets}
+        # a shadow date holds one version; a canary date holds its two arms only - and a date that was a
+        # canary's, re-scored by the champion alone (after the decision), holds that champion only
+        supersede = target.role == "shadow" or bool(companions) or _canary_date(cur, target)
         # The swap needs an ACCESS EXCLUSIVE lock on the parent (DETACH). Behind a long analyst query
         # it would wait, and every new reader would queue behind it: wait at most lock_timeout per
         # attempt instead, step back (readers go on), and retry with backoff until max_wait_s.
@@ -400,25 +416,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             attempt += 1
             cur.execute("SAVEPOINT airtrain_swap")
             try:
-                cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-                            (target.schema, target.partition))
-                replaced = cur.fetchone() is not None
-                if replaced:
-                    cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-                        parent, ident(target.schema, target.partition)))
-                    cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
-                superseded = _other_versions_of_date(cur, target) if target.role == "shadow" else []
-                for name in superseded:  # one shadow version per date: the newest run's challenger replaces the rest
-                    cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
-                    cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
-                cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stage, ident(target.partition)))
-                cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
-                    parent, ident(target.schema, target.partition), lo, hi))
-                cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                    ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
-                cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                    ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+                swapped = [_swap_in(cur, parent, t, keep if supersede else None) for t, _ in targets]
                 break
             except psycopg2.errors.LockNotAvailable:
                 cur.execute("ROLLBACK TO SAVEPOINT airtrain_swap")
@@ -435,9 +433,90 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
                 time.sleep(pause)
         failpoint("publish.before_commit")
     failpoint("publish.after_commit")
-    return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
-            "replaced": replaced, "as_of": target.as_of.isoformat(), "version": target.version,
-            "superseded": superseded, "lock_attempts": attempt}
+    done = [{"table": f"{t.schema}.{t.table}", "partition": t.partition, "rows": n, "replaced": rep,
+             "as_of": t.as_of.isoformat(), "version": t.version, "arm": t.arm, "superseded": sup,
+             "lock_attempts": attempt} for (t, _), n, (rep, sup) in zip(targets, rows, swapped, strict=True)]
+    return _combined(done)
+
+
+def _canary_date(cur: Any, target: ScoringTarget) -> bool:
+    """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`). Read from the
+    catalog, not the rows (no scan of the date): a candidate partition's ``arm`` column defaults to
+    'candidate' (set on its stage table by :func:`airtrain.canary.begin`)."""
+    cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = "
+                "i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+                "AND a.attname = 'arm' JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
+                "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s "
+                "AND pg_get_expr(d.adbin, d.adrelid) LIKE %s LIMIT 1",
+                (target.schema, target.table, f"{target.table}_p{target.as_of:%Y%m%d}_v".replace("_", "\\_") + "%",
+                 "%candidate%"))
+    return cur.fetchone() is not None
+
+
+def _combined(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target's publish result; with companions (a canary), the main one's plus every arm's."""
+    if len(results) == 1:
+        return results[0]
+    out = dict(results[0])
+    out.update(rows=sum(r["rows"] for r in results), replaced=any(r["replaced"] for r in results),
+               superseded=sorted({s for r in results for s in r["superseded"]}),
+               arms={r.get("arm") or "champion": {"version": r["version"], "rows": r["rows"],
+                                                  "partition": r["partition"]} for r in results})
+    return out
+
+
+def _ready_stage(cur: Any, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None) -> int:
+    """Primary key, row count check and the CHECK constraint matching the partition bounds (so ATTACH
+    does not rescan); returns the stage's rows."""
+    stage = ident(target.schema, target.stage)
+    # The primary-key build scans the whole stage table and records the exact number of rows
+    # it saw in pg_class.reltuples, so the count check needs no extra pass over the data.
+    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, as_of_date, model_version)").format(
+        stage, ident(f"{target.stage}_pkey"), ident(spec.entity_key)))
+    cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                (f'"{target.schema}"."{target.stage}"',))
+    rows = int(cur.fetchone()[0])
+    if expected_rows is None or rows != expected_rows:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
+        rows = int(cur.fetchone()[0])
+    if expected_rows is not None and rows != expected_rows:
+        raise ScoringError(f"stage table {target.stage} has {rows} rows but the shards reported {expected_rows}; "
+                           "nothing was published")
+    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (as_of_date IS NOT NULL AND "
+                        "model_version IS NOT NULL AND as_of_date = {} AND model_version = {})").format(
+        stage, ident(f"{target.table}_bounds"[:63]), sql.Literal(target.as_of.isoformat()),
+        sql.Literal(target.version)))
+    return rows
+
+
+def _swap_in(cur: Any, parent: sql.Composable, target: ScoringTarget, keep: set[str] | None
+             ) -> tuple[bool, list[str]]:
+    """Replace the (date, version) partition by the stage table; with ``keep``, also drop the date's
+    partitions of other versions that are not in ``keep``. Returns (replaced, superseded)."""
+    lo = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version))
+    hi = sql.SQL("({}, {})").format(sql.Literal(target.as_of.isoformat()), sql.Literal(target.version + 1))
+    cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (target.schema, target.partition))
+    replaced = cur.fetchone() is not None
+    if replaced:
+        cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, target.partition)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, target.partition)))
+    # one shadow version per date: the newest run's challenger replaces the rest; a canary's two arms
+    # replace every other version of the date (one row per entity and date)
+    superseded = [n for n in _other_versions_of_date(cur, target) if n not in keep] if keep is not None else []
+    for name in superseded:
+        cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident(target.schema, target.stage),
+                                                             ident(target.partition)))
+    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
+        parent, ident(target.schema, target.partition), lo, hi))
+    cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+        ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
+    cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+    return replaced, superseded
 
 
 def _already_published(cur: Any, target: ScoringTarget, expected_rows: int | None, run_id: str | None
@@ -455,7 +534,7 @@ def _already_published(cur: Any, target: ScoringTarget, expected_rows: int | Non
         log.info("%s.%s already holds run %s's %s rows: published by an earlier try of this task", target.schema,
                  target.partition, run_id, rows)
         return {"table": f"{target.schema}.{target.table}", "partition": target.partition, "rows": rows,
-                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version,
+                "replaced": False, "as_of": target.as_of.isoformat(), "version": target.version, "arm": target.arm,
                 "superseded": [], "already_published": True}
     raise ScoringError(f"stage table {target.schema}.{target.stage} does not exist and "
                        f"{target.schema}.{target.partition} holds {rows} rows of run(s) {runs}, not "

@@ -393,6 +393,19 @@ class PromotionSpec(_Model):
         return self
 
 
+class RolloutSpec(_Model):
+    """How a promoted challenger reaches the entities: all at once, or as a canary first."""
+
+    strategy: Literal["immediate", "canary"] = "immediate"
+    canary_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
+    min_labeled: Annotated[int, Field(ge=20)] = 500
+    max_days: Annotated[int, Field(ge=1, le=366)] = 14
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
+    margin: Annotated[float, Field(ge=0)] = 0.0
+    bootstrap_samples: Annotated[int, Field(ge=100, le=20000)] = 1000
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
 FairnessMetric = Literal["equalized_odds_difference", "demographic_parity_difference"]
 
 
@@ -548,6 +561,7 @@ class PipelineSpec(_Model):
     explain: ExplainSpec = ExplainSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     scoring: ScoringSpec = ScoringSpec()
+    rollout: RolloutSpec = RolloutSpec()
     alerts: AlertsSpec = AlertsSpec()
     schedule: ScheduleSpec = ScheduleSpec()
 
@@ -990,6 +1004,21 @@ KEY_DOCS: dict[str, str] = {
                               'score with that feature set to its training reference (the median / most frequent '
                               'value the model\'s own imputer learned). Costs about one extra predict per model '
                               'input and batch (docs/BENCHMARKS.md).',
+    'rollout': 'How a challenger that passed the gate (and the approval, if required) reaches the entities.',
+    'rollout.strategy': '`immediate`: it becomes the champion for every entity at once. `canary`: it becomes the '
+                        '*candidate* (`registry.rollouts`): a stable hash of the entity key puts `canary_fraction` '
+                        'of the entities in its arm, the rest stay with the champion (both in predictions.<name>, '
+                        'column `arm`); the monitor graduates or aborts it as labels arrive.',
+    'rollout.canary_fraction': 'Share of the entities scored by the candidate (md5 of the rollout salt and the key).',
+    'rollout.min_labeled': 'Labeled rows each arm needs before the monitor decides (fewer: wait).',
+    'rollout.max_days': 'Days after the canary started without a decision: it is aborted (the champion stays).',
+    'rollout.confidence': 'Confidence of the bootstrap interval on the primary metric difference candidate - '
+                          'champion (improvement: the sign is flipped for lower-is-better metrics).',
+    'rollout.margin': 'Graduate when the interval\'s lower bound is above -margin (0: the candidate must be better '
+                      'with that confidence; > 0: not worse by more than margin). Abort when its upper bound is '
+                      'below 0.',
+    'rollout.bootstrap_samples': 'Bootstrap resamples (stratified: each arm resampled within itself).',
+    'rollout.seed': 'Seed of the bootstrap (a decision can be recomputed exactly from the stored rows).',
     'alerts': 'Notifications on failures and triggered retrains (always logged; these add channels).',
     'alerts.slack_conn_id': 'Airflow Slack webhook connection id.',
     'alerts.smtp_to': 'E-mail recipients (Airflow SMTP connection).',

@@ -486,8 +486,10 @@ def store_explain_and_fairness(cur: Any, spec: PipelineSpec, run_id: str, window
 
 def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, run_id: str, actor: str,
             force: bool = False, reason: str | None = None, dry_run: bool = False,
-            approval_required: bool = False) -> dict[str, Any]:
-    """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced.
+            approval_required: bool = False, as_of: dt.date | None = None) -> dict[str, Any]:
+    """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced -
+    with ``rollout.strategy: canary`` a passed challenger becomes the canary candidate instead
+    (:func:`airtrain.canary.release`; ``as_of``: the date its canary starts scoring).
 
     The decision recorded in ``model_versions.metrics['gate']`` is the real one: an out-of-order
     version or a comparison that could not be made fairly is recorded as refused, with the reason."""
@@ -539,11 +541,13 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     why = why_not if passed else f"forced by {actor}: {reason} (gate: {why_not})"
     # compare-and-swap: under the lock, the champion must still be the one this challenger was
     # evaluated against, and (unless forced) the challenger must not be older than it
-    res = registry.promote(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
-                           metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
-                                    "checks": checks, "compared": comparison.get("compared")},
-                           expected_champion=evaluation.get("expected_champion", registry.ANY_CHAMPION),
-                           newer_only=passed)
+    from airtrain import canary
+
+    res = canary.release(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
+                         metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
+                                  "checks": checks, "compared": comparison.get("compared")},
+                         expected_champion=evaluation.get("expected_champion", registry.ANY_CHAMPION),
+                         newer_only=passed, as_of=as_of)
     if res.get("refused"):
         kind = "champion_changed" if res["refused"].startswith("champion changed") else "out_of_order"
         registry.update_metrics(wh, spec, version, {"gate": {**gate, "passed": False, "reason": res["refused"],
@@ -552,12 +556,32 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
                    message=f"version {version} not promoted: {res['refused']}")
         log.warning(out["message"])
         return out
+    if res.get("canary"):
+        return _canary_outcome(wh, spec, version, out, res)
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
     _refresh_card(wh, spec, version)
     if res.get("from_version") not in (None, version):
         _refresh_card(wh, spec, int(res["from_version"]))  # no longer the champion
     log.info(out["message"])
+    return out
+
+
+def _canary_outcome(wh: Warehouse, spec: PipelineSpec, version: int, out: dict[str, Any], res: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The promote step's answer when the passed challenger went to a canary (started, or not
+    started because another canary runs); recorded on the version (``metrics.rollout``)."""
+    state = res["canary"]
+    rollout = res.get("rollout") or {}
+    if state == "not_started":
+        msg = f"version {version} passed the gate but its canary was {res['message']}"
+    else:
+        msg = (f"version {version} is the canary candidate for {100 * float(rollout.get('fraction', 0)):.0f}% of the "
+               f"entities (rollout {rollout.get('id')}, champion v{rollout.get('champion_version')})")
+    registry.update_metrics(wh, spec, version, {"rollout": {"state": state, "rollout_id": rollout.get("id"),
+                                                            "message": msg}})
+    out.update(promoted=False, canary=state, rollout=rollout, message=msg)
+    log.info(msg)
     return out
 
 

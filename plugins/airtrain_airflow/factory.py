@@ -58,9 +58,15 @@ def retrain_params() -> dict[str, Param]:
             description="Make this existing model version the champion again (no training). "
             "Requires 'reason'.",
         ),
+        "canary_action": Param(
+            None, type=["null", "string"], enum=[None, "graduate", "abort"], title="Canary: graduate or abort",
+            description="rollout.strategy canary: decide the running canary now (no training): 'graduate' makes "
+            "the candidate the champion for every entity, 'abort' retires it. Requires 'reason'.",
+        ),
         "reason": Param(
             None, type=["null", "string"], maxLength=500, title="Reason",
-            description="Why (recorded in the promotion log). Required with force_promote or rollback_version.",
+            description="Why (recorded in the promotion log / registry.rollouts). Required with force_promote, "
+            "rollback_version or canary_action.",
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
@@ -138,7 +144,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
         @task.branch
         def route(plan: dict[str, Any]) -> str:
-            return "rollback" if plan["mode"] == "rollback" else "prepare"
+            return {"rollback": "rollback", "canary": "decide_canary"}.get(plan["mode"], "prepare")
 
         @task(multiple_outputs=False)
         def rollback(plan: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +207,19 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         promoted = promote(plan, evaluated)
         rolled_back = rollback(plan)
         branch >> [rolled_back, prepared]
+        manual = [rolled_back]
+        if spec.rollout.strategy == "canary":
+
+            @task(multiple_outputs=False)
+            def decide_canary(plan: dict[str, Any]) -> dict[str, Any]:
+                """canary_action: graduate or abort the running canary (a person's decision, with a reason)."""
+                from airtrain_airflow import runtime
+
+                return runtime.decide_canary(name, plan)
+
+            decided = decide_canary(plan)
+            branch >> decided
+            manual.append(decided)
 
         if spec.promotion.approval == "required":
             _approval_branch(spec, plan, evaluated, promoted)
@@ -208,7 +227,7 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         # Predictions for the run's date with the champion (after promotion or rollback), scored in
         # parallel shards of the entity space and published in one swap.
         target = begin_scoring(plan)
-        [promoted, rolled_back] >> target
+        [promoted, *manual] >> target
         # how many: decided by begin_scoring from the date's rows (scoring.rows_per_shard, at most
         # scoring.max_shards) or scoring.partitions; the shards are mapped at run time
 
@@ -339,5 +358,17 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 
         due = retrain_due(check.output)
         due >> trigger_retrain >> notify(check.output)
+
+        if spec.rollout.strategy == "canary":
+
+            @task(multiple_outputs=False)
+            def canary_check() -> dict[str, Any]:
+                """Beside the drift check: the running canary's realized metric per arm on the labels known
+                now → graduate / abort (alerted) / wait (monitoring.canary_evaluations)."""
+                from airtrain_airflow import runtime
+
+                return runtime.canary_check(name)
+
+            canary_check()
 
     return monitor()

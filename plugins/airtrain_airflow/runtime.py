@@ -152,11 +152,19 @@ def check_params(name: str) -> dict[str, Any]:
             problems.append("rollback_version needs a 'reason' of at least 5 characters")
         if p.get("force_promote"):
             problems.append("use either rollback_version or force_promote, not both")
+    if p.get("canary_action"):
+        if len(reason) < 5:
+            problems.append("canary_action needs a 'reason' of at least 5 characters (it goes into registry.rollouts)")
+        if p.get("force_promote") or p.get("rollback_version") is not None:
+            problems.append("use canary_action alone (not with force_promote or rollback_version)")
+        if spec.rollout.strategy != "canary":
+            problems.append(f"canary_action needs rollout.strategy: canary in {spec.name}'s spec")
+    manual = p.get("rollback_version") is not None or bool(p.get("canary_action"))
     if p.get("end_date") and not p.get("date"):
         problems.append("end_date needs date (the first day of the range)")
     dates: list[dt.date] = []
     expected: dict[str, Any] = {}
-    if not problems and p.get("rollback_version") is None:
+    if not problems and not manual:
         try:
             first = resolve_partition(p.get("date"), instant, spec.schedule.timezone)
             last = parse_date(p["end_date"], "end_date") if p.get("end_date") else first
@@ -176,15 +184,17 @@ def check_params(name: str) -> dict[str, Any]:
         except registry.RegistryError as exc:
             problems.append(str(exc))
     rescore = None
-    if not problems and p.get("rollback_version") is not None:
-        try:  # the date a rollback re-scores; None: the newest validated one (see begin_scoring)
+    if not problems and manual:
+        try:  # the date a rollback (or a canary decision) re-scores; None: the newest validated one (see begin_scoring)
             rescore = resolve_partition(p.get("date"), instant, spec.schedule.timezone).isoformat()
         except ValueError:
             rescore = None
     if problems:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
     return {
-        "mode": "rollback" if p.get("rollback_version") is not None else "retrain",
+        "mode": "rollback" if p.get("rollback_version") is not None else "canary" if p.get("canary_action")
+        else "retrain",
+        "canary_action": p.get("canary_action") or None,
         "dates": [d.isoformat() for d in dates],
         "as_of": dates[-1].isoformat() if dates else rescore,
         "run_date": run_date.isoformat(),
@@ -361,7 +371,8 @@ def promote(name: str, plan: dict[str, Any], evaluation: dict[str, Any]) -> dict
     approval = spec.promotion.approval == "required"
     out = steps.promote(wh, spec, evaluation, run_id=plan["run_id"], actor=plan["actor"],
                         force=plan["force_promote"], reason=plan["reason"], dry_run=plan["dry_run"],
-                        approval_required=approval)
+                        approval_required=approval,
+                        as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None)
     if out.get("awaiting_approval"):
         out["approval_body"] = _approval_body(wh, spec, plan, evaluation, out)
     return out
@@ -406,7 +417,8 @@ def promote_approved(name: str, plan: dict[str, Any], evaluation: dict[str, Any]
     approver = str(who.get("name") or who.get("id") or "unknown")
     comment = str((approval.get("params_input") or {}).get("comment") or "").strip() or None
     return release.promote_approved(warehouse_for(spec), spec, promotion, evaluation, run_id=plan["run_id"],
-                                    approver=approver, comment=comment)
+                                    approver=approver, comment=comment,
+                                    as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None)
 
 
 @fail_fast()
@@ -421,6 +433,61 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
                           actor=plan["actor"], reason=plan["reason"],
                           expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION))
+
+
+@fail_fast()
+def decide_canary(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """A person graduates or aborts the running canary (canary_action + reason); an abort is alerted."""
+    from airtrain import canary
+
+    spec = spec_for(name)
+    if plan["dry_run"]:
+        return {"decision": plan["canary_action"], "dry_run": True}
+    on = dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None
+    out = canary.decide_manually(warehouse_for(spec), spec, plan["canary_action"], reason=plan["reason"],
+                                 actor=plan["actor"], run_id=plan["run_id"], on=on)
+    alert_aborted_canaries(name)
+    return out
+
+
+def alert_aborted_canaries(name: str) -> list[str]:
+    """Alert every aborted canary not alerted yet, then record that it was (effect first, record after)."""
+    from airtrain import canary
+
+    from airtrain_airflow.notify import send_alert
+
+    spec = spec_for(name)
+    wh = warehouse_for(spec)
+    sent: list[str] = []
+    for r in canary.unalerted_aborts(wh, spec):
+        msg = (f"canary of v{r['candidate_version']} aborted ({r['reason']}); the champion v{r['champion_version']} "
+               f"keeps every entity. Decided by {r['decided_by']} on {r['decided_on']}; per-day metrics: "
+               f"{spec.warehouse.monitoring_schema}.canary_evaluations (rollout_id = {r['id']}).")
+        sent += send_alert(name, "canary aborted", msg, {k: str(v) for k, v in r.items()})
+        canary.mark_alerted(wh, spec, int(r["id"]))
+    return sent
+
+
+@fail_fast()
+def canary_check(name: str) -> dict[str, Any]:
+    """The monitor's canary decision for its window end (the ``date`` param, the published date of the
+    triggering asset event, or the day before the run's logical date)."""
+    from airtrain import canary, release
+
+    ctx = get_current_context()
+    spec = spec_for(name)
+    tz = spec.schedule.timezone
+    events = ctx.get("triggering_asset_events") or {}
+    extras = [dict(e.extra or {}) for asset in events for e in events[asset]]
+    if ctx["params"].get("date"):
+        end = resolve_partition(ctx["params"]["date"], None, tz)
+    elif extras:
+        end, _ = release.window_end_from_events(spec.name, extras)
+    else:
+        end = resolve_partition(None, run_instant(ctx), tz)
+    out = canary.evaluate(warehouse_for(spec), spec, end, run_id=ctx["run_id"])
+    out["alerts"] = alert_aborted_canaries(name)
+    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in out.items()}
 
 
 @fail_fast()
@@ -443,6 +510,9 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     scoring.drop_orphan_stages(wh, spec, keep_run=plan["run_id"], is_live=lambda run: ti.get_dr_count(
         dag_id=spec.retrain_dag_id, run_ids=[run], states=["queued", "running"]) > 0)
     try:
-        return scoring.begin(wh, spec, as_of, "champion", run_id=plan["run_id"]).as_dict()
+        from airtrain import canary
+
+        # the champion's target; while a canary runs, both arms' (rollout.strategy: canary)
+        return canary.begin(wh, spec, as_of, run_id=plan["run_id"])
     except scoring.NoModelError as exc:
         raise AirflowSkipException(f"no predictions today: {exc}") from exc

@@ -6,6 +6,8 @@ at ``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
   the validated partitions (rows, quarantined, blocked) with a link to each validation report.
 * for pipelines with ``promotion.approval: required``: the promotion requests waiting for a person
   (Airflow's HITL records) with a link to answer them, and the recent decisions (``registry.approvals``).
+* for pipelines with ``rollout.strategy: canary``: the canaries (``registry.rollouts``: running first in
+  colour) with their newest check (``monitoring.canary_evaluations``: rows per arm, improvement and interval).
 * ``GET /airtrain/reports/<pipeline>/<kind>/<report_id>`` - one report, ``kind`` = ``validation`` or
   ``drift`` (``/airtrain/reports/<pipeline>/<report_id>`` still serves drift reports: older alerts
   link there).
@@ -238,7 +240,42 @@ def _approvals_table(name: str, spec: Any, data: dict[str, Any]) -> list[str]:
     return parts
 
 
-def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None) -> str:
+def _canaries(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The pipeline's canaries (``registry.rollouts``, newest first) with their newest check."""
+    try:
+        from airtrain import canary
+
+        wh = _warehouse(spec)
+        return canary.list_rollouts(wh, spec, limit=10, with_last_check=True), None
+    except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
+        from airtrain.db import redact_text
+
+        return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _canaries_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
+    e = html.escape
+    parts = ["<table><tr><th>status</th><th>candidate</th><th>champion</th><th>share</th><th>since</th>"
+             "<th>last check</th><th>decided</th><th>reason</th></tr>"]
+    for r in rows:
+        chk = r.get("last_check") or {}
+        check = "-"
+        if chk:
+            check = (f"{e(str(chk['evaluated_on']))}: {e(chk['decision'])} (n {chk['n_candidate']}/{chk['n_champion']}"
+                     + (f", Δ {chk['diff']:+.4f} [{chk['ci_low']:+.4f}, {chk['ci_high']:+.4f}]"
+                        if chk.get("diff") is not None else "") + ")")
+        cls = "pending-approval" if r["status"] == "running" else ""
+        parts.append(f"<tr class='{cls}'><td>{e(r['status'])}</td><td>v{r['candidate_version']}</td><td>"
+                     f"{'v' + str(r['champion_version']) if r['champion_version'] else '-'}</td><td>"
+                     f"{100 * float(r['fraction']):.0f}%</td><td>{e(str(r['started_on'] or ''))}</td><td>{check}</td>"
+                     f"<td>{e(str(r['decided_on'] or ''))} {e(r['decided_by'] or '')}</td>"
+                     f"<td>{e((r['reason'] or '')[:300])}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None,
+                 canaries_for: Any = None) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Validation and drift reports</title>",
              f"<style>{STYLE}</style></head><body><h1>Validation and drift reports</h1>",
@@ -257,6 +294,8 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
                              "no validated partitions yet"))
         if approvals_for is not None and spec.promotion.approval == "required":
             sections.insert(0, ("approvals", "Promotion approvals", approvals_for, _approvals_table, ""))
+        if canaries_for is not None and spec.rollout.strategy == "canary":
+            sections.insert(0, ("canaries", "Canary rollouts", canaries_for, _canaries_table, "no canary yet"))
         for kind, title, fetch_rows, table, empty in sections:
             parts.append(f"<h3 id='{e(name)}-{kind}'>{title}</h3>")
             rows, err = fetch_rows(spec)
@@ -315,7 +354,8 @@ def create_app() -> FastAPI:
     def index(user: Any = auth) -> HTMLResponse:
         specs = {n: s for n, s in _specs().items() if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
         return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
-                                         _allowed(user, _validations, "validation"), _approvals))
+                                         _allowed(user, _validations, "validation"), _approvals,
+                                         _allowed(user, _canaries, "drift")))
 
     def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         specs = _specs()

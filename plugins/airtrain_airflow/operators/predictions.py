@@ -78,6 +78,11 @@ class BatchPredictionOperator(BaseOperator):
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException(str(exc)) from exc
+        elif "canary" in dict(self.target):  # a running canary: both arms (airtrain.canary)
+            from airtrain import canary
+
+            result = canary.score_shard(wh, spec, dict(self.target), run_id=run_id, shard=self.shard,
+                                        shards=int(dict(self.target).get("shards") or self.shards))
         else:
             target = _target(self.target)
             shards = target.shards if "shards" in dict(self.target) else self.shards
@@ -114,8 +119,14 @@ class PublishPredictionsOperator(BaseOperator):
             expected = sum(int(r["rows"]) for r in self.shard_results)
         with fail_fast():
             spec = spec_for(self.pipeline)
-            result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected,
-                                     run_id=context["run_id"])
+            if isinstance(self.target, dict) and "canary" in self.target:  # both arms in one swap
+                from airtrain import canary
+
+                result = canary.publish(warehouse_for(spec), spec, self.target, self.shard_results,
+                                        run_id=context["run_id"])
+            else:
+                result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected,
+                                         run_id=context["run_id"])
         self.log.info("published %s", result)
         self._announce(spec, result, context)
         return result
