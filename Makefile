@@ -54,8 +54,8 @@ new-pipeline: venv ## a starting spec from a sample file: make new-pipeline SAMP
 test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real DAG runs (its own server; < 8 min)
 	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
-test-e2e: venv ## the long end-to-end runs (simulated months, the local stack): run before a release
-	@$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+test-e2e: venv ## the long end-to-end runs (simulated months, canary months, the local and Celery stacks): before a release
+	@$(BIN)/python -m pytest -m e2e -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-unit: venv ## only the fast tests that need no database
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)

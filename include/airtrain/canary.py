@@ -38,6 +38,7 @@ from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
+from airtrain.faults import failpoint
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason
             (spec.name, version, current, r.canary_fraction, salt_for(spec, version), as_of,
              f"started: {reason}", actor, run_id))
         started = _row(cur.fetchone())
+        failpoint("promote.before_commit")
+    failpoint("promote.after_commit")  # a retry of the promote task finds this canary running: "running"
     log.info("%s: v%s is the canary candidate for %.0f%% of the entities (rollout %s, champion v%s)", spec.name,
              version, 100 * r.canary_fraction, started.id, current)
     return {**base, "canary": "started", "rollout": started.as_dict()}

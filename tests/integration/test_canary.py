@@ -210,3 +210,36 @@ def test_a_canary_publish_retried_after_its_commit_recognises_its_own_work(proje
     assert fetch(project.warehouse, "SELECT arm, model_version FROM predictions.churn WHERE as_of_date = %s "
                                     "GROUP BY 1, 2 ORDER BY 1", (d3,)) == [("candidate", 2), ("champion", 3)]
     assert invariants.check(project.warehouse, spec) == []
+
+
+def test_a_canary_started_scored_and_published_each_retried_after_its_commit_in_the_same_run(project, monkeypatch,
+                                                                                             tmp_path):
+    """Airflow's own retry (the same task instance of the same run, try 2) of the steps a canary
+    changes: ``promote`` (starting the canary), the arms' ``score`` shards and ``publish`` each fail
+    right after their commit and are retried; the canary is started once and the date holds one row
+    per entity, in both arms, from this run."""
+    from airtrain import canary, invariants
+
+    from tests.integration.dagtest import land_days
+    from tests.integration.test_retries import arm, fired, tries
+
+    canary.decide_manually(project.warehouse, project.spec(), "abort", reason="make room for the next one",
+                           actor="test", run_id="retry-prep")
+    champion = _champion(project)
+    d4 = D2 + dt.timedelta(days=2)
+    land_days(project, d4, 1, rows=400)
+    before = _rollouts(project)
+    points = ["promote.after_commit", "score.after_commit", "publish.after_commit"]
+    arm(monkeypatch, tmp_path, *points)
+    dr, states = project.run({"date": str(d4), "force_train": True})
+    t = tries(dr)
+    assert fired(tmp_path) == set(points)
+    assert str(dr.state) == "success", (states, t)
+    assert t["promote"] == [2] and t["publish_predictions"] == [2] and 2 in t["score"], t
+    new = _rollouts(project)[len(before):]
+    assert [(r[2], r[3]) for r in new] == [(champion, "running")], new  # started once, by the first try
+    rows = fetch(project.warehouse, "SELECT arm, model_version, count(*), min(run_id), max(run_id) FROM "
+                                    "predictions.churn WHERE as_of_date = %s GROUP BY 1, 2 ORDER BY 1", (d4,))
+    assert [r[:2] for r in rows] == [("candidate", new[0][1]), ("champion", champion)], rows
+    assert sum(r[2] for r in rows) == 400 and {r[3] for r in rows} | {r[4] for r in rows} == {dr.run_id}
+    assert invariants.check(project.warehouse, project.spec()) == []
