@@ -245,3 +245,25 @@ def test_nobody_answers_the_scheduler_times_it_out_and_nothing_is_promoted(proje
     ((_, champ, decision, who, comment, promoted, outcome),) = _approvals(project)
     assert (champ, decision, who, comment, promoted) == (before, "timed_out", None, None, False)
     assert "nobody answered" in outcome
+
+
+def test_approved_with_a_canary_rollout_starts_the_canary_not_a_promotion(project, api):
+    """``promotion.approval: required`` and ``rollout.strategy: canary`` together: the approved
+    challenger becomes the canary candidate (``registry.rollouts``, the approver as its author); the
+    champion and the promotion log stay as they were."""
+    project.respec(SPEC, {"rollout": {"strategy": "canary", "canary_fraction": 0.2}})
+    before = _champion(project)
+    n_log = len(fetch(project.warehouse, "SELECT id FROM registry.promotion_log"))
+    dr, states, seen = run_with_responder(
+        project, lambda run_id, task_id, _t: _patch(api, run_id, task_id, "carol", "Approve", "canary first").json())
+    assert str(dr.state) == "success", states
+    assert seen["response"]["chosen_options"] == ["Approve"] and seen["response"]["responded_by"]["id"] == "carol"
+    assert _champion(project) == before
+    assert len(fetch(project.warehouse, "SELECT id FROM registry.promotion_log")) == n_log
+    (cand, champ, status, by, reason), = fetch(
+        project.warehouse, "SELECT candidate_version, champion_version, status, decided_by, reason FROM "
+                           "registry.rollouts WHERE pipeline = 'churn'")
+    assert (champ, status, by) == (before, "running", "user:carol") and cand != before
+    assert "approved by carol: canary first" in reason
+    assert _approvals(project) == [(cand, before, "approved", "carol", "canary first", False,
+                                    "canary started: approved by carol")]

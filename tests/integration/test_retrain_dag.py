@@ -218,13 +218,20 @@ def test_params_with_wrong_types_are_refused_by_airflow(conf):
         dag.params.validate()
 
 
-def test_dry_run_trains_and_evaluates_but_changes_nothing_live(landed):
-    project = landed
-    dr, states = project.run({**RANGE, "dry_run": True})
+def test_dry_run_trains_and_evaluates_but_changes_nothing_live(project):
+    """Against a live champion (v1): the dry run of a new day trains and evaluates v2 and stops there."""
+    live = (champion(project), log_rows(project), fetch(project.warehouse, "SELECT as_of_date, model_version, "
+                                                                          "count(*) FROM predictions.churn GROUP BY 1, 2"))
+    day = LAST + dt.timedelta(days=1)
+    dr, states = project.run({"date": str(day), "dry_run": True})
     assert str(dr.state) == "success", states
     assert states["promote"] == "success" and states["begin_scoring"] == "skipped"
-    assert champion(project) == [] and log_rows(project) == []
-    assert fetch(project.warehouse, "SELECT count(*) FROM predictions.churn") == [(0,)]
-    # the candidate and its evaluation are kept, so a person can look before promoting
-    assert fetch(project.warehouse, "SELECT version, metrics->'gate'->>'passed' FROM registry.model_versions") == [
-        (1, "true")]
+    assert (champion(project), log_rows(project), fetch(project.warehouse, "SELECT as_of_date, model_version, "
+                                                        "count(*) FROM predictions.churn GROUP BY 1, 2")) == live
+    assert champion(project) == [(1,)]
+    # the candidate and its evaluation against the champion are kept, so a person can look before promoting
+    (version, passed, compared_with), = fetch(
+        project.warehouse, "SELECT version, metrics->'gate'->>'passed', "
+                           "jsonb_path_exists(metrics, '$.gate.checks[*] ? (@.champion != null)') "
+                           "FROM registry.model_versions WHERE version > 1")
+    assert version == 2 and passed in ("true", "false") and compared_with
