@@ -197,6 +197,20 @@ def load_reference(wh: Warehouse, spec: PipelineSpec, version: int):
     return coerce_features(df, spec)
 
 
+def _newest_labeled_date(cur: Any, spec: PipelineSpec, version: int, window_end: dt.date) -> dt.date | None:
+    """The newest date, up to ``window_end``, on which ``version``'s published predictions have labels
+    known by ``window_end`` (None: none yet). Realized performance and the fairness monitor both judge
+    the ``monitoring.window_days`` labeled days up to it."""
+    ps, pt = spec.table("predictions")
+    ls, lt = spec.table("labels")
+    cur.execute(sql.SQL(
+        "SELECT max(p.as_of_date) FROM {p} p JOIN {l} l ON l.{k} = p.{k} AND l.{d} = p.as_of_date "
+        "WHERE p.model_version = %s AND l.label_available_on <= %s AND p.as_of_date <= %s").format(
+        p=ident(ps, pt), l=ident(ls, lt), k=ident(spec.entity_key), d=ident(spec.date_column)),
+        (version, window_end, window_end))
+    return cur.fetchone()[0]
+
+
 def realized_performance(wh: Warehouse, spec: PipelineSpec, version: int, window_end: dt.date) -> dict[str, Any]:
     """The champion's stored predictions joined to labels known on ``window_end``.
 
@@ -210,11 +224,7 @@ def realized_performance(wh: Warehouse, spec: PipelineSpec, version: int, window
     ls, lt = spec.table("labels")
     key, date, target = ident(spec.entity_key), ident(spec.date_column), ident(spec.target.name)
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "SELECT max(p.as_of_date) FROM {p} p JOIN {l} l ON l.{k} = p.{k} AND l.{d} = p.as_of_date "
-            "WHERE p.model_version = %s AND l.label_available_on <= %s AND p.as_of_date <= %s").format(
-            p=ident(ps, pt), l=ident(ls, lt), k=key, d=date), (version, window_end, window_end))
-        newest = cur.fetchone()[0]
+        newest = _newest_labeled_date(cur, spec, version, window_end)
         if newest is None:
             return {"rows": 0}
         oldest = newest - dt.timedelta(days=spec.monitoring.window_days - 1)
@@ -273,11 +283,7 @@ def realized_fairness(wh: Warehouse, spec: PipelineSpec, version: int, window_en
     key, date, target = ident(spec.entity_key), ident(spec.date_column), ident(spec.target.name)
     attrs = list(dict.fromkeys(a for r in fair.monitor for a in ([r.attribute] if r.attribute else fair.sensitive)))
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "SELECT max(p.as_of_date) FROM {p} p JOIN {l} l ON l.{k} = p.{k} AND l.{d} = p.as_of_date "
-            "WHERE p.model_version = %s AND l.label_available_on <= %s AND p.as_of_date <= %s").format(
-            p=ident(ps, pt), l=ident(ls, lt), k=key, d=date), (version, window_end, window_end))
-        newest = cur.fetchone()[0]
+        newest = _newest_labeled_date(cur, spec, version, window_end)
         rows: list[tuple] = []
         oldest = None
         if newest is not None:
