@@ -678,6 +678,9 @@ def deliver_landing(cfg: dict[str, str], env: dict[str, str]) -> None:
     dev = os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)
     subprocess.run([sys.executable, "-m", "airtrain_dev.deliver", str(staged), DEMO_LANDING], check=True, cwd=ROOT,
                    env={**os.environ, **env, "PYTHONPATH": dev, "PYTHONWARNINGS": "ignore"})
+    import shutil
+
+    shutil.rmtree(LOCAL / "landing-staging", ignore_errors=True)  # delivered: the store has the only copy
 
 
 def cmd_up() -> int:
