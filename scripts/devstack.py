@@ -212,7 +212,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
 
 
 #: prefixes of the settings in .env that every component gets (and that win over this script's defaults):
-#: Airflow's own configuration, connections and variables, and airtrain's settings (README "Configuration")
+#: Airflow's own configuration, connections and variables, and airtrain's settings (README: "Settings reach every component")
 PASSED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRTRAIN_")
 #: .env keys that configure this script itself, not the components
 DEVSTACK_ONLY = frozenset({"AIRTRAIN_EXECUTOR", "AIRTRAIN_LOCAL_DIR", "AIRTRAIN_ENV_FILE", "AIRTRAIN_DATA_ROOT"})
