@@ -30,7 +30,10 @@ def deliver(src: Path, rel: str, attempts: int = 5) -> int:
     files = sorted(p for p in src.rglob("*") if p.is_file())
     for f in files:
         (target / f.relative_to(src).as_posix()).write_bytes(f.read_bytes())
-    print(f"delivered {len(files)} landing file(s) to {landing_url().rstrip('/')}/{rel.strip('/')}", flush=True)
+    from airtrain.db import redact_text
+
+    print(redact_text(f"delivered {len(files)} landing file(s) to {landing_url().rstrip('/')}/{rel.strip('/')}"),
+          flush=True)
     return len(files)
 
 

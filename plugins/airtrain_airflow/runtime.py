@@ -93,9 +93,9 @@ def checked_store(url: str, conn_id: str | None, what: str, setting: str):
             f"{what}: the bucket {bucket!r} of {setting}={url} could not be checked through "
             f"{_conn_label(path, conn_id)}: {type(exc).__name__}: {exc}")) from None
     if not found:
-        raise ObjectStoreError(
+        raise ObjectStoreError(redact_text(
             f"{what}: the bucket {bucket!r} of {setting}={url} does not exist or {_conn_label(path, conn_id)} "
-            "cannot reach it (check the bucket name, and the connection's endpoint_url, region and credentials)")
+            "cannot reach it (check the bucket name, and the connection's endpoint_url, region and credentials)"))
     return path
 
 
