@@ -674,7 +674,9 @@ def deliver_landing(cfg: dict[str, str], env: dict[str, str]) -> None:
         deadline = time.monotonic() + 60
         while not tcp_ok("127.0.0.1", port) and time.monotonic() < deadline:
             time.sleep(0.5)
-    say(f"delivering the demo's landing files to {env['AIRTRAIN_LANDING_URL']}")
+    from airtrain.db import redact_text
+
+    say(redact_text(f"delivering the demo's landing files to {env['AIRTRAIN_LANDING_URL']}"))
     dev = os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)
     subprocess.run([sys.executable, "-m", "airtrain_dev.deliver", str(staged), DEMO_LANDING], check=True, cwd=ROOT,
                    env={**os.environ, **env, "PYTHONPATH": dev, "PYTHONWARNINGS": "ignore"})
