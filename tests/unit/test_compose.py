@@ -331,9 +331,101 @@ def test_make_run_without_executor_stays_local_and_a_wrong_one_is_refused(monkey
     workers = [devstack.worker_env(cfg, celery, n, i) for i, n in enumerate(devstack.worker_names(cfg))]
     # each worker: its own home, folder, log port and hostname; reports and landing by URL only
     assert len({w["AIRFLOW_HOME"] for w, _ in workers}) == len({h for _, h in workers}) == 2
-    assert [w["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] for w, _ in workers] == ["18793", "18794"]
+    assert len({w["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] for w, _ in workers}) == 2
     assert [w["AIRTRAIN_WORKER_NAME"] for w, _ in workers] == ["w1", "w2"]
-    assert all(w["AIRTRAIN_REPORTS_URL"].startswith("ftp://127.0.0.1:") for w, _ in workers)
+    assert all(w["AIRTRAIN_REPORTS_URL"].startswith("s3://") for w, _ in workers)
     monkeypatch.setenv("EXECUTOR", "kubernetes")
     with pytest.raises(RuntimeError, match="EXECUTOR=celery"):
         devstack.airflow_env(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# the object store: the same three URLs (landing files, reports, task logs) in compose and the local stack
+# ------------------------------------------------------------------------------------------------
+
+#: what says where landing files, reports and task logs live, and through which connection
+OBJECT_STORE_KEYS = ("AIRTRAIN_LANDING_URL", "AIRTRAIN_LANDING_CONN_ID", "AIRTRAIN_REPORTS_URL",
+                     "AIRTRAIN_REPORTS_CONN_ID", "AIRFLOW__LOGGING__REMOTE_LOGGING",
+                     "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER", "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID",
+                     "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS", "AIRFLOW_CONN_AWS_DEFAULT")
+#: a real bucket, as an operator writes it into .env (docker-compose.yaml and .env.example document it)
+BUCKET_ENV = {
+    "AIRTRAIN_LANDING_URL": "s3://acme-ml/airtrain", "AIRTRAIN_LANDING_CONN_ID": "aws_default",
+    "AIRTRAIN_REPORTS_URL": "s3://acme-ml/airtrain/reports", "AIRTRAIN_REPORTS_CONN_ID": "aws_default",
+    "AIRFLOW__LOGGING__REMOTE_LOGGING": "true", "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "s3://acme-ml/airtrain/logs",
+    "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default", "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "true",
+    "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws", "extra": {"region_name": "eu-west-1"}}',
+}
+
+
+def _devstack_components(cfg: dict[str, str], mode: str, monkeypatch) -> dict[str, dict[str, str]]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import devstack
+
+    monkeypatch.setenv("EXECUTOR", mode)
+    base = {"LOCAL_PG_PASSWORD": "pw", "AIRFLOW_FERNET_KEY": "f", "AIRTRAIN_ARTIFACT_SECRET_KEYS": "k1:x",
+            "AIRFLOW_SECRET_KEY": "s", "AIRFLOW_JWT_SECRET": "j"}
+    return devstack.component_envs({**base, **cfg})
+
+
+def test_every_component_of_both_stacks_gets_the_object_store_settings_of_env(monkeypatch):
+    """The same .env lines give compose's services and every component of the local stack (both
+    executors: api-server, DAG processor, scheduler, triggerer, each Celery worker) the same landing,
+    reports and task-log locations and connections."""
+    services = load(example_env(**BUCKET_ENV))["services"]
+    for mode in ("local", "celery"):
+        components = _devstack_components(BUCKET_ENV, mode, monkeypatch)
+        assert {"api-server", "scheduler", "dag-processor", "triggerer"} <= set(components)
+        assert mode == "local" or {"worker-w1", "worker-w2"} <= set(components)
+        for key in OBJECT_STORE_KEYS:
+            compose_values = {n: env_of(services[n]).get(key) for n in [*AIRFLOW, "airflow-init"]}
+            local_values = {n: e.get(key) for n, e in components.items()}
+            assert set(compose_values.values()) == set(local_values.values()) == {BUCKET_ENV[key]}, \
+                (mode, key, compose_values, local_values)
+
+
+def test_the_tested_celery_stack_keeps_the_three_locations_in_its_s3_bucket_as_compose_documents_it(monkeypatch):
+    """Without .env settings, `make run EXECUTOR=celery` puts landing files, reports and task logs in
+    its local S3 server, with the same keys and layout (one bucket: <root>, <root>/reports,
+    <root>/logs) that docker-compose.yaml documents for a real bucket; the connection is
+    AIRFLOW_CONN_AWS_DEFAULT with the server's endpoint_url, as for any S3-compatible store."""
+    components = _devstack_components({}, "celery", monkeypatch)
+    comments = "\n".join(ln for ln in RAW.splitlines() if ln.lstrip().startswith("#"))
+    documented = dict(re.findall(r"\b(AIRTRAIN_\w+|AIRFLOW__LOGGING__\w+)=(\S+)", comments))
+    assert {"AIRTRAIN_LANDING_URL", "AIRTRAIN_REPORTS_URL", "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"} <= set(documented)
+    doc_root = documented["AIRTRAIN_LANDING_URL"]
+    for name, env in components.items():
+        root = env["AIRTRAIN_LANDING_URL"]
+        assert root.startswith("s3://127") is False and root.startswith("s3://"), (name, root)
+        for key in ("AIRTRAIN_REPORTS_URL", "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"):
+            assert env[key].removeprefix(root) == documented[key].removeprefix(doc_root), (name, key)
+        assert env["AIRFLOW__LOGGING__REMOTE_LOGGING"].lower() == documented["AIRFLOW__LOGGING__REMOTE_LOGGING"]
+        for key in ("AIRTRAIN_LANDING_CONN_ID", "AIRTRAIN_REPORTS_CONN_ID", "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID"):
+            assert env[key] == "aws_default", (name, key)
+        conn = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
+        assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"].startswith("http://127.0.0.1:")
+    # every compose service reads the same keys (here from .env.example: the ./data volume, no remote logs)
+    services = load(example_env())["services"]
+    for key in OBJECT_STORE_KEYS:
+        assert len({env_of(services[n]).get(key) for n in [*AIRFLOW, "airflow-init"]}) == 1, key
+    assert env_of(services["airflow-worker"])["AIRFLOW__LOGGING__REMOTE_LOGGING"] == "false"
+
+
+def test_every_documented_setting_in_env_reaches_every_component_of_the_local_stack(monkeypatch):
+    """Issue 20 item 11: a setting in .env (.env.example documents them; README "Configuration") is
+    what each component the supervisor starts runs with - for both executors, workers included."""
+    documented = set(re.findall(r"^#?\s*((?:AIRTRAIN|AIRFLOW_CONN|AIRFLOW_VAR|AIRFLOW_)_?\w+)=", EXAMPLE, re.M))
+    settings = {k for k in documented if k.startswith(("AIRTRAIN_", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))}
+    settings -= {"AIRTRAIN_EXECUTOR"}  # chooses the stack, not a component setting
+    assert {"AIRTRAIN_LANDING_URL", "AIRTRAIN_REPORTS_URL", "AIRTRAIN_LANDING_CONN_ID",
+            "AIRTRAIN_REPORTS_CONN_ID", "AIRFLOW_CONN_AWS_DEFAULT"} <= settings
+    cfg = {key: f"from-dotenv-{key.lower()}" for key in settings}
+    cfg["AIRTRAIN_ARTIFACT_SECRET_KEYS"] = "k9:" + "y" * 32
+    for mode in ("local", "celery"):
+        components = _devstack_components(cfg, mode, monkeypatch)
+        assert len(components) == (4 if mode == "local" else 6), sorted(components)
+        for name, env in components.items():
+            wrong = {k: env.get(k) for k in settings if env.get(k) != cfg[k]}
+            assert not wrong, (mode, name, wrong)
