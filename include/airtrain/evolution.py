@@ -3,8 +3,9 @@ half-change (docs/CHANGING_A_SPEC.md).
 
 * **Schema** (:func:`plan_schema`, used by ``airtrain migrate`` and by ``prepare``'s verify): a new
   feature adds a column (NULL in older rows); an int → float feature is widened in place
-  (``ALTER COLUMN … TYPE double precision`` in the features and drift-reference tables); any other
-  type change is refused, naming the column, both types and the procedure. A feature removed from
+  (``ALTER COLUMN … TYPE double precision`` in the features and drift-reference tables; a binary
+  target becoming a regression one likewise in the labels table); any other type change (of a
+  feature, the target or the entity key) is refused, naming the column, both types and the procedure. A feature removed from
   the spec while a *live* version (the champion, a running canary's arms) uses it as a model input
   is refused, naming the versions: keep it with ``model_input: false`` until they are retired.
   Columns are never dropped.
@@ -41,7 +42,7 @@ from airtrain.spec import FeatureSpec, PipelineSpec
 
 DOC = "docs/CHANGING_A_SPEC.md"
 #: (type in the warehouse, type the spec asks for) changed in place by ``airtrain migrate``
-WIDENINGS = frozenset({("bigint", "double precision")})
+WIDENINGS = frozenset({("bigint", "double precision"), ("smallint", "double precision")})
 #: the spec type of each column type (for messages)
 SPEC_TYPES = {"bigint": "int", "double precision": "float", "text": "category", "boolean": "bool"}
 
@@ -125,7 +126,7 @@ def versions_needing(cur: Any, spec: PipelineSpec, columns: list[str]) -> dict[s
 
 def plan_schema(cur: Any, spec: PipelineSpec) -> SchemaPlan:
     """Compare the warehouse's features table with the spec (inside the caller's transaction)."""
-    from airtrain.schema import feature_sql_type
+    from airtrain.schema import feature_sql_type, key_sql_type, target_sql_type
 
     plan = SchemaPlan()
     fs, ft = spec.table("features")
@@ -149,6 +150,22 @@ def plan_schema(cur: Any, spec: PipelineSpec) -> SchemaPlan:
             f"for any other type add the new one as a new feature with its own name (with 'since: <first date>'), "
             f"keep the old one with 'model_input: false' until no live version uses it, then remove it "
             f"({DOC}, 'Changing a feature's type')")
+    key_old, key_new = have.get(spec.entity_key), key_sql_type(spec)
+    if key_old is not None and key_old != key_new:
+        plan.refused.append(
+            f"entity_key '{spec.entity_key}' is {key_old} in the warehouse but entity_key_type says {key_new}: every "
+            f"table of the pipeline is keyed by it (features, labels, predictions, references). Keep the type, or "
+            f"start a new pipeline (a new name) with the new key ({DOC}, 'Changing the target mapping or the key')")
+    ls, lt = spec.table("labels")
+    label_old, label_new = _types(cur, ls, lt).get(spec.target.name), target_sql_type(spec)
+    if label_old is not None and label_old != label_new:
+        if (label_old, label_new) in WIDENINGS:
+            plan.widen.append((ls, lt, spec.target.name, label_old, label_new))
+        else:
+            plan.refused.append(
+                f"target '{spec.target.name}': {ls}.{lt}.{spec.target.name} is {label_old} in the warehouse but a "
+                f"{spec.target.task} target needs {label_new}; the stored labels cannot be narrowed. Start a new "
+                f"pipeline (a new name) for the new task ({DOC}, 'Changing the target mapping or the key')")
     reserved = {spec.entity_key, spec.date_column, "_run_id", "_validated_at"}
     plan.removed = sorted(c for c in have if c not in reserved and c not in spec.feature_names)
     for col, users in versions_needing(cur, spec, plan.removed).items():
@@ -381,11 +398,17 @@ def spec_text(spec: PipelineSpec) -> str:
 
 
 def version_text(wh: Warehouse, spec: PipelineSpec, version: int) -> str | None:
-    """The spec text stored with ``version`` (None: not stored - a version older than that)."""
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT spec_text FROM {} WHERE pipeline = %s AND version = %s").format(
-            ident(spec.warehouse.registry_schema, "model_versions")), (spec.name, version))
-        row = cur.fetchone()
+    """The spec text stored with ``version`` (None: not stored - a version older than that, or a
+    warehouse not migrated since specs were stored with versions)."""
+    import psycopg2.errors
+
+    try:
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT spec_text FROM {} WHERE pipeline = %s AND version = %s").format(
+                ident(spec.warehouse.registry_schema, "model_versions")), (spec.name, version))
+            row = cur.fetchone()
+    except psycopg2.errors.UndefinedColumn:
+        return None
     return row[0] if row and row[0] else None
 
 
