@@ -234,3 +234,14 @@ def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, c
     card = modelcard.build(wh, spec, trained["version"])
     assert [f["model_input"] for f in card["features"] if f["name"] == "loyalty_score"] == [False]
     assert "no observed value in the training days" in modelcard.render_html(card)
+
+
+def test_a_rollback_run_to_a_version_that_cannot_score_is_refused_by_check_params(project, airflow_db, capfd):
+    """The same check through the DAG: the run's first task refuses it, before the champion changes."""
+    project.respec(TEST_SPEC, {"features": features(payment_method=None)})  # v1 cannot score without it
+    dr, states = project.run({"rollback_version": 1, "reason": "back to v1", "date": str(LAST)})
+    out, err = capfd.readouterr()
+    assert str(dr.state) == "failed" and states["check_params"] == "failed" and states["rollback"] != "success"
+    assert ("rollback_version 1 cannot score under the current spec: its model input 'payment_method' is no longer "
+            "in the spec") in out + err
+    assert len(registry.promotion_log(project.warehouse, project.spec())) == 1
