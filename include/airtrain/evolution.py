@@ -294,7 +294,9 @@ def _rule_mask(df: Any, f: FeatureSpec, dates: Any) -> Any:
 def under_current_rules(reference: Any, spec: PipelineSpec) -> tuple[Any, dict[str, int]]:
     """The reference rows the current spec's row rules accept (not-null, min/max, allowed), and how
     many each feature's rules excluded. The reference was validated under the rules of its day: a
-    tightened rule would otherwise compare a filtered window with an unfiltered reference."""
+    tightened rule would otherwise compare a filtered window with an unfiltered reference. Rules with
+    ``on_fail: warn`` keep their failing rows in the features table (and in every window), so they
+    filter nothing here."""
     import pandas as pd
 
     if reference.empty:
@@ -303,7 +305,7 @@ def under_current_rules(reference: Any, spec: PipelineSpec) -> tuple[Any, dict[s
     bad = pd.Series(False, index=reference.index)
     excluded: dict[str, int] = {}
     for f in spec.features:
-        if f.name not in reference.columns:
+        if f.name not in reference.columns or f.on_fail == "warn":
             continue
         mask = _rule_mask(reference, f, dates)
         if int(mask.sum()):

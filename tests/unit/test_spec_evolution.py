@@ -136,6 +136,9 @@ def test_the_reference_is_filtered_by_the_current_rules_and_rule_changes_are_nam
     assert kept["customer_id"].tolist() == [0, 4]
     assert excluded == {"monthly_charges": 2, "region": 2}
     assert evolution.under_current_rules(ref, parse_spec(old))[1] == {}  # the old rules keep every row
+    for f in data["features"]:  # a warn rule keeps its failing rows in every window: it filters nothing
+        f["on_fail"] = "warn" if f["name"] == "monthly_charges" else f.get("on_fail", "quarantine")
+    assert evolution.under_current_rules(ref, parse_spec(data))[1] == {"region": 2}
     changes = evolution.rule_changes(old, tight)
     assert changes == {"monthly_charges": ["max 500 -> 100"],
                        "region": ["allowed ['north', 'south', 'east', 'west'] -> ['north', 'south', 'east']"]}
