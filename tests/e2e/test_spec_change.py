@@ -42,8 +42,9 @@ def champion(p: Project) -> int:
     return fetch(p.warehouse, "SELECT version FROM registry.champions")[0][0]
 
 
-def test_edit_the_spec_migrate_and_re_run_through_the_dags(project, capfd):
+def test_edit_the_spec_migrate_and_re_run_through_the_dags(project, capfd, monkeypatch):
     p, wh = project, project.warehouse
+    monkeypatch.setenv("AIRTRAIN_AUTO_MIGRATE", "0")  # as in production: prepare only verifies
     assert champion(p) == 1
     charges = np.array([r[0] for r in fetch(wh, "SELECT monthly_charges FROM features.churn WHERE as_of_date = %s",
                                             (LAST,))])
