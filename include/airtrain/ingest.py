@@ -64,13 +64,16 @@ def expected_columns(spec: PipelineSpec) -> list[str]:
     return [spec.entity_key, spec.date_column, *spec.feature_names, spec.target.name]
 
 
-def optional_columns(spec: PipelineSpec) -> set[str]:
+def optional_columns(spec: PipelineSpec, partition_date: dt.date | None = None) -> set[str]:
     """Columns a batch may lack without it being reported as missing: the target when labels come
     from a labels table, and the date column, which the partition gives (the file's name, or the
-    source table's ``source.date_column``): every row of the batch then gets the partition date."""
+    source table's ``source.date_column``): every row of the batch then gets the partition date.
+    With ``partition_date``: also the features that do not arrive on that date (``since``/``until``)."""
     out = {spec.date_column}
     if not spec.labels_from_batch:
         out.add(spec.target.name)
+    if partition_date is not None:
+        out.update(f.name for f in spec.features if not f.active_on(partition_date))
     return out
 
 
@@ -199,7 +202,7 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
     pos = {h: i for i, h in enumerate(header)}
     used = {sources[c] for c in expected}
     extra = [h for h in header if h not in used]
-    missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec)]
+    missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec, d)]
     rel = source_relpath(spec, d)
     # a file without a date column is the partition's (its name says so): every row gets that date
     fill = {spec.date_column: d.isoformat()} if sources[spec.date_column] not in pos else {}
@@ -236,7 +239,7 @@ def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) ->
             raise IngestError(f"source table {src.schema_}.{src.table} has no column {src.date_column!r}")
         sources = spec.source_columns()
         used = {sources[c] for c in expected}
-        missing = [c for c in expected if sources[c] not in have and c not in optional_columns(spec)]
+        missing = [c for c in expected if sources[c] not in have and c not in optional_columns(spec, d)]
         extra = [c for c in have if c not in used]
         key_src = sources[spec.entity_key]
         # source names are header text (any case, spaces): quoted by sql.Identifier, never interpolated

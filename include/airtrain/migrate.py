@@ -19,6 +19,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from airtrain.db import Warehouse, redact
+    from airtrain.evolution import SpecChangeError
     from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
     from airtrain.spec import load_specs
 
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{exc}", file=sys.stderr)
                 behind += 1
         else:
-            print(f"{apply_schema(wh, spec)} on {redact(args.url)}")
+            try:
+                print(f"{apply_schema(wh, spec)} on {redact(args.url)}")
+            except SpecChangeError as exc:  # a refused type change or removal: this spec stays as it was
+                print(f"{exc}", file=sys.stderr)
+                behind += 1
     return 1 if behind else 0
 
 

@@ -81,7 +81,18 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                     "artifact_sha256": v.artifact_sha256, "artifact_format": v.artifact_format,
                     "trained_at": lineage.get("trained_at")},
     }
+    card.update(spec_section(wh, spec, version, lineage))
     return json.loads(json.dumps(card, default=str))
+
+
+def spec_section(wh: Warehouse, spec: PipelineSpec, version: int, lineage: dict[str, Any]) -> dict[str, Any]:
+    """The spec the version was trained under (stored with it; None for versions older than that), its
+    hashes, and the model inputs training dropped (no observed value in the window)."""
+    from airtrain.evolution import version_text
+
+    return {"inputs_dropped": lineage.get("inputs_dropped") or [],
+            "spec": {"sha256": lineage.get("spec_sha256"), "model_spec_sha256": lineage.get("model_spec_sha256"),
+                     "text": version_text(wh, spec, version)}}
 
 
 def refresh(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
@@ -167,6 +178,9 @@ def render_html(card: dict[str, Any]) -> str:
              "<h2>Features</h2>", _table(["name", "type", "model input", "description"],
                                          [[f["name"], f["type"], "yes" if f["model_input"] else "no (kept only)",
                                            f["description"]] for f in card["features"]])]
+    if card.get("inputs_dropped"):
+        parts.append(_table(["not trained on", "why"], [[d.get("feature"), d.get("reason")]
+                                                        for d in card["inputs_dropped"]]))
     m = card["metrics"]
     cmp = m.get("comparison") or {}
     parts.append("<h2>Metrics</h2>")
@@ -214,5 +228,9 @@ def render_html(card: dict[str, Any]) -> str:
                         [[lin.get("spec_sha256"), lin.get("code_version"), lin.get("data_hash"),
                           lin.get("artifact_sha256"), lin.get("artifact_format"), lin.get("trained_at")]]))
     parts.append(_table(["library", "version"], [[k, v] for k, v in sorted(libs.items())]))
+    spec_doc = card.get("spec") or {}
+    parts.append("<h2>Spec it was trained under</h2>")
+    parts.append(f"<pre>{e(spec_doc['text'])}</pre>" if spec_doc.get("text") else
+                 "<p class='muted'>not stored (a version trained before specs were kept with versions)</p>")
     parts.append("</body></html>")
     return "".join(parts)

@@ -410,11 +410,13 @@ def evidently_drift(reference, current, rules: list[ColumnRule], drift_share: fl
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-    usable, skipped = [], []
-    for r in rules:
-        ok = (reference[r.column].notna().sum() >= 2 and current[r.column].notna().sum() >= 2
-              if r.kind == "numerical" else True)
-        (usable if ok else skipped).append(r)
+    from airtrain.evolution import drift_skips
+
+    # a column without observed values on either side (a feature newer than the reference) is skipped,
+    # not compared as "all NULL" against values (the caller names every skipped column in its decision)
+    skips = drift_skips(reference, current, rules)
+    usable = [r for r in rules if r.column not in skips]
+    skipped = [r for r in rules if r.column in skips]
     ref_df, cur_df = _evidently_frame(reference, usable), _evidently_frame(current, usable)
     definition = DataDefinition(numerical_columns=[r.column for r in usable if r.kind == "numerical"],
                                 categorical_columns=[r.column for r in usable if r.kind == "categorical"])
@@ -716,6 +718,7 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     rep_id = rep_path = None
     drift_share = None
     insufficient = None
+    notes: list[str] = []  # said in the decision's reason: skipped columns, rule changes (issue 27)
     if total < m.min_rows:
         insufficient = (f"{total} rows in {start}..{end}, fewer than monitoring.min_rows={m.min_rows}: "
                         "too few to tell drift from noise")
@@ -723,25 +726,33 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         model = registry.load_artifact(wh, spec, version)
         ensure_reference(wh, spec, version, model)
         reference = load_reference(wh, spec, version)
+        # the reference under the CURRENT rules (a tightened rule is not drift), and what changed
+        reference, ref_excluded, rule_changes = _reference_under_current_rules(wh, spec, version, reference)
         from airtrain.evaluation import predict_scores
 
         current[PREDICTION] = predict_scores(model, current, spec)
         rules = column_rules(spec)
         p_rule = prediction_rule(spec)
         scores, snapshot = evidently_drift(reference, current, [*rules, p_rule], t.drift_share)
+        from airtrain.evolution import drift_skips
+
+        skipped = drift_skips(reference, current, rules)
         drifted_cols = []
         for r in rules:
             flag = r.drifted(scores.get(r.column))
             metrics.append(Metric(f"drift.{r.method}", r.column, scores.get(r.column), r.threshold, flag))
             if flag:
                 drifted_cols.append(r.column)
-        drift_share = len(drifted_cols) / len(rules)
-        share_hit = drift_share >= t.drift_share
+        checked = len(rules) - len(skipped)
+        drift_share = len(drifted_cols) / checked if checked else 0.0
+        share_hit = checked > 0 and drift_share >= t.drift_share
         metrics.append(Metric("drift_share", "", drift_share, t.drift_share, share_hit))
         metrics.append(Metric("drifted_columns", "", float(len(drifted_cols)), None, None))
         if share_hit:
-            signals.append(f"{len(drifted_cols)} of {len(rules)} features drifted ({drift_share:.0%} >= "
+            signals.append(f"{len(drifted_cols)} of {checked} checked features drifted ({drift_share:.0%} >= "
                            f"{t.drift_share:.0%}: {', '.join(drifted_cols)})")
+        notes += _drift_notes(version, skipped, ref_excluded, rule_changes, drifted_cols)
+        details.update(skipped_columns=skipped, reference_rows_excluded=ref_excluded, rule_changes=rule_changes)
         critical = [c for c in t.critical_features if c in drifted_cols]
         if critical:
             signals.append(f"critical feature(s) drifted: {', '.join(critical)}")
@@ -778,6 +789,8 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
                                   None if c.status == "not_evaluated" else c.status == "breach"))
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
     dec = decide(spec, end, signals, history, insufficient)
+    if notes:
+        dec.reason += "; " + "; ".join(notes)
     if rep_id is not None:
         rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
             snapshot, spec, (start, end), version, dec, drift_share))
@@ -791,6 +804,37 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             "fairness": [c.brief() for c in fair_checks]}
 
 
+def _reference_under_current_rules(wh: Warehouse, spec: PipelineSpec, version: int, reference):
+    """(the reference rows the current row rules accept, rows excluded per feature, the rule changes
+    since ``version`` was trained - from the spec stored with it)."""
+    from airtrain import evolution
+
+    filtered, excluded = evolution.under_current_rules(reference, spec)
+    changes = evolution.rule_changes(evolution.version_spec(wh, spec, version), spec)
+    if excluded:
+        log.info("%s: drift reference of v%s filtered by the current rules: %s rows excluded (%s)", spec.name,
+                 version, len(reference) - len(filtered), excluded)
+    return filtered, excluded, changes
+
+
+def _drift_notes(version: int, skipped: dict[str, str], excluded: dict[str, int],
+                 changes: dict[str, list[str]], drifted: list[str]) -> list[str]:
+    """What the decision's reason must say besides the signals: every column not checked and why, and
+    the rule changes since the champion was trained (the reference was filtered by the current rules)."""
+    notes = []
+    if skipped:
+        notes.append("not checked: " + ", ".join(f"{c} ({why}{' of v' + str(version) if 'reference' in why else ''})"
+                                                 for c, why in skipped.items()))
+    changed = {c: ch for c, ch in changes.items() if ch != ["added to the spec"] and ch != ["removed from the spec"]}
+    if changed:
+        what = "; ".join(f"{c}: {', '.join(ch)}" for c, ch in changed.items())
+        notes.append(f"rules changed since v{version} was trained ({what}); its reference is compared under the "
+                     f"current rules ({sum(excluded.values())} row exclusions)"
+                     + (f" - drifted despite that: {', '.join(c for c in drifted if c in changed)}"
+                        if any(c in changed for c in drifted) else ""))
+    return notes
+
+
 def _summary(dec: Decision) -> dict[str, Any]:
     d = asdict(dec)
     d["trigger"] = dec.trigger
@@ -802,7 +846,7 @@ def list_validations(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> lis
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL(
             "SELECT partition_date, run_id, rows_total, rows_valid, rows_quarantined, blocked, report_path, "
-            "created_at FROM {} WHERE pipeline = %s ORDER BY partition_date DESC LIMIT %s"
+            "created_at, blocked_attempt FROM {} WHERE pipeline = %s ORDER BY partition_date DESC LIMIT %s"
         ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")), (spec.name, limit))
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -72,22 +72,26 @@ def register_version(
     params: dict[str, Any],
     lineage: dict[str, Any],
     metrics: dict[str, Any] | None = None,
+    spec_text: str | None = None,
 ) -> int:
     """Store a new model version and return its number.
 
-    Idempotent: training on the same data (``lineage['data_hash']``) with the same estimator, params
-    and code version returns the version registered before instead of a new one.
+    Idempotent: training on the same data (``lineage['data_hash']``) with the same estimator, params,
+    code version and model-shaping spec (``lineage['model_spec_sha256']``: features, types, rules,
+    target mapping, ...; :func:`airtrain.evolution.model_spec_sha256`) returns the version registered
+    before instead of a new one. ``spec_text``: the spec it was trained under, stored with it.
     """
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "registry", spec.name)
-        # Idempotent: the same data, estimator, params and code give the same model (training is
+        # Idempotent: the same data, estimator, params, code and spec give the same model (training is
         # seeded), so a retry or a re-run of the same date returns the version registered before.
         cur.execute(
             sql.SQL("SELECT version FROM {} WHERE pipeline = %s AND lineage->>'data_hash' = %s AND estimator = %s "
                     "AND params = %s::jsonb AND lineage->>'code_version' IS NOT DISTINCT FROM %s "
+                    "AND lineage->>'model_spec_sha256' IS NOT DISTINCT FROM %s "
                     "ORDER BY version LIMIT 1").format(_t(spec, "model_versions")),
             (spec.name, lineage.get("data_hash"), estimator, json.dumps(params, default=str),
-             lineage.get("code_version")),
+             lineage.get("code_version"), lineage.get("model_spec_sha256")),
         )
         prev = cur.fetchone()
         if prev is not None:
@@ -101,12 +105,12 @@ def register_version(
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (pipeline, version, run_id, estimator, params, metrics, lineage, artifact, "
-                "artifact_sha256, artifact_format, artifact_signature) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "artifact_sha256, artifact_format, artifact_signature, spec_text) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(_t(spec, "model_versions")),
             (spec.name, version, run_id, estimator, json.dumps(params, default=str),
              json.dumps(metrics or {}, default=str), json.dumps(lineage, default=str), artifact,
-             artifact_sha256, artifact_format, signature),
+             artifact_sha256, artifact_format, signature, spec_text),
         )
         return version
 

@@ -80,9 +80,14 @@ class SchemaReport:
     spec_sha256: str
     created: list[str] = field(default_factory=list)
     columns_added: list[str] = field(default_factory=list)
+    columns_widened: list[str] = field(default_factory=list)
+    columns_kept: list[str] = field(default_factory=list)  # features removed from the spec (never dropped)
 
     def __str__(self) -> str:
         added = f", columns added: {self.columns_added}" if self.columns_added else ""
+        added += f", columns widened: {self.columns_widened}" if self.columns_widened else ""
+        added += (f", columns no longer in the spec (kept, NULL for new dates): {self.columns_kept}"
+                  if self.columns_kept else "")
         return f"{self.pipeline}: schema up to date (spec {self.spec_sha256[:12]}){added}"
 
 
@@ -222,6 +227,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         ("window_start", "date"), ("run_id", "text"), ("drifted", "boolean"), ("drift_share", "double precision"),
         ("current_rows", "integer"), ("details", "jsonb NOT NULL DEFAULT '{}'")], report)
     _add_missing_columns(cur, reg, "model_versions", [("artifact_signature", "text")], report)
+    # issue 27: the spec each version was trained under; a blocked re-run beside the validation in force
+    _add_missing_columns(cur, reg, "model_versions", [("spec_text", "text")], report)
+    _add_missing_columns(cur, mon, "validation_runs", [("blocked_attempt", "jsonb")], report)
     _add_missing_columns(cur, reg, "schema_migrations", [
         ("schema_sha256", "text"), ("applied_by", "text"), ("airtrain_version", "text")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
@@ -522,6 +530,13 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
     w = spec.warehouse
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "schema")  # one lock for all pipelines: shared tables and roles are global
+        from airtrain import evolution
+
+        # type changes and removed features: widen int -> float, refuse the rest before any DDL
+        plan = evolution.plan_schema(cur, spec)
+        evolution.refuse(spec, plan)
+        report.columns_widened = evolution.apply_widenings(cur, plan)
+        report.columns_kept = plan.removed
         for schema in dict.fromkeys([w.raw_schema, w.features_schema, w.quarantine_schema, w.registry_schema,
                                      w.predictions_schema, w.monitoring_schema]):
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
@@ -563,8 +578,17 @@ def verify_schema(wh: Warehouse, spec: PipelineSpec) -> dict[str, str]:
         last = cur.fetchone()
     when = (f"the last migration of {spec.name} was applied {last[0].isoformat(timespec='minutes')} by {last[1] or '?'} "
             f"(airtrain {last[2] or '?'})" if last else f"{spec.name} was never migrated")
+    from airtrain import evolution
+
+    plan = evolution.pending(wh, spec)
+    if plan.refused:  # migrate would refuse this spec: say so, and what to change in it
+        raise SchemaBehindError(
+            f"{spec.name}: the spec was changed in a way airtrain migrate refuses (fingerprint {fp[:12]} not applied; "
+            f"{when}); the pipeline keeps its current tables until the spec is fixed:\n  - "
+            + "\n  - ".join(plan.refused))
+    changes = f" Pending: {'; '.join(plan.describe())}." if plan.describe() else ""
     raise SchemaBehindError(
-        f"{spec.name}: the warehouse schema is behind the spec/code (fingerprint {fp[:12]} not applied; {when}). "
+        f"{spec.name}: the warehouse schema is behind the spec/code (fingerprint {fp[:12]} not applied; {when}).{changes} "
         f"Schema changes are applied at deploy time: run {MIGRATE_COMMAND}, then re-run this task. "
         "(Set AIRTRAIN_AUTO_MIGRATE=1 to let the daily run apply it itself - for tests and throw-away "
         "warehouses only: it needs a login that may create roles and takes locks readers wait for.)")

@@ -404,9 +404,11 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         rows = [_ready_stage(cur, spec, t, n) for t, n in targets]
         keep = {t.partition for t, _ in targets}
-        # a shadow date holds one version; a canary date holds its two arms only - and a date that was a
-        # canary's, re-scored by the champion alone (after the decision), holds that champion only
-        supersede = target.role == "shadow" or bool(companions) or _canary_date(cur, target)
+        # a date holds the versions of ONE scoring: a shadow date one version, a canary date its two arms,
+        # any other date its champion only - a re-score (a re-run with new rules, a rollback, a decided
+        # canary) drops every other version's partition of the date in this transaction, so _latest
+        # never serves an older version's row for an entity the re-score no longer has (quarantined)
+        supersede = True
         # The swap needs an ACCESS EXCLUSIVE lock on the parent (DETACH). Behind a long analyst query
         # it would wait, and every new reader would queue behind it: wait at most lock_timeout per
         # attempt instead, step back (readers go on), and retry with backoff until max_wait_s.
@@ -437,20 +439,6 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
              "as_of": t.as_of.isoformat(), "version": t.version, "arm": t.arm, "superseded": sup,
              "lock_attempts": attempt} for (t, _), n, (rep, sup) in zip(targets, rows, swapped, strict=True)]
     return _combined(done)
-
-
-def _canary_date(cur: Any, target: ScoringTarget) -> bool:
-    """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`). Read from the
-    catalog, not the rows (no scan of the date): a candidate partition's ``arm`` column defaults to
-    'candidate' (set on its stage table by :func:`airtrain.canary.begin`)."""
-    cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = "
-                "i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
-                "AND a.attname = 'arm' JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
-                "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s "
-                "AND pg_get_expr(d.adbin, d.adrelid) LIKE %s LIMIT 1",
-                (target.schema, target.table, f"{target.table}_p{target.as_of:%Y%m%d}_v".replace("_", "\\_") + "%",
-                 "%candidate%"))
-    return cur.fetchone() is not None
 
 
 def _combined(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -199,11 +199,15 @@ class FeatureSpec(_Model):
     on_fail: Severity | Literal["quarantine"] = "quarantine"
     description: str = ""
     model_input: bool = True
+    since: dt.date | None = None
+    until: dt.date | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max}); swap them")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until}); the column would never arrive")
         if self.type == "category":
             if self.min is not None or self.max is not None:
                 raise ValueError("min/max apply to numeric features; remove them for a category")
@@ -212,6 +216,11 @@ class FeatureSpec(_Model):
         elif self.allowed is not None:
             raise ValueError("allowed applies to category features only; remove it")
         return self
+
+    def active_on(self, day: dt.date) -> bool:
+        """Whether the column is expected in the batch of ``day`` (``since`` <= day <= ``until``).
+        Outside that span the column may be absent; its values are NULL and a NULL is accepted."""
+        return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
 
 
 class TargetSpec(_Model):
@@ -888,6 +897,12 @@ KEY_DOCS: dict[str, str] = {
     'features[].description': 'Free text.',
     'features[].model_input': '`false`: the column is ingested, validated and kept in the features table but not '
                               'given to the model (e.g. a sensitive attribute used only for fairness metrics).',
+    'features[].since': 'First partition date that carries the column (a feature added to a running pipeline). '
+                        'Earlier partitions may lack it: they are validated with the column NULL (a NULL is '
+                        'accepted there), so re-runs and backfills of older dates work. docs/CHANGING_A_SPEC.md.',
+    'features[].until': 'Last partition date that carries the column (the source stopped sending it). Later '
+                        'partitions may lack it and get NULL (a model that uses it imputes it: retrain without it, '
+                        'then remove it). docs/CHANGING_A_SPEC.md.',
     'target': 'The label to predict.',
     'target.name': 'Label column: in the labels table, in `features.<name>_labels` and, when the file carries it, '
                    'in the raw batch. Never used as a feature.',

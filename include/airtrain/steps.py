@@ -133,9 +133,17 @@ def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: st
         raw = read_partition(wh, spec, d)
         outcome = validate_batch(raw, spec, d, run_id, today=today, extra_suites=[
             Path(p) for p in spec.validation.suites])
-        location = store.save(spec.name, "validation", d.isoformat(), outcome.html_report)
-        store_validation(wh, spec, d, run_id, outcome, location)
-        summary = {"date": d.isoformat(), **outcome.summary(), "report_id": d.isoformat(), "report": location}
+        # a blocked re-run of a date that passed before keeps that validation (and its report) in force
+        report_id = f"{d.isoformat()}.blocked" if outcome.blocked and _passed_before(wh, spec, d) else d.isoformat()
+        location = store.save(spec.name, "validation", report_id, outcome.html_report)
+        kept = store_validation(wh, spec, d, run_id, outcome, location)
+        summary = {"date": d.isoformat(), **outcome.summary(), "report_id": report_id, "report": location,
+                   **({"kept": kept} if kept else {})}
+        if kept:
+            outcome.block_reasons.append(
+                f"the validation of {d} in force stays as it was (run {kept['run_id']}: {kept['rows_valid']} valid "
+                f"and {kept['rows_quarantined']} quarantined rows, unchanged); this blocked attempt is recorded in "
+                f"{spec.warehouse.monitoring_schema}.validation_runs.blocked_attempt")
         log.info("validation %s: %s", d, json.dumps(summary, default=str))
         summaries.append(summary)
         outcomes.append(outcome)
@@ -146,53 +154,83 @@ def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: st
     return summaries
 
 
+def _passed_before(wh: Warehouse, spec: PipelineSpec, d: dt.date) -> bool:
+    """Whether the date has a validation in force that passed (its rows are in the features table)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT NOT blocked FROM {} WHERE pipeline = %s AND partition_date = %s").format(
+            ident(spec.warehouse.monitoring_schema, "validation_runs")), (spec.name, d))
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
 def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, outcome: Any,
-                     report_path: str) -> None:
+                     report_path: str) -> dict[str, Any] | None:
     """Write one partition's validation outcome in ONE transaction (replacing earlier runs).
 
-    A blocked batch writes its quarantine rows and its result, and removes nothing from the
-    features table except the same partition's rows from an earlier run of this date.
+    A blocked batch of a date whose validation in force passed (a re-run with a bad file, or with
+    rules its rows no longer meet) changes none of that state - the record, the rows in the
+    features table, the quarantine: the blocked attempt is recorded beside it
+    (``validation_runs.blocked_attempt``, cleared by the next pass) and the record in force is
+    returned ({run_id, rows_valid, rows_quarantined}). Any other blocked batch writes its quarantine
+    rows and its (blocked) result, and nothing to the features table.
     """
     fs, ft = spec.table("features")
     qs, qt = spec.table("quarantine")
+    runs = ident(spec.warehouse.monitoring_schema, "validation_runs")
     cols = [spec.entity_key, spec.date_column, *spec.feature_names]
+    kept = None
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "partition", spec.name, d.isoformat())
-        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(qs, qt)), (d,))
-        q = outcome.quarantine
-        if len(q):
-            rows = [
-                (d, int(r["_row_number"]), run_id, list(r["reasons"]), json.dumps(r["row_data"], default=str))
-                for r in q.to_dict("records")
-            ]
-            execute_values(
-                cur,
-                sql.SQL("INSERT INTO {} (_partition_date, _row_number, _run_id, reasons, row_data) VALUES %s"
-                        ).format(ident(qs, qt)).as_string(cur),
-                rows,
+        if outcome.blocked:
+            cur.execute(sql.SQL("SELECT run_id, rows_valid, rows_quarantined FROM {} WHERE pipeline = %s AND "
+                                "partition_date = %s AND NOT blocked").format(runs), (spec.name, d))
+            row = cur.fetchone()
+            if row is not None:
+                attempt = {"run_id": run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                           "rows_total": outcome.rows_total, "rows_valid": outcome.rows_valid,
+                           "rows_quarantined": outcome.rows_quarantined, "block_reasons": outcome.block_reasons,
+                           "report_path": report_path}
+                cur.execute(sql.SQL("UPDATE {} SET blocked_attempt = %s WHERE pipeline = %s AND partition_date = %s"
+                                    ).format(runs), (json.dumps(attempt, default=str), spec.name, d))
+                kept = {"run_id": row[0], "rows_valid": row[1], "rows_quarantined": row[2]}
+        if kept is None:  # the outcome becomes the date's validation in force
+            cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(qs, qt)), (d,))
+            q = outcome.quarantine
+            if len(q):
+                rows = [
+                    (d, int(r["_row_number"]), run_id, list(r["reasons"]), json.dumps(r["row_data"], default=str))
+                    for r in q.to_dict("records")
+                ]
+                execute_values(
+                    cur,
+                    sql.SQL("INSERT INTO {} (_partition_date, _row_number, _run_id, reasons, row_data) VALUES %s"
+                            ).format(ident(qs, qt)).as_string(cur),
+                    rows,
+                )
+            if not outcome.blocked:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident(fs, ft), ident(spec.date_column)),
+                            (d,))
+                valid = outcome.valid.copy()
+                valid["_run_id"] = run_id
+                _copy_frame(cur, ident(fs, ft), valid, [*cols, "_run_id"])
+                store_batch_labels(cur, spec, d, outcome.valid)
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
+                    "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+                    "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
+                    "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
+                    "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
+                    "results = EXCLUDED.results, report_path = EXCLUDED.report_path, blocked_attempt = NULL, "
+                    "created_at = now()"
+                ).format(runs),
+                (spec.name, d, run_id, outcome.rows_total, outcome.rows_valid, outcome.rows_quarantined,
+                 outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
+                                              "warnings": outcome.warnings}, default=str), report_path),
             )
-        if not outcome.blocked:
-            cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident(fs, ft), ident(spec.date_column)),
-                        (d,))
-            valid = outcome.valid.copy()
-            valid["_run_id"] = run_id
-            _copy_frame(cur, ident(fs, ft), valid, [*cols, "_run_id"])
-            store_batch_labels(cur, spec, d, outcome.valid)
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
-                "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-                "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
-                "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
-                "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
-                "results = EXCLUDED.results, report_path = EXCLUDED.report_path, created_at = now()"
-            ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")),
-            (spec.name, d, run_id, outcome.rows_total, outcome.rows_valid, outcome.rows_quarantined,
-             outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
-                                          "warnings": outcome.warnings}, default=str), report_path),
-        )
         failpoint("validate.before_commit")
     failpoint("validate.after_commit")
+    return kept
 
 
 def store_batch_labels(cur: Any, spec: PipelineSpec, d: Any, valid: Any) -> int:
@@ -292,27 +330,42 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
     df = labeled_frame(wh, spec, as_of, start, end)
     clock.lap("read")
     train_df, holdout_df, window = training.split_by_time(df, spec, end)
-    result = training.train(spec, train_df)
+    from airtrain import evolution
+
+    # a model input without one observed value in the window (a feature newer than the window's days,
+    # whose labels have not arrived yet) is not trained on: dropped, recorded in the lineage and the card
+    dropped = evolution.unobserved_inputs(train_df, spec)
+    if dropped and len(dropped) == len(spec.model_feature_names):
+        raise training.InsufficientDataError(
+            f"{spec.name}: no model input has an observed value in the training days {window['train_start']}.."
+            f"{window['train_end']} ({', '.join(dropped)}); nothing to train on")
+    if dropped:
+        log.warning("%s: model input(s) %s have no observed value in the training days %s..%s: trained without "
+                    "them (recorded in the lineage as inputs_dropped)", spec.name, ", ".join(dropped),
+                    window["train_start"], window["train_end"])
+    result = training.train(evolution.without_inputs(spec, dropped) if dropped else spec, train_df)
     clock.lap("fit")
     artifact = dump_model(result.model)
     from airtrain.schema import spec_hash
 
     lineage = {**result.lineage, "window": _jsonable(window), "as_of": as_of.isoformat(), "run_id": run_id,
-               "spec_sha256": spec_hash(spec),
+               "spec_sha256": spec_hash(spec), "model_spec_sha256": evolution.model_spec_sha256(spec),
+               "inputs_dropped": [{"feature": c, "reason": f"no observed value in the training days "
+                                   f"{window['train_start']}..{window['train_end']}"} for c in dropped],
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
                "library_versions": artifact.versions}
     version = registry.register_version(
         wh, spec, artifact=artifact.data, artifact_sha256=artifact.sha256, artifact_format=artifact.format,
         run_id=run_id, estimator=spec.training.estimator, params={**spec.training.params,
                                                                    **(result.best_params or {})},
-        lineage=lineage,
+        lineage=lineage, spec_text=evolution.spec_text(spec),
     )
     clock.lap("store")
     log.info("registered %s version %s (train rows %s, holdout rows %s; seconds %s)", spec.name, version,
              result.train_rows, len(holdout_df), clock.laps)
     return {"version": version, "train_rows": int(result.train_rows), "holdout_rows": len(holdout_df),
             "window": _jsonable(window), "data_hash": result.data_hash, "as_of": as_of.isoformat(),
-            "seconds": clock.laps}
+            "inputs_dropped": dropped, "seconds": clock.laps}
 
 
 class _Clock:
@@ -603,14 +656,21 @@ def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str
 
 
 def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str,
-             expected_champion: int | None | object = registry.ANY_CHAMPION) -> dict[str, Any]:
+             expected_champion: int | None | object = registry.ANY_CHAMPION,
+             as_of: dt.date | None = None) -> dict[str, Any]:
     """Make an earlier version the champion again (logged as a rollback).
 
     A compare-and-swap like a promotion: ``expected_champion`` is the champion when the rollback
     was asked for (the run's plan); if another run changed it meanwhile, the rollback is refused
-    (:class:`registry.RegistryError`, the reason stored in the version's ``metrics.rollback``)."""
+    (:class:`registry.RegistryError`, the reason stored in the version's ``metrics.rollback``).
+    A version that cannot score under the current spec (a model input removed from it, or without
+    values on ``as_of``, the date it re-scores: default the newest validated one) is refused before
+    the champion changes (:class:`airtrain.evolution.VersionCannotScoreError`)."""
+    from airtrain.evolution import require_can_score
+
     target = registry.get_version(wh, spec, version)
     registry.load_artifact(wh, spec, version)  # refuse a version whose artifact is damaged
+    require_can_score(wh, spec, version, as_of, what=f"the rollback to v{version}")
     res = registry.promote(wh, spec, target.version, action="rollback", actor=actor,
                            reason=f"rollback by {actor}: {reason}", run_id=run_id,
                            metrics={"metrics": target.metrics.get("holdout", {})},

@@ -137,7 +137,8 @@ def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None) -> tuple[
     return text.where(present, None), pd.Series(False, index=s.index)
 
 
-def _type_frame(raw: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
+def _type_frame(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.date | None = None
+                ) -> tuple[pd.DataFrame, dict[int, list[str]], list[str]]:
     typed = pd.DataFrame({"_row_number": raw["_row_number"].astype("int64").to_numpy()}, index=raw.index)
     reasons: dict[int, list[str]] = {}
     missing = []
@@ -145,10 +146,16 @@ def _type_frame(raw: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, di
              spec.date_column: "date", **{f.name: f.type for f in spec.features}}
     t = spec.target
     kinds[t.name] = "label" if t.task == "binary_classification" else "float"
+    # features that do not arrive on this date (since/until): an absent column is NULL, not missing
+    inactive = set() if partition_date is None else {f.name for f in spec.features
+                                                     if not f.active_on(partition_date)}
     for col, kind in kinds.items():
         if col not in raw.columns or raw[col].isna().all() and col in raw.attrs.get("columns_missing", []):
             if col == t.name and not spec.labels_from_batch:
                 continue  # labels come from the labels table; this batch simply has none
+            if col in inactive:
+                typed[col] = _cast(pd.Series(None, index=raw.index, dtype="object"), kind, t)[0]
+                continue
             missing.append(col)
             continue
         values, bad = _cast(raw[col], kind, t)
@@ -180,6 +187,10 @@ def missing_column_message(spec: PipelineSpec, col: str, extra: list[str]) -> st
         where = ("entity_key_source" if col == spec.entity_key else "date_column_source" if col == spec.date_column
                  else "target.source" if col == spec.target.name else f"source of feature '{col}'")
         msg += f". The batch has a column '{close[0]}': set {where}: \"{close[0]}\" in the spec"
+    elif col in spec.feature_names:
+        msg += (". If the feature was added to the spec after this date (or the source stopped sending it), "
+                "say when the column arrives: 'since: <first date>' (or 'until: <last date>') on the feature "
+                "(docs/CHANGING_A_SPEC.md)")
     return msg
 
 
@@ -226,7 +237,7 @@ def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra
     for f in spec.features:
         if f.name not in present:
             continue
-        if not f.nullable:
+        if not f.nullable and f.active_on(partition_date):  # outside since..until a NULL is accepted
             rules.append(_Rule(E.ExpectColumnValuesToNotBeNull(column=f.name), f.on_fail, NULL_LABEL, f.name))
         if f.min is not None or f.max is not None:
             rules.append(_Rule(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max),
@@ -374,7 +385,7 @@ def validate_batch(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.dat
     raw = raw.reset_index(drop=True)
     if "_row_number" not in raw.columns:
         raw = raw.assign(_row_number=np.arange(1, len(raw) + 1))
-    typed, reasons, missing = _type_frame(raw, spec)
+    typed, reasons, missing = _type_frame(raw, spec, partition_date)
     block, warnings, results = [], [], []
     extra = _extra_columns(raw)
     for col in missing:

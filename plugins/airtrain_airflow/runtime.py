@@ -230,6 +230,12 @@ def check_params(name: str) -> dict[str, Any]:
             rescore = resolve_partition(p.get("date"), instant, spec.schedule.timezone).isoformat()
         except ValueError:
             rescore = None
+    if not problems and p.get("rollback_version") is not None:  # can it score today's features? (issue 27)
+        from airtrain.evolution import score_problems
+
+        v = int(p["rollback_version"])
+        problems += [f"rollback_version {v} cannot score under the current spec: {why}" for why in score_problems(
+            warehouse_for(spec), spec, v, dt.date.fromisoformat(rescore) if rescore else None)]
     if problems:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
     return {
@@ -473,7 +479,8 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
 
     return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
                           actor=plan["actor"], reason=plan["reason"],
-                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION))
+                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION),
+                          as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None)
 
 
 @fail_fast()

@@ -183,6 +183,10 @@ def _validations_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list
                if r["report_path"] else "")
         run = (f"<a href='/dags/{e(spec.retrain_dag_id)}/runs/{e(r['run_id'])}' target='_top'>{e(r['run_id'])}</a>"
                if r["run_id"] else "")
+        attempt = r.get("blocked_attempt") or {}
+        if attempt:  # a later re-run was blocked; this validation stays in force (issue 27)
+            result += (f" <span class='blocked'>(re-run {e(str(attempt.get('run_id')))} blocked: <a "
+                       f"href='{e(report_url(name, 'validation', day + '.blocked'))}' target='_blank'>report</a>)</span>")
         parts.append(f"<tr><td>{e(day)}</td><td>{result}</td><td>{r['rows_total']}</td><td>{r['rows_valid']}</td>"
                      f"<td>{r['rows_quarantined']}</td><td>{rep}</td><td>{run}</td></tr>")
     parts.append("</table>")

@@ -194,17 +194,17 @@ def test_the_latest_view_never_empties_when_the_champion_changes(runs):
     # a promotion: v2 is champion, but has not scored anything yet - readers keep v1's predictions
     registry.promote(wh, spec, 2, action="force_promote", actor="test", reason="new champion", run_id="t1")
     assert latest(p) == before
-    # v2 scores yesterday: its rows win for yesterday's entities; one row per entity although the
-    # date now has two versions' partitions
+    # v2 scores yesterday: its rows replace v1's of that date in the same swap (a date holds one
+    # scoring: no entity is served the older version's score of it); one row per entity
     scoring.score_date(wh, spec, END, run_id="t2")
     after = latest(p)
     assert len(after) == len(before) == len({r[0] for r in after})
     assert {r[2] for r in after if r[1] == END} == {2}
     assert {r[2] for r in after if r[1] < END} == {1}
-    assert versions_by_date(p, "churn")[END] == [1, 2]
+    assert versions_by_date(p, "churn")[END] == [2]
     # a rollback to v1: v2's rows stay visible until v1 has re-scored, then v1's are the newest
     registry.promote(wh, spec, 1, action="rollback", actor="test", reason="back to v1", run_id="t3")
     assert latest(p) == after
     scoring.score_date(wh, spec, END, run_id="t4")
-    assert latest(p) == before
+    assert latest(p) == before and versions_by_date(p, "churn")[END] == [1]
     assert invariants.check(wh, spec) == []
