@@ -501,7 +501,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         decision = refused(comparison["refused"])
     else:
         decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates),
-                          evaluation.get("challenger_compared"))
+                          evaluation.get("challenger_compared"), primary=spec.evaluation.primary_metric)
         if spec.fairness is not None and spec.fairness.gates:
             from airtrain.gate import fairness_checks, with_checks
 
