@@ -2,9 +2,10 @@
 (or was not) promoted. Stored as JSON in ``registry.model_cards`` and rendered to HTML on demand.
 
 The card is assembled from the registry only (``model_versions``, ``evaluations``,
-``feature_importance``, ``fairness``, ``promotion_log``) plus the spec (features and their types),
-so it is rebuilt after each step that changes what it says (:func:`refresh` after ``evaluate`` and
-``promote``); a re-run replaces it.
+``feature_importance``, ``fairness``, ``promotion_log``, ``gate_decisions``, ``version_status``) plus
+the spec (features and their types), so it is rebuilt after each step that changes what it says
+(:func:`refresh` after ``evaluate``, ``promote``, an approved promotion and a rollback - for the
+version and the champion it replaced); a re-run replaces it.
 """
 
 from __future__ import annotations

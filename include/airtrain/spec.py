@@ -934,7 +934,7 @@ KEY_DOCS: dict[str, str] = {
     'evaluation.primary_metric': 'The metric used by the search; one of metrics.',
     'evaluation.slices': 'Feature columns whose values get their own metrics.',
     'promotion': 'The gate a challenger must pass to become the champion.',
-    'promotion.gates': 'One entry per metric; all must pass.',
+    'promotion.gates': 'One entry per metric; all must pass. Besides them, the primary metric must not be worse than the champion\'s on the same rows, unless a gate on it sets `max_regression_abs` / `max_regression_rel` (then that is the tolerance).',
     'promotion.approval': '`none`: a challenger that passes the gate is promoted at once. `required`: it waits for a '
                           'person at the `approve_promotion` task (Airflow human-in-the-loop: UI *Required actions*, '
                           'or the REST API), with the evaluation summary in the request; approve promotes it (the '
