@@ -536,16 +536,16 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         gate.update(refused="out_of_order", metrics_passed=decision.passed)
     elif comparison.get("refused"):
         gate["refused"] = "no_fair_comparison"
-    _record_gate(wh, spec, version, gate, evaluation)
+    _record_gate(wh, spec, version, gate, evaluation, refresh=False)  # the card: once the outcome is known
     out: dict[str, Any] = {"version": version, "gate_passed": passed, "gate_reason": why_not,
                            "checks": checks, "promoted": False, "dry_run": dry_run}
     if dry_run:
         out["message"] = f"dry run: version {version} would {'' if passed else 'not '}be promoted"
-        registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome="dry run: nothing promoted")
+        _gate_outcome(wh, spec, version, run_id, "dry run: nothing promoted")
         return out
     if not passed and not force:
         out["message"] = f"version {version} not promoted: {why_not}"
-        registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome="not promoted")
+        _gate_outcome(wh, spec, version, run_id, "not promoted")
         log.warning(out["message"])
         return out
     hold = registry.promotion_hold(wh, spec)
@@ -560,7 +560,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         # promotion.approval: required - a person decides (airtrain.release.promote_approved)
         out.update(awaiting_approval=True, champion_version=evaluation.get("champion_version"),
                    message=f"version {version} passed the gate and waits for approval")
-        registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome="awaiting approval")
+        _gate_outcome(wh, spec, version, run_id, "awaiting approval")
         log.info(out["message"])
         return out
     # forced: the gate refused it, or automatic promotions are held - a person decided, with a reason
@@ -588,7 +588,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         log.warning(out["message"])
         return out
     if res.get("canary"):
-        registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome=f"canary {res['canary']}")
+        _gate_outcome(wh, spec, version, run_id, f"canary {res['canary']}")
         return _canary_outcome(wh, spec, version, out, res)
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
@@ -601,12 +601,19 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
 
 
 def _record_gate(wh: Warehouse, spec: PipelineSpec, version: int, gate: dict[str, Any], evaluation: dict[str, Any],
-                 outcome: str | None = None) -> None:
+                 outcome: str | None = None, refresh: bool = True) -> None:
     """The run's decision: ``metrics.gate`` (the newest decision on the version), its own row of
     ``registry.gate_decisions``, and the card rebuilt to show it."""
     registry.update_metrics(wh, spec, version, {"gate": gate})
     registry.record_gate_decision(wh, spec, version, gate, run_id=gate["run_id"],
                                   champion_version=evaluation.get("champion_version"), outcome=outcome)
+    if refresh:
+        _refresh_card(wh, spec, version)
+
+
+def _gate_outcome(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, outcome: str) -> None:
+    """What became of the run's gate decision; the card rebuilt to show it."""
+    registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome=outcome)
     _refresh_card(wh, spec, version)
 
 

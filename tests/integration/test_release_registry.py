@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 from airtrain import modelcard, registry, steps
 
-from tests.integration.dagtest import TEST_SPEC, fetch, merged, template_project
+from tests.integration.dagtest import TEST_SPEC, fetch, template_project
 
 pytestmark = pytest.mark.integration
 
