@@ -306,12 +306,12 @@ def _history(p) -> None:
     steps.validate(wh, spec, dates, "history", today=dates[-1], reports_root=p.root / "reports")
 
 
-FIRST_DAYS = 6
+FIRST_DAYS = 5
 
 
 @pytest.fixture
 def fresh(tmp_path_factory, pg_server, airflow_db):
-    """A new pipeline: 5 validated days, a 6th landed, no model."""
+    """A new pipeline: 4 validated days, a 5th landed, no model (labels one day late: 2 training days, 2 holdout)."""
     p, mp = template_project(tmp_path_factory, pg_server, "approval_first", overrides=SPEC, start=START,
                              days=FIRST_DAYS, rows=250, setup=_history)
     yield p
