@@ -61,6 +61,14 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                                        "decision->'compared' AS compared, created_at FROM {} WHERE pipeline = %s "
                                        "AND version = %s ORDER BY created_at, run_id").format(
             ident(reg, "gate_decisions")), (spec.name, version))
+        # every evaluation run of this version: the primary metric of both models on the same rows
+        runs = _rows(cur, sql.SQL(
+            "SELECT c.run_id, c.holdout_start, c.holdout_end, c.value AS challenger, c.n_rows, p.version AS "
+            "champion_version, p.value AS champion FROM {e} c LEFT JOIN {e} p ON p.pipeline = c.pipeline AND "
+            "p.run_id = c.run_id AND p.role = 'champion' AND p.metric = c.metric AND p.slice_column = '' "
+            "WHERE c.pipeline = %s AND c.version = %s AND c.role = 'challenger' AND c.metric = %s "
+            "AND c.slice_column = '' ORDER BY c.created_at, c.run_id").format(e=ident(reg, "evaluations")),
+            (spec.name, version, spec.evaluation.primary_metric))
         status = _rows(cur, sql.SQL("SELECT status, actor, reason, run_id, promotion_id, created_at FROM {} "
                                     "WHERE pipeline = %s AND version = %s ORDER BY id").format(
             ident(reg, "version_status")), (spec.name, version))
@@ -83,7 +91,8 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                       "description": f.description} for f in spec.features],
         "target": {"name": spec.target.name, "task": spec.target.task},
         "metrics": {"holdout": metrics.get("holdout"), "comparison": metrics.get("comparison"),
-                    "evaluation_run": eval_run, "rows": evals},
+                    "evaluation_run": eval_run, "rows": evals,
+                    "runs": {"metric": spec.evaluation.primary_metric, "rows": runs}},
         "importance": {"comparison": metrics.get("importance"), "rows": importance},
         "fairness": {"summary": metrics.get("fairness"), "rows": fairness},
         "gate": metrics.get("gate"),
@@ -240,11 +249,19 @@ def render_html(card: dict[str, Any]) -> str:
                               "yes" if c.get("passed") else "NO"] for c in gate.get("checks") or []]))
     else:
         parts.append("<p class='muted'>not decided yet</p>")
+    runs = (m.get("runs") or {}).get("rows") or []
+    if len(runs) > 1:
+        parts.append(f"<p class='muted'>every evaluation of this version ({e(str(m['runs']['metric']))}, both models "
+                     "on the same rows):</p>")
+        parts.append(_table(["run", "compared days", "rows", "challenger", "champion", "champion version"],
+                            [[r["run_id"], f"{r['holdout_start']} … {r['holdout_end']}", r["n_rows"], r["challenger"],
+                              r["champion"], r["champion_version"]] for r in runs]))
     decisions = card.get("gate_decisions") or []
     if decisions:
         parts.append("<h2>Gate decisions (every run)</h2>")
-        parts.append(_table(["when", "run", "vs champion", "passed", "refused", "outcome", "reason"],
+        parts.append(_table(["when", "run", "vs champion", "compared days", "passed", "refused", "outcome", "reason"],
                             [[g["created_at"], g["run_id"], g["champion_version"],
+                              " … ".join(str(x) for x in g.get("compared") or []),
                               {True: "yes", False: "NO"}.get(g["passed"], "-"), g["refused"], g["outcome"], g["reason"]]
                              for g in decisions]))
     status = (card.get("status") or {}).get("history") or []

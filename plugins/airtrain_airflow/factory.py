@@ -116,7 +116,8 @@ def _doc(spec: PipelineSpec, kind: str) -> str:
   `{'.'.join(spec.table('predictions'))}` and the view `{'.'.join(spec.table('predictions_latest'))}`.
 
 Manual runs: trigger with parameters (date / range, force promotion with a reason, rollback to a
-version, dry run). See README.md → "Manual runs".
+version - which rejects the version rolled back from -, hold or release automatic promotions, dry run).
+See README.md → "Manual runs".
 """
 
 

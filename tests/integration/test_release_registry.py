@@ -96,6 +96,8 @@ def test_a_rollback_sticks_and_every_run_keeps_its_own_gate_decision(booted):
     # the card shows every decision of v2, its rejection, and that it is no longer the champion
     card = modelcard.read(wh, p.spec(), 2)
     assert [g["run_id"] for g in card["gate_decisions"]] == ["run_a", "run_a2", "run_b"]
+    assert [(r["run_id"], r["champion_version"]) for r in card["metrics"]["runs"]["rows"]] == [
+        ("run_a", 1), ("run_a2", None), ("run_b", 1)]  # every evaluation: v1 on the same rows, none when champion
     assert card["status"]["rejected"] is True and card["is_champion"] is False
     assert modelcard.read(wh, p.spec(), 1)["is_champion"] is True
     assert "(rejected)" in modelcard.render_html(card) and "Gate decisions (every run)" in modelcard.render_html(card)
