@@ -128,26 +128,29 @@ def test_a_hold_stops_automatic_promotions_until_released(booted):
         "changed"]
     assert fetch(wh, "SELECT count(*) FROM registry.promotion_holds")[0][0] == 1
 
-    out = _cycle(p, V3, "run_h")
-    assert out["held"] and not out["promoted"] and out["gate_passed"] is True
-    held_version = out["version"]
-    assert registry.champion_version(wh, p.spec()) == 1
-    (outcome,), = fetch(wh, "SELECT outcome FROM registry.gate_decisions WHERE run_id = 'run_h'")
-    assert outcome.startswith("held: automatic promotions of churn are held since") and "incident 7" in outcome
-    page = render_index({"churn": p.spec()}, lambda s: ([], None), holds_for=_holds)
-    assert "automatic promotions are HELD" in page and "incident 7: freeze models" in page
-
     # a person can still force a promotion while held; the hold stays
     forced = _cycle(p, V2, "run_f", actor="user:carol", force=True, reason="the fix for incident 7")
     assert forced["promoted"] and forced["action"] == "force_promote"
     assert registry.promotion_hold(wh, p.spec()) is not None
 
-    # released: the gate promotes again (the held version against the forced champion, logged as the gate's)
-    registry.set_promotion_hold(wh, p.spec(), "release", actor="user:carol", reason="incident 7 closed",
+    # a challenger that passes the gate is recorded as held, not promoted
+    p.respec(TEST_SPEC, PERMISSIVE, V3)
+    spec = p.spec()
+    trained = steps.train(wh, spec, LAST, "run_h")
+    ev = steps.evaluate(wh, spec, trained["version"], "run_h", LAST)
+    out = steps.promote(wh, spec, ev, run_id="run_h", actor="airflow:scheduled")
+    assert out["held"] and not out["promoted"] and out["gate_passed"] is True
+    assert registry.champion_version(wh, spec) == forced["version"]
+    (outcome,), = fetch(wh, "SELECT outcome FROM registry.gate_decisions WHERE run_id = 'run_h'")
+    assert outcome.startswith("held: automatic promotions of churn are held since") and "incident 7" in outcome
+    page = render_index({"churn": spec}, lambda s: ([], None), holds_for=_holds)
+    assert "automatic promotions are HELD" in page and "incident 7: freeze models" in page
+
+    # released: the gate promotes again (the same evaluation, in the next run; logged as the gate's)
+    registry.set_promotion_hold(wh, spec, "release", actor="user:carol", reason="incident 7 closed",
                                 run_id="release_1")
-    out = _cycle(p, V3, "run_r", actor="airflow:scheduled")
-    assert out["promoted"] and out["version"] == held_version != forced["version"]
+    out = steps.promote(wh, spec, ev, run_id="run_r", actor="airflow:scheduled")
+    assert out["promoted"] and out["version"] == trained["version"] != forced["version"]
     assert fetch(wh, "SELECT actor, triggered_by FROM registry.promotion_log ORDER BY id DESC LIMIT 1") == [
         ("airtrain:gate", "airflow:scheduled")]
-    assert "automatic promotions are active" in render_index({"churn": p.spec()}, lambda s: ([], None),
-                                                             holds_for=_holds)
+    assert "automatic promotions are active" in render_index({"churn": spec}, lambda s: ([], None), holds_for=_holds)
