@@ -179,7 +179,7 @@ def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20, *, with_la
 
 def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, actor: str, reason: str, run_id: str,
             metrics: dict[str, Any] | None = None, expected_champion: Any = None, newer_only: bool = False,
-            as_of: dt.date | None = None) -> dict[str, Any]:
+            as_of: dt.date | None = None, triggered_by: str | None = None) -> dict[str, Any]:
     """Release a promotable version: with ``rollout.strategy: canary`` (and a champion to compare
     with, and a gate-passed ``promote``) start a canary; otherwise make it the champion at once
     (:func:`airtrain.registry.promote`: a forced promotion or the first model are never canaries)."""
@@ -189,7 +189,8 @@ def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, act
         expected_champion = registry.ANY_CHAMPION
     if not (enabled(spec) and action == "promote") or registry.champion_version(wh, spec) is None:
         return registry.promote(wh, spec, version, action=action, actor=actor, reason=reason, run_id=run_id,
-                                metrics=metrics, expected_champion=expected_champion, newer_only=newer_only)
+                                metrics=metrics, expected_champion=expected_champion, newer_only=newer_only,
+                                triggered_by=triggered_by)
     return start(wh, spec, version, actor=actor, reason=reason, run_id=run_id, expected_champion=expected_champion,
                  newer_only=newer_only, as_of=as_of)
 
@@ -219,6 +220,8 @@ def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason
             why = registry.out_of_order(cur, spec, version, current)
             if why:
                 return {**base, "refused": why}
+        if newer_only and (found := registry.automatic_refusal(cur, spec, version)):  # rejected, or held
+            return {**base, "refused": found[1], "refused_kind": found[0]}
         now_running = running(wh, spec, cur)
         if now_running is not None and now_running.candidate_version == version:
             return {**base, "canary": "running", "rollout": now_running.as_dict()}  # a retry: started before
@@ -471,6 +474,13 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
                (arms["champion"]["label"].to_numpy(), arms["champion"]["score"].to_numpy()),
                spec.evaluation.primary_metric, spec.evaluation.threshold, spec.rollout)
     days = (as_of - rollout.started_on).days + 1 if rollout.started_on else None
+    if d.decision == "graduate":
+        from airtrain import registry
+
+        hold = registry.promotion_hold(wh, spec)
+        if hold is not None:  # a graduation is an automatic promotion: it waits while promotions are held
+            d = Decision(**{**asdict(d), "decision": "wait",
+                            "reason": f"would graduate ({d.reason}), but {registry.held_reason(spec, hold)}"})
     if d.decision == "wait" and days is not None and days > spec.rollout.max_days:
         d = Decision(**{**asdict(d), "decision": "abort",
                         "reason": f"no decision within rollout.max_days = {spec.rollout.max_days} days ({d.reason})"})

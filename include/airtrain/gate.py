@@ -2,8 +2,11 @@
 
 Direction comes from the metric (``spec.LOWER_IS_BETTER``). A gate's ``threshold`` is a minimum for
 higher-is-better metrics and a maximum for lower-is-better ones; ``max_regression_abs`` /
-``max_regression_rel`` bound how much *worse* than the champion the challenger may be. With no
-champion, only value thresholds apply: the first model passes on value alone.
+``max_regression_rel`` bound how much *worse* than the champion the challenger may be. By default
+(``primary`` given) the primary metric must not be worse than the champion's on the same rows at all:
+a tolerance applies only where a gate on the primary metric sets ``max_regression_abs`` /
+``max_regression_rel``. With no champion, only value thresholds apply: the first model passes on value
+alone. Every message states the real difference and its direction ("better by", "worse by").
 """
 
 from __future__ import annotations
@@ -45,11 +48,33 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _change(worse_by: float, rel: bool = False) -> str:
+    """The real difference in words: "better by 0.0200" / "worse by 2.56%" / "the same"."""
+    if abs(worse_by) <= 1e-12:
+        return "the same"
+    size = f"{abs(worse_by):.2%}" if rel else f"{abs(worse_by):.4f}"
+    return f"{'worse' if worse_by > 0 else 'better'} by {size}"
+
+
+def _no_regression(metric: str, new: float, old: float) -> GateCheck:
+    """The default comparison on the primary metric (no tolerance set): not worse than the champion."""
+    lower = metric in LOWER_IS_BETTER
+    worse_by = (new - old) if lower else (old - new)
+    ok = worse_by <= 1e-12
+    return GateCheck(metric, "no_regression", new, old, 0.0, ok,
+                     f"{metric} {new:.4f} vs champion {old:.4f} on the same rows: {_change(worse_by)} "
+                     f"(primary metric: must not be worse; no tolerance set) {'ok' if ok else 'FAILED'}")
+
+
 def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: list[GateSpec],
-           challenger_compared: dict[str, Any] | None = None) -> GateDecision:
+           challenger_compared: dict[str, Any] | None = None, primary: str | None = None) -> GateDecision:
     """Apply ``gates``. Value thresholds use ``challenger`` (its metrics on its whole holdout); the
     comparison with the champion uses ``challenger_compared`` when given - the challenger's metrics
-    on exactly the rows the champion was scored on (see :func:`fair_window`)."""
+    on exactly the rows the champion was scored on (see :func:`fair_window`).
+
+    ``primary`` (the spec's primary metric): unless a gate on it sets ``max_regression_abs`` or
+    ``max_regression_rel``, the challenger must not be worse than the champion on it (a
+    ``no_regression`` check); without ``primary`` only the listed gates apply."""
     checks: list[GateCheck] = []
     for g in gates:
         lower = g.metric in LOWER_IS_BETTER
@@ -76,22 +101,45 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, gates: l
         if g.max_regression_abs is not None:
             ok = worse_by <= g.max_regression_abs + 1e-12
             checks.append(GateCheck(g.metric, "max_regression_abs", new, old, g.max_regression_abs, ok,
-                                    f"{g.metric} {new:.4f} vs champion {old:.4f}: worse by {max(worse_by, 0):.4f} "
-                                    f"(allowed {g.max_regression_abs}) {'ok' if ok else 'FAILED'}"))
+                                    f"{g.metric} {new:.4f} vs champion {old:.4f}: {_change(worse_by)} "
+                                    f"(allowed: worse by up to {g.max_regression_abs}) {'ok' if ok else 'FAILED'}"))
         if g.max_regression_rel is not None:
             rel = worse_by / abs(old) if old else (0.0 if worse_by <= 0 else math.inf)
             ok = rel <= g.max_regression_rel + 1e-12
             checks.append(GateCheck(g.metric, "max_regression_rel", new, old, g.max_regression_rel, ok,
-                                    f"{g.metric} {new:.4f} vs champion {old:.4f}: worse by {max(rel, 0):.2%} "
-                                    f"(allowed {g.max_regression_rel:.2%}) {'ok' if ok else 'FAILED'}"))
-    failed = [c for c in checks if not c.passed]
+                                    f"{g.metric} {new:.4f} vs champion {old:.4f}: {_change(rel, rel=True)} "
+                                    f"(allowed: worse by up to {g.max_regression_rel:.2%}) {'ok' if ok else 'FAILED'}"))
+    if primary is not None and champion is not None and not any(
+            g.metric == primary and (g.max_regression_abs is not None or g.max_regression_rel is not None)
+            for g in gates):
+        new = _num((challenger if challenger_compared is None else challenger_compared).get(primary))
+        old = _num(champion.get(primary))
+        if new is None:
+            checks.append(GateCheck(primary, "no_regression", None, old, 0.0, False,
+                                    f"{primary}: no value for the challenger on the compared days"))
+        elif old is not None:
+            checks.append(_no_regression(primary, new, old))
+    return GateDecision(not _failed(checks), checks, _reason(checks, first_model=champion is None))
+
+
+def _failed(checks: list[GateCheck]) -> list[GateCheck]:
+    return [c for c in checks if not c.passed]
+
+
+def _reason(checks: list[GateCheck], *, first_model: bool) -> str:
+    """The decision in one line: what failed, or what passed (never an empty list)."""
+    failed = _failed(checks)
     if failed:
-        reason = "gate failed: " + "; ".join(c.message for c in failed)
-    elif champion is None:
-        reason = "gate passed (first model, value thresholds only): " + "; ".join(c.message for c in checks)
-    else:
-        reason = "gate passed: " + "; ".join(c.message for c in checks)
-    return GateDecision(not failed, checks, reason)
+        return "gate failed: " + "; ".join(c.message for c in failed)
+    if first_model:
+        if not checks:
+            return ("gate passed (first model: no champion to compare with, and no gate sets a value threshold, "
+                    "so nothing was checked)")
+        return "gate passed (first model: no champion to compare with; value thresholds only): " + "; ".join(
+            c.message for c in checks)
+    if not checks:
+        return "gate passed (no check applied)"
+    return "gate passed: " + "; ".join(c.message for c in checks)
 
 
 def fairness_checks(challenger: dict[str, dict[str, Any]] | None, champion: dict[str, dict[str, Any]] | None,
@@ -128,8 +176,8 @@ def fairness_checks(challenger: dict[str, dict[str, Any]] | None, champion: dict
             worse_by = cmp - old
             ok = worse_by <= g.max_regression_abs + 1e-12
             checks.append(GateCheck(name, "max_regression_abs", cmp, old, g.max_regression_abs, ok,
-                                    f"{name} {cmp:.4f} vs champion {old:.4f}: worse by {max(worse_by, 0):.4f} "
-                                    f"(allowed {g.max_regression_abs}) {'ok' if ok else 'FAILED'}"))
+                                    f"{name} {cmp:.4f} vs champion {old:.4f}: {_change(worse_by)} "
+                                    f"(allowed: worse by up to {g.max_regression_abs}) {'ok' if ok else 'FAILED'}"))
     return checks
 
 
@@ -138,14 +186,7 @@ def with_checks(decision: GateDecision, extra: list[GateCheck], *, first_model: 
     if not extra:
         return decision
     checks = [*decision.checks, *extra]
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        reason = "gate failed: " + "; ".join(c.message for c in failed)
-    elif first_model:
-        reason = "gate passed (first model, value thresholds only): " + "; ".join(c.message for c in checks)
-    else:
-        reason = "gate passed: " + "; ".join(c.message for c in checks)
-    return GateDecision(not failed, checks, reason)
+    return GateDecision(not _failed(checks), checks, _reason(checks, first_model=first_model))
 
 
 def refused(reason: str) -> GateDecision:

@@ -2,9 +2,10 @@
 (or was not) promoted. Stored as JSON in ``registry.model_cards`` and rendered to HTML on demand.
 
 The card is assembled from the registry only (``model_versions``, ``evaluations``,
-``feature_importance``, ``fairness``, ``promotion_log``) plus the spec (features and their types),
-so it is rebuilt after each step that changes what it says (:func:`refresh` after ``evaluate`` and
-``promote``); a re-run replaces it.
+``feature_importance``, ``fairness``, ``promotion_log``, ``gate_decisions``, ``version_status``) plus
+the spec (features and their types), so it is rebuilt after each step that changes what it says
+(:func:`refresh` after ``evaluate``, ``promote``, an approved promotion and a rollback - for the
+version and the champion it replaced); a re-run replaces it.
 """
 
 from __future__ import annotations
@@ -51,18 +52,37 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
         fairness = _rows(cur, sql.SQL("SELECT role, version, attribute, group_value, metric, value, n_rows FROM {} "
                                       "WHERE pipeline = %s AND run_id = %s ORDER BY attribute, group_value, metric, "
                                       "role").format(ident(reg, "fairness")), (spec.name, eval_run))
-        promotions = _rows(cur, sql.SQL("SELECT id, from_version, to_version, action, actor, reason, run_id, "
-                                        "created_at FROM {} WHERE pipeline = %s AND (to_version = %s OR "
+        promotions = _rows(cur, sql.SQL("SELECT id, from_version, to_version, action, actor, triggered_by, reason, "
+                                        "run_id, created_at FROM {} WHERE pipeline = %s AND (to_version = %s OR "
                                         "from_version = %s) ORDER BY id").format(ident(reg, "promotion_log")),
                            (spec.name, version, version))
+        # every run's gate decision on this version, and its status history (rejected by a rollback, cleared)
+        decisions = _rows(cur, sql.SQL("SELECT run_id, champion_version, passed, refused, outcome, reason, "
+                                       "decision->'compared' AS compared, created_at FROM {} WHERE pipeline = %s "
+                                       "AND version = %s ORDER BY created_at, run_id").format(
+            ident(reg, "gate_decisions")), (spec.name, version))
+        # every evaluation run of this version: the primary metric of both models on the same rows
+        runs = _rows(cur, sql.SQL(
+            "SELECT c.run_id, c.holdout_start, c.holdout_end, c.value AS challenger, c.n_rows, p.version AS "
+            "champion_version, p.value AS champion FROM {e} c LEFT JOIN {e} p ON p.pipeline = c.pipeline AND "
+            "p.run_id = c.run_id AND p.role = 'champion' AND p.metric = c.metric AND p.slice_column = '' "
+            "WHERE c.pipeline = %s AND c.version = %s AND c.role = 'challenger' AND c.metric = %s "
+            "AND c.slice_column = '' ORDER BY c.created_at, c.run_id").format(e=ident(reg, "evaluations")),
+            (spec.name, version, spec.evaluation.primary_metric))
+        status = _rows(cur, sql.SQL("SELECT status, actor, reason, run_id, promotion_id, created_at FROM {} "
+                                    "WHERE pipeline = %s AND version = %s ORDER BY id").format(
+            ident(reg, "version_status")), (spec.name, version))
     champion = registry.champion_version(wh, spec)
     window = lineage.get("window") or {}
     inputs = set(lineage.get("model_inputs") or spec.model_feature_names)
     card = {
         "pipeline": spec.name, "version": version, "run_id": v.run_id, "is_champion": champion == version,
         "estimator": v.estimator, "params": v.params,
-        "data": {"train": [window.get("train_start"), window.get("train_end")],
-                 "holdout": [window.get("holdout_start"), window.get("holdout_end")],
+        # the days that actually had rows (the nominal window may start before the data did)
+        "data": {"train": _days(window, "train"), "holdout": _days(window, "holdout"),
+                 "train_days": window.get("train_data"), "holdout_days": window.get("holdout_data"),
+                 "train_window": [window.get("train_start"), window.get("train_end")],
+                 "holdout_window": [window.get("holdout_start"), window.get("holdout_end")],
                  "train_rows": lineage.get("train_rows", window.get("train_rows")),
                  "holdout_rows": lineage.get("holdout_rows", window.get("holdout_rows")),
                  "as_of": lineage.get("as_of"), "class_balance": lineage.get("class_balance")},
@@ -71,10 +91,13 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
                       "description": f.description} for f in spec.features],
         "target": {"name": spec.target.name, "task": spec.target.task},
         "metrics": {"holdout": metrics.get("holdout"), "comparison": metrics.get("comparison"),
-                    "evaluation_run": eval_run, "rows": evals},
+                    "evaluation_run": eval_run, "rows": evals,
+                    "runs": {"metric": spec.evaluation.primary_metric, "rows": runs}},
         "importance": {"comparison": metrics.get("importance"), "rows": importance},
         "fairness": {"summary": metrics.get("fairness"), "rows": fairness},
         "gate": metrics.get("gate"),
+        "gate_decisions": decisions,
+        "status": {"rejected": bool(status) and status[-1]["status"] == "rejected", "history": status},
         "promotions": promotions,
         "lineage": {"spec_sha256": lineage.get("spec_sha256"), "code_version": lineage.get("code_version"),
                     "data_hash": lineage.get("data_hash"), "library_versions": lineage.get("library_versions"),
@@ -93,6 +116,15 @@ def spec_section(wh: Warehouse, spec: PipelineSpec, version: int, lineage: dict[
     return {"inputs_dropped": lineage.get("inputs_dropped") or [],
             "spec": {"sha256": lineage.get("spec_sha256"), "model_spec_sha256": lineage.get("model_spec_sha256"),
                      "text": version_text(wh, spec, version)}}
+
+
+def _days(window: dict[str, Any], part: str) -> list[Any]:
+    """[first, last] day of ``part`` (train / holdout) that had rows; the nominal window for versions
+    trained before the days with rows were recorded."""
+    data = window.get(f"{part}_data") or {}
+    if data.get("first"):
+        return [data["first"], data["last"]]
+    return [window.get(f"{part}_start"), window.get(f"{part}_end")]
 
 
 def refresh(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
@@ -120,7 +152,8 @@ def list_cards(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
     with wh.connect() as conn, conn.cursor() as cur:
         return _rows(cur, sql.SQL(
             "SELECT version, card->>'estimator' AS estimator, (card->>'is_champion')::boolean AS is_champion, "
-            "(card->'gate'->>'passed')::boolean AS gate_passed, updated_at FROM {} WHERE pipeline = %s "
+            "(card->'gate'->>'passed')::boolean AS gate_passed, (card->'status'->>'rejected')::boolean AS rejected, "
+            "updated_at FROM {} WHERE pipeline = %s "
             "ORDER BY version DESC").format(ident(spec.warehouse.registry_schema, "model_cards")), (spec.name,))
 
 
@@ -158,6 +191,18 @@ def _pivot(rows: list[dict[str, Any]], key: Any) -> list[list[Any]]:
     return table
 
 
+def _span(data: dict[str, Any], part: str) -> str:
+    """"first … last (N days with rows)", plus the nominal window when the data started later."""
+    days = data.get(f"{part}_days") or {}
+    text = " … ".join(str(x) for x in data[part])
+    if days.get("days") is not None:
+        text += f" ({days['days']} days with rows)"
+    nominal = data.get(f"{part}_window")
+    if nominal and list(nominal) != list(data[part]):
+        text += f"; window {' … '.join(str(x) for x in nominal)}"
+    return text
+
+
 def render_html(card: dict[str, Any]) -> str:
     """The card as a standalone HTML page (every value escaped)."""
     e = html.escape
@@ -165,16 +210,16 @@ def render_html(card: dict[str, Any]) -> str:
     title = f"{card['pipeline']} v{card['version']}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Model card {e(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>Model card: {e(title)}"
-             f"{' (champion)' if card.get('is_champion') else ''}</h1>",
+             f"{' (champion)' if card.get('is_champion') else ''}"
+             f"{' (rejected)' if (card.get('status') or {}).get('rejected') else ''}</h1>",
              f"<p class='muted'>run <code>{e(str(card['run_id']))}</code> · the same card as JSON: "
              f"<code>registry.model_cards</code> (pipeline {e(card['pipeline'])}, version {int(card['version'])})</p>",
              "<h2>Model</h2>", _table(["estimator", "parameters"], [[card["estimator"],
                                                                     json.dumps(card["params"], sort_keys=True)]]),
-             "<h2>Data</h2>", _table(["training days", "training rows", "holdout days", "holdout rows", "as of",
-                                      "positive share"],
-                                     [[" … ".join(str(x) for x in d["train"]), d["train_rows"],
-                                       " … ".join(str(x) for x in d["holdout"]), d["holdout_rows"], d["as_of"],
-                                       d["class_balance"]]]),
+             "<h2>Data</h2>", _table(["training days with rows", "training rows", "holdout days with rows",
+                                      "holdout rows", "as of", "positive share"],
+                                     [[_span(d, "train"), d["train_rows"], _span(d, "holdout"), d["holdout_rows"],
+                                       d["as_of"], d["class_balance"]]]),
              "<h2>Features</h2>", _table(["name", "type", "model input", "description"],
                                          [[f["name"], f["type"], "yes" if f["model_input"] else "no (kept only)",
                                            f["description"]] for f in card["features"]])]
@@ -218,9 +263,34 @@ def render_html(card: dict[str, Any]) -> str:
                               "yes" if c.get("passed") else "NO"] for c in gate.get("checks") or []]))
     else:
         parts.append("<p class='muted'>not decided yet</p>")
+    runs = (m.get("runs") or {}).get("rows") or []
+    if len(runs) > 1:
+        parts.append(f"<p class='muted'>every evaluation of this version ({e(str(m['runs']['metric']))}, both models "
+                     "on the same rows):</p>")
+        parts.append(_table(["run", "compared days", "rows", "challenger", "champion", "champion version"],
+                            [[r["run_id"], f"{r['holdout_start']} … {r['holdout_end']}", r["n_rows"], r["challenger"],
+                              r["champion"], r["champion_version"]] for r in runs]))
+    decisions = card.get("gate_decisions") or []
+    if decisions:
+        parts.append("<h2>Gate decisions (every run)</h2>")
+        parts.append(_table(["when", "run", "vs champion", "compared days", "passed", "refused", "outcome", "reason"],
+                            [[g["created_at"], g["run_id"], g["champion_version"],
+                              " … ".join(str(x) for x in g.get("compared") or []),
+                              {True: "yes", False: "NO"}.get(g["passed"], "-"), g["refused"], g["outcome"], g["reason"]]
+                             for g in decisions]))
+    status = (card.get("status") or {}).get("history") or []
+    if status:
+        parts.append("<h2>Status</h2>")
+        if card["status"].get("rejected"):
+            parts.append(f"<p class='bad'>rejected by {e(str(status[-1]['actor']))}: {e(str(status[-1]['reason']))} "
+                         "- the gate refuses it (also when a retrain reproduces it) until force_promote with a reason "
+                         "brings it back</p>")
+        parts.append(_table(["when", "status", "by", "reason", "run"],
+                            [[x["created_at"], x["status"], x["actor"], x["reason"], x["run_id"]] for x in status]))
     parts.append("<h2>Promotions and approvals</h2>")
-    parts.append(_table(["when", "action", "from", "to", "actor", "reason"],
-                        [[p["created_at"], p["action"], p["from_version"], p["to_version"], p["actor"], p["reason"]]
+    parts.append(_table(["when", "action", "from", "to", "actor", "triggered by", "reason"],
+                        [[p["created_at"], p["action"], p["from_version"], p["to_version"], p["actor"],
+                          p.get("triggered_by"), p["reason"]]
                          for p in card["promotions"]]) if card["promotions"] else "<p class='muted'>none</p>")
     parts.append("<h2>Lineage</h2>")
     libs = lin.get("library_versions") or {}

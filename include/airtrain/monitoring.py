@@ -692,6 +692,13 @@ def report_html(snapshot: Any, spec: PipelineSpec, window: tuple[dt.date, dt.dat
     return with_title(snapshot.get_html_str(as_iframe=False), title, header)
 
 
+def performance_drop(metric: str, realized: float, baseline: float) -> float:
+    """How much worse the realized ``metric`` is than at evaluation, in the metric's own units: the fall
+    of a higher-is-better metric (roc_auc 0.80 -> 0.72: 0.08), the rise of a lower-is-better one (rmse
+    40 -> 80: 40). Negative when it got better. ``monitoring.trigger.performance_drop_abs`` bounds it."""
+    return (realized - baseline) if metric in LOWER_IS_BETTER else (baseline - realized)
+
+
 def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str,
               reports_root: Path | ReportStore) -> dict[str, Any]:
     """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is)."""
@@ -772,15 +779,16 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         metrics.append(Metric("performance_rows", "", float(perf["rows"]), float(m.min_rows), None))
     if perf.get("value") is not None and perf["rows"] >= m.min_rows and baseline is not None:
         primary = spec.evaluation.primary_metric
-        drop = (perf["value"] - baseline) if primary in LOWER_IS_BETTER else (baseline - perf["value"])
+        drop = performance_drop(primary, perf["value"], baseline)
         limit = t.performance_drop_abs
         hit = limit is not None and drop >= limit
         metrics.append(Metric(f"performance.{primary}", "", perf["value"], baseline, None))
         metrics.append(Metric(f"performance_drop.{primary}", "", drop, limit, hit if limit is not None else None))
         details["performance"].update(baseline=baseline, drop=drop)
         if hit:
-            signals.append(f"{primary} fell by {drop:.3f} (realized {perf['value']:.3f} on {perf['start']}.."
-                           f"{perf['end']} vs {baseline:.3f} at evaluation; limit {limit})")
+            signals.append(f"{primary} {'rose' if primary in LOWER_IS_BETTER else 'fell'} by {drop:.3f}, worse "
+                           f"(realized {perf['value']:.3f} on {perf['start']}..{perf['end']} vs {baseline:.3f} at "
+                           f"evaluation; limit {limit:g} in {primary}'s units)")
     fair_checks, fair_window = realized_fairness(wh, spec, version, end)
     if fair_checks:
         details["fairness"] = {**fair_window, "checks": [c.brief() for c in fair_checks]}

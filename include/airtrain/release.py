@@ -59,6 +59,24 @@ def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:
         return False
 
 
+def published_by_run(wh: Warehouse, spec: PipelineSpec, day: dt.date, run_id: str) -> dict[str, Any] | None:
+    """The champion predictions of ``day`` that run ``run_id`` published (version, rows), or None."""
+    import psycopg2.errors
+
+    schema, table = spec.table("predictions")
+    try:
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT model_version, count(*) FROM {} WHERE as_of_date = %s AND run_id = %s "
+                                "GROUP BY 1 ORDER BY 1 DESC LIMIT 1").format(ident(schema, table)), (day, run_id))
+            row = cur.fetchone()
+    except psycopg2.errors.UndefinedTable:
+        return None
+    if row is None:
+        return None
+    return {"as_of": day.isoformat(), "version": int(row[0]), "rows": int(row[1]), "table": f"{schema}.{table}",
+            "already_published": True}
+
+
 # ---------------------------------------------------------------------------------------------
 # Human approval of a promotion
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +183,10 @@ def record_decision(wh: Warehouse, spec: PipelineSpec, *, run_id: str, version: 
         cur.execute(sql.SQL("UPDATE {} SET metrics = metrics || %s::jsonb WHERE pipeline = %s AND version = %s").format(
             ident(spec.warehouse.registry_schema, "model_versions")),
             (json.dumps({"approval": {**decision, "run_id": run_id}}, default=str), spec.name, version))
+        if decision["decision"] != "approved":  # the run's gate decision: what became of it
+            cur.execute(sql.SQL("UPDATE {} SET outcome = %s, updated_at = now() WHERE pipeline = %s AND run_id = %s "
+                                "AND version = %s").format(ident(spec.warehouse.registry_schema, "gate_decisions")),
+                        (_outcome(decision), spec.name, run_id, version))
 
 
 def _outcome(decision: dict[str, Any]) -> str | None:
@@ -206,14 +228,37 @@ class ApprovalRefused(PermanentError, RuntimeError):
 
 
 def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
-                     run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None
-                     ) -> dict[str, Any]:
+                     run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None,
+                     triggered_by: str | None = None) -> dict[str, Any]:
     """Apply an approved promotion through the same locked, logged path as an automatic one
-    (:func:`airtrain.registry.promote`), with the approver as actor and their comment in the reason.
+    (:func:`airtrain.registry.promote`), with the approver as actor (``user:<approver>``), their
+    comment in the reason and ``triggered_by`` (who started the run) beside it.
 
     Refused (nothing changes, the refusal is recorded in ``registry.approvals``) when the champion is no
-    longer the one the gate compared with - another promotion happened while the request waited - or
-    when the approved version is already the champion (a retry after the promotion committed is fine)."""
+    longer the one the gate compared with - another promotion happened while the request waited -,
+    when the version was rejected by a rollback or automatic promotions were held meanwhile, or when
+    the approved version is already the champion (a retry after the promotion committed is fine).
+    Either way the model cards of the version (and of the champion it replaced) are rebuilt."""
+    from airtrain import modelcard, registry
+
+    def refresh_cards() -> None:
+        for v in {int(promotion["version"]), evaluation.get("champion_version"),
+                  registry.champion_version(wh, spec)} - {None}:
+            modelcard.refresh(wh, spec, int(v))
+
+    try:
+        out = _promote_approved(wh, spec, promotion, evaluation, run_id=run_id, approver=approver, comment=comment,
+                                as_of=as_of, triggered_by=triggered_by)
+    except ApprovalRefused:
+        refresh_cards()
+        raise
+    refresh_cards()
+    return out
+
+
+def _promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
+                      run_id: str, approver: str, comment: str | None, as_of: dt.date | None,
+                      triggered_by: str | None) -> dict[str, Any]:
     from airtrain import registry
 
     version = int(promotion["version"])
@@ -239,7 +284,7 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
         metrics={"challenger": evaluation.get("challenger"), "champion": evaluation.get("champion"),
                  "checks": promotion.get("checks"), "approval": {"by": approver, "comment": comment}},
         # compare-and-swap under the registry lock: the check above is only the early, readable answer
-        expected_champion=compared_with, newer_only=True, as_of=as_of)
+        expected_champion=compared_with, newer_only=True, as_of=as_of, triggered_by=triggered_by)
     if res.get("canary"):
         state = f"canary {res['canary']}: approved by {approver}"
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=state)
@@ -248,6 +293,8 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
         why = f"not promoted: {res['refused']}"
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
         raise ApprovalRefused(why)
+    registry.record_gate_outcome(wh, spec, run_id=run_id, version=version,
+                                 outcome=f"promoted (approved by {approver})")
     record_outcome(wh, spec, run_id=run_id, version=version, promoted=True, outcome=f"promoted: approved by {approver}")
     return {"version": version, "promoted": True, **res, "message": f"version {version} is the champion (approved "
             f"by {approver})"}

@@ -98,7 +98,7 @@ def spec_hash(spec: PipelineSpec) -> str:
 def _ddl_sources() -> str:
     """The source of the functions that generate the DDL: a change to them is a schema change."""
     fns = [_shared_tables, _pipeline_tables, _labels_source_table, _prediction_tables, _reader_role, table_columns,
-           _add_missing_columns, _audit_tables, apply_schema]
+           _add_missing_columns, _audit_tables, apply_schema, _release_state_tables]
     try:
         from airtrain.canary import EVALUATIONS_DDL, ROLLOUTS_DDL, ROLLOUTS_RUNNING_INDEX
 
@@ -242,6 +242,7 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         cur.execute(sql.SQL("CREATE TRIGGER promotion_log_no_truncate BEFORE TRUNCATE ON {} "
                             "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse_change()").format(
             ident(reg, "promotion_log"), ident(reg)))
+    _release_state_tables(cur, reg, report)  # rejected versions, promotion holds, per-run gate decisions
     for schema, table, cols in [(reg, "evaluations", "pipeline, version"), (mon, "drift_metrics", "pipeline, metric"),
                                 (reg, "promotion_log", "pipeline, id")]:
         cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
@@ -281,7 +282,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     col_comments = {
         (reg, "champions", "version"): "Version in registry.model_versions that is live now.",
         (reg, "promotion_log", "action"): "promote (gate passed), force_promote (manual override) or rollback.",
-        (reg, "promotion_log", "actor"): "Who or what made the change: user:<name> or airflow:<run type>.",
+        (reg, "promotion_log", "actor"): "Who or what made the change: airtrain:gate (the gate promoted "
+                                         "automatically), airtrain:monitor (a canary graduated), user:<name> (a "
+                                         "person: approval, force_promote, rollback, canary_action).",
         (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
         (reg, "model_versions", "artifact_signature"): "hmac-sha256:<key id>:<hex> over (pipeline, version, "
                                                        "artifact_sha256), made with a key the warehouse never "
@@ -316,6 +319,58 @@ AUDIT_TABLES = {
         "One model card per version (JSON): data window and rows, features, estimator and params, metrics vs the "
         "champion, importance, fairness, gate decision, promotions, lineage. Rebuilt after evaluate and promote."),
 }
+
+
+def _release_state_tables(cur, reg: str, report: SchemaReport) -> None:
+    """Issue 20 items 5, 6, 8: ``version_status`` (append-only: a rollback rejects the version rolled
+    back from; a forced promotion or a rollback to it clears that), ``promotion_holds`` (append-only:
+    automatic promotions held / released per pipeline), ``gate_decisions`` (one row per run and
+    version: every gate decision, never overwritten by a later run) and ``promotion_log.triggered_by``.
+    Runs after the append-only trigger function exists."""
+    tables = {
+        "version_status": (
+            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pipeline text NOT NULL, version integer NOT NULL, "
+            "status text NOT NULL CHECK (status IN ('rejected','cleared')), actor text NOT NULL, reason text NOT NULL, "
+            "run_id text, promotion_id bigint, created_at timestamptz NOT NULL DEFAULT now())",
+            "Append-only status history of model versions: 'rejected' when a rollback replaced the version as "
+            "champion (who, when, why: the gate refuses it and any retrain that reproduces it), 'cleared' when a "
+            "person brought it back (force_promote or rollback_version, with a reason). The newest row is current."),
+        "promotion_holds": (
+            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pipeline text NOT NULL, action text NOT NULL "
+            "CHECK (action IN ('hold','release')), actor text NOT NULL, reason text NOT NULL, run_id text, "
+            "created_at timestamptz NOT NULL DEFAULT now())",
+            "Append-only holds of automatic promotions per pipeline (retrain param promotion_hold: hold / release, "
+            "with a reason). While the newest row is 'hold', challengers that pass the gate are recorded as held "
+            "and not promoted; force_promote and rollbacks still work."),
+        "gate_decisions": (
+            "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
+            "champion_version integer, passed boolean, refused text, outcome text, reason text NOT NULL, "
+            "decision jsonb NOT NULL DEFAULT '{{}}', created_at timestamptz NOT NULL DEFAULT now(), "
+            "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, run_id, version))",
+            "Every gate decision, one row per run and version (a later run that re-derives a version adds its own "
+            "row): passed, refused (out_of_order, no_fair_comparison, rejected, champion_changed, held), the "
+            "reason, what became of it (outcome) and the whole decision (checks, compared days) as JSON."),
+    }
+    for table, (ddl, text) in tables.items():
+        cur.execute(sql.SQL(ddl).format(ident(reg, table)))
+        _comment(cur, "TABLE", ident(reg, table), text)
+    for table in ("version_status", "promotion_holds"):  # append-only, like promotion_log
+        cur.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = %s::regclass",
+                    (f"{table}_append_only", f'"{reg}"."{table}"'))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE TRIGGER {} BEFORE UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION "
+                                "{}.refuse_change()").format(ident(f"{table}_append_only"), ident(reg, table),
+                                                             ident(reg)))
+            cur.execute(sql.SQL("CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION "
+                                "{}.refuse_change()").format(ident(f"{table}_no_truncate"), ident(reg, table),
+                                                             ident(reg)))
+    for table, cols in (("version_status", "pipeline, version, id"), ("gate_decisions", "pipeline, version")):
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            ident(f"{table}_{cols.replace(', ', '_')}_idx"), ident(reg, table), sql.SQL(cols)))
+    _add_missing_columns(cur, reg, "promotion_log", [("triggered_by", "text")], report)
+    _comment(cur, "COLUMN", sql.SQL("{}.{}").format(ident(reg, "promotion_log"), ident("triggered_by")),
+             "Who or what started the run that made the change: user:<name> (a person triggered it) or "
+             "airflow:<run type> (scheduled, backfill, asset-triggered); NULL in rows written before it existed.")
 
 
 def _audit_tables(cur, reg: str) -> None:
@@ -450,7 +505,7 @@ def _prediction_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
 #: rows (raw data as received) or the drift reference samples.
 READER_TABLES = {
     "registry": ("champions", "promotion_log", "evaluations", "feature_importance", "fairness", "model_cards",
-                 "approvals", "rollouts"),
+                 "approvals", "rollouts", "gate_decisions", "version_status", "promotion_holds"),
     "monitoring": ("ingest_runs", "validation_runs", "drift_metrics", "drift_decisions", "canary_evaluations",
                    "fairness_metrics"),
 }

@@ -468,7 +468,7 @@ class TriggerRule(_Model):
     drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     critical_features: list[Ident] = Field(default_factory=list)
     prediction_drift: bool = True
-    performance_drop_abs: Annotated[float, Field(gt=0, le=1)] | None = 0.05
+    performance_drop_abs: Annotated[float, Field(gt=0)] | None = 0.05  # in the primary metric's units
     persistence: Annotated[int, Field(ge=1, le=30)] = 1
     cooldown_days: Annotated[int, Field(ge=0, le=365)] = 7
 
@@ -648,9 +648,13 @@ class PipelineSpec(_Model):
                 f"promotion.approval_timeout_hours={self.promotion.approval_timeout_hours:g}); with "
                 "schedule.max_active_runs: 1 the next scheduled run (and its predictions) would wait behind it. "
                 "Set schedule.max_active_runs to 2 or more (writes are guarded by locks)")
-        if self.monitoring.trigger.performance_drop_abs is not None and not is_clf:
-            # a drop in an unbounded regression metric is meaningful, but the [0, 1] bound is not
-            pass
+        drop, primary = self.monitoring.trigger.performance_drop_abs, self.evaluation.primary_metric
+        if drop is not None and primary in BOUNDED_0_1 and drop > 1:
+            # in the metric's own units: an RMSE may drop by 40, a metric bounded by 0..1 never by more than 1
+            raise ValueError(
+                f"monitoring.trigger.performance_drop_abs is {drop:g}, in the units of the primary metric "
+                f"{primary}, which lies between 0 and 1, so a drop of {drop:g} can never happen; use a value in "
+                "(0, 1], e.g. 0.05")
         return self
 
     def _check_fairness(self, known: set[str], is_clf: bool) -> None:
@@ -945,7 +949,7 @@ KEY_DOCS: dict[str, str] = {
     'evaluation.primary_metric': 'The metric used by the search; one of metrics.',
     'evaluation.slices': 'Feature columns whose values get their own metrics.',
     'promotion': 'The gate a challenger must pass to become the champion.',
-    'promotion.gates': 'One entry per metric; all must pass.',
+    'promotion.gates': 'One entry per metric; all must pass. Besides them, the primary metric must not be worse than the champion\'s on the same rows, unless a gate on it sets `max_regression_abs` / `max_regression_rel` (then that is the tolerance).',
     'promotion.approval': '`none`: a challenger that passes the gate is promoted at once. `required`: it waits for a '
                           'person at the `approve_promotion` task (Airflow human-in-the-loop: UI *Required actions*, '
                           'or the REST API), with the evaluation summary in the request; approve promotes it (the '
@@ -998,7 +1002,11 @@ KEY_DOCS: dict[str, str] = {
     'monitoring.trigger.drift_share': 'Share of drifted features that triggers.',
     'monitoring.trigger.critical_features': 'Features whose drift alone triggers.',
     'monitoring.trigger.prediction_drift': 'Whether drift of the predictions triggers.',
-    'monitoring.trigger.performance_drop_abs': "Drop of the primary metric vs the champion's evaluation that triggers.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
+    'monitoring.trigger.performance_drop_abs': "Drop of the primary metric vs the champion's evaluation that triggers, "
+    "in the metric's own units (0.05 of roc_auc; 40 of an rmse in rentals). The drop is measured towards worse: for "
+    "higher-is-better metrics the fall of the realized value below the evaluation value, for lower-is-better ones "
+    "(rmse, mae, mape, log_loss, brier) the rise of the realized error above it. At most 1 for a metric bounded "
+    "by 0..1.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
     'monitoring.trigger.cooldown_days': 'Days after a triggered retrain during which no other is triggered.',
     'scoring': 'Batch predictions.',
     'scoring.shadow': "Also score the run's own challenger (when it was not promoted) into predictions.<name>_shadow; "

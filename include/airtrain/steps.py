@@ -545,16 +545,25 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
     (:func:`airtrain.canary.release`; ``as_of``: the date its canary starts scoring).
 
     The decision recorded in ``model_versions.metrics['gate']`` is the real one: an out-of-order
-    version or a comparison that could not be made fairly is recorded as refused, with the reason."""
+    version, a version rejected by a rollback, or a comparison that could not be made fairly is
+    recorded as refused, with the reason; a passed challenger while automatic promotions are held is
+    recorded as held. Every run's decision is also its own row of ``registry.gate_decisions``; a run
+    that re-derives the version that already is the champion adds its row there and leaves
+    ``metrics.gate`` (the decision that promoted it) as it is.
+
+    An automatic promotion is logged with ``actor = airtrain:gate`` and ``triggered_by = actor`` (who
+    started the run); a forced one with the person as both."""
     from airtrain.gate import decide, refused
 
     version = int(evaluation["version"])
     comparison = evaluation.get("comparison") or {}
+    if evaluation.get("expected_champion") == version and registry.champion_version(wh, spec) == version:
+        return _already_champion(wh, spec, version, run_id=run_id, dry_run=dry_run)
     if comparison.get("refused"):
         decision = refused(comparison["refused"])
     else:
         decision = decide(evaluation["challenger"], evaluation.get("champion"), list(spec.promotion.gates),
-                          evaluation.get("challenger_compared"))
+                          evaluation.get("challenger_compared"), primary=spec.evaluation.primary_metric)
         if spec.fairness is not None and spec.fairness.gates:
             from airtrain.gate import fairness_checks, with_checks
 
@@ -564,60 +573,119 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
                 fair.get("challenger_compared")), first_model=evaluation.get("champion") is None)
     checks = [_jsonable(c.__dict__ if hasattr(c, "__dict__") else c) for c in decision.checks]
     passed, why_not = decision.passed, decision.reason
-    stale = _older_than_champion(wh, spec, version)
-    if stale:
+    rejected = registry.version_rejection(wh, spec, version)
+    stale = None if rejected else _older_than_champion(wh, spec, version)
+    if rejected:
+        passed, why_not = False, registry.rejected_reason(spec, version, rejected)
+    elif stale:
         passed, why_not = False, stale
     gate = {"passed": passed, "reason": why_not, "run_id": run_id, "checks": checks,
-            "compared": comparison.get("compared"), "note": comparison.get("note")}
-    if stale:
+            "compared": comparison.get("compared"), "note": comparison.get("note"),
+            "champion_version": evaluation.get("champion_version")}
+    if rejected:
+        gate.update(refused="rejected", metrics_passed=decision.passed, metrics_reason=decision.reason,
+                    rejected=_jsonable({k: rejected[k] for k in ("actor", "reason", "run_id", "created_at")}))
+    elif stale:
         gate.update(refused="out_of_order", metrics_passed=decision.passed)
     elif comparison.get("refused"):
         gate["refused"] = "no_fair_comparison"
-    registry.update_metrics(wh, spec, version, {"gate": gate})
-    _refresh_card(wh, spec, version)
+    _record_gate(wh, spec, version, gate, evaluation, refresh=False)  # the card: once the outcome is known
     out: dict[str, Any] = {"version": version, "gate_passed": passed, "gate_reason": why_not,
                            "checks": checks, "promoted": False, "dry_run": dry_run}
     if dry_run:
         out["message"] = f"dry run: version {version} would {'' if passed else 'not '}be promoted"
+        _gate_outcome(wh, spec, version, run_id, "dry run: nothing promoted")
         return out
     if not passed and not force:
         out["message"] = f"version {version} not promoted: {why_not}"
+        _gate_outcome(wh, spec, version, run_id, "not promoted")
+        log.warning(out["message"])
+        return out
+    hold = registry.promotion_hold(wh, spec)
+    if hold is not None and not force:
+        # a hold stops automatic promotions (and approval requests, canaries); a person can still force one
+        held = registry.held_reason(spec, hold)
+        _record_gate(wh, spec, version, {**gate, "held": held}, evaluation, outcome=f"held: {held}")
+        out.update(held=True, message=f"version {version} passed the gate but is not promoted: {held}")
         log.warning(out["message"])
         return out
     if approval_required and passed and not force:
         # promotion.approval: required - a person decides (airtrain.release.promote_approved)
         out.update(awaiting_approval=True, champion_version=evaluation.get("champion_version"),
                    message=f"version {version} passed the gate and waits for approval")
+        _gate_outcome(wh, spec, version, run_id, "awaiting approval")
         log.info(out["message"])
         return out
-    action = "promote" if passed else "force_promote"
-    why = why_not if passed else f"forced by {actor}: {reason} (gate: {why_not})"
+    # forced: the gate refused it, or automatic promotions are held - a person decided, with a reason
+    forced = force and (not passed or hold is not None)
+    action = "force_promote" if forced else "promote"
+    why = f"forced by {actor}: {reason} (gate: {why_not})" if forced else why_not
     # compare-and-swap: under the lock, the champion must still be the one this challenger was
-    # evaluated against, and (unless forced) the challenger must not be older than it
+    # evaluated against, and (unless forced) the challenger must not be older than it, rejected or held
     from airtrain import canary
 
-    res = canary.release(wh, spec, version, action=action, actor=actor, reason=why, run_id=run_id,
+    res = canary.release(wh, spec, version, action=action, actor=actor if forced else registry.GATE_ACTOR,
+                         reason=why, run_id=run_id,
                          metrics={"challenger": evaluation["challenger"], "champion": evaluation.get("champion"),
                                   "checks": checks, "compared": comparison.get("compared")},
                          expected_champion=evaluation.get("expected_champion", registry.ANY_CHAMPION),
-                         newer_only=passed, as_of=as_of)
+                         newer_only=not forced, as_of=as_of, triggered_by=actor)
     if res.get("refused"):
-        kind = "champion_changed" if res["refused"].startswith("champion changed") else "out_of_order"
-        registry.update_metrics(wh, spec, version, {"gate": {**gate, "passed": False, "reason": res["refused"],
-                                                             "refused": kind, "metrics_passed": decision.passed}})
+        kind = res.get("refused_kind") or (
+            "champion_changed" if res["refused"].startswith("champion changed") else "out_of_order")
+        _record_gate(wh, spec, version, {**gate, "passed": False, "reason": res["refused"], "refused": kind,
+                                         "metrics_passed": decision.passed}, evaluation,
+                     outcome=f"not promoted: {kind}")
         out.update(gate_passed=False, gate_reason=res["refused"], refused=kind,
                    message=f"version {version} not promoted: {res['refused']}")
         log.warning(out["message"])
         return out
     if res.get("canary"):
+        _gate_outcome(wh, spec, version, run_id, f"canary {res['canary']}")
         return _canary_outcome(wh, spec, version, out, res)
     out.update(promoted=True, action=action, **res,
                message=f"version {version} is the champion ({action})")
+    registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome=f"promoted ({action})")
     _refresh_card(wh, spec, version)
     if res.get("from_version") not in (None, version):
         _refresh_card(wh, spec, int(res["from_version"]))  # no longer the champion
     log.info(out["message"])
     return out
+
+
+def _record_gate(wh: Warehouse, spec: PipelineSpec, version: int, gate: dict[str, Any], evaluation: dict[str, Any],
+                 outcome: str | None = None, refresh: bool = True) -> None:
+    """The run's decision: ``metrics.gate`` (the newest decision on the version), its own row of
+    ``registry.gate_decisions``, and the card rebuilt to show it."""
+    registry.update_metrics(wh, spec, version, {"gate": gate})
+    registry.record_gate_decision(wh, spec, version, gate, run_id=gate["run_id"],
+                                  champion_version=evaluation.get("champion_version"), outcome=outcome)
+    if refresh:
+        _refresh_card(wh, spec, version)
+
+
+def _gate_outcome(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, outcome: str) -> None:
+    """What became of the run's gate decision; the card rebuilt to show it."""
+    registry.record_gate_outcome(wh, spec, run_id=run_id, version=version, outcome=outcome)
+    _refresh_card(wh, spec, version)
+
+
+def _already_champion(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, dry_run: bool
+                      ) -> dict[str, Any]:
+    """A run that re-derived the champion itself (same data, parameters and code): there is nothing to
+    decide. Its own ``registry.gate_decisions`` row says so; ``metrics.gate`` keeps the decision that
+    promoted it (it is never rewritten into a "first model" decision that contradicts the log)."""
+    since = next((p for p in reversed(registry.promotion_log(wh, spec)) if p["to_version"] == version), None)
+    how = (f" since {str(since['created_at'])[:16]} ({since['action']} by {since['actor']})" if since else "")
+    reason = (f"v{version} is already the champion{how}; this run re-derived it (same data, parameters and code), so "
+              "there is nothing to decide: the decision that promoted it stands")
+    gate = {"passed": None, "reason": reason, "run_id": run_id, "checks": [], "already_champion": True}
+    registry.record_gate_decision(wh, spec, version, gate, run_id=run_id, champion_version=version,
+                                  outcome="already the champion")
+    _refresh_card(wh, spec, version)
+    log.info("%s: %s", spec.name, reason)
+    return {"version": version, "gate_passed": None, "gate_reason": reason, "checks": [], "promoted": False,
+            "already_champion": True, "dry_run": dry_run, "message": reason}
 
 
 def _canary_outcome(wh: Warehouse, spec: PipelineSpec, version: int, out: dict[str, Any], res: dict[str, Any]
@@ -658,7 +726,10 @@ def _older_than_champion(wh: Warehouse, spec: PipelineSpec, version: int) -> str
 def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, actor: str, reason: str,
              expected_champion: int | None | object = registry.ANY_CHAMPION,
              as_of: dt.date | None = None) -> dict[str, Any]:
-    """Make an earlier version the champion again (logged as a rollback).
+    """Make an earlier version the champion again (logged as a rollback). The version rolled back
+    from is marked rejected in the same transaction (``registry.version_status``: who, when, why): the
+    gate refuses it from now on, also when a retrain reproduces it, until ``force_promote`` (or a
+    rollback to it) brings it back.
 
     A compare-and-swap like a promotion: ``expected_champion`` is the champion when the rollback
     was asked for (the run's plan); if another run changed it meanwhile, the rollback is refused
@@ -674,9 +745,12 @@ def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, ac
     res = registry.promote(wh, spec, target.version, action="rollback", actor=actor,
                            reason=f"rollback by {actor}: {reason}", run_id=run_id,
                            metrics={"metrics": target.metrics.get("holdout", {})},
-                           expected_champion=expected_champion)
+                           expected_champion=expected_champion, triggered_by=actor)
     if res.get("refused"):
         registry.update_metrics(wh, spec, version, {"rollback": {"refused": res["refused"], "run_id": run_id,
                                                                  "actor": actor}})
         raise registry.RegistryError(f"rollback to v{version} refused: {res['refused']}")
+    # the version rolled back from is rejected now (registry.version_status): its card says so
+    for v in {version, res.get("from_version")} - {None}:
+        _refresh_card(wh, spec, int(v))
     return {"action": "rollback", **res}

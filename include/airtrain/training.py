@@ -115,7 +115,9 @@ def split_by_time(df: pd.DataFrame, spec: PipelineSpec, as_of: dt.date) -> tuple
     holdout = df[in_window & (dates >= holdout_start)].reset_index(drop=True)
     window = {"train_start": start.isoformat(), "train_end": (holdout_start - dt.timedelta(days=1)).isoformat(),
               "holdout_start": holdout_start.isoformat(), "holdout_end": as_of.isoformat(),
-              "train_rows": len(train), "holdout_rows": len(holdout)}
+              "train_rows": len(train), "holdout_rows": len(holdout),
+              # the nominal window above may start before the data does: the days that really had rows
+              "train_data": days_with_rows(train, date), "holdout_data": days_with_rows(holdout, date)}
     if len(train) < t.min_rows:
         raise InsufficientDataError(
             f"{spec.name}: {len(train)} labeled training rows between {start} and {holdout_start - dt.timedelta(days=1)}"
@@ -128,6 +130,15 @@ def split_by_time(df: pd.DataFrame, spec: PipelineSpec, as_of: dt.date) -> tuple
             if part[spec.target.name].nunique() < 2:
                 raise InsufficientDataError(f"{spec.name}: the {name} data has a single class; cannot train/evaluate")
     return train, holdout, window
+
+
+def days_with_rows(df: pd.DataFrame, date_column: str) -> dict[str, Any]:
+    """The days of ``df`` that have rows: first, last, how many days, how many rows (None/0 when empty)."""
+    if df.empty:
+        return {"first": None, "last": None, "days": 0, "rows": 0}
+    dates = pd.to_datetime(df[date_column]).dt.date
+    return {"first": min(dates).isoformat(), "last": max(dates).isoformat(), "days": int(dates.nunique()),
+            "rows": int(len(df))}
 
 
 def data_hash(df: pd.DataFrame, spec: PipelineSpec) -> str:

@@ -63,10 +63,16 @@ def retrain_params() -> dict[str, Param]:
             description="rollout.strategy canary: decide the running canary now (no training): 'graduate' makes "
             "the candidate the champion for every entity, 'abort' retires it. Requires 'reason'.",
         ),
+        "promotion_hold": Param(
+            None, type=["null", "string"], enum=[None, "hold", "release"], title="Hold automatic promotions",
+            description="'hold': from now on a challenger that passes the gate is recorded as held and not promoted "
+            "(force_promote and rollback_version still work) until a run with 'release'. No training. Requires "
+            "'reason'.",
+        ),
         "reason": Param(
             None, type=["null", "string"], maxLength=500, title="Reason",
-            description="Why (recorded in the promotion log / registry.rollouts). Required with force_promote, "
-            "rollback_version or canary_action.",
+            description="Why (recorded in the promotion log / registry.rollouts / registry.promotion_holds). "
+            "Required with force_promote, rollback_version, canary_action or promotion_hold.",
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
@@ -110,7 +116,8 @@ def _doc(spec: PipelineSpec, kind: str) -> str:
   `{'.'.join(spec.table('predictions'))}` and the view `{'.'.join(spec.table('predictions_latest'))}`.
 
 Manual runs: trigger with parameters (date / range, force promotion with a reason, rollback to a
-version, dry run). See README.md → "Manual runs".
+version - which rejects the version rolled back from -, hold or release automatic promotions, dry run).
+See README.md → "Manual runs".
 """
 
 
@@ -144,7 +151,8 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
         @task.branch
         def route(plan: dict[str, Any]) -> str:
-            return {"rollback": "rollback", "canary": "decide_canary"}.get(plan["mode"], "prepare")
+            return {"rollback": "rollback", "canary": "decide_canary", "hold": "promotion_hold"}.get(plan["mode"],
+                                                                                                     "prepare")
 
         @task(multiple_outputs=False)
         def rollback(plan: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +215,15 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         promoted = promote(plan, evaluated)
         rolled_back = rollback(plan)
         branch >> [rolled_back, prepared]
+
+        @task(multiple_outputs=False)
+        def promotion_hold(plan: dict[str, Any]) -> dict[str, Any]:
+            """promotion_hold: hold or release automatic promotions (a person's decision, with a reason)."""
+            from airtrain_airflow import runtime
+
+            return runtime.promotion_hold(name, plan)
+
+        branch >> promotion_hold(plan)
         manual = [rolled_back]
         if spec.rollout.strategy == "canary":
 
@@ -286,8 +303,22 @@ def _approval_branch(spec: PipelineSpec, plan: Any, evaluated: Any, promoted: An
 
         return runtime.promote_approved(name, plan, evaluation, promotion, approval)
 
+    @task(multiple_outputs=False, outlets=[predictions_asset(spec)])
+    def score_approved(plan: dict[str, Any], approved: dict[str, Any]) -> dict[str, Any] | None:
+        """The first model waited for approval, so nobody scored the date: score it now (skipped when the
+        champion of the time scored it). Its asset event names the date, like publish_predictions'."""
+        from airflow.sdk import get_current_context
+
+        from airtrain_airflow import runtime
+        from airtrain_airflow.assets import predictions_event_extra
+
+        published = runtime.score_approved(name, plan, approved)
+        ctx = get_current_context()
+        ctx["outlet_events"][predictions_asset(spec)].extra = predictions_event_extra(spec, published, ctx["run_id"])
+        return published
+
     approval_needed(promoted) >> approve
-    promote_approved(plan, evaluated, promoted, approve.output)
+    score_approved(plan, promote_approved(plan, evaluated, promoted, approve.output))
 
 
 def build_monitor_dag(spec: PipelineSpec) -> DAG:

@@ -200,7 +200,13 @@ def check_params(name: str) -> dict[str, Any]:
             problems.append("use canary_action alone (not with force_promote or rollback_version)")
         if spec.rollout.strategy != "canary":
             problems.append(f"canary_action needs rollout.strategy: canary in {spec.name}'s spec")
-    manual = p.get("rollback_version") is not None or bool(p.get("canary_action"))
+    if p.get("promotion_hold"):
+        if len(reason) < 5:
+            problems.append("promotion_hold needs a 'reason' of at least 5 characters (it goes into "
+                            "registry.promotion_holds)")
+        if p.get("force_promote") or p.get("rollback_version") is not None or p.get("canary_action"):
+            problems.append("use promotion_hold alone (not with force_promote, rollback_version or canary_action)")
+    manual = p.get("rollback_version") is not None or bool(p.get("canary_action")) or bool(p.get("promotion_hold"))
     if p.get("end_date") and not p.get("date"):
         problems.append("end_date needs date (the first day of the range)")
     dates: list[dt.date] = []
@@ -240,7 +246,8 @@ def check_params(name: str) -> dict[str, Any]:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
     return {
         "mode": "rollback" if p.get("rollback_version") is not None else "canary" if p.get("canary_action")
-        else "retrain",
+        else "hold" if p.get("promotion_hold") else "retrain",
+        "promotion_hold": p.get("promotion_hold") or None,
         "canary_action": p.get("canary_action") or None,
         "dates": [d.isoformat() for d in dates],
         "as_of": dates[-1].isoformat() if dates else rescore,
@@ -465,7 +472,47 @@ def promote_approved(name: str, plan: dict[str, Any], evaluation: dict[str, Any]
     comment = str((approval.get("params_input") or {}).get("comment") or "").strip() or None
     return release.promote_approved(warehouse_for(spec), spec, promotion, evaluation, run_id=plan["run_id"],
                                     approver=approver, comment=comment,
-                                    as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None)
+                                    as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None,
+                                    triggered_by=plan["actor"])
+
+
+@fail_fast()
+def score_approved(name: str, plan: dict[str, Any], approved: dict[str, Any]) -> dict[str, Any] | None:
+    """After an approved promotion: score the run's date when nobody could score it earlier - there
+    was no champion yet (the first model waited for approval), so ``begin_scoring`` skipped it.
+
+    Returns the published partition (the task's asset event names it, so the monitor checks the date),
+    or skips when the date already has predictions (the champion of the time scored it) or the
+    approved version did not become the champion (a canary, a refusal)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from airtrain import registry, release, scoring
+
+    spec = spec_for(name)
+    wh = warehouse_for(spec)
+    if not plan.get("as_of"):
+        raise AirflowSkipException("no date to score: the run has no date")
+    day = dt.date.fromisoformat(plan["as_of"])
+    if not approved.get("promoted") or registry.champion_version(wh, spec) != int(approved["version"]):
+        raise AirflowSkipException(f"v{approved.get('version')} is not the champion: nothing to score")
+    mine = release.published_by_run(wh, spec, day, plan["run_id"])
+    if mine is not None:  # a retry after this task's publish committed: announce it again
+        return mine
+    if release.is_published(wh, spec, day):
+        raise AirflowSkipException(f"{day} already has predictions (scored by the champion of the time)")
+    return scoring.score_date(wh, spec, day, run_id=plan["run_id"], model=int(approved["version"]))
+
+
+@fail_fast()
+def promotion_hold(name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """promotion_hold: hold or release automatic promotions of the pipeline (a person's decision, with a
+    reason, in registry.promotion_holds); nothing is trained or scored."""
+    from airtrain import registry
+
+    spec = spec_for(name)
+    if plan["dry_run"]:
+        return {"promotion_hold": plan["promotion_hold"], "dry_run": True}
+    return registry.set_promotion_hold(warehouse_for(spec), spec, plan["promotion_hold"], actor=plan["actor"],
+                                       reason=plan["reason"], run_id=plan["run_id"])
 
 
 @fail_fast()
@@ -546,6 +593,8 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
 
     if plan["dry_run"]:
         raise AirflowSkipException("dry run: no predictions are written")
+    if plan.get("mode") == "hold":
+        raise AirflowSkipException("a promotion hold run: the champion is unchanged, nothing to score")
     spec = spec_for(name)
     wh = warehouse_for(spec)
     if plan.get("as_of"):

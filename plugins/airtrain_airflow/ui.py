@@ -6,6 +6,8 @@ at ``/airtrain`` (see :mod:`airtrain_airflow.plugin`).
   the validated partitions (rows, quarantined, blocked) with a link to each validation report.
 * for pipelines with ``promotion.approval: required``: the promotion requests waiting for a person
   (Airflow's HITL records) with a link to answer them, and the recent decisions (``registry.approvals``).
+* whether automatic promotions are held (``registry.promotion_holds``: since when, by whom, why) and
+  the recent holds and releases.
 * for pipelines with ``rollout.strategy: canary``: the canaries (``registry.rollouts``: running first in
   colour) with their newest check (``monitoring.canary_evaluations``: rows per arm, improvement and interval).
 * ``GET /airtrain/reports/<pipeline>/<kind>/<report_id>`` - one report, ``kind`` = ``validation`` or
@@ -281,8 +283,38 @@ def _canaries_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[st
     return parts
 
 
+def _holds(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The pipeline's promotion holds (``registry.promotion_holds``, newest first)."""
+    try:
+        from airtrain import registry
+
+        return registry.promotion_holds(_warehouse(spec), spec, limit=10), None
+    except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
+        from airtrain.db import redact_text
+
+        return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _holds_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
+    e = html.escape
+    now = rows[0]
+    if now["action"] == "hold":
+        parts = [f"<p class='promotion-hold retrain'>automatic promotions are HELD since {e(str(now['created_at'])[:16])} "
+                 f"by {e(now['actor'])}: {e(now['reason'])} — challengers that pass the gate are recorded as held; "
+                 "force_promote and rollback_version still work; release with <code>promotion_hold: release</code></p>"]
+    else:
+        parts = [f"<p class='promotion-hold passed'>automatic promotions are active (released "
+                 f"{e(str(now['created_at'])[:16])} by {e(now['actor'])})</p>"]
+    parts.append("<table><tr><th>when</th><th>action</th><th>by</th><th>reason</th></tr>")
+    for r in rows:
+        parts.append(f"<tr><td>{e(str(r['created_at'])[:19])}</td><td>{e(r['action'])}</td><td>{e(r['actor'])}</td>"
+                     f"<td>{e((r['reason'] or '')[:300])}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
 def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None,
-                 canaries_for: Any = None) -> str:
+                 canaries_for: Any = None, holds_for: Any = None) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Validation and drift reports</title>",
              f"<style>{STYLE}</style></head><body><h1>Validation and drift reports</h1>",
@@ -303,6 +335,9 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
             sections.insert(0, ("approvals", "Promotion approvals", approvals_for, _approvals_table, ""))
         if canaries_for is not None and spec.rollout.strategy == "canary":
             sections.insert(0, ("canaries", "Canary rollouts", canaries_for, _canaries_table, "no canary yet"))
+        if holds_for is not None:
+            sections.insert(0, ("promotion-hold", "Automatic promotions", holds_for, _holds_table,
+                                "active (never held; hold them with a retrain run's <code>promotion_hold: hold</code>)"))
         for kind, title, fetch_rows, table, empty in sections:
             parts.append(f"<h3 id='{e(name)}-{kind}'>{title}</h3>")
             rows, err = fetch_rows(spec)
@@ -340,12 +375,13 @@ def render_card_list(pipeline: str) -> str:
     rows = list_cards(_warehouse(specs[pipeline]), specs[pipeline])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Model cards {e(pipeline)}</title>"
              f"<style>{STYLE}</style></head><body><h1>Model cards: {e(pipeline)}</h1><table><tr><th>version</th>"
-             "<th>estimator</th><th>champion</th><th>gate</th><th>updated</th><th>JSON</th></tr>"]
+             "<th>estimator</th><th>champion</th><th>gate</th><th>status</th><th>updated</th><th>JSON</th></tr>"]
     for r in rows:
         v = int(r["version"])
         gate = {True: "passed", False: "refused"}.get(r["gate_passed"], "-")
         parts.append(f"<tr><td><a href='{PREFIX}/cards/{e(pipeline)}/{v}'>v{v}</a></td><td>{e(r['estimator'] or '')}"
-                     f"</td><td>{'yes' if r['is_champion'] else ''}</td><td>{gate}</td><td>{e(str(r['updated_at']))}"
+                     f"</td><td>{'yes' if r['is_champion'] else ''}</td><td>{gate}</td>"
+                     f"<td>{'rejected' if r.get('rejected') else ''}</td><td>{e(str(r['updated_at']))}"
                      f"</td><td><a href='{PREFIX}/cards/{e(pipeline)}/{v}.json'>json</a></td></tr>")
     parts.append("</table></body></html>")
     return "".join(parts)
@@ -362,7 +398,7 @@ def create_app() -> FastAPI:
         specs = {n: s for n, s in _specs().items() if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
         return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
                                          _allowed(user, _validations, "validation"), _approvals,
-                                         _allowed(user, _canaries, "drift")))
+                                         _allowed(user, _canaries, "drift"), _allowed(user, _holds, "validation")))
 
     def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         specs = _specs()

@@ -47,7 +47,7 @@ def test_the_dags_are_wired_as_documented(dagbag):
     for spec in load_specs():
         r = dagbag.dags[spec.retrain_dag_id]
         assert downstream(r, "check_params") >= {"route"}
-        assert downstream(r, "route") == {"prepare", "rollback"}
+        assert downstream(r, "route") == {"prepare", "rollback", "promotion_hold"}
         assert downstream(r, "ingest") >= {"validate"} and downstream(r, "validate") >= {"train"}
         assert downstream(r, "train") >= {"evaluate"} and downstream(r, "evaluate") >= {"promote"}
         assert "begin_scoring" in downstream(r, "promote") and "begin_scoring" in downstream(r, "rollback")

@@ -23,5 +23,5 @@ def test_every_task_with_tables_in_the_map_exists_and_the_extractor_covers_its_t
             if task.task_id in with_tables:
                 assert task.task_type in covered, f"{kind}.{task.task_id} ({task.task_type}) has no extractor"
         expected = {"ingest", "validate", "train", "evaluate", "promote", "rollback", "score", "publish_predictions",
-                    "score_shadow", "begin_scoring"} if kind == "retrain" else {"drift_check"}
+                    "score_shadow", "begin_scoring", "promotion_hold"} if kind == "retrain" else {"drift_check"}
         assert with_tables == expected, (kind, with_tables)

@@ -50,3 +50,7 @@ def test_with_approval_required_scoring_does_not_wait_for_the_approval(tmp_path)
     assert approve.response_timeout.total_seconds() == 20 * 3600
     assert "approve_promotion" not in dag.get_task("begin_scoring").get_flat_relative_ids(upstream=True)
     assert "approve_promotion" not in dag.get_task("publish_predictions").get_flat_relative_ids(upstream=True)
+    # the first model waits for approval with its date unscored: scored after the approval, announced to the monitor
+    score = dag.get_task("score_approved")
+    assert score.upstream_task_ids == {"promote_approved", "check_params"}
+    assert [o.name for o in score.outlets] == ["airtrain.churn.predictions"]

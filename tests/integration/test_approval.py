@@ -72,9 +72,10 @@ def api():
     purge_cached_app()
 
 
-def _pending(dag_id: str, timeout: float = 240.0):
+def _pending(dag_id: str, timeout: float = 240.0, scored: bool = True):
     """(run_id, task_id, trigger_timeout) of the HITL request once it waits - after today's
-    predictions are published (scoring must not wait for the human)."""
+    predictions are published (scoring must not wait for the human); with ``scored=False`` (no champion
+    yet) once ``begin_scoring`` skipped the date."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
@@ -88,22 +89,23 @@ def _pending(dag_id: str, timeout: float = 240.0):
                             .where(TI.dag_id == dag_id, HITLDetail.responded_at.is_(None),
                                    TI.state == TaskInstanceState.AWAITING_INPUT)).first()
             if row is not None:
-                published = s.scalar(select(TI.state).where(TI.dag_id == dag_id, TI.run_id == row[0],
-                                                             TI.task_id == "publish_predictions"))
-                if published == TaskInstanceState.SUCCESS:
+                published = s.scalar(select(TI.state).where(
+                    TI.dag_id == dag_id, TI.run_id == row[0],
+                    TI.task_id == ("publish_predictions" if scored else "begin_scoring")))
+                if published == (TaskInstanceState.SUCCESS if scored else TaskInstanceState.SKIPPED):
                     return row
         time.sleep(0.5)
     raise TimeoutError("no approval request appeared")
 
 
-def run_with_responder(project, respond) -> tuple:
+def run_with_responder(project, respond, conf: dict | None = None, scored: bool = True) -> tuple:
     """A real retrain run (main thread); ``respond(run_id, task_id, trigger_timeout)`` answers from a thread."""
     seen: dict = {}
     dag_id = project.spec().retrain_dag_id
 
     def responder() -> None:
         try:
-            seen["request"] = req = _pending(dag_id)
+            seen["request"] = req = _pending(dag_id, scored=scored)
             seen["response"] = respond(*req)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test
             seen["error"] = exc
@@ -113,7 +115,7 @@ def run_with_responder(project, respond) -> tuple:
 
     t = threading.Thread(target=responder, daemon=True)
     t.start()
-    dr, states = project.run({"date": str(DAY), "force_train": True})
+    dr, states = project.run(conf or {"date": str(DAY), "force_train": True})
     t.join(30)
     if "error" in seen:
         raise seen["error"]
@@ -192,6 +194,29 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
     assert log[-1][5] == {"by": "bob", "comment": "looks good on every slice"}
     assert _approvals(project) == [(new, before, "approved", "bob", "looks good on every slice", True,
                                     "promoted: approved by bob")]
+    # issue 20 item 7: the cards are rebuilt after the approval - the new champion's and the old one's
+    from airtrain import modelcard
+
+    card = modelcard.read(project.warehouse, project.spec(), new)
+    assert card["is_champion"] is True and "(champion)</h1>" in modelcard.render_html(card)
+    assert [(p["action"], p["actor"], p["to_version"]) for p in card["promotions"]] == [("promote", "user:bob", new)]
+    assert [(g["run_id"], g["outcome"]) for g in card["gate_decisions"]] == [(dr.run_id, "promoted (approved by bob)")]
+    assert modelcard.read(project.warehouse, project.spec(), before)["is_champion"] is False
+    # item 8: the README's query for approved promotions returns the approved one only (not the bootstrap's
+    # forced promotion, nor the gate's); the approver is the actor, who started the run is beside it
+    assert [r[1:4] for r in fetch(project.warehouse, _readme_query("-- approved promotions"))] == [
+        (before, new, "user:bob")]
+    assert fetch(project.warehouse, "SELECT triggered_by FROM registry.promotion_log ORDER BY id DESC LIMIT 1") == [
+        ("user:dag_test",)]
+
+
+def _readme_query(comment: str) -> str:
+    """The SQL statement under ``comment`` in README.md."""
+    from tests.integration.dagtest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    tail = text[text.index(comment):].split("\n", 1)[1]
+    return tail[:tail.index(";")]
 
 
 def test_rejected_keeps_the_champion_and_logs_who_and_why(project, api):
@@ -267,3 +292,52 @@ def test_approved_with_a_canary_rollout_starts_the_canary_not_a_promotion(projec
     assert "approved by carol: canary first" in reason
     assert _approvals(project) == [(cand, before, "approved", "carol", "canary first", False,
                                     "canary started: approved by carol")]
+
+
+def _history(p) -> None:
+    """Template setup: FIRST_DAYS landed days ingested and validated, no model yet (a new pipeline)."""
+    from airtrain import steps
+    from airtrain.schema import apply_schema
+
+    spec, wh = p.spec(), p.warehouse
+    apply_schema(wh, spec)
+    dates = [START + dt.timedelta(days=i) for i in range(FIRST_DAYS - 1)]
+    steps.ingest(wh, spec, dates, "history", p.root)
+    steps.validate(wh, spec, dates, "history", today=dates[-1], reports_root=p.root / "reports")
+
+
+FIRST_DAYS = 5
+
+
+@pytest.fixture
+def fresh(tmp_path_factory, pg_server, airflow_db):
+    """A new pipeline: 4 validated days, a 5th landed, no model (labels one day late: 2 training days, 2 holdout)."""
+    p, mp = template_project(tmp_path_factory, pg_server, "approval_first", overrides=SPEC, start=START,
+                             days=FIRST_DAYS, rows=250, setup=_history)
+    yield p
+    mp.undo()
+
+
+def test_the_first_model_waits_for_approval_and_its_date_is_scored_once_approved(fresh, api):
+    """Issue 20 item 10: no champion, so nobody can score the date while the first model waits for its
+    approval (begin_scoring skips); once approved it is the champion and ``score_approved`` scores the
+    date, announcing it to the monitor like ``publish_predictions``."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    day = START + dt.timedelta(days=FIRST_DAYS - 1)
+    dr, states, seen = run_with_responder(
+        fresh, lambda run_id, task_id, _t: _patch(api, run_id, task_id, "carol", "Approve", "first model").json(),
+        conf={"date": str(day), "force_train": True}, scored=False)
+    assert str(dr.state) == "success", states
+    assert states["begin_scoring"] == "skipped" and states["publish_predictions"] == "skipped", states
+    assert states["promote_approved"] == "success" and states["score_approved"] == "success", states
+    assert _champion(fresh) == 1
+    assert fetch(fresh.warehouse, "SELECT model_version, count(*), min(run_id) FROM predictions.churn "
+                                  "WHERE as_of_date = %s GROUP BY 1", (day,)) == [(1, 250, dr.run_id)]
+    with create_session() as s:
+        extras = s.scalars(select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(
+            AssetModel.name == "airtrain.churn.predictions", AssetEvent.source_run_id == dr.run_id,
+            AssetEvent.source_task_id == "score_approved")).all()
+    assert [(e["date"], e["model_version"], e["rows"]) for e in extras] == [(str(day), 1, 250)]

@@ -38,8 +38,8 @@ def overrides(model_input: bool = False) -> dict:
         "features": [*features, {**AGE_BAND, "model_input": model_input}],
         "training": {"min_rows": 300, "window_days": 10, "holdout_days": 3},
         "scoring": {"shadow": False},
-        # a value bound only, so the fairness gate is what decides here
-        "promotion": {"gates": [{"metric": "roc_auc", "threshold": 0.6}]},
+        # a value bound and any change vs the champion allowed, so the fairness gate is what decides here
+        "promotion": {"gates": [{"metric": "roc_auc", "threshold": 0.6, "max_regression_abs": 1.0}]},
         "explain": {"importance_rows": 400, "importance_repeats": 2},
         "fairness": {"sensitive": ["age_band", "senior_citizen"], "min_group_rows": 30,
                      "gates": [{"metric": "demographic_parity_difference", "attribute": "age_band",

@@ -89,7 +89,9 @@ def test_clean_run_promotes_the_first_model_and_scores(landed):
     assert champion(project) == [(1,)]
     log = log_rows(project)
     assert [r[:3] for r in log] == [(None, 1, "promote")]
-    assert log[0][3] in ("user:dag_test", "airflow:manual")  # dag.test() triggers as user 'dag_test'
+    assert log[0][3] == "airtrain:gate"  # the gate promoted it (not the user who started the run) ...
+    assert fetch(project.warehouse, "SELECT triggered_by FROM registry.promotion_log")[0][0] in (
+        "user:dag_test", "airflow:manual")  # ... who did is beside it (dag.test() triggers as user 'dag_test')
     n_days, n_blocked = fetch(project.warehouse,
                               "SELECT count(*), count(*) FILTER (WHERE blocked) FROM monitoring.validation_runs")[0]
     assert (n_days, n_blocked) == (12, 0)
@@ -185,6 +187,7 @@ def test_force_promote_and_rollback_are_logged(project):
     pytest.param({"end_date": "2026-01-05"}, "end_date needs date", id="range-without-start"),
     pytest.param({"date": "2026-02-01", "end_date": "2026-01-01"}, "before date", id="range-reversed"),
     pytest.param({"date": "2099-01-01"}, "in the future", id="future-date"),
+    pytest.param({"promotion_hold": "hold"}, "promotion_hold needs a 'reason'", id="hold-without-reason"),
 ])
 def test_bad_params_are_refused_before_any_work(bare, conf, message, capfd):
     project = bare
@@ -204,6 +207,7 @@ def test_bad_params_are_refused_before_any_work(bare, conf, message, capfd):
     pytest.param({"date": "yesterday"}, id="date-not-iso"),
     pytest.param({"rollback_version": 0}, id="version-below-1"),
     pytest.param({"force_promote": "yes"}, id="bool-as-string"),
+    pytest.param({"promotion_hold": "pause"}, id="hold-not-hold-or-release"),
 ])
 def test_params_with_wrong_types_are_refused_by_airflow(conf):
     """Airflow's own JSON-schema check of the params: no data, no warehouse, no run needed."""
@@ -235,3 +239,16 @@ def test_dry_run_trains_and_evaluates_but_changes_nothing_live(project):
                            "jsonb_path_exists(metrics, '$.gate.checks[*] ? (@.champion != null)') "
                            "FROM registry.model_versions WHERE version > 1")
     assert version == 2 and passed in ("true", "false") and compared_with
+
+
+def test_a_promotion_hold_run_records_the_hold_and_nothing_else(project):
+    """``promotion_hold: hold`` with a reason: no training, no scoring, the hold recorded with who and why
+    (what a hold does to later runs: tests/integration/test_release_registry.py)."""
+    before = snapshot(project)
+    dr, states = project.run({"promotion_hold": "hold", "reason": "audit of the churn model"})
+    assert str(dr.state) == "success", states
+    assert states["promotion_hold"] == "success" and states["prepare"] == "skipped", states
+    assert states["rollback"] == "skipped" and states["begin_scoring"] == "skipped", states
+    assert snapshot(project) == before
+    assert fetch(project.warehouse, "SELECT action, actor, reason, run_id FROM registry.promotion_holds") == [
+        ("hold", "user:dag_test", "audit of the churn model", dr.run_id)]

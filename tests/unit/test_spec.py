@@ -252,3 +252,36 @@ def test_scoring_shards_follow_the_rows(rows_per_shard, max_shards, rows, want):
 
     s = ScoringSpec(partitions=2, rows_per_shard=rows_per_shard, max_shards=max_shards)
     assert s.shards_for(rows) == want
+
+
+def _regression(drop: float | None) -> dict:
+    data = copy.deepcopy(GOOD)
+    data["target"] = {k: v for k, v in data["target"].items() if k not in ("positive", "negative")}
+    data["target"]["task"] = "regression"
+    data["training"] = {**data["training"], "estimator": "sklearn.linear_model.Ridge", "params": {}}
+    data["evaluation"] = {"metrics": ["rmse", "mae"], "primary_metric": "rmse"}
+    data["promotion"] = {"gates": [{"metric": "rmse", "max_regression_rel": 0.1}]}
+    data["fairness"] = None
+    data["monitoring"]["trigger"]["performance_drop_abs"] = drop
+    return data
+
+
+def test_performance_drop_abs_is_in_the_metrics_own_units():
+    """Issue 20 item 14: an RMSE drop of 40 (rentals) is a sensible trigger; a metric bounded by 0..1
+    still refuses more than 1, with the key, the metric and the fix."""
+    assert parse_spec(_regression(40)).monitoring.trigger.performance_drop_abs == 40
+    data = copy.deepcopy(GOOD)
+    data["monitoring"]["trigger"]["performance_drop_abs"] = 40
+    with pytest.raises(SpecError, match=r"performance_drop_abs is 40, in the units of the primary metric roc_auc, "
+                                        r"which lies between 0 and 1.*use a value in \(0, 1\]"):
+        parse_spec(data)
+    with pytest.raises(SpecError, match="performance_drop_abs"):
+        parse_spec(_regression(-1))
+
+
+def test_a_drop_is_towards_worse_for_either_direction():
+    from airtrain.monitoring import performance_drop
+
+    assert performance_drop("rmse", 80.0, 40.0) == 40.0  # the error rose: a drop of 40 in RMSE units
+    assert performance_drop("rmse", 30.0, 40.0) == -10.0  # better
+    assert performance_drop("roc_auc", 0.72, 0.80) == pytest.approx(0.08)
