@@ -56,6 +56,10 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev")]
 
 from airtrain_dev.localpg import LocalPgError, LocalPostgres  # noqa: E402
 
+#: the DAG bundle of every component: one generated DAG file per spec (plugins/airtrain_airflow/bundle.py)
+BUNDLE_CONFIG = ('[{"name": "airtrain", "classpath": "airtrain_airflow.bundle.SpecDagBundle", '
+                 '"kwargs": {"refresh_interval": 30}}]')
+
 #: the Airflow components, in start order; the ones marked ``needs_api`` start once the API server answers
 SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
 NEEDS_API = {"scheduler", "triggerer"}
@@ -153,7 +157,9 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     user = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
     env = {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        # one generated DAG file per pipeline spec (airtrain_airflow.bundle): a broken spec breaks only itself
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": BUNDLE_CONFIG,
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(LOCAL / "dag_bundles"),
         # the plugin is registered by the installed package's entry point (pyproject.toml)
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -26,16 +26,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.spec import FeatureSpec, PipelineSpec, load_specs
+from airtrain.spec import FeatureSpec, PipelineSpec
 
 #: the command that brings a warehouse up to date (named in every "schema behind" error)
-MIGRATE_COMMAND = "airtrain migrate --url <warehouse URL>   (or: python -m airtrain.migrate)"
+MIGRATE_COMMAND = "airtrain migrate   (WAREHOUSE_URL=<warehouse URL>; or: python -m airtrain.migrate)"
 
 SQL_TYPES = {"int": "bigint", "float": "double precision", "category": "text", "bool": "boolean"}
 
@@ -616,18 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "create-reader-login":
         return _create_reader_login(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m airtrain.schema", description="apply the warehouse DDL "
-                                 "(or: python -m airtrain.schema create-reader-login NAME --url ...)")
-    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
-    ap.add_argument("--spec-dir", default=None)
-    args = ap.parse_args(argv)
-    if not args.url:
-        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
-        return 2
-    wh = Warehouse(args.url)
-    for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
-        print(apply_schema(wh, spec))
-    return 0
+    from airtrain.migrate import main as migrate
+
+    return migrate(argv)  # the same as `airtrain migrate` (the valid specs; the broken ones named)
 
 
 if __name__ == "__main__":

@@ -372,3 +372,13 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
             canary_check()
 
     return monitor()
+
+
+def pipeline_dags(name: str) -> dict[str, DAG]:
+    """Both DAGs of the spec ``<spec folder>/<name>.yaml``, by DAG id: what the spec's generated DAG
+    file (:mod:`airtrain_airflow.bundle`) puts in its globals. A spec that does not load raises its
+    :class:`airtrain.spec.SpecError` (file, key, fix): that file's import error, no one else's."""
+    from airtrain.spec import load_spec, spec_dir
+
+    spec = load_spec(spec_dir() / f"{name}.yaml")
+    return {spec.retrain_dag_id: build_retrain_dag(spec), spec.monitor_dag_id: build_monitor_dag(spec)}
