@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Warehouse:
 
     def __post_init__(self) -> None:
         remember_secret(uri_password(self.uri))  # masked in every text redact_text cleans
+        remember_secret(os.environ.get("PGPASSWORD"))  # libpq's, when the URI has none (compose's init)
         for _kid, key in self.artifact_keys:
             remember_secret(key.decode(errors="replace"))
 

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign}
+    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
+                "setup-roles": _setup_roles}
     if not argv or argv[0] not in commands:
         print(f"usage: airtrain {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
@@ -109,6 +110,12 @@ def resign(argv: list[str] | None = None) -> int:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     return 1 if broken else 0
+
+
+def _setup_roles(argv: list[str]) -> int:
+    from airtrain.schema import _setup_roles as setup
+
+    return setup(argv)
 
 
 def _reader_login(argv: list[str]) -> int:
