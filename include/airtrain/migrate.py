@@ -76,14 +76,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``."""
+    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``,
+    ``airtrain setup-roles ...`` (also ``python -m airtrain.migrate <command> ...``)."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
-                "setup-roles": _setup_roles}
+    commands = _commands()
     if not argv or argv[0] not in commands:
         print(f"usage: airtrain {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def _commands() -> dict:
+    return {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
+            "setup-roles": _setup_roles}
 
 
 def resign(argv: list[str] | None = None) -> int:
@@ -124,5 +129,6 @@ def _reader_login(argv: list[str]) -> int:
     return schema_main(["create-reader-login", *argv])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...
+    _argv = sys.argv[1:]
+    raise SystemExit(cli(_argv) if _argv and _argv[0] in _commands() else main(_argv))
