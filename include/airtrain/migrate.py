@@ -6,7 +6,7 @@ one locked transaction per pipeline) and records its fingerprint in
 as a login that may create tables and roles; the daily runs then only verify the fingerprint and
 need neither CREATEROLE nor DDL locks. ``--check`` only verifies (exit 1 when a pipeline is behind).
 
-    WAREHOUSE_URL=postgresql://owner:...@host/db airtrain migrate [--spec-dir include/pipelines] [--check]
+    WAREHOUSE_URL=postgresql://owner:<password>@host/db airtrain migrate [--spec-dir include/pipelines] [--check]
 
 One broken spec breaks only itself: the others are migrated, each broken one is named on stderr
 (file, key, fix) and the exit code is 1. Nothing printed carries a password (the URL is redacted).

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration
 
 SEED = "Zq9-SEEDED-pw"
 # malformed: libpq quotes the pieces of the password in its error
-BAD_URI = f"postgresql://bob:p@ss w0rd {SEED}@127.0.0.1:1/warehouse"  # unencoded '@' and spaces
-BAD_PERCENT_URI = f"postgresql://bob:pa%zz{SEED}@127.0.0.1:1/warehouse"  # a '%' not encoded (fails at once)
+BAD_PW, BAD_PERCENT_PW = f"p@ss w0rd {SEED}", f"pa%zz{SEED}"
+BAD_URI = f"postgresql://bob:{BAD_PW}@127.0.0.1:1/warehouse"  # unencoded '@' and spaces
+BAD_PERCENT_URI = f"postgresql://bob:{BAD_PERCENT_PW}@127.0.0.1:1/warehouse"  # a '%' not encoded (fails at once)
 TOKEN = "T0KEN-SEEDED-webhook"
 
 
