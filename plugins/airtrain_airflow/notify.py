@@ -123,7 +123,7 @@ def _error_text(err: Any) -> str:
 MAX_ERROR_CHARS = 1500
 
 #: exceptions Airflow fails a task with at once, whatever retries are left
-NEVER_RETRIED = ("AirflowFailException", "AirflowSensorTimeout", "AirflowTaskTerminated")
+NEVER_RETRIED = ("AirflowFailException", "AirflowSensorTimeout")
 
 
 def _never_retried(err: Any) -> bool:
