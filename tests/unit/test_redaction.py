@@ -98,3 +98,34 @@ def test_local_postgres_repr_has_no_password(tmp_path):
 
     pg = LocalPostgres(tmp_path, 5433, SECRET)
     assert SECRET not in repr(pg) and SECRET not in str(pg)
+
+
+def test_devstack_env_prints_no_secret_and_writes_them_to_a_private_file(tmp_path):
+    """`python scripts/devstack.py env` used to print the Fernet key, the JWT secret and the database
+    URIs: now it writes them to .local/airflow.env (mode 600) for `source` and prints them masked."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AIRTRAIN_ENV_FILE": str(tmp_path / ".env"), "AIRTRAIN_LOCAL_DIR": str(tmp_path / "local"),
+           "AIRTRAIN_DATA_ROOT": str(tmp_path)}
+    env.pop("EXECUTOR", None)
+    out = subprocess.run([sys.executable, str(root / "scripts/devstack.py"), "env"], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dotenv = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines()
+                  if "=" in line and not line.startswith("#"))
+    secrets = {k: v for k, v in dotenv.items() if v and k in (
+        "LOCAL_PG_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_SECRET_KEY",
+        "AIRFLOW_FERNET_KEY", "AIRTRAIN_ARTIFACT_SECRET_KEYS")}
+    assert len(secrets) == 6, secrets.keys()  # generated on the first run
+    printed = out.stdout + out.stderr
+    for key, value in secrets.items():
+        assert value not in printed and value.split(":")[-1] not in printed, key
+    assert "export AIRFLOW__CORE__FERNET_KEY=" in printed and "source " in printed
+    written = tmp_path / "local/airflow.env"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert secrets["AIRFLOW_FERNET_KEY"] in written.read_text() and secrets["LOCAL_PG_PASSWORD"] in written.read_text()
