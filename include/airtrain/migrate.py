@@ -26,8 +26,9 @@ def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
     from airtrain.spec import scan_specs
 
     scan = scan_specs(Path(spec_dir) if spec_dir else None)
-    for err in scan.errors:
-        print(f"error: {err} (skipped; fix the spec and run this again)", file=sys.stderr)
+    for err in scan.errors:  # one line each: the file, the key(s), what is wrong
+        print(f"error: invalid pipeline spec {err.path}: {'; '.join(err.problems)} (skipped; fix the spec and "
+              "run this again)", file=sys.stderr)
     return scan.specs, len(scan.errors)
 
 

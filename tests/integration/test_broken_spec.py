@@ -97,8 +97,8 @@ def test_migrate_migrates_the_good_spec_and_names_the_broken_one_in_one_line(tmp
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.startswith("alpha: schema up to date") and "beta" not in out.stdout
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 2, out.stderr  # beta's refusal (with its key line), and the summary naming it
-    assert "beta.yaml" in errors[0] and BROKEN_KEY in out.stderr and "fix the spec" in out.stderr
+    assert out.stderr.splitlines() == errors and len(errors) == 2, out.stderr  # beta's refusal, and the summary
+    assert "beta.yaml" in errors[0] and BROKEN_KEY in errors[0] and "fix the spec" in errors[0]
     assert "Traceback" not in out.stderr and password not in out.stdout + out.stderr
     assert fetch(warehouse, "SELECT pipeline FROM registry.schema_migrations") == [("alpha",)]
 

@@ -82,8 +82,9 @@ def test_the_local_stacks_migrate_refuses_a_spec_in_one_line_without_the_passwor
     assert code == 1
     assert argvs and not any(password in a for argv in argvs for a in argv), argvs
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert errors[0].startswith("error: invalid pipeline spec ") and "churn.yaml" in errors[0], err
-    assert "monitoring.trigger.performance_drop_abs" in err and "fix the spec" in err
+    refusal = errors[0]  # one line: the file, the key, what is wrong and what to do
+    assert refusal.startswith("error: invalid pipeline spec ") and "churn.yaml" in refusal, err
+    assert "monitoring.trigger.performance_drop_abs" in refusal and "fix the spec" in refusal
     assert "Traceback" not in err and password not in out + err
 
 
