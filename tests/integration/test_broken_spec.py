@@ -1,5 +1,5 @@
 """One broken spec breaks only itself: with two specs, ``alpha`` valid and ``beta`` refused (a
-``monitoring.trigger.performance_drop_abs`` over its cap), the DAG processor keeps parsing and
+``monitoring.trigger.drift_share`` over 1), the DAG processor keeps parsing and
 scheduling alpha's DAGs while beta's file is an import error with beta's own message (file, key,
 fix) and beta's DAGs stop; the reports page lists alpha and names beta; ``airtrain migrate``
 migrates alpha and exits non-zero naming beta - one readable line, no traceback, no password.
@@ -20,7 +20,7 @@ from tests.integration.dagtest import ROOT, fetch
 
 pytestmark = pytest.mark.integration
 
-BROKEN_KEY = "monitoring.trigger.performance_drop_abs"
+BROKEN_KEY = "monitoring.trigger.drift_share"
 
 
 def write_specs(folder: Path, *, beta_broken: bool) -> Path:
@@ -29,7 +29,7 @@ def write_specs(folder: Path, *, beta_broken: bool) -> Path:
         data = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
         data["name"] = name
         if name == "beta" and beta_broken:
-            data["monitoring"]["trigger"]["performance_drop_abs"] = 40  # refused: the spec's cap
+            data["monitoring"]["trigger"]["drift_share"] = 1.5  # refused: a share is at most 1
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return folder
 

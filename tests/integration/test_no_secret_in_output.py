@@ -52,7 +52,7 @@ def captured():
 
 def refused_spec_dir(tmp_path):
     data = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
-    data["monitoring"]["trigger"]["performance_drop_abs"] = 40  # the refusal of issue 20 item 1
+    data["monitoring"]["trigger"]["drift_share"] = 1.5  # any refusal (issue 20 item 1 had a metric drop's cap)
     d = tmp_path / "pipelines"
     d.mkdir()
     (d / "churn.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -84,7 +84,7 @@ def test_the_local_stacks_migrate_refuses_a_spec_in_one_line_without_the_passwor
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     refusal = errors[0]  # one line: the file, the key, what is wrong and what to do
     assert refusal.startswith("error: invalid pipeline spec ") and "churn.yaml" in refusal, err
-    assert "monitoring.trigger.performance_drop_abs" in refusal and "fix the spec" in refusal
+    assert "monitoring.trigger.drift_share" in refusal and "fix the spec" in refusal
     assert "Traceback" not in err and password not in out + err
 
 

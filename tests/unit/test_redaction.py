@@ -44,7 +44,7 @@ def test_redact_text_masks_every_form_of_secret(text):
     "http://localhost:8080/dags/churn_retrain/runs/manual__2026-01-05T00:00:00+00:00/tasks/score?try_number=2",
     "postgresql://airtrain@127.0.0.1:5433/warehouse",
     "x-airtrain://warehouse/predictions/churn",
-    "key 'monitoring.trigger.performance_drop_abs': Input should be less than or equal to 1",
+    "key 'monitoring.trigger.drift_share': Input should be less than or equal to 1",
     "max_tokens=5, the password is in LOCAL_PG_PASSWORD",
 ])
 def test_redact_text_leaves_ordinary_text_alone(text):
