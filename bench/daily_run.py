@@ -59,6 +59,10 @@ def say(msg: str) -> None:
     print(f"[daily-run] {msg}", flush=True)
 
 
+#: one generated DAG file per pipeline spec, as `make run` (scripts/devstack.py BUNDLE_CONFIG)
+DEVSTACK_BUNDLE_CONFIG = ('[{"name": "airtrain", "classpath": "airtrain_airflow.bundle.SpecDagBundle", '
+                          '"kwargs": {"refresh_interval": 30}}]')
+
 #: the executor's fork server imports the heavy libraries once (airtrain.preload); as `make run`
 PRELOAD_ENV = {"AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
                "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "airtrain_airflow.preload"}
@@ -72,7 +76,8 @@ def airflow_env(tmp: Path, pg_url: str, api_port: int, project: Path, spec_dir: 
     base = pg_url.rsplit("/", 1)[0]
     return {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": DEVSTACK_BUNDLE_CONFIG,
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(tmp / "dag_bundles"),
         # the plugin is registered by the installed package's entry point (pyproject.toml), as in `make run`
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

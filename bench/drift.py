@@ -81,11 +81,11 @@ def load_window(url: str, n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--child", nargs=3, metavar=("URL", "N", "MODE"))
+    ap.add_argument("--child", nargs=2, metavar=("N", "MODE"), help="(internal) the warehouse URL is $WAREHOUSE_URL")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.child[2])))
+        print("RESULT " + json.dumps(child(os.environ["WAREHOUSE_URL"], int(args.child[0]), args.child[1])))
         return 0
     from airtrain_dev.localpg import LocalPostgres, free_port
 
@@ -102,11 +102,15 @@ def main() -> int:
             load_window(url, n)
             for mode in ("sampled", "full"):
                 print(f"== drift check, {n:,} rows: {mode}", flush=True)
-                proc = subprocess.run([sys.executable, __file__, "--child", url, str(n), mode], capture_output=True,
+                # the URL (with its password) goes through the environment, never argv (visible in `ps`)
+                proc = subprocess.run([sys.executable, __file__, "--child", str(n), mode], capture_output=True,
                                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "include"),
+                                                      "WAREHOUSE_URL": url,
                                                       "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"})
                 if proc.returncode != 0:
-                    print(proc.stderr[-4000:], file=sys.stderr)
+                    from airtrain.db import redact_text
+
+                    print(redact_text(proc.stderr[-4000:]), file=sys.stderr)
                     return 1
                 res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
                 print(res, flush=True)

@@ -180,11 +180,14 @@ def measure_scoring(sizes: list[int]) -> list[dict]:
             for _ in range(2 if n <= 200_000 else 1):
                 for mode in ("off", "on"):
                     print(f"== scoring {n:,} rows, explanations {mode}", flush=True)
-                    proc = subprocess.run([sys.executable, __file__, "--scoring-child", url, str(n), mode],
-                                          capture_output=True, text=True,
-                                          env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+                    proc = subprocess.run([sys.executable, __file__, "--scoring-child", str(n), mode],
+                                          capture_output=True, text=True,  # the URL: environment, never argv
+                                          env={**os.environ, "PYTHONPATH": str(ROOT / "include"),
+                                               "WAREHOUSE_URL": url})
                     if proc.returncode != 0:
-                        raise RuntimeError(proc.stderr[-4000:])
+                        from airtrain.db import redact_text
+
+                        raise RuntimeError(redact_text(proc.stderr[-4000:]))
                     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
                     print(res, flush=True)
                     if res["seconds"] < row.get(f"{mode}_s", float("inf")):
@@ -230,12 +233,12 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 14000])
     ap.add_argument("--scoring-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--skip-evaluation", action="store_true")
-    ap.add_argument("--scoring-child", nargs=3, metavar=("URL", "N", "MODE"))
+    ap.add_argument("--scoring-child", nargs=2, metavar=("N", "MODE"), help="(internal) the URL is $WAREHOUSE_URL")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.scoring_child:
-        url, n, mode = args.scoring_child
-        print("RESULT " + json.dumps(scoring_child(url, int(n), mode)))
+        n, mode = args.scoring_child
+        print("RESULT " + json.dumps(scoring_child(os.environ["WAREHOUSE_URL"], int(n), mode)))
         return 0
     if not args.skip_evaluation:
         results = measure(args.sizes)

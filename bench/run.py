@@ -146,12 +146,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--to-sql-max", type=int, default=10_000_000, help="skip to_sql above this size")
-    ap.add_argument("--child", nargs=3, metavar=("URL", "N", "MODE"))
+    ap.add_argument("--child", nargs=2, metavar=("N", "MODE"), help="(internal) the URL is $WAREHOUSE_URL")
     ap.add_argument("--to-sql", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]), args.child[2], args.to_sql)))
+        print("RESULT " + json.dumps(child(os.environ["WAREHOUSE_URL"], int(args.child[0]), args.child[1],
+                                           args.to_sql)))
         return 0
     from airtrain_dev.localpg import LocalPostgres, free_port
 
@@ -167,14 +168,16 @@ def main() -> int:
         for n in [int(s) for s in args.sizes.split(",")]:
             merged: dict = {"rows": n}
             for mode in ("writeback", "score"):
-                cmd = [sys.executable, __file__, "--child", url, str(n), mode]
+                cmd = [sys.executable, __file__, "--child", str(n), mode]  # the URL: environment, never argv
                 if mode == "writeback" and n <= args.to_sql_max:
                     cmd.append("--to-sql")
                 print(f"== {n:,} rows: {mode}", flush=True)
                 proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+                                      env={**os.environ, "PYTHONPATH": str(ROOT / "include"), "WAREHOUSE_URL": url})
                 if proc.returncode != 0:
-                    print(proc.stderr[-4000:], file=sys.stderr)
+                    from airtrain.db import redact_text
+
+                    print(redact_text(proc.stderr[-4000:]), file=sys.stderr)
                     return 1
                 res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
                 print(res, flush=True)

@@ -59,15 +59,17 @@ def measure(url: str, rows: int, shards: int) -> dict:
     version = registry.champion_version(wh, spec)
     t0 = time.perf_counter()
     target = scoring.begin(wh, spec, AS_OF, version, run_id=f"bench-{shards}")
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", url, json.dumps(target.as_dict()), str(s),
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(target.as_dict()), str(s),
                                str(shards)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "include"), "WAREHOUSE_URL": url})
              for s in range(shards)]
     parts = []
     for p in procs:
         out, err = p.communicate()
         if p.returncode:
-            raise RuntimeError(err[-3000:])
+            from airtrain.db import redact_text
+
+            raise RuntimeError(redact_text(err[-3000:]))
         parts.append(json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1][7:]))
     pub = scoring.publish(wh, spec, target, sum(p["rows"] for p in parts))
     wall = time.perf_counter() - t0
@@ -113,12 +115,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--shards", default="1,2,4")
-    ap.add_argument("--child", nargs=4, metavar=("URL", "TARGET", "SHARD", "SHARDS"))
+    ap.add_argument("--child", nargs=3, metavar=("TARGET", "SHARD", "SHARDS"), help="(internal) URL: $WAREHOUSE_URL")
     ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = ap.parse_args()
     if args.child:
-        url, target, shard, shards = args.child
-        print("RESULT " + json.dumps(shard_child(url, target, int(shard), int(shards))))
+        target, shard, shards = args.child
+        print("RESULT " + json.dumps(shard_child(os.environ["WAREHOUSE_URL"], target, int(shard), int(shards))))
         return 0
     import psycopg2
     from airtrain.spec import load_spec

@@ -5,7 +5,7 @@
     python scripts/devstack.py status
     python scripts/devstack.py demo-data    # (re)load the simulated demo data
     python scripts/devstack.py migrate      # apply the warehouse schema (airtrain migrate)
-    python scripts/devstack.py env          # print the environment, to run `airflow ...` by hand
+    python scripts/devstack.py env          # write .local/airflow.env (mode 600) to run `airflow ...` by hand
     python scripts/devstack.py reader-login NAME   # a read-only warehouse login for an analyst
 
 `up` starts PostgreSQL, migrates Airflow's metadata database, loads the demo data and starts a
@@ -55,6 +55,10 @@ BIN = Path(sys.executable).parent
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev")]
 
 from airtrain_dev.localpg import LocalPgError, LocalPostgres  # noqa: E402
+
+#: the DAG bundle of every component: one generated DAG file per spec (plugins/airtrain_airflow/bundle.py)
+BUNDLE_CONFIG = ('[{"name": "airtrain", "classpath": "airtrain_airflow.bundle.SpecDagBundle", '
+                 '"kwargs": {"refresh_interval": 30}}]')
 
 #: the Airflow components, in start order; the ones marked ``needs_api`` start once the API server answers
 SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
@@ -153,7 +157,9 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     user = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
     env = {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        # one generated DAG file per pipeline spec (airtrain_airflow.bundle): a broken spec breaks only itself
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": BUNDLE_CONFIG,
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(LOCAL / "dag_bundles"),
         # the plugin is registered by the installed package's entry point (pyproject.toml)
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -626,11 +632,20 @@ def api_token(base: str, cfg: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def migrate(env: dict[str, str]) -> int:
+    """`airtrain migrate` on the local warehouse. The URL goes through the environment, never the
+    command line (visible to every user in `ps`); migrate prints one line per broken spec (file, key,
+    fix), never a traceback or a password, and migrates the others."""
+    return subprocess.run([sys.executable, "-m", "airtrain.migrate"], cwd=ROOT,
+                          env={**os.environ, **env, "WAREHOUSE_URL": env["AIRFLOW_CONN_WAREHOUSE"]}).returncode
+
+
 def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
     say("migrating the warehouse schema of every pipeline spec (airtrain migrate: deploy time; the daily runs "
         "only verify it)")
-    subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
-                   check=True, cwd=ROOT, env={**os.environ, **env})
+    if migrate(env):
+        print("warning: airtrain migrate reported the errors above; the specs it named show as DAG import "
+              "errors and do not run, the other pipelines do", file=sys.stderr)
     import shutil
 
     shutil.rmtree(LOCAL / "landing-staging", ignore_errors=True)  # what deliver_landing sends
@@ -644,8 +659,8 @@ def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
     folder = landing_folder(env) or LOCAL / "landing-staging"
     subprocess.run([sys.executable, "-m", "airtrain.simulate", "--landing", str(folder / DEMO_LANDING),
                     "--days", days, "--end-today", "--scenario", cfg.get("DEMO_SCENARIO") or "stable",
-                    "--seed", "42", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
-                   check=True, cwd=ROOT, env={**os.environ, **env})
+                    "--seed", "42"], check=True, cwd=ROOT,
+                   env={**os.environ, **env, "WAREHOUSE_URL": env["AIRFLOW_CONN_WAREHOUSE"]})
 
 
 DEMO_LANDING = "data/landing/churn"  # the churn spec's source.path, relative to the landing root
@@ -727,9 +742,9 @@ def cmd_up() -> int:
     import_errors = body.get("import_errors", []) if status == 200 else []
     print()
     print(f"  Airflow UI:  http://localhost:{cfg.get('AIRFLOW_PORT') or '8080'}   (listening on {api_host(cfg)})")
-    print(f"  Login:       {user} / {cfg['AIRFLOW_ADMIN_PASSWORD']}   (from {ENV_FILE.name})")
+    print(f"  Login:       {user}   (password: AIRFLOW_ADMIN_PASSWORD in {ENV_FILE})")
     print(f"  DAGs:        {', '.join(dags) or 'none yet (see ' + str(LOGS / 'dag-processor.log') + ')'}")
-    print(f"  Warehouse:   psql '{redact(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
+    print(f"  Warehouse:   psql '{login_uri(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
           f"{ENV_FILE.name}); read-only logins: make reader-login NAME=<name>")
     if started:
         print(f"  Demo:        {started}")
@@ -737,7 +752,7 @@ def cmd_up() -> int:
     print(f"  Ready in {time.monotonic() - t0:.0f} s (UI after {t_ui - t0:.0f} s). Stop with: make stop")
     if import_errors:
         for err in import_errors:
-            print(f"    {err.get('filename')}: {err.get('stack_trace', '')[-500:]}", file=sys.stderr)
+            print(f"    {err.get('filename')}: {redact(err.get('stack_trace', '')[-500:])}", file=sys.stderr)
         return 1
     return 0
 
@@ -858,10 +873,30 @@ def _stream_demo(cmd: list[str], env: dict[str, str]) -> int:
     return code
 
 
-def redact(uri: str) -> str:
-    from airtrain.db import redact as _redact
+def redact(text: str) -> str:
+    """``text`` safe to print: airtrain's one redaction function (URI passwords, key=value secrets, ...)
+    plus every secret of this stack's .env it was told about (:func:`remember_secrets`)."""
+    from airtrain.db import redact_text
 
-    return _redact(uri)
+    return redact_text(text)
+
+
+def remember_secrets(cfg: dict[str, str]) -> None:
+    """Make :func:`redact` mask the stack's secrets wherever they appear."""
+    from airtrain.db import remember_secret
+
+    for key, value in cfg.items():
+        if key in GENERATED or any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "TOKEN")):
+            remember_secret(value)
+
+
+def login_uri(url: str) -> str:
+    """``url`` without its password (for a psql command the user copies)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = f"{parts.username}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def cmd_down() -> int:
@@ -885,10 +920,24 @@ def cmd_status() -> int:
     return 0
 
 
+ENV_OUT = LOCAL / "airflow.env"
+
+
 def cmd_env() -> int:
+    """Write the environment of the local stack to .local/airflow.env (mode 600: it holds the Fernet
+    key, the JWT secret and the database URIs) for `source`, and print it with every secret masked."""
     cfg = load_dotenv()
-    for key, value in sorted(airflow_env(cfg).items()):
-        print(f"export {key}={shlex.quote(value)}")
+    remember_secrets(cfg)
+    env = airflow_env(cfg)
+    text = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
+    ENV_OUT.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(ENV_OUT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    ENV_OUT.chmod(0o600)
+    print(redact(text), end="")
+    print(f"# secrets masked above; the real values are in {ENV_OUT} (mode 600). To run `airflow ...` by hand:")
+    print(f"#   source {shlex.quote(str(ENV_OUT))}")
     return 0
 
 
@@ -900,9 +949,9 @@ def cmd_reader_login(argv: list[str]) -> int:
         return 2
     cfg = load_dotenv()
     env = airflow_env(cfg)
-    return subprocess.run([sys.executable, "-m", "airtrain.schema", "create-reader-login", *argv,
-                           "--url", env["AIRFLOW_CONN_WAREHOUSE"]], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "include")}).returncode
+    return subprocess.run([sys.executable, "-m", "airtrain.schema", "create-reader-login", *argv], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "include"),
+                               "WAREHOUSE_URL": env["AIRFLOW_CONN_WAREHOUSE"]}).returncode
 
 
 def main(argv: list[str]) -> int:
@@ -910,6 +959,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
+    if ENV_FILE.exists():  # every error printed below is redacted, also of these values
+        remember_secrets(parse_env(ENV_FILE.read_text()))
     try:
         if argv[0] == "up":
             return cmd_up()
@@ -924,10 +975,7 @@ def main(argv: list[str]) -> int:
         if argv[0] == "reader-login":
             return cmd_reader_login(argv[1:])
         if argv[0] == "migrate":
-            cfg = load_dotenv()
-            env = airflow_env(cfg)
-            return subprocess.run([sys.executable, "-m", "airtrain.migrate", "--url", env["AIRFLOW_CONN_WAREHOUSE"]],
-                                  cwd=ROOT, env={**os.environ, **env}).returncode
+            return migrate(airflow_env(load_dotenv()))
         if argv[0] == "demo-data":
             cfg = load_dotenv()
             env = airflow_env(cfg)
@@ -938,9 +986,13 @@ def main(argv: list[str]) -> int:
             return 0
         return cmd_env()
     except (LocalPgError, subprocess.CalledProcessError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
-            print(exc.stderr[-3000:], file=sys.stderr)
+        if isinstance(exc, subprocess.CalledProcessError):  # never its command line (it may hold a URI)
+            what = " ".join(str(a) for a in exc.cmd[1:3]) if isinstance(exc.cmd, list) else "a command"
+            print(f"error: {redact(what)} failed (exit {exc.returncode}); its message is above", file=sys.stderr)
+            if exc.stderr:
+                print(redact(str(exc.stderr)[-3000:]), file=sys.stderr)
+        else:
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -28,12 +28,15 @@ from typing import Any
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-for _p in ("include", "plugins", "dags", "dev"):
+for _p in ("include", "plugins", "dev"):
     if str(PROJECT_ROOT / _p) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT / _p))
 
 from airtrain.db import Warehouse  # noqa: E402
 from airtrain_dev.localpg import LocalPostgres, free_port  # noqa: E402
+
+#: the DAG bundle of every stack (scripts/devstack.py, docker-compose.yaml): one generated DAG file per spec
+BUNDLE_CONFIG = '[{"name": "airtrain", "classpath": "airtrain_airflow.bundle.SpecDagBundle", "kwargs": {}}]'
 
 #: this process's xdist worker id ("gw0", "gw1", ...) or "main" without xdist
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -146,7 +149,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": server.url(meta_db).replace("postgresql://", "postgresql+psycopg2://", 1),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        # one generated DAG file per spec of $AIRTRAIN_SPEC_DIR (airtrain_airflow.bundle), as every stack runs it
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": BUNDLE_CONFIG,
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(tmp / "dag_bundles"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the plugin comes from the entry point
         "AIRTRAIN_PROJECT_ROOT": str(PROJECT_ROOT),
         "AIRTRAIN_REPORTS_DIR": str(tmp / "reports"),

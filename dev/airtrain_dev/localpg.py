@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SUPERUSER = "airtrain"
@@ -109,7 +109,7 @@ def _make_traversable(path: Path) -> None:
 class LocalPostgres:
     data_dir: Path
     port: int
-    password: str
+    password: str = field(repr=False)  # pytest prints reprs in tracebacks: never the password
     host: str = "127.0.0.1"
     fast_unsafe: bool = False  # fsync off: for throw-away test clusters only
 
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status", "url", "createdb"])
     parser.add_argument("--data", default=".local/pgdata", help="data folder (default .local/pgdata)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("LOCAL_PG_PORT", "5433")))
-    parser.add_argument("--password", default=os.environ.get("LOCAL_PG_PASSWORD", ""))
+    # the password only from the environment: a command line is visible to every user of the machine
+    parser.add_argument("--password", default=os.environ.get("LOCAL_PG_PASSWORD", ""), help=argparse.SUPPRESS)
     parser.add_argument("--db", action="append", default=[], help="database to create (createdb)")
     args = parser.parse_args(argv)
     pg = LocalPostgres(Path(args.data).resolve(), args.port, args.password)
@@ -270,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "createdb":
             for db in args.db:
                 pg.create_database(db)
-        else:
-            print(pg.url())
+        else:  # the URL without its password (LOCAL_PG_PASSWORD): output ends up in logs and terminals
+            print(pg.url().replace(f":{pg.password}@", "@") if pg.password else pg.url())
     except LocalPgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

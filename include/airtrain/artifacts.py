@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtrain.db import remember_secret
 from airtrain.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -182,19 +183,19 @@ def parse_keys(text: str | None) -> ArtifactKeys:
     key verifies (rotation: put the new key first, keep the old ones until no artifact needs them).
     A secret has at least 32 characters; ids are short names (``2026q1``); nothing is logged."""
     keys: list[tuple[str, bytes]] = []
-    for item in (text or "").replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    items = [i.strip() for i in (text or "").replace("\n", ",").split(",") if i.strip()]
+    for n, item in enumerate(items, 1):
         kid, sep, secret = item.partition(":")
-        if not sep or not _KEY_ID.match(kid):
-            raise ArtifactSignatureError(f"artifact key {kid[:32]!r}: expected '<id>:<secret>' with an id of letters, "
-                                         "digits, '_', '.', '-' (at most 32)")
+        if not sep or not _KEY_ID.match(kid):  # nothing of it is echoed: without its '<id>:' it may all be secret
+            raise ArtifactSignatureError(f"artifact key {n} of {len(items)} ({KEYS_ENV} / the Variable "
+                                         "airtrain_artifact_secret_keys): expected '<id>:<secret>' with an id of "
+                                         "letters, digits, '_', '.', '-' (at most 32)")
         if len(secret) < 32:
             raise ArtifactSignatureError(f"artifact key {kid!r}: the secret has {len(secret)} characters, at least "
                                          "32 are needed (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         if any(k == kid for k, _ in keys):
             raise ArtifactSignatureError(f"artifact key id {kid!r} is configured twice")
+        remember_secret(secret)  # masked wherever it might be printed (airtrain.db.redact_text)
         keys.append((kid, secret.encode()))
     return tuple(keys)
 

@@ -6,7 +6,10 @@ one locked transaction per pipeline) and records its fingerprint in
 as a login that may create tables and roles; the daily runs then only verify the fingerprint and
 need neither CREATEROLE nor DDL locks. ``--check`` only verifies (exit 1 when a pipeline is behind).
 
-    airtrain migrate --url postgresql://owner@host/db [--spec-dir include/pipelines] [--check]
+    WAREHOUSE_URL=postgresql://owner:<password>@host/db airtrain migrate [--spec-dir include/pipelines] [--check]
+
+One broken spec breaks only itself: the others are migrated, each broken one is named on stderr
+(file, key, fix) and the exit code is 1. Nothing printed carries a password (the URL is redacted).
 """
 
 from __future__ import annotations
@@ -17,74 +20,108 @@ import sys
 from pathlib import Path
 
 
+def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
+    """The specs that load; each one that does not is named on stderr (its file, key and fix) - one
+    broken spec never stops the others. Returns (specs, number of broken ones)."""
+    from airtrain.spec import scan_specs
+
+    scan = scan_specs(Path(spec_dir) if spec_dir else None)
+    for err in scan.errors:  # one line each: the file, the key(s), what is wrong
+        print(f"error: invalid pipeline spec {err.path}: {'; '.join(err.problems)} (skipped; fix the spec and "
+              "run this again)", file=sys.stderr)
+    return scan.specs, len(scan.errors)
+
+
+def _url(args: argparse.Namespace) -> str | None:
+    return args.url or os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from airtrain.db import Warehouse, redact
-    from airtrain.evolution import SpecChangeError
+    from airtrain.db import Warehouse, redact_exception, redact_text
     from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
-    from airtrain.spec import load_specs
 
     ap = argparse.ArgumentParser(prog="airtrain migrate", description="apply the warehouse schema of every "
                                  "pipeline spec (deploy time; idempotent)")
-    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE"),
+    ap.add_argument("--url", default=None,
                     help="warehouse URL of a login that may create tables and roles (default: $WAREHOUSE_URL, "
-                         "then $AIRFLOW_CONN_WAREHOUSE)")
+                         "then $AIRFLOW_CONN_WAREHOUSE; prefer those: a command line is visible to every user "
+                         "of the machine)")
     ap.add_argument("--spec-dir", default=None, help="folder of the pipeline specs (default: $AIRTRAIN_SPEC_DIR)")
     ap.add_argument("--check", action="store_true", help="only verify; exit 1 when a pipeline is behind")
     args = ap.parse_args(argv)
-    if not args.url:
-        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+    url = _url(args)
+    if not url:
+        print("error: set WAREHOUSE_URL (or pass --url)", file=sys.stderr)
         return 2
-    wh = Warehouse(args.url)
-    behind = 0
-    for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
-        if args.check:
-            try:
-                print(f"{spec.name}: {verify_schema(wh, spec)['schema']}")
-            except SchemaBehindError as exc:
-                print(f"{exc}", file=sys.stderr)
-                behind += 1
-        else:
-            try:
-                print(f"{apply_schema(wh, spec)} on {redact(args.url)}")
-            except SpecChangeError as exc:  # a refused type change or removal: this spec stays as it was
-                print(f"{exc}", file=sys.stderr)
-                behind += 1
-    return 1 if behind else 0
+    wh = Warehouse(url)
+    specs, broken = _valid_specs(args.spec_dir)
+    behind = failed = 0
+    for spec in specs:
+        try:
+            if args.check:
+                try:
+                    print(f"{spec.name}: {verify_schema(wh, spec)['schema']}")
+                except SchemaBehindError as exc:
+                    print(f"{exc}", file=sys.stderr)
+                    behind += 1
+            else:
+                print(f"{apply_schema(wh, spec)} on {redact_text(url)}")
+        except Exception as exc:  # noqa: BLE001 - one line per pipeline, never a traceback with the URL
+            redact_exception(exc)
+            print(f"error: {spec.name}: {type(exc).__name__}: {redact_text(str(exc)).strip()}", file=sys.stderr)
+            failed += 1
+    if broken:
+        print(f"error: {broken} spec(s) not loaded (named above); "
+              f"{'checked' if args.check else 'migrated'} the {len(specs) - failed} others", file=sys.stderr)
+    return 1 if behind or failed or broken else 0
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``."""
+    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``,
+    ``airtrain setup-roles ...`` (also ``python -m airtrain.migrate <command> ...``)."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign}
+    commands = _commands()
     if not argv or argv[0] not in commands:
         print(f"usage: airtrain {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 
 
+def _commands() -> dict:
+    return {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
+            "setup-roles": _setup_roles}
+
+
 def resign(argv: list[str] | None = None) -> int:
     """``airtrain resign-artifacts``: sign every model version with the newest key in
     ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (enabling signing on an existing warehouse, or retiring a key)."""
     from airtrain.artifacts import ArtifactSignatureError
-    from airtrain.db import Warehouse
+    from airtrain.db import Warehouse, redact_text
     from airtrain.registry import resign_artifacts
-    from airtrain.spec import load_specs
 
     ap = argparse.ArgumentParser(prog="airtrain resign-artifacts", description="sign the model artifacts with the "
                                  "newest key in $AIRTRAIN_ARTIFACT_SECRET_KEYS (trusts the rows as they are now)")
-    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE"))
+    ap.add_argument("--url", default=None, help="warehouse URL (default: $WAREHOUSE_URL, then $AIRFLOW_CONN_WAREHOUSE)")
     ap.add_argument("--spec-dir", default=None)
     args = ap.parse_args(argv)
-    if not args.url:
-        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+    url = _url(args)
+    if not url:
+        print("error: set WAREHOUSE_URL (or pass --url)", file=sys.stderr)
         return 2
+    specs, broken = _valid_specs(args.spec_dir)
     try:
-        for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
-            print(f"{spec.name}: signed versions {resign_artifacts(Warehouse(args.url), spec)}")
+        for spec in specs:
+            print(f"{spec.name}: signed versions {resign_artifacts(Warehouse(url), spec)}")
     except ArtifactSignatureError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if broken else 0
+
+
+def _setup_roles(argv: list[str]) -> int:
+    from airtrain.schema import _setup_roles as setup
+
+    return setup(argv)
 
 
 def _reader_login(argv: list[str]) -> int:
@@ -93,5 +130,6 @@ def _reader_login(argv: list[str]) -> int:
     return schema_main(["create-reader-login", *argv])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...
+    _argv = sys.argv[1:]
+    raise SystemExit(cli(_argv) if _argv and _argv[0] in _commands() else main(_argv))

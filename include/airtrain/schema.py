@@ -26,16 +26,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.spec import FeatureSpec, PipelineSpec, load_specs
+from airtrain.spec import FeatureSpec, PipelineSpec
 
 #: the command that brings a warehouse up to date (named in every "schema behind" error)
-MIGRATE_COMMAND = "airtrain migrate --url <warehouse URL>   (or: python -m airtrain.migrate)"
+MIGRATE_COMMAND = "airtrain migrate   (WAREHOUSE_URL=<warehouse URL>; or: python -m airtrain.migrate)"
 
 SQL_TYPES = {"int": "bigint", "float": "double precision", "category": "text", "bool": "boolean"}
 
@@ -82,13 +81,15 @@ class SchemaReport:
     columns_added: list[str] = field(default_factory=list)
     columns_widened: list[str] = field(default_factory=list)
     columns_kept: list[str] = field(default_factory=list)  # features removed from the spec (never dropped)
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         added = f", columns added: {self.columns_added}" if self.columns_added else ""
         added += f", columns widened: {self.columns_widened}" if self.columns_widened else ""
         added += (f", columns no longer in the spec (kept, NULL for new dates): {self.columns_kept}"
                   if self.columns_kept else "")
-        return f"{self.pipeline}: schema up to date (spec {self.spec_sha256[:12]}){added}"
+        warned = "".join(f"\n  warning: {w}" for w in self.warnings)
+        return f"{self.pipeline}: schema up to date (spec {self.spec_sha256[:12]}){added}{warned}"
 
 
 def spec_hash(spec: PipelineSpec) -> str:
@@ -97,8 +98,8 @@ def spec_hash(spec: PipelineSpec) -> str:
 
 def _ddl_sources() -> str:
     """The source of the functions that generate the DDL: a change to them is a schema change."""
-    fns = [_shared_tables, _pipeline_tables, _labels_source_table, _prediction_tables, _reader_role, table_columns,
-           _add_missing_columns, _audit_tables, apply_schema, _release_state_tables]
+    fns = [_shared_tables, _pipeline_tables, _labels_source_table, _prediction_tables, _reader_role, harden_reader,
+           table_columns, _add_missing_columns, _audit_tables, apply_schema, _release_state_tables]
     try:
         from airtrain.canary import EVALUATIONS_DDL, ROLLOUTS_DDL, ROLLOUTS_RUNNING_INDEX
 
@@ -518,7 +519,57 @@ def reader_tables(spec: PipelineSpec) -> list[tuple[str, str]]:
     return [spec.table("labels")] + [(schemas[k], t) for k, tables in READER_TABLES.items() for t in tables]
 
 
-def _reader_role(cur, spec: PipelineSpec) -> None:
+#: PostgreSQL functions every role may run by default that WRITE: large objects (created and owned by
+#: the caller, outside any table's grants). A read-only login must not have them.
+LARGE_OBJECT_WRITERS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)", "lo_import(text)",
+                        "lo_import(text, oid)", "lo_put(oid, bigint, bytea)", "lowrite(integer, bytea)",
+                        "lo_truncate(integer, integer)", "lo_truncate64(integer, bigint)")
+
+
+def reader_write_privileges(cur, role: str) -> list[str]:
+    """What ``role`` can still write outside the tables: temporary tables in this database, large
+    objects. Empty for a properly read-only role."""
+    left = []
+    cur.execute("SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", (role,))
+    if cur.fetchone()[0]:
+        left.append("TEMPORARY on the database")
+    for fn in LARGE_OBJECT_WRITERS:
+        cur.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, fn))
+        if cur.fetchone()[0]:
+            left.append(f"EXECUTE on {fn}")
+    return left
+
+
+def harden_reader(cur, role: str) -> list[str]:
+    """Take from a read-only role what every role gets through PUBLIC and it must not have: temporary
+    tables (``CREATE TEMP TABLE``) and the large-object functions that write (``lo_create`` ...).
+    PostgreSQL has no per-role deny, so both are revoked from PUBLIC and TEMPORARY is granted back
+    to the current login (the owner of the airtrain objects; the task login is its member). Other
+    roles of this database that need temporary tables or large objects need an explicit GRANT
+    (README "Deploying"). Needs the database owner / a superuser: with less, nothing is changed and
+    the returned list says what the reader can still do (``airtrain migrate`` prints it)."""
+    if not reader_write_privileges(cur, role):
+        return []
+    cur.execute("SELECT current_database(), current_user")
+    db, me = cur.fetchone()
+    steps = [[sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(me)),
+              sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db))],
+             [sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(fn))
+              for fn in LARGE_OBJECT_WRITERS]]
+    for statements in steps:  # each on its own: a database owner that is no superuser still takes TEMPORARY
+        cur.execute("SAVEPOINT airtrain_harden_reader")
+        try:
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute("RELEASE SAVEPOINT airtrain_harden_reader")
+        except Exception:  # noqa: BLE001 - not allowed to (not the owner / a superuser): reported below
+            cur.execute("ROLLBACK TO SAVEPOINT airtrain_harden_reader")
+    left = reader_write_privileges(cur, role)
+    return [f"the read-only role {role} can still write: {', '.join(left)}; run `airtrain migrate` once as a "
+            "superuser (the database owner can revoke TEMPORARY only), or revoke it from PUBLIC yourself"] if left else []
+
+
+def _reader_role(cur, spec: PipelineSpec) -> list[str]:
     role = spec.warehouse.reader_role
     ps = spec.warehouse.predictions_schema
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
@@ -531,6 +582,7 @@ def _reader_role(cur, spec: PipelineSpec) -> None:
     for schema, table in reader_tables(spec):
         cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(schema), ident(role)))
         cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(ident(schema, table), ident(role)))
+    return harden_reader(cur, role)  # read-only also outside the tables: no temp tables, no large objects
 
 
 class ReaderLoginError(RuntimeError):
@@ -579,6 +631,88 @@ def create_reader_login(wh: Warehouse, name: str, password: str, *, reader_role:
     return done
 
 
+def setup_roles(wh: Warehouse, *, owner_role: str, task_login: str, task_password: str,
+                reader_roles: list[str]) -> list[str]:
+    """Deploy-time, as a superuser (compose's ``airflow-init``): the least-privilege roles of a warehouse.
+
+    * ``owner_role`` (NOLOGIN, no attributes) owns the airtrain objects: ``airtrain migrate`` runs as it
+      (``options=-c role=<owner_role>``), so do the tasks;
+    * ``task_login`` - the workers' login - LOGIN without SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or
+      BYPASSRLS, a member of ``owner_role`` whose every session runs as it (``ALTER ROLE ... SET role``:
+      the partitions it creates belong to the owner, like the tables migrate creates); it can therefore
+      write and swap the pipelines' tables and nothing else: no roles, no databases;
+    * the reader roles exist (NOLOGIN) so that migrate, as the owner, only grants to them, and they are
+      read-only also outside the tables (:func:`harden_reader`).
+
+    The password is sent as a SCRAM verifier. Idempotent: a second run resets the password and
+    attributes. Returns what was done."""
+    import psycopg2.extensions
+
+    from airtrain.spec import check_identifier
+
+    for name in (owner_role, task_login, *reader_roles):
+        check_identifier(name)
+    if len(task_password) < 12:
+        raise ReaderLoginError("the task login's password must have at least 12 characters")
+    done: list[str] = []
+    no_attrs = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "schema")
+        cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if not cur.fetchone()[0]:
+            raise ReaderLoginError("setup-roles needs a superuser login (the warehouse's admin)")
+        for role, login in ((owner_role, False), *((r, False) for r in reader_roles), (task_login, True)):
+            cur.execute("SELECT rolsuper OR rolname = current_user FROM pg_roles WHERE rolname = %s", (role,))
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                raise ReaderLoginError(f"{role!r} is a superuser (or this login): pick other role names")
+            verb = "ALTER" if row else "CREATE"
+            cur.execute(sql.SQL("{} ROLE {} {} {} INHERIT").format(
+                sql.SQL(verb), ident(role), sql.SQL("LOGIN" if login else "NOLOGIN"), no_attrs))
+            done.append(f"{'altered' if row else 'created'} role {role}")
+        verifier = psycopg2.extensions.encrypt_password(task_password, task_login, conn, "scram-sha-256")
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident(task_login), sql.Literal(verifier)))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(ident(owner_role), ident(task_login)))
+        cur.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(ident(task_login), sql.Literal(owner_role)))
+        cur.execute("SELECT current_database()")
+        db = sql.Identifier(cur.fetchone()[0])
+        cur.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, ident(owner_role)))
+        cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, ident(task_login)))
+        done.append(f"{task_login}: member of {owner_role} (its sessions run as it), no role attributes")
+        for role in reader_roles:
+            done += harden_reader(cur, role) or [f"{role}: read-only outside the tables too"]
+    return done
+
+
+def _setup_roles(argv: list[str]) -> int:
+    from airtrain.spec import scan_specs
+
+    ap = argparse.ArgumentParser(prog="airtrain setup-roles", description="deploy time, as the warehouse's "
+                                 "superuser: the owner role of the airtrain objects and the workers' task login "
+                                 "(no CREATEROLE); the connection comes from WAREHOUSE_URL or libpq's PG* "
+                                 "variables, the task password from an environment variable, never argv")
+    ap.add_argument("--owner-role", default="airtrain_owner")
+    ap.add_argument("--task-login", default=os.environ.get("WAREHOUSE_TASK_USER") or "airtrain_task")
+    ap.add_argument("--task-password-env", default="WAREHOUSE_TASK_PASSWORD",
+                    help="the environment variable holding the task login's password")
+    ap.add_argument("--spec-dir", default=None)
+    args = ap.parse_args(argv)
+    password = os.environ.get(args.task_password_env) or ""
+    if not password:
+        print(f"error: set {args.task_password_env} to the task login's password", file=sys.stderr)
+        return 2
+    scan = scan_specs(args.spec_dir)
+    readers = sorted({s.warehouse.reader_role for s in scan.specs} | {"predictions_reader"})
+    try:
+        for line in setup_roles(Warehouse(os.environ.get("WAREHOUSE_URL") or ""), owner_role=args.owner_role,
+                                task_login=args.task_login, task_password=password, reader_roles=readers):
+            print(line)
+    except (ReaderLoginError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
     """Create or extend everything the pipeline needs. Idempotent; one transaction; locked."""
     report = SchemaReport(spec.name, spec_hash(spec))
@@ -597,7 +731,7 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec) -> SchemaReport:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
         _shared_tables(cur, spec, report)
         _pipeline_tables(cur, spec, report)
-        _reader_role(cur, spec)
+        report.warnings += _reader_role(cur, spec)
         from airtrain import __version__
 
         cur.execute(sql.SQL(
@@ -695,18 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "create-reader-login":
         return _create_reader_login(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m airtrain.schema", description="apply the warehouse DDL "
-                                 "(or: python -m airtrain.schema create-reader-login NAME --url ...)")
-    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
-    ap.add_argument("--spec-dir", default=None)
-    args = ap.parse_args(argv)
-    if not args.url:
-        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
-        return 2
-    wh = Warehouse(args.url)
-    for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
-        print(apply_schema(wh, spec))
-    return 0
+    from airtrain.migrate import main as migrate
+
+    return migrate(argv)  # the same as `airtrain migrate` (the valid specs; the broken ones named)
 
 
 if __name__ == "__main__":

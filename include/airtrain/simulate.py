@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--format", default="csv", choices=["csv", "parquet"])
-    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE"),
+                    help="warehouse URL (default: $WAREHOUSE_URL, then $AIRFLOW_CONN_WAREHOUSE; prefer those to "
+                         "this flag: a command line is visible to every user of the machine)")
     args = ap.parse_args(argv)
     if args.end_today:
         start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days - 1)
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wh = Warehouse(args.url)
     else:
-        print("no --url / WAREHOUSE_URL: writing landing files only (labels not loaded)")
+        print("no WAREHOUSE_URL / AIRFLOW_CONN_WAREHOUSE: writing landing files only (labels not loaded)")
     out = generate_demo(wh, args.landing, start=start, days=args.days, scenario=args.scenario, seed=args.seed,
                         rows_per_day=args.rows, fmt=args.format)
     print(f"{out['scenario']}: {out['days']} days ({out['start']} .. {out['end']}), {out['rows']:,} rows "

@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -815,16 +815,54 @@ def spec_dir() -> Path:
     return Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
 
 
-def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
-    """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name."""
+class SpecScan(NamedTuple):
+    """Every spec of a folder: the ones that load, and one :class:`SpecError` per file that does not."""
+
+    specs: list[PipelineSpec]
+    errors: list[SpecError]
+
+
+def scan_specs(directory: str | Path | None = None) -> SpecScan:
+    """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name, and
+    collect the errors instead of stopping at the first: one broken spec breaks only itself (the DAG
+    files, the UI page and ``airtrain migrate`` go on with the others and name the broken ones)."""
     directory = Path(directory) if directory is not None else spec_dir()
-    specs = [load_spec(p) for p in sorted(directory.glob("*.yaml"))]
-    seen: dict[str, str] = {}
-    for s in specs:
-        if s.name in seen:
-            raise SpecError(directory, [f"two specs are named {s.name!r}"])
-        seen[s.name] = s.name
-    return specs
+    specs: list[PipelineSpec] = []
+    errors: list[SpecError] = []
+    seen: dict[str, Path] = {}
+    for p in sorted(directory.glob("*.yaml")):
+        try:
+            spec = load_spec(p)
+        except SpecError as exc:
+            errors.append(exc)
+            continue
+        if spec.name in seen:
+            errors.append(SpecError(p, [f"key 'name': {spec.name!r} is also the name of {seen[spec.name]}; "
+                                        "every pipeline needs its own name"]))
+            continue
+        seen[spec.name] = p
+        specs.append(spec)
+    return SpecScan(specs, errors)
+
+
+class SpecsError(SpecError):
+    """Some specs of a folder do not load (each one's message names its file, key and fix)."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        ValueError.__init__(self, "\n".join(str(e) for e in errors))
+        self.path = errors[0].path
+        self.problems = [p for e in errors for p in e.problems]
+
+
+def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
+    """Every spec in ``directory`` (default :func:`spec_dir`), sorted by name; raises one
+    :class:`SpecsError` naming every file that does not load (never only the first). Code that must
+    go on with the valid specs (DAG files, UI, ``airtrain migrate``) uses :func:`scan_specs`."""
+    scan = scan_specs(directory)
+    if scan.errors:
+        raise SpecsError(scan.errors)
+    return scan.specs
 
 
 # --------------------------------------------------------------------------------------------

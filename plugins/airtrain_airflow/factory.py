@@ -43,15 +43,21 @@ def _date_param(title: str, description: str) -> Param:
     return Param(None, type=["null", "string"], pattern=DATE_PATTERN, title=title, description=description)
 
 
+def _flag(title: str, description: str) -> Param:
+    """An optional on/off param. Airflow's trigger form marks a param "required" when its schema's type
+    does not allow null (the UI's rule: ``type`` set and not containing ``"null"``), so a boolean is
+    typed ``["null", "boolean"]``: the box shows unticked, not required, and unset means off."""
+    return Param(False, type=["null", "boolean"], title=title, description=description)
+
+
 def retrain_params() -> dict[str, Param]:
     return {
         "date": _date_param("Partition date", "Process this date (YYYY-MM-DD) instead of the day before the "
                             "run's logical date."),
         "end_date": _date_param("End date (range)", "With 'date', ingest and validate every day from 'date' to "
                                 "'end_date' (inclusive, at most 366 days), then train as of 'end_date'."),
-        "force_promote": Param(
-            False, type="boolean", title="Force promotion",
-            description="Promote the new model even if the promotion gate fails. Requires 'reason'.",
+        "force_promote": _flag(
+            "Force promotion", "Promote the new model even if the promotion gate fails. Requires 'reason'.",
         ),
         "rollback_version": Param(
             None, type=["null", "integer"], minimum=1, title="Roll back to version",
@@ -74,18 +80,16 @@ def retrain_params() -> dict[str, Param]:
             description="Why (recorded in the promotion log / registry.rollouts / registry.promotion_holds). "
             "Required with force_promote, rollback_version, canary_action or promotion_hold.",
         ),
-        "dry_run": Param(
-            False, type="boolean", title="Dry run",
-            description="Ingest, validate, train and evaluate, but promote nothing and write no predictions.",
+        "dry_run": _flag(
+            "Dry run", "Ingest, validate, train and evaluate, but promote nothing and write no predictions.",
         ),
         "trigger_reason": Param(
             "schedule", type="string", maxLength=300, title="Trigger reason",
             description="Why this run started (set by the drift monitor when it triggers a retrain). "
             "Anything but 'schedule' also trains when training.cadence is on_trigger.",
         ),
-        "force_train": Param(
-            False, type="boolean", title="Train now",
-            description="Train a challenger even when the spec's training.cadence is on_trigger.",
+        "force_train": _flag(
+            "Train now", "Train a challenger even when the spec's training.cadence is on_trigger.",
         ),
         "drift_report_id": Param(
             None, type=["null", "string"], maxLength=100, pattern=r"^[A-Za-z0-9_.-]*$", title="Drift report",
@@ -403,3 +407,13 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
             canary_check()
 
     return monitor()
+
+
+def pipeline_dags(name: str) -> dict[str, DAG]:
+    """Both DAGs of the spec ``<spec folder>/<name>.yaml``, by DAG id: what the spec's generated DAG
+    file (:mod:`airtrain_airflow.bundle`) puts in its globals. A spec that does not load raises its
+    :class:`airtrain.spec.SpecError` (file, key, fix): that file's import error, no one else's."""
+    from airtrain.spec import load_spec, spec_dir
+
+    spec = load_spec(spec_dir() / f"{name}.yaml")
+    return {spec.retrain_dag_id: build_retrain_dag(spec), spec.monitor_dag_id: build_monitor_dag(spec)}

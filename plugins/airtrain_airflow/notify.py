@@ -28,17 +28,29 @@ def _redact(text: str) -> str:
     return redact_text(text)
 
 
+def _redact_value(value: Any) -> Any:
+    """``value`` (a payload: dicts, lists, strings) with every string redacted."""
+    if isinstance(value, str):
+        return _redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
 def send_alert(pipeline: str, event: str, message: str, details: dict[str, Any] | None = None) -> list[str]:
     """Log the alert and send it to every configured channel. Returns the channels that got it."""
     from airtrain_airflow.runtime import spec_for
 
     message = _redact(message)
+    details = _redact_value(json.loads(json.dumps(details or {}, default=str)))
     log.warning("ALERT [%s] %s: %s", pipeline, event, message)
     sent = ["log"]
     try:
         alerts = spec_for(pipeline).alerts
     except Exception as exc:  # noqa: BLE001 - an alert must not fail because the spec broke
-        log.error("alerts for %s: cannot read the spec (%s); logged only", pipeline, exc)
+        log.error("alerts for %s: cannot read the spec (%s); logged only", pipeline, _redact(str(exc)))
         return sent
     subject = f"[airtrain] {pipeline}: {event}"
     if alerts.slack_conn_id:
@@ -50,7 +62,7 @@ def send_alert(pipeline: str, event: str, message: str, details: dict[str, Any] 
         except ImportError:
             log.error("alerts.slack_conn_id is set but apache-airflow-providers-slack is not installed")
         except Exception as exc:  # noqa: BLE001
-            log.error("Slack alert failed: %s", exc)
+            log.error("Slack alert failed: %s", _redact(f"{type(exc).__name__}: {exc}"))
     if alerts.smtp_to:
         try:
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -58,14 +70,14 @@ def send_alert(pipeline: str, event: str, message: str, details: dict[str, Any] 
             SmtpNotifier(to=list(alerts.smtp_to), subject=subject, html_content=f"<pre>{message}</pre>").notify({})
             sent.append("smtp")
         except Exception as exc:  # noqa: BLE001
-            log.error("e-mail alert failed: %s", exc)
+            log.error("e-mail alert failed: %s", _redact(f"{type(exc).__name__}: {exc}"))
     if alerts.webhook_conn_id:
         try:
             post_webhook(alerts.webhook_conn_id, {"pipeline": pipeline, "event": event, "message": message,
-                                                  "details": details or {}})
+                                                  "details": details})
             sent.append("webhook")
         except Exception as exc:  # noqa: BLE001
-            log.error("webhook alert failed: %s", exc)
+            log.error("webhook alert failed: %s", _redact(f"{type(exc).__name__}: {exc}"))
     return sent
 
 
@@ -109,6 +121,18 @@ def _error_text(err: Any) -> str:
 
 
 MAX_ERROR_CHARS = 1500
+
+#: exceptions Airflow fails a task with at once, whatever retries are left
+NEVER_RETRIED = ("AirflowFailException", "AirflowSensorTimeout")
+
+
+def _never_retried(err: Any) -> bool:
+    """Was the task failed without its retries: a permanent error (``fail_fast``'s AirflowFailException),
+    a sensor past its deadline?"""
+    from airtrain.errors import PermanentError
+
+    return isinstance(err, BaseException) and (type(err).__name__ in NEVER_RETRIED or isinstance(err, PermanentError)
+                                               or isinstance(err.__cause__, PermanentError))
 
 
 def ui_base_url() -> str:
@@ -173,7 +197,11 @@ class PipelineFailureNotifier(BaseNotifier):
         url = task_log_url(dag_id, run_id, task_id, map_index, try_number)
         error = _error_text(context.get("exception"))
         which = f"{task_id}[{map_index}]" if map_index is not None and map_index >= 0 else task_id
-        attempt = f" (try {try_number} of {tries + 1})" if try_number and tries is not None else ""
+        if _never_retried(context.get("exception")):  # failed at once: "try 1 of 3" would promise two more
+            attempt = f" (try {try_number}, not retried: this error cannot fix itself)" if try_number else \
+                " (not retried: this error cannot fix itself)"
+        else:
+            attempt = f" (try {try_number} of {tries + 1})" if try_number and tries is not None else ""
         msg = f"task {which} of {dag_id} failed{attempt}\nerror: {error}\nrun: {run_id}\nlog: {url}"
         send_alert(self.pipeline, "task failed", msg, {
             "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,

@@ -31,7 +31,8 @@ def _params_error(message: str) -> Exception:
 def fail_fast() -> Generator[None, None, None]:
     """Fail the task at once, without retries, on a permanent error (:class:`airtrain.errors.PermanentError`:
     bad input, bad parameters, a refused artifact, ...). Anything else (a lost connection, a lock
-    timeout) propagates unchanged and is retried. Usable as a decorator or a ``with`` block."""
+    timeout) propagates as it is (retried), its text redacted. Usable as a decorator or a ``with`` block."""
+    from airtrain.db import redact_exception, redact_text
     from airtrain.errors import PermanentError
 
     try:
@@ -39,7 +40,11 @@ def fail_fast() -> Generator[None, None, None]:
     except PermanentError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        redact_exception(exc)  # what Airflow logs and alerts carry: never a password or key
+        raise AirflowFailException(redact_text(f"{type(exc).__name__}: {exc}")) from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised as it is: the same exception, so the same retries
+        redact_exception(exc)  # its text redacted in place
+        raise
 
 
 def project_root() -> Path:
@@ -165,6 +170,7 @@ def unknown_conf_keys(ctx: Any) -> tuple[list[str], list[str]]:
     return sorted(k for k in conf if k not in known), known
 
 
+@fail_fast()
 def check_params(name: str) -> dict[str, Any]:
     """Validate the params together (types were already checked by Airflow's JSON schema) and decide
     the run's dates once, in the spec's timezone, for every mode (the plan every task follows)."""

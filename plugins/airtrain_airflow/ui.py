@@ -37,10 +37,23 @@ from fastapi.responses import HTMLResponse
 from airtrain_airflow.links import PREFIX, report_url
 
 
-def _specs() -> dict[str, Any]:
-    from airtrain.spec import load_specs
+def _scan():
+    """The spec folder: the specs that load, and the errors of those that do not (one broken spec
+    never hides the other pipelines' reports)."""
+    from airtrain.spec import scan_specs
 
-    return {s.name: s for s in load_specs()}
+    return scan_specs()
+
+
+def _specs() -> dict[str, Any]:
+    return {s.name: s for s in _scan().specs}
+
+
+def _error_text(exc: BaseException, limit: int = 300) -> str:
+    """An error shown on the page: its type and message, redacted (never a connection URI's password)."""
+    from airtrain.db import redact_text
+
+    return redact_text(f"{type(exc).__name__}: {exc}")[:limit]
 
 
 def _warehouse(spec: Any):
@@ -130,9 +143,7 @@ def _query(fn_name: str):
         try:
             return getattr(monitoring, fn_name)(_warehouse(spec), spec), None
         except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
-            from airtrain.db import redact_text
-
-            return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+            return [], _error_text(exc)
 
     return rows
 
@@ -221,9 +232,7 @@ def _approvals(spec: Any) -> tuple[dict[str, Any], str | None]:
         return {"pending": pending_approvals(spec.retrain_dag_id),
                 "decided": release.list_approvals(_warehouse(spec), spec, limit=10)}, None
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
-        from airtrain.db import redact_text
-
-        return {}, redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        return {}, _error_text(exc)
 
 
 def _approvals_table(name: str, spec: Any, data: dict[str, Any]) -> list[str]:
@@ -257,9 +266,7 @@ def _canaries(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
         wh = _warehouse(spec)
         return canary.list_rollouts(wh, spec, limit=10, with_last_check=True), None
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
-        from airtrain.db import redact_text
-
-        return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        return [], _error_text(exc)
 
 
 def _canaries_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
@@ -314,13 +321,21 @@ def _holds_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None,
-                 canaries_for: Any = None, holds_for: Any = None) -> str:
+                 canaries_for: Any = None, holds_for: Any = None, broken: list[tuple[str, str]] | None = None) -> str:
+    """The page; ``broken``: (spec file, error) of each spec that does not load - named at the top,
+    while every other pipeline is listed as usual."""
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Validation and drift reports</title>",
              f"<style>{STYLE}</style></head><body><h1>Validation and drift reports</h1>",
              "<p class='muted'>Validation: every partition the <code>&lt;name&gt;_retrain</code> DAG validated "
              "(<code>monitoring.validation_runs</code>). Drift: the decisions of the <code>&lt;name&gt;_monitor</code> "
              "DAG (<code>monitoring.drift_decisions</code>, <code>monitoring.drift_metrics</code>).</p>"]
+    if broken:
+        parts.append("<h2 id='broken-specs' class='err'>Specs that do not load</h2><p class='muted'>Their DAGs are "
+                     "import errors (DAGs → import errors in the UI) and do not run; every other pipeline does. "
+                     "Fix the spec (docs/SPEC.md), then run <code>airtrain migrate</code>.</p>")
+        for file_name, message in broken:
+            parts.append(f"<h3 class='broken-spec'>{e(file_name)}</h3><pre class='err'>{e(message)}</pre>")
     for name, spec in sorted(specs.items()):
         parts.append(f"<h2 id='{e(name)}'>{e(name)}</h2>")
         parts.append(f"<p class='muted'>DAGs: <a href='/dags/{e(spec.retrain_dag_id)}' target='_top'>"
@@ -358,7 +373,10 @@ def read_card(pipeline: str, version: int, specs: dict[str, Any] | None = None) 
     specs = specs if specs is not None else _specs()
     if pipeline not in specs:
         raise HTTPException(status_code=404, detail="no such model card")
-    card = read(_warehouse(specs[pipeline]), specs[pipeline], int(version))
+    try:
+        card = read(_warehouse(specs[pipeline]), specs[pipeline], int(version))
+    except Exception as exc:  # noqa: BLE001 - a redacted 503 instead of a 500 with the raw error in the log
+        raise HTTPException(status_code=503, detail=f"cannot read the model card: {_error_text(exc)}") from None
     if card is None:
         raise HTTPException(status_code=404, detail="no such model card")
     return card
@@ -372,7 +390,10 @@ def render_card_list(pipeline: str) -> str:
     specs = _specs()
     if pipeline not in specs:
         raise HTTPException(status_code=404, detail="no such pipeline")
-    rows = list_cards(_warehouse(specs[pipeline]), specs[pipeline])
+    try:
+        rows = list_cards(_warehouse(specs[pipeline]), specs[pipeline])
+    except Exception as exc:  # noqa: BLE001 - a redacted 503 instead of a 500 with the raw error in the log
+        raise HTTPException(status_code=503, detail=f"cannot read the model cards: {_error_text(exc)}") from None
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Model cards {e(pipeline)}</title>"
              f"<style>{STYLE}</style></head><body><h1>Model cards: {e(pipeline)}</h1><table><tr><th>version</th>"
              "<th>estimator</th><th>champion</th><th>gate</th><th>status</th><th>updated</th><th>JSON</th></tr>"]
@@ -395,10 +416,18 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(user: Any = auth) -> HTMLResponse:
-        specs = {n: s for n, s in _specs().items() if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
+        from pathlib import Path
+
+        scan = _scan()
+        specs = {s.name: s for s in scan.specs if can_read(user, s.monitor_dag_id) or can_read(user, s.retrain_dag_id)}
+        # a broken spec is named to the users who may read its DAGs (by the ids its file name gives)
+        broken = [(Path(err.path).name, _error_text(err, 3000).removeprefix(f"{type(err).__name__}: "))
+                  for err in scan.errors
+                  if any(can_read(user, f"{Path(err.path).stem}_{kind}") for kind in ("retrain", "monitor"))]
         return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
                                          _allowed(user, _validations, "validation"), _approvals,
-                                         _allowed(user, _canaries, "drift"), _allowed(user, _holds, "validation")))
+                                         _allowed(user, _canaries, "drift"), _allowed(user, _holds, "validation"),
+                                         broken=broken))
 
     def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         specs = _specs()

@@ -33,5 +33,10 @@ def test_dag_files_and_tasks_read_specs_from_the_same_folder(tmp_path, monkeypat
     from airtrain_airflow.runtime import spec_for
 
     assert spec_for("telco").name == "telco"
-    dags = runpy.run_path(str(ROOT / "dags" / "retrain.py"))
-    assert "telco_retrain" in dags and "churn_retrain" not in dags
+    from airtrain_airflow.bundle import SpecDagBundle
+
+    bundle = SpecDagBundle(name="airtrain", path=str(tmp_path / "dags"))
+    bundle.initialize()  # what the DAG processor and a worker do first: one DAG file per spec
+    assert sorted(p.name for p in bundle.path.glob("*.py")) == ["telco.py"]
+    dags = runpy.run_path(str(bundle.path / "telco.py"))
+    assert "telco_retrain" in dags and "telco_monitor" in dags and "churn_retrain" not in dags

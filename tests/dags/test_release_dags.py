@@ -54,3 +54,32 @@ def test_with_approval_required_scoring_does_not_wait_for_the_approval(tmp_path)
     score = dag.get_task("score_approved")
     assert score.upstream_task_ids == {"promote_approved", "check_params"}
     assert [o.name for o in score.outlets] == ["airtrain.churn.predictions"]
+
+
+def _ui_marks_required(schema: dict) -> bool:
+    """Airflow 3.3's trigger form: a param is "required" when its schema has a type that does not
+    allow null (ui/src: ``!!schema.type && (!Array.isArray(schema.type) || !schema.type.includes("null"))``)."""
+    kind = schema.get("type")
+    return bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+
+
+def test_the_trigger_form_marks_no_on_off_param_as_required():
+    """'Force promotion', 'Dry run' and 'Train now' are check boxes: unticked is an answer, not a
+    missing value. The rule above is the installed UI's own (checked in its bundle)."""
+    import re
+
+    import airflow
+    from airtrain_airflow.factory import build_retrain_dag
+
+    bundle = "".join(p.read_text(errors="replace") for p in
+                     (Path(airflow.__file__).parent / "ui/dist/assets").glob("index-*.js"))
+    assert re.search(r"=e=>!!e\.schema\.type&&\(!Array\.isArray\(e\.schema\.type\)\|\|!e\.schema\.type\.includes\("
+                     r"`null`\)\)", bundle), "the UI's rule for required params changed: update _ui_marks_required"
+    dag = build_retrain_dag(load_spec(ROOT / "include/pipelines/churn.yaml"))
+    flags = {k: dag.params.get_param(k) for k in dag.params if "boolean" in str(dag.params.get_param(k).schema)}
+    assert set(flags) == {"force_promote", "dry_run", "force_train"}
+    for name, param in flags.items():
+        assert not _ui_marks_required(param.schema), name
+        assert param.value is False  # unticked by default
+        param.resolve(None)  # an empty box is accepted ...
+        assert param.resolve(True) is True  # ... and a ticked one

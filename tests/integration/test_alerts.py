@@ -73,7 +73,9 @@ def test_a_failed_task_alerts_once_with_the_error_the_run_and_a_log_link(project
     assert len(alerts) == 1, received  # the task's alert; the run's callback does not repeat it
     a = alerts[0]
     msg, details = a["message"], a["details"]
-    assert a["event"] == "task failed" and msg.startswith("task wait_for_landing of churn_retrain failed (try 1 of 3)")
+    # a file that can no longer arrive fails at once: the alert says so instead of "try 1 of 3"
+    assert a["event"] == "task failed" and msg.startswith(
+        "task wait_for_landing of churn_retrain failed (try 1, not retried: this error cannot fix itself)")
     assert "data/landing/churn/2026-01-05.csv" in msg and "can no longer arrive" in msg  # the error itself
     assert f"run: {dr.run_id}" in msg
     log_url = f"/dags/churn_retrain/runs/{quote(dr.run_id, safe='')}/tasks/wait_for_landing?try_number=1"
@@ -100,7 +102,8 @@ def test_the_failure_alert_redacts_secrets_in_the_error(project, webhook):
         PipelineFailureNotifier("churn", scope="task").notify({"ti": FailedTask(), "exception": exc})
     msg = received[-1]["message"]
     assert secret not in json.dumps(received) and "postgresql://bob:***@db/x" in msg
-    assert msg.startswith("task score[1] of churn_retrain failed (try 3 of 3)\nerror: SourceFormatError: cannot")
+    assert msg.startswith("task score[1] of churn_retrain failed (try 3, not retried: this error cannot fix itself)"
+                          "\nerror: SourceFormatError: cannot")
     assert "/dags/churn_retrain/runs/manual__1/tasks/score/mapped/1?try_number=3" in msg
 
 

@@ -105,9 +105,10 @@ def reader_login(runs, pg_server):
     """A login made by the documented command; dropped afterwards (roles are cluster-wide)."""
     p = runs["project"]
     name = f"analyst_{uuid.uuid4().hex[:8]}"
-    out = subprocess.run([sys.executable, "-m", "airtrain.schema", "create-reader-login", name,
-                          "--url", p.warehouse.uri], capture_output=True, text=True, cwd=ROOT,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "include")})
+    out = subprocess.run([sys.executable, "-m", "airtrain.schema", "create-reader-login", name],
+                         capture_output=True, text=True, cwd=ROOT,  # the URL: environment, never argv
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "include"),
+                              "WAREHOUSE_URL": p.warehouse.uri})
     assert out.returncode == 0, out.stderr
     password = re.search(r"^password: (\S+)", out.stdout, flags=re.M).group(1)
     connect = re.search(r"^connect:\s+psql '([^']+)'", out.stdout, flags=re.M).group(1)
@@ -151,7 +152,10 @@ def test_the_reader_login_reads_nothing_else_and_writes_nothing(runs, reader_log
     refused = ["SELECT count(*) FROM registry.model_versions", "SELECT count(*) FROM features.churn",
                "SELECT count(*) FROM raw.churn_batches", "SELECT count(*) FROM quarantine.churn",
                "SELECT count(*) FROM monitoring.churn_reference", "DELETE FROM predictions.churn",
-               "INSERT INTO registry.champions VALUES ('x', 1)", "CREATE TABLE predictions.mine (x int)"]
+               "INSERT INTO registry.champions VALUES ('x', 1)", "CREATE TABLE predictions.mine (x int)",
+               # nor outside the tables: temporary tables, large objects (PUBLIC has both by default)
+               "CREATE TEMP TABLE mine (x int)", "SELECT lo_create(0)", "SELECT lo_creat(-1)",
+               "SELECT lo_from_bytea(0, 'x')", "SELECT lo_import('/etc/hostname')"]
     conn = psycopg2.connect(url)
     conn.autocommit = True
     try:

