@@ -57,13 +57,24 @@ class SwapLockTimeout(RuntimeError):
     """The partition swap did not get its lock in time (long reads): nothing was published; retryable."""
 
 
+def _swap_key(target: ScoringTarget) -> int:
+    """The advisory lock every publish of the target's table takes before it locks the parent table or
+    any partition (:func:`publish`: one lock order for all writers of the table)."""
+    return advisory_key("predictions-swap", target.schema, target.table)
+
+
 def _lock_holders(cur: Any, target: ScoringTarget) -> str:
-    """Who holds a lock on the target's parent table (for the log and the error)."""
-    cur.execute("SELECT l.pid, a.usename, a.application_name, round(extract(epoch FROM now() - a.xact_start)) "
-                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.relation = "
-                "%s::regclass AND l.pid <> pg_backend_pid()", (f'"{target.schema}"."{target.table}"',))
+    """Who holds a lock on the target's parent table, or its swap lock (another publish), for the log
+    and the error."""
+    key = _swap_key(target) & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two unsigned halves
+    cur.execute("SELECT l.pid, a.usename, a.application_name, round(extract(epoch FROM now() - a.xact_start)), "
+                "l.locktype = 'advisory' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
+                "AND l.pid <> pg_backend_pid() AND (l.relation = %s::regclass OR (l.locktype = 'advisory' AND "
+                "l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1))",
+                (f'"{target.schema}"."{target.table}"', key >> 32, key & 0xFFFFFFFF))
     rows = cur.fetchall()
-    return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, transaction open {r[3]} s)" for r in rows) or "another session"
+    return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, {'publishing, ' if r[4] else ''}transaction open "
+                     f"{r[3]} s)" for r in rows) or "another session"
 
 
 class NoModelError(ScoringError):
@@ -383,13 +394,20 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 
     Safe to retry in the same run (``run_id`` given): when the stage table is gone because this run
     already swapped it in (the task died after the commit, before reporting success), the attached
-    partition holds exactly this run's rows, and that is recognised as done instead of failing."""
+    partition holds exactly this run's rows, and that is recognised as done instead of failing.
+
+    Lock order - the same in every publish, so two publishes (two runs of a pipeline, different dates)
+    never wait on each other in a cycle: (1) the advisory lock of the (table, date); (2) this run's own
+    stage tables (named per run: no other session locks them); (3) the table's advisory *swap* lock
+    (:func:`_swap_key`), taken before (4) the parent table and its partitions (DETACH / ATTACH). The
+    catalog reads in between open no relation. The expensive part (the primary-key build of the
+    stage) runs before (3), so publishes of different dates still overlap there."""
     parent = ident(target.schema, target.table)
     targets = [(target, expected_rows), *companions]
     if any(t.as_of != target.as_of or (t.schema, t.table) != (target.schema, target.table) for t, _ in targets):
         raise ScoringError("a publish swaps partitions of one date of one table only")
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)",
+        cur.execute("SELECT pg_advisory_xact_lock(%s)",  # (1)
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
         present = []
         for t, _ in targets:
@@ -402,7 +420,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             raise ScoringError(f"only some stage tables of {target.as_of} exist ({[t.stage for t, _ in targets]}): "
                                "nothing was published; re-run the scoring from begin_scoring")
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
-        rows = [_ready_stage(cur, spec, t, n) for t, n in targets]
+        rows = [_ready_stage(cur, spec, t, n) for t, n in targets]  # (2)
         keep = {t.partition for t, _ in targets}
         # a shadow date holds one version; a canary date holds its two arms only - and a date that was a
         # canary's, re-scored by the champion alone (after the decision), holds that champion only
@@ -416,6 +434,8 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             attempt += 1
             cur.execute("SAVEPOINT airtrain_swap")
             try:
+                # (3) then (4); waiting for another publish's swap is bounded by lock_timeout like the rest
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_swap_key(target),))
                 swapped = [_swap_in(cur, parent, t, keep if supersede else None) for t, _ in targets]
                 break
             except psycopg2.errors.LockNotAvailable:
@@ -442,12 +462,15 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 def _canary_date(cur: Any, target: ScoringTarget) -> bool:
     """Whether the target's date holds a canary's candidate arm (:mod:`airtrain.canary`). Read from the
     catalog, not the rows (no scan of the date): a candidate partition's ``arm`` column defaults to
-    'candidate' (set on its stage table by :func:`airtrain.canary.begin`)."""
+    'candidate' (set on its stage table by :func:`airtrain.canary.begin`). ``pg_get_expr(.., 0)``: a
+    default holds no column reference, and with a relation id PostgreSQL would lock that relation -
+    for every default the planner evaluates it on, other runs' stage tables included (a deadlock
+    between two publishes of different dates)."""
     cur.execute("SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = "
                 "i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
                 "AND a.attname = 'arm' JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
                 "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s "
-                "AND pg_get_expr(d.adbin, d.adrelid) LIKE %s LIMIT 1",
+                "AND pg_get_expr(d.adbin, 0) LIKE %s LIMIT 1",
                 (target.schema, target.table, f"{target.table}_p{target.as_of:%Y%m%d}_v".replace("_", "\\_") + "%",
                  "%candidate%"))
     return cur.fetchone() is not None
