@@ -700,10 +700,12 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     m, t = spec.monitoring, spec.monitoring.trigger
     out: dict[str, Any] = {"pipeline": spec.name, "window_start": start.isoformat(), "window_end": end.isoformat(),
                            "retrain_run_id": retrain_run_id(end)}
-    version = registry.champion_version(wh, spec)
+    # the model that scored the window's end (point in time: the champion for that date, not the live one)
+    version = registry.champion_as_of(wh, spec, end)
     history = _history(wh, spec, end)
     if version is None:
-        dec = Decision("no_champion", "no champion yet: nothing to compare with (run the retrain DAG first)", False)
+        dec = Decision("no_champion", f"no champion for {end} yet: nothing to compare with (run the retrain DAG "
+                                      "first)", False)
         _write(wh, spec, window=(start, end), version=None, run_id=run_id, metrics=[], decision=dec, rep_id=None,
                rep_path=None, drift_share=None, current_rows=0, details={})
         return {**out, **_summary(dec), "model_version": None, "report_id": None, "report_path": None}

@@ -138,8 +138,11 @@ def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "ch
                          "shadow" if role == "shadow" else "champion")
 
 
-def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) -> int:
-    """'champion' → the champion; 'challenger' → newest non-champion version; or a version number.
+def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, as_of: dt.date | None = None
+                    ) -> int:
+    """'champion' → the champion (with ``as_of``: the champion *for that date*,
+    :func:`airtrain.registry.champion_as_of` - a re-run or backfill of an old date is scored by the
+    model that was live for it); 'challenger' → newest non-champion version; or a version number.
     ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
     if model is None or (isinstance(model, str) and not model.strip()):
         raise NoModelError(f"{spec.name}: no model version given (this run trained no challenger)")
@@ -150,7 +153,15 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) 
                 f"{spec.name} has no champion model yet, so there is nothing to score with; run "
                 f"{spec.retrain_dag_id} until a model passes the promotion gate (or roll back to a version)"
             )
-        return champion
+        if as_of is None:
+            return champion
+        for_date = registry.champion_as_of(wh, spec, as_of)
+        if for_date is None:
+            raise NoModelError(
+                f"{spec.name} had no champion for {as_of}: the first champion change is effective from "
+                f"{registry.first_effective_on(wh, spec)} (a model trained on later data never scores an earlier "
+                "date; see registry.promotion_log.effective_on)")
+        return for_date
     if model == "challenger":
         versions = [v.version for v in registry.list_versions(wh, spec) if v.version != champion]
         if not versions:
@@ -204,11 +215,12 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
     """Check the model and the features, and create an empty stage table for (date, version, run).
     The target says how many shards score it (``scoring.rows_per_shard``: from the date's rows).
 
-    Shadow scoring of the champion itself is refused (:class:`NoModelError`): its predictions are in
+    ``model="champion"`` is the champion for ``as_of`` (:func:`airtrain.registry.champion_as_of`).
+    Shadow scoring of that champion itself is refused (:class:`NoModelError`): its predictions are in
     the champion table already (a challenger that was just promoted has no shadow)."""
-    version = resolve_version(wh, spec, model)
+    version = resolve_version(wh, spec, model, as_of)
     registry.get_version(wh, spec, version)
-    if role == "shadow" and version == registry.champion_version(wh, spec):
+    if role == "shadow" and version == registry.champion_as_of(wh, spec, as_of):
         raise NoModelError(f"{spec.name} v{version} is the champion: its predictions are in "
                            f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
     check_features_table(wh, spec)

@@ -258,8 +258,7 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
             raise AirflowSkipException(
                 "not retraining: training.cadence is on_trigger and this is a scheduled run (the drift "
                 "monitor triggers retraining; or start a run with force_train)")
-    as_of = steps.training_as_of(wh, spec, dt.date.fromisoformat(plan["as_of"]),
-                                 dt.date.fromisoformat(plan["run_date"]), plan.get("trigger_reason"))
+    as_of = steps.training_as_of(dt.date.fromisoformat(plan["as_of"]))
     try:
         return steps.train(wh, spec, as_of, plan["run_id"])
     except InsufficientDataError as exc:
@@ -428,11 +427,15 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     spec = spec_for(name)
     if plan["dry_run"]:
         return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
-    from airtrain import registry
+    from airtrain import registry, scoring
 
-    return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
+    wh = warehouse_for(spec)
+    # effective for the date this run re-scores (begin_scoring) and every later one
+    effective = dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else scoring.newest_validated_date(wh, spec)
+    return steps.rollback(wh, spec, int(plan["rollback_version"]), run_id=plan["run_id"],
                           actor=plan["actor"], reason=plan["reason"],
-                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION))
+                          expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION),
+                          effective_on=effective)
 
 
 @fail_fast()
