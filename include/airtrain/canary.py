@@ -465,6 +465,9 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     rollout = running(wh, spec)
     if rollout is None:
         return {"decision": None, "reason": "no canary is running"}
+    if rollout.started_on is not None and as_of < rollout.started_on:  # an older date published again
+        return {"decision": None, "reason": f"{as_of} is before the canary started ({rollout.started_on})",
+                "rollout_id": rollout.id}
     from airtrain.ingest import load_labels
 
     load_labels(wh, spec, as_of)  # the labels known on as_of (idempotent; the drift check beside does it too)

@@ -155,8 +155,8 @@ def champion_version(wh: Warehouse, spec: PipelineSpec) -> int | None:
 
 
 #: a version's training as_of from its lineage, as a date (NULL when missing or malformed); ``m`` = model_versions
-_LINEAGE_AS_OF = ("(CASE WHEN m.lineage->>'as_of' ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$' "
-                  "THEN (m.lineage->>'as_of')::date END)")
+_LINEAGE_AS_OF = sql.SQL("(CASE WHEN m.lineage->>'as_of' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' "
+                         "THEN (m.lineage->>'as_of')::date END)")
 
 
 def champion_as_of(wh: Warehouse, spec: PipelineSpec, day: Any) -> int | None:
@@ -171,8 +171,9 @@ def champion_as_of(wh: Warehouse, spec: PipelineSpec, day: Any) -> int | None:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL(
             "SELECT l.to_version FROM {l} l LEFT JOIN {m} m ON m.pipeline = l.pipeline AND m.version = l.to_version "
-            "WHERE l.pipeline = %s AND COALESCE(l.effective_on, " + _LINEAGE_AS_OF + ", '-infinity'::date) <= %s "
-            "ORDER BY l.id DESC LIMIT 1").format(l=_t(spec, "promotion_log"), m=_t(spec, "model_versions")),
+            "WHERE l.pipeline = %s AND COALESCE(l.effective_on, {asof}, '-infinity'::date) <= %s "
+            "ORDER BY l.id DESC LIMIT 1").format(l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"),
+                                                 asof=_LINEAGE_AS_OF),
             (spec.name, day))
         row = cur.fetchone()
     return int(row[0]) if row else None
@@ -182,9 +183,9 @@ def first_effective_on(wh: Warehouse, spec: PipelineSpec) -> Any:
     """The first date any champion change is effective for (None: no champion was ever made)."""
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL(
-            "SELECT min(COALESCE(l.effective_on, " + _LINEAGE_AS_OF + ", '-infinity'::date)) FROM {l} l LEFT JOIN {m} m "
+            "SELECT min(COALESCE(l.effective_on, {asof}, '-infinity'::date)) FROM {l} l LEFT JOIN {m} m "
             "ON m.pipeline = l.pipeline AND m.version = l.to_version WHERE l.pipeline = %s").format(
-            l=_t(spec, "promotion_log"), m=_t(spec, "model_versions")), (spec.name,))
+            l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"), asof=_LINEAGE_AS_OF), (spec.name,))
         row = cur.fetchone()
     return row[0] if row else None
 
@@ -301,9 +302,9 @@ def promote(
                     "refused": refused}
         cur.execute(
             sql.SQL("INSERT INTO {} (pipeline, from_version, to_version, action, actor, reason, metrics, run_id, "
-                    "effective_on) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s::date, (SELECT "
-                    + _LINEAGE_AS_OF + " FROM {} m WHERE m.pipeline = %s AND m.version = %s))) RETURNING id").format(
-                _t(spec, "promotion_log"), _t(spec, "model_versions")),
+                    "effective_on) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s::date, (SELECT {} FROM {} m "
+                    "WHERE m.pipeline = %s AND m.version = %s))) RETURNING id").format(
+                _t(spec, "promotion_log"), _LINEAGE_AS_OF, _t(spec, "model_versions")),
             (spec.name, current, version, action, actor, reason, json.dumps(metrics or {}, default=str), run_id,
              effective_on, spec.name, version),
         )
