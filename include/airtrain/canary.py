@@ -268,16 +268,19 @@ def close_on_champion_change(cur: Any, spec: PipelineSpec, *, new_champion: int,
 
 
 def graduate(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str, actor: str, run_id: str,
-             decided_on: dt.date | None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+             decided_on: dt.date | None, metrics: dict[str, Any] | None = None,
+             effective_on: dt.date | None = None) -> dict[str, Any]:
     """The candidate becomes the champion for every entity: the registry's locked, logged
     compare-and-swap (the champion must still be the one the canary ran against); the rollout row is
-    closed in the same transaction."""
+    closed in the same transaction. ``effective_on``: the first date it scores alone (default
+    ``decided_on``)."""
     from airtrain import registry
 
     res = registry.promote(wh, spec, rollout.candidate_version, action="promote", actor=actor,
                            reason=f"canary graduated: {reason}", run_id=run_id,
                            metrics={"canary": metrics or {}, "rollout_id": rollout.id},
-                           expected_champion=rollout.champion_version, canary_decided_on=decided_on)
+                           expected_champion=rollout.champion_version, canary_decided_on=decided_on,
+                           effective_on=effective_on or decided_on)
     if res.get("refused"):
         abort(wh, spec, rollout, reason=f"cannot graduate: {res['refused']}", actor=actor, run_id=run_id,
               decided_on=decided_on)
@@ -465,6 +468,9 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     rollout = running(wh, spec)
     if rollout is None:
         return {"decision": None, "reason": "no canary is running"}
+    if rollout.started_on is not None and as_of < rollout.started_on:  # an older date published again
+        return {"decision": None, "reason": f"{as_of} is before the canary started ({rollout.started_on})",
+                "rollout_id": rollout.id}
     from airtrain.ingest import load_labels
 
     load_labels(wh, spec, as_of)  # the labels known on as_of (idempotent; the drift check beside does it too)
@@ -509,9 +515,9 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
              rollout.champion_version, as_of, d.decision, d.reason)
     if not apply or d.decision == "wait":
         return out
-    if d.decision == "graduate":
+    if d.decision == "graduate":  # as_of was scored by both arms: the candidate scores alone from the next day
         graduate(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of,
-                 metrics=json.loads(json.dumps(asdict(d), default=str)))
+                 metrics=json.loads(json.dumps(asdict(d), default=str)), effective_on=as_of + dt.timedelta(days=1))
     else:
         abort(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of)
     out["applied"] = True
@@ -524,16 +530,20 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
 
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> dict[str, Any]:
-    """The date's scoring target: the champion's (as :func:`airtrain.scoring.begin`), or - while a
-    canary runs - the champion arm's, carrying the candidate arm's target under ``"canary"``."""
+    """The date's scoring target: the champion's for that date (as :func:`airtrain.scoring.begin`), or -
+    while a canary runs and the date is not older than its start - the champion arm's, carrying the
+    candidate arm's target under ``"canary"``. A date before the canary started (a backfill, a re-run)
+    is scored by its champion alone."""
     from dataclasses import replace
 
     from airtrain import registry, scoring
 
     rollout = running(wh, spec) if enabled(spec) else None
+    if rollout is not None and rollout.started_on is not None and as_of < rollout.started_on:
+        rollout = None
     if rollout is None:
         return scoring.begin(wh, spec, as_of, "champion", run_id=run_id).as_dict()
-    champion = registry.champion_version(wh, spec)
+    champion = registry.champion_as_of(wh, spec, as_of)
     if champion != rollout.champion_version:
         raise CanaryError(f"rollout {rollout.id} runs against v{rollout.champion_version} but the champion is "
                           f"v{champion}; abort it (canary_action: abort) - nothing was scored")

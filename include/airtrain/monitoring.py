@@ -510,6 +510,9 @@ class Decision:
     reason: str
     drifted: bool
     signals: list[str] = field(default_factory=list)
+    #: a window that would retrain, checked after another window of the same monitor run that does
+    #: (YYYY-MM-DD of that one): it waits for that retrain's trigger (:func:`record_trigger`)
+    deferred_to: str | None = None
 
     @property
     def trigger(self) -> bool:
@@ -524,7 +527,7 @@ class PastWindow:
 
 
 def decide(spec: PipelineSpec, window_end: dt.date, signals: list[str], history: list[PastWindow],
-           insufficient: str | None = None) -> Decision:
+           insufficient: str | None = None, pending: dt.date | None = None) -> Decision:
     """Apply the spec's trigger rule. ``history``: earlier windows' decisions (any order).
 
     * ``insufficient`` set → ``insufficient_data`` (small windows never count as drift);
@@ -532,6 +535,9 @@ def decide(spec: PipelineSpec, window_end: dt.date, signals: list[str], history:
     * fewer than ``persistence`` consecutive drifted windows (each ``window_days`` apart, ending at
       this one) → ``drift``;
     * a retrain was triggered for a window less than ``cooldown_days`` before this one → ``cooldown``;
+    * ``pending``: an earlier window checked by the same monitor run decided ``retrain`` (its trigger
+      runs after the check) → ``drift``, deferred to it (``deferred_to``): one retrain at a time; it
+      becomes ``cooldown`` once that retrain is triggered (:func:`record_trigger`);
     * otherwise → ``retrain``.
     """
     t = spec.monitoring.trigger
@@ -555,6 +561,11 @@ def decide(spec: PipelineSpec, window_end: dt.date, signals: list[str], history:
         until = recent[0] + dt.timedelta(days=t.cooldown_days)
         return Decision("cooldown", f"{what}; but a retrain was triggered for window {recent[0]} "
                                     f"(cooldown {t.cooldown_days} days, until {until})", True, signals)
+    if pending is not None and pending < window_end:
+        return Decision("drift", f"{what} ({streak} consecutive drifted windows); a retrain is due for window "
+                                 f"{pending}, checked before this one by the same monitor run: one retrain at a "
+                                 "time - this window waits for it (cooldown once it is triggered)", True, signals,
+                        deferred_to=pending.isoformat())
     return Decision("retrain", f"{what} ({streak} consecutive drifted windows)", True, signals)
 
 
@@ -586,9 +597,11 @@ def _history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[Pas
                                                   spec.monitoring.trigger.persistence
                                                   * spec.monitoring.window_days) + 1)
     with wh.connect() as conn, conn.cursor() as cur:
-        # a 'retrain' whose trigger never created (or found) the run does not start a cooldown
-        cur.execute(sql.SQL("SELECT window_end, coalesce(drifted, false), CASE WHEN decision = 'retrain' AND "
-                            "triggered_run_id IS NULL THEN 'retrain_not_triggered' ELSE decision END FROM {} "
+        # a 'retrain' whose trigger never created (or found) the run does not start a cooldown; a window
+        # whose retrain was triggered keeps its cooldown when it is checked again (its date re-published)
+        cur.execute(sql.SQL("SELECT window_end, coalesce(drifted, false), CASE WHEN triggered_run_id IS NOT NULL "
+                            "THEN 'retrain' WHEN decision = 'retrain' THEN 'retrain_not_triggered' ELSE decision END "
+                            "FROM {} "
                             "WHERE pipeline = %s AND window_end < %s AND window_end >= %s").format(
             ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end, lookback))
         return [PastWindow(r[0], bool(r[1]), r[2]) for r in cur.fetchall()]
@@ -651,6 +664,14 @@ def record_trigger(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, ru
                 "jsonb_build_object('state', 'triggered', 'run_id', %s::text, 'at', now()::text)) "
                 "WHERE pipeline = %s AND window_end = %s AND triggered_run_id IS NULL").format(table),
                 (run_id, run_id, spec.name, window_end))
+            # the later windows of the same monitor run that waited for this retrain are in its cooldown now
+            until = window_end + dt.timedelta(days=spec.monitoring.trigger.cooldown_days)
+            cur.execute(sql.SQL(
+                "UPDATE {} SET decision = 'cooldown', reason = reason || %s WHERE pipeline = %s AND decision = 'drift' "
+                "AND details->>'deferred_to' = %s AND window_end > %s AND window_end < %s").format(table),
+                (f"; cooldown: the retrain for window {window_end} was triggered (run {run_id}; cooldown "
+                 f"{spec.monitoring.trigger.cooldown_days} days, until {until})", spec.name, window_end.isoformat(),
+                 window_end, until))
             cur.execute(sql.SQL("SELECT triggered_run_id, details->'trigger'->>'alerted' FROM {} "
                                 "WHERE pipeline = %s AND window_end = %s").format(table), (spec.name, window_end))
             row = cur.fetchone()
@@ -699,9 +720,57 @@ def performance_drop(metric: str, realized: float, baseline: float) -> float:
     return (realized - baseline) if metric in LOWER_IS_BETTER else (baseline - realized)
 
 
+def windows_to_check(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], *, run_id: str) -> list[dt.date]:
+    """The windows a monitor run checks, oldest first, each once: ``dates`` (the dates its publish
+    events name) and every published date between the newest window checked by an earlier run (the
+    high-water mark in ``drift_decisions``) and the newest of ``dates`` that was never checked - a
+    date whose event went to a monitor run that failed is not skipped. The mark leaves out this run's
+    own rows, so a retried check computes the same windows."""
+    if not dates:
+        return []
+    mon = ident(spec.warehouse.monitoring_schema, "drift_decisions")
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max(window_end) FROM {} WHERE pipeline = %s AND run_id IS DISTINCT FROM %s"
+                            ).format(mon), (spec.name, run_id))
+        mark = cur.fetchone()[0]
+        gap: list[dt.date] = []
+        if mark is not None and mark < max(dates):
+            cur.execute(sql.SQL("SELECT DISTINCT as_of_date FROM {} WHERE as_of_date > %s AND as_of_date < %s").format(
+                ident(*spec.table("predictions"))), (mark, max(dates)))
+            gap = [r[0] for r in cur.fetchall()]
+    if gap:
+        log.info("%s: checking published date(s) %s too: no monitor run checked them (newest checked: %s)",
+                 spec.name, ", ".join(str(d) for d in sorted(set(gap) - set(dates))) or "-", mark)
+    return sorted(set(dates) | set(gap))
+
+
+def check_windows(wh: Warehouse, spec: PipelineSpec, window_ends: list[dt.date], *, run_id: str,
+                  reports_root: Path | ReportStore) -> dict[str, Any]:
+    """:func:`run_check` for each window, oldest first (persistence and cooldown read the windows before
+    each one). The first window that decides ``retrain`` is the run's trigger; a later one that would
+    retrain too waits for it (``drift``, ``deferred_to``; one retrain at a time). Returns the summary of
+    the triggering window - else of the newest one - with every window's outcome under ``windows``."""
+    results: list[dict[str, Any]] = []
+    pending: dt.date | None = None
+    for end in sorted(set(window_ends)):
+        res = run_check(wh, spec, end, run_id=run_id, reports_root=reports_root, retrain_pending=pending)
+        if res.get("trigger") and pending is None:
+            pending = end
+        results.append(res)
+    if not results:
+        raise ValueError("no window to check")
+    main = next((r for r in results if r.get("trigger")), results[-1])
+    windows = [{"window_end": r["window_end"], "decision": r["decision"], "drift_share": r.get("drift_share"),
+                "report_id": r.get("report_id"), "model_version": r.get("model_version"),
+                "fairness_breach": any(c.get("status") == "breach" for c in r.get("fairness") or [])}
+               for r in results]
+    return {**main, "windows": windows}
+
+
 def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id: str,
-              reports_root: Path | ReportStore) -> dict[str, Any]:
-    """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is)."""
+              reports_root: Path | ReportStore, retrain_pending: dt.date | None = None) -> dict[str, Any]:
+    """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is).
+    ``retrain_pending``: an earlier window of the same monitor run decided ``retrain`` (:func:`decide`)."""
     from airtrain.ingest import load_labels
 
     t0 = time.monotonic()
@@ -709,10 +778,12 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     m, t = spec.monitoring, spec.monitoring.trigger
     out: dict[str, Any] = {"pipeline": spec.name, "window_start": start.isoformat(), "window_end": end.isoformat(),
                            "retrain_run_id": retrain_run_id(end)}
-    version = registry.champion_version(wh, spec)
+    # the model that scored the window's end (point in time: the champion for that date, not the live one)
+    version = registry.champion_as_of(wh, spec, end)
     history = _history(wh, spec, end)
     if version is None:
-        dec = Decision("no_champion", "no champion yet: nothing to compare with (run the retrain DAG first)", False)
+        dec = Decision("no_champion", f"no champion for {end} yet: nothing to compare with (run the retrain DAG "
+                                      "first)", False)
         _write(wh, spec, window=(start, end), version=None, run_id=run_id, metrics=[], decision=dec, rep_id=None,
                rep_path=None, drift_share=None, current_rows=0, details={})
         return {**out, **_summary(dec), "model_version": None, "report_id": None, "report_path": None}
@@ -796,9 +867,11 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             metrics.append(Metric(f"fairness.{c.metric}", c.attribute, c.value, c.threshold,
                                   None if c.status == "not_evaluated" else c.status == "breach"))
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
-    dec = decide(spec, end, signals, history, insufficient)
+    dec = decide(spec, end, signals, history, insufficient, pending=retrain_pending)
     if notes:
         dec.reason += "; " + "; ".join(notes)
+    if dec.deferred_to:
+        details["deferred_to"] = dec.deferred_to
     if rep_id is not None:
         rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
             snapshot, spec, (start, end), version, dec, drift_share))

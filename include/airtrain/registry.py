@@ -158,6 +158,42 @@ def champion_version(wh: Warehouse, spec: PipelineSpec) -> int | None:
     return int(row[0]) if row else None
 
 
+#: a version's training as_of from its lineage, as a date (NULL when missing or malformed); ``m`` = model_versions
+_LINEAGE_AS_OF = sql.SQL("(CASE WHEN m.lineage->>'as_of' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' "
+                         "THEN (m.lineage->>'as_of')::date END)")
+
+
+def champion_as_of(wh: Warehouse, spec: PipelineSpec, day: Any) -> int | None:
+    """The champion *for partition* ``day``: the version of the newest champion change (by log id)
+    that is effective on or before ``day`` (``promotion_log.effective_on``; rows logged before that
+    column existed count from their version's training as_of). None: no change is effective yet -
+    every champion so far was trained on data after ``day``.
+
+    What scores a date and what the monitor checks it against: a re-run or a backfill of an old date
+    gets the model that was live for it, whatever was promoted since. For a pipeline that runs its
+    dates in order it is the live champion (:func:`champion_version`)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT l.to_version FROM {l} l LEFT JOIN {m} m ON m.pipeline = l.pipeline AND m.version = l.to_version "
+            "WHERE l.pipeline = %s AND COALESCE(l.effective_on, {asof}, '-infinity'::date) <= %s "
+            "ORDER BY l.id DESC LIMIT 1").format(l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"),
+                                                 asof=_LINEAGE_AS_OF),
+            (spec.name, day))
+        row = cur.fetchone()
+    return int(row[0]) if row else None
+
+
+def first_effective_on(wh: Warehouse, spec: PipelineSpec) -> Any:
+    """The first date any champion change is effective for (None: no champion was ever made)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT min(COALESCE(l.effective_on, {asof}, '-infinity'::date)) FROM {l} l LEFT JOIN {m} m "
+            "ON m.pipeline = l.pipeline AND m.version = l.to_version WHERE l.pipeline = %s").format(
+            l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"), asof=_LINEAGE_AS_OF), (spec.name,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
 def get_champion(wh: Warehouse, spec: PipelineSpec) -> ModelVersion | None:
     v = champion_version(wh, spec)
     return get_version(wh, spec, v) if v is not None else None
@@ -220,6 +256,7 @@ def promote(
     newer_only: bool = False,
     canary_decided_on: Any = None,
     triggered_by: str | None = None,
+    effective_on: Any = None,
 ) -> dict[str, Any]:
     """Make ``version`` the champion: one transaction under an advisory lock, logged once - a
     compare-and-swap.
@@ -245,6 +282,10 @@ def promote(
     A running canary (``registry.rollouts``) is closed in the same transaction: graduated when its
     candidate became the champion, aborted otherwise (:func:`airtrain.canary.close_on_champion_change`;
     ``canary_decided_on`` is the date the decision is recorded for).
+
+    ``effective_on``: the first partition date the change is for (:func:`champion_as_of`) - the run's
+    date for a rollback, the day after the decision for a canary the monitor graduated; default the
+    version's training as_of (a promotion: it scores the dates from the one it was trained as of).
     """
     if action not in {"promote", "force_promote", "rollback"}:
         raise ValueError(f"unknown promotion action {action!r}")
@@ -276,10 +317,11 @@ def promote(
                     "refused": refused, **({"refused_kind": kind} if kind else {})}
         cur.execute(
             sql.SQL("INSERT INTO {} (pipeline, from_version, to_version, action, actor, reason, metrics, run_id, "
-                    "triggered_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id").format(
-                _t(spec, "promotion_log")),
+                    "triggered_by, effective_on) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s::date, "
+                    "(SELECT {} FROM {} m WHERE m.pipeline = %s AND m.version = %s))) RETURNING id").format(
+                _t(spec, "promotion_log"), _LINEAGE_AS_OF, _t(spec, "model_versions")),
             (spec.name, current, version, action, actor, reason, json.dumps(metrics or {}, default=str), run_id,
-             triggered_by),
+             triggered_by, effective_on, spec.name, version),
         )
         promotion_id = int(cur.fetchone()[0])
         _status_changes(cur, spec, action=action, from_version=current, to_version=version, actor=actor,
@@ -325,8 +367,8 @@ def _step(action: str) -> str:
 def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT id, from_version, to_version, action, actor, reason, run_id, created_at FROM {} "
-                    "WHERE pipeline = %s ORDER BY id").format(_t(spec, "promotion_log")), (spec.name,))
+            sql.SQL("SELECT id, from_version, to_version, action, actor, reason, run_id, created_at, effective_on "
+                    "FROM {} WHERE pipeline = %s ORDER BY id").format(_t(spec, "promotion_log")), (spec.name,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 

@@ -25,10 +25,11 @@ class NoPublishedDateError(PermanentError, ValueError):
     """An asset-triggered run whose events name no published date of this pipeline."""
 
 
-def window_end_from_events(pipeline: str, extras: list[dict[str, Any]]) -> tuple[dt.date, list[dt.date]]:
-    """The window end for an asset-triggered monitor run: the newest date among the publish events of
-    ``pipeline`` (several events pile up while a monitor run is busy; checking the newest window is
-    what a human would do, and the older ones are named in the log). Returns ``(date, other_dates)``.
+def dates_from_events(pipeline: str, extras: list[dict[str, Any]]) -> list[dt.date]:
+    """Every date the publish events of ``pipeline`` name, oldest first, each once: the windows an
+    asset-triggered monitor run checks. Several events reach one run when they pile up while a monitor
+    run is busy (a backfill publishes faster than the monitor checks; Airflow hands the run every event
+    since the previous one, ``triggering_asset_events``); each of their dates is checked, in order.
     Fails closed: events without a date of this pipeline raise :class:`NoPublishedDateError`."""
     dates = set()
     for extra in extras:
@@ -42,8 +43,7 @@ def window_end_from_events(pipeline: str, extras: list[dict[str, Any]]) -> tuple
         raise NoPublishedDateError(
             f"this monitor run of {pipeline} was triggered by asset events that name no published date of "
             f"{pipeline} (extras: {extras!r:.300}); trigger it again with a 'date' (YYYY-MM-DD)")
-    newest = max(dates)
-    return newest, sorted(dates - {newest})
+    return sorted(dates)
 
 
 def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:

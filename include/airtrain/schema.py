@@ -231,6 +231,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
     # issue 27: the spec each version was trained under; a blocked re-run beside the validation in force
     _add_missing_columns(cur, reg, "model_versions", [("spec_text", "text")], report)
     _add_missing_columns(cur, mon, "validation_runs", [("blocked_attempt", "jsonb")], report)
+    # the partition date a champion change is effective for (registry.champion_as_of); rows logged before
+    # it existed are read as their version's training as_of (the log is append-only: never back-filled)
+    _add_missing_columns(cur, reg, "promotion_log", [("effective_on", "date")], report)
     _add_missing_columns(cur, reg, "schema_migrations", [
         ("schema_sha256", "text"), ("applied_by", "text"), ("airtrain_version", "text")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
@@ -286,6 +289,9 @@ def _shared_tables(cur, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "promotion_log", "actor"): "Who or what made the change: airtrain:gate (the gate promoted "
                                          "automatically), airtrain:monitor (a canary graduated), user:<name> (a "
                                          "person: approval, force_promote, rollback, canary_action).",
+        (reg, "promotion_log", "effective_on"): "The first partition date the change is for: the model that scores "
+                                                "a date D is the to_version of the newest row (by id) with "
+                                                "effective_on <= D (NULL: the version's training as_of).",
         (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
         (reg, "model_versions", "artifact_signature"): "hmac-sha256:<key id>:<hex> over (pipeline, version, "
                                                        "artifact_sha256), made with a key the warehouse never "

@@ -57,13 +57,24 @@ class SwapLockTimeout(RuntimeError):
     """The partition swap did not get its lock in time (long reads): nothing was published; retryable."""
 
 
+def _swap_key(target: ScoringTarget) -> int:
+    """The advisory lock every publish of the target's table takes before it locks the parent table or
+    any partition (:func:`publish`: one lock order for all writers of the table)."""
+    return advisory_key("predictions-swap", target.schema, target.table)
+
+
 def _lock_holders(cur: Any, target: ScoringTarget) -> str:
-    """Who holds a lock on the target's parent table (for the log and the error)."""
-    cur.execute("SELECT l.pid, a.usename, a.application_name, round(extract(epoch FROM now() - a.xact_start)) "
-                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.relation = "
-                "%s::regclass AND l.pid <> pg_backend_pid()", (f'"{target.schema}"."{target.table}"',))
+    """Who holds a lock on the target's parent table, or its swap lock (another publish), for the log
+    and the error."""
+    key = _swap_key(target) & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two unsigned halves
+    cur.execute("SELECT l.pid, a.usename, a.application_name, round(extract(epoch FROM now() - a.xact_start)), "
+                "l.locktype = 'advisory' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
+                "AND l.pid <> pg_backend_pid() AND (l.relation = %s::regclass OR (l.locktype = 'advisory' AND "
+                "l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1))",
+                (f'"{target.schema}"."{target.table}"', key >> 32, key & 0xFFFFFFFF))
     rows = cur.fetchall()
-    return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, transaction open {r[3]} s)" for r in rows) or "another session"
+    return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, {'publishing, ' if r[4] else ''}transaction open "
+                     f"{r[3]} s)" for r in rows) or "another session"
 
 
 class NoModelError(ScoringError):
@@ -127,8 +138,11 @@ def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "ch
                          "shadow" if role == "shadow" else "champion")
 
 
-def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) -> int:
-    """'champion' → the champion; 'challenger' → newest non-champion version; or a version number.
+def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, as_of: dt.date | None = None
+                    ) -> int:
+    """'champion' → the champion (with ``as_of``: the champion *for that date*,
+    :func:`airtrain.registry.champion_as_of` - a re-run or backfill of an old date is scored by the
+    model that was live for it); 'challenger' → newest non-champion version; or a version number.
     ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
     if model is None or (isinstance(model, str) and not model.strip()):
         raise NoModelError(f"{spec.name}: no model version given (this run trained no challenger)")
@@ -139,7 +153,15 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None) 
                 f"{spec.name} has no champion model yet, so there is nothing to score with; run "
                 f"{spec.retrain_dag_id} until a model passes the promotion gate (or roll back to a version)"
             )
-        return champion
+        if as_of is None:
+            return champion
+        for_date = registry.champion_as_of(wh, spec, as_of)
+        if for_date is None:
+            raise NoModelError(
+                f"{spec.name} had no champion for {as_of}: the first champion change is effective from "
+                f"{registry.first_effective_on(wh, spec)} (a model trained on later data never scores an earlier "
+                "date; see registry.promotion_log.effective_on)")
+        return for_date
     if model == "challenger":
         versions = [v.version for v in registry.list_versions(wh, spec) if v.version != champion]
         if not versions:
@@ -193,11 +215,12 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
     """Check the model and the features, and create an empty stage table for (date, version, run).
     The target says how many shards score it (``scoring.rows_per_shard``: from the date's rows).
 
-    Shadow scoring of the champion itself is refused (:class:`NoModelError`): its predictions are in
+    ``model="champion"`` is the champion for ``as_of`` (:func:`airtrain.registry.champion_as_of`).
+    Shadow scoring of that champion itself is refused (:class:`NoModelError`): its predictions are in
     the champion table already (a challenger that was just promoted has no shadow)."""
-    version = resolve_version(wh, spec, model)
+    version = resolve_version(wh, spec, model, as_of)
     registry.get_version(wh, spec, version)
-    if role == "shadow" and version == registry.champion_version(wh, spec):
+    if role == "shadow" and version == registry.champion_as_of(wh, spec, as_of):
         raise NoModelError(f"{spec.name} v{version} is the champion: its predictions are in "
                            f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
     check_features_table(wh, spec)
@@ -383,13 +406,20 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 
     Safe to retry in the same run (``run_id`` given): when the stage table is gone because this run
     already swapped it in (the task died after the commit, before reporting success), the attached
-    partition holds exactly this run's rows, and that is recognised as done instead of failing."""
+    partition holds exactly this run's rows, and that is recognised as done instead of failing.
+
+    Lock order - the same in every publish, so two publishes (two runs of a pipeline, different dates)
+    never wait on each other in a cycle: (1) the advisory lock of the (table, date); (2) this run's own
+    stage tables (named per run: no other session locks them); (3) the table's advisory *swap* lock
+    (:func:`_swap_key`), taken before (4) the parent table and its partitions (DETACH / ATTACH). The
+    catalog reads in between open no relation. The expensive part (the primary-key build of the
+    stage) runs before (3), so publishes of different dates still overlap there."""
     parent = ident(target.schema, target.table)
     targets = [(target, expected_rows), *companions]
     if any(t.as_of != target.as_of or (t.schema, t.table) != (target.schema, target.table) for t, _ in targets):
         raise ScoringError("a publish swaps partitions of one date of one table only")
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)",
+        cur.execute("SELECT pg_advisory_xact_lock(%s)",  # (1)
                     (advisory_key("predictions", target.schema, target.table, target.as_of.isoformat()),))
         present = []
         for t, _ in targets:
@@ -402,7 +432,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             raise ScoringError(f"only some stage tables of {target.as_of} exist ({[t.stage for t, _ in targets]}): "
                                "nothing was published; re-run the scoring from begin_scoring")
         cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
-        rows = [_ready_stage(cur, spec, t, n) for t, n in targets]
+        rows = [_ready_stage(cur, spec, t, n) for t, n in targets]  # (2)
         keep = {t.partition for t, _ in targets}
         # a date holds the versions of ONE scoring: a shadow date one version, a canary date its two arms,
         # any other date its champion only - a re-score (a re-run with new rules, a rollback, a decided
@@ -418,6 +448,8 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
             attempt += 1
             cur.execute("SAVEPOINT airtrain_swap")
             try:
+                # (3) then (4); waiting for another publish's swap is bounded by lock_timeout like the rest
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_swap_key(target),))
                 swapped = [_swap_in(cur, parent, t, keep if supersede else None) for t, _ in targets]
                 break
             except psycopg2.errors.LockNotAvailable:

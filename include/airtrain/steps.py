@@ -259,13 +259,15 @@ def store_batch_labels(cur: Any, spec: PipelineSpec, d: Any, valid: Any) -> int:
 
 def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.date | None = None,
                   end: dt.date | None = None):
-    """Validated features joined to labels known on ``as_of`` (optionally within [start, end])."""
+    """Validated features of dates up to ``as_of`` joined to the labels known on ``as_of`` (their
+    ``label_available_on``), optionally within [start, end]: what was known on that date, whatever
+    later days the warehouse holds."""
     fs, ft = spec.table("features")
     ls, lt = spec.table("labels")
     key, date, target = spec.entity_key, spec.date_column, spec.target.name
     cols = sql.SQL(", ").join([sql.SQL("f.{}").format(ident(c)) for c in [key, date, *spec.feature_names]]
                               + [sql.SQL("l.{}").format(ident(target))])
-    cond = [sql.SQL("l.label_available_on <= %(as_of)s")]
+    cond = [sql.SQL("l.label_available_on <= %(as_of)s"), sql.SQL("f.{} <= %(as_of)s").format(ident(date))]
     if start is not None:
         cond.append(sql.SQL("f.{} >= %(start)s").format(ident(date)))
     if end is not None:
@@ -286,30 +288,21 @@ def last_labeled_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> dt.d
     ls, lt = spec.table("labels")
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT max(f.{d}) FROM {f} f JOIN {l} l ON l.{k} = f.{k} AND l.{d} = f.{d} "
-                            "WHERE l.label_available_on <= %s").format(
-            d=ident(spec.date_column), k=ident(spec.entity_key), f=ident(fs, ft), l=ident(ls, lt)), (as_of,))
+                            "WHERE l.label_available_on <= %s AND f.{d} <= %s").format(
+            d=ident(spec.date_column), k=ident(spec.entity_key), f=ident(fs, ft), l=ident(ls, lt)), (as_of, as_of))
         row = cur.fetchone()
     return row[0] if row and row[0] else None
 
 
-def training_as_of(wh: Warehouse, spec: PipelineSpec, partition: dt.date, run_date: dt.date,
-                   trigger_reason: str | None) -> dt.date:
-    """The date a run trains as of (labels known on it, window ending at its newest labeled day).
-
-    A scheduled or manual run trains as of its partition date. A retrain triggered by the drift
-    monitor (``trigger_reason`` "drift: ...") trains as of the newest validated partition up to the
-    run's date - the newest labeled data there is - not as of the drift window's end: a retrain
-    started after the window (the monitor caught up, a data correction was re-run) uses everything
-    known by then, so it is not older than a champion trained meanwhile.
-    """
-    if not (trigger_reason or "").startswith("drift"):
-        return partition
-    fs, ft = spec.table("features")
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT max({d}) FROM {f} WHERE {d} <= %s").format(
-            d=ident(spec.date_column), f=ident(fs, ft)), (run_date,))
-        newest = cur.fetchone()[0]
-    return max(partition, newest) if newest else partition
+def training_as_of(partition: dt.date) -> dt.date:
+    """The date a run trains as of: its partition date (the last date of a range run), whatever the
+    reason it runs - schedule, a person, or the drift monitor (a drift retrain's partition is the
+    drifted window's end). Point in time: only rows of dates up to it and labels known on it
+    (``label_available_on``) are read, whatever else the warehouse holds by then, so a backfill or a
+    re-run of a date trains the same model (same data hash) however late it runs. (A drift retrain
+    used to train as of the newest validated day at the moment it ran, so which model scored which
+    day of a backfill depended on timing.)"""
+    return partition
 
 
 def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dict[str, Any]:
@@ -736,7 +729,9 @@ def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, ac
     (:class:`registry.RegistryError`, the reason stored in the version's ``metrics.rollback``).
     A version that cannot score under the current spec (a model input removed from it, or without
     values on ``as_of``, the date it re-scores: default the newest validated one) is refused before
-    the champion changes (:class:`airtrain.evolution.VersionCannotScoreError`)."""
+    the champion changes (:class:`airtrain.evolution.VersionCannotScoreError`). The rollback is effective
+    for ``as_of`` and every later date (``registry.champion_as_of``)."""
+    from airtrain import scoring
     from airtrain.evolution import require_can_score
 
     target = registry.get_version(wh, spec, version)
@@ -745,7 +740,8 @@ def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, ac
     res = registry.promote(wh, spec, target.version, action="rollback", actor=actor,
                            reason=f"rollback by {actor}: {reason}", run_id=run_id,
                            metrics={"metrics": target.metrics.get("holdout", {})},
-                           expected_champion=expected_champion, triggered_by=actor)
+                           expected_champion=expected_champion, triggered_by=actor,
+                           effective_on=as_of or scoring.newest_validated_date(wh, spec))
     if res.get("refused"):
         registry.update_metrics(wh, spec, version, {"rollback": {"refused": res["refused"], "run_id": run_id,
                                                                  "actor": actor}})

@@ -318,8 +318,7 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
             raise AirflowSkipException(
                 "not retraining: training.cadence is on_trigger and this is a scheduled run (the drift "
                 "monitor triggers retraining; or start a run with force_train)")
-    as_of = steps.training_as_of(wh, spec, dt.date.fromisoformat(plan["as_of"]),
-                                 dt.date.fromisoformat(plan["run_date"]), plan.get("trigger_reason"))
+    as_of = steps.training_as_of(dt.date.fromisoformat(plan["as_of"]))
     try:
         return steps.train(wh, spec, as_of, plan["run_id"])
     except InsufficientDataError as exc:
@@ -358,17 +357,26 @@ def notify_decision(name: str, decision: dict[str, Any], *, failed: str | None =
 
 
 def fairness_alerts(name: str, decision: dict[str, Any]) -> list[str]:
-    """Alert on each ``fairness.monitor`` breach of the window that was not alerted yet, then record
-    that it was (once per window and rule; a crash between the alert and its mark may repeat it)."""
+    """Alert on each ``fairness.monitor`` breach of the checked windows that was not alerted yet, then
+    record that it was (once per window and rule; a crash between the alert and its mark may repeat it)."""
+    if not decision:
+        return []
+    windows = decision.get("windows") or [{"window_end": decision.get("window_end"), "fairness_breach": any(
+        c.get("status") == "breach" for c in decision.get("fairness") or [])}]
+    sent: list[str] = []
+    for w in windows:
+        if w.get("fairness_breach"):
+            sent += _fairness_alerts(name, dt.date.fromisoformat(w["window_end"]))
+    return sent
+
+
+def _fairness_alerts(name: str, window_end: dt.date) -> list[str]:
     from airtrain import monitoring
 
     from airtrain_airflow.notify import send_alert
 
-    if not decision or not any(c.get("status") == "breach" for c in decision.get("fairness") or []):
-        return []
     spec = spec_for(name)
     wh = warehouse_for(spec)
-    window_end = dt.date.fromisoformat(decision["window_end"])
     sent: list[str] = []
     for b in monitoring.fairness_alerts_due(wh, spec, window_end):
         msg = (f"fairness disparity past its threshold on realized labels (window ending {window_end}, champion "
@@ -528,12 +536,15 @@ def rollback(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     spec = spec_for(name)
     if plan["dry_run"]:
         return {"action": "rollback", "dry_run": True, "to_version": plan["rollback_version"]}
-    from airtrain import registry
+    from airtrain import registry, scoring
 
-    return steps.rollback(warehouse_for(spec), spec, int(plan["rollback_version"]), run_id=plan["run_id"],
+    wh = warehouse_for(spec)
+    # effective for the date this run re-scores (begin_scoring) and every later one
+    effective = dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else scoring.newest_validated_date(wh, spec)
+    return steps.rollback(wh, spec, int(plan["rollback_version"]), run_id=plan["run_id"],
                           actor=plan["actor"], reason=plan["reason"],
                           expected_champion=plan.get("expected_champion", registry.ANY_CHAMPION),
-                          as_of=dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None)
+                          as_of=effective)
 
 
 @fail_fast()
@@ -569,24 +580,36 @@ def alert_aborted_canaries(name: str) -> list[str]:
     return sent
 
 
+def triggering_extras(ctx: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of every asset event that started this run (Airflow 3 hands an asset-triggered run
+    all the events queued since the previous one), oldest first."""
+    events = ctx.get("triggering_asset_events") or {}
+    out = [e for asset in events for e in events[asset]]
+    out.sort(key=lambda e: (str(getattr(e, "timestamp", "") or ""), getattr(e, "id", 0) or 0))
+    return [dict(e.extra or {}) for e in out]
+
+
 @fail_fast()
 def canary_check(name: str) -> dict[str, Any]:
-    """The monitor's canary decision for its window end (the ``date`` param, the published date of the
-    triggering asset event, or the day before the run's logical date)."""
+    """The monitor's canary decisions, oldest first: for the ``date`` param, every date published by the
+    triggering asset events, or the day before the run's logical date. Once a check graduates or
+    aborts the canary, the later dates find none running."""
     from airtrain import canary, release
 
     ctx = get_current_context()
     spec = spec_for(name)
     tz = spec.schedule.timezone
-    events = ctx.get("triggering_asset_events") or {}
-    extras = [dict(e.extra or {}) for asset in events for e in events[asset]]
+    extras = triggering_extras(ctx)
     if ctx["params"].get("date"):
-        end = resolve_partition(ctx["params"]["date"], None, tz)
+        ends = [resolve_partition(ctx["params"]["date"], None, tz)]
     elif extras:
-        end, _ = release.window_end_from_events(spec.name, extras)
+        ends = release.dates_from_events(spec.name, extras)
     else:
-        end = resolve_partition(None, run_instant(ctx), tz)
-    out = canary.evaluate(warehouse_for(spec), spec, end, run_id=ctx["run_id"])
+        ends = [resolve_partition(None, run_instant(ctx), tz)]
+    checks = [canary.evaluate(warehouse_for(spec), spec, end, run_id=ctx["run_id"]) for end in ends]
+    out = dict(next((c for c in checks if c.get("applied")), checks[-1]))
+    out["checks"] = [{"evaluated_on": e.isoformat(), "decision": c.get("decision"), "applied": c.get("applied")}
+                     for e, c in zip(ends, checks, strict=True)]
     out["alerts"] = alert_aborted_canaries(name)
     return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in out.items()}
 

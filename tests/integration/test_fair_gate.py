@@ -1,6 +1,6 @@
 """The promotion gate never scores the champion on rows it was trained on; a refusal is recorded with
-its real reason; a drift-triggered retrain trains as of the newest data. Real PostgreSQL, GX and
-scikit-learn through the pipeline's own steps."""
+its real reason; a run for a date reads only what was known on it and is scored by the champion of
+that date. Real PostgreSQL, GX and scikit-learn through the pipeline's own steps."""
 
 from __future__ import annotations
 
@@ -95,10 +95,51 @@ def test_an_overlapping_holdout_is_compared_only_on_the_days_the_champion_never_
     assert reg["challenger"] == pytest.approx(ev["challenger_compared"]["roc_auc"])
 
 
-def test_a_drift_triggered_retrain_trains_as_of_the_newest_validated_day(proj):
-    spec, wh = proj.spec(), proj.warehouse
-    drift = "drift: drift share 0.6 >= 0.3"
-    assert steps.training_as_of(wh, spec, day(9), day(16) + dt.timedelta(days=3), drift) == day(16)
-    assert steps.training_as_of(wh, spec, day(9), day(12), drift) == day(12)  # never past the run's date
-    assert steps.training_as_of(wh, spec, day(9), day(16), "schedule") == day(9)  # a date param is kept
-    assert steps.training_as_of(wh, spec, day(9), day(16), "manual: backfill") == day(9)
+def test_a_run_for_a_date_reads_only_what_was_known_on_it_and_the_champion_of_that_date(proj, pg_server):
+    """Point in time, step by step. The warehouse holds 17 validated days and their labels; a copy of it
+    as it was on day 9 (no rows of later days, no label that became known later) trains the same model
+    as of day 9 (same data, same hash). The model that scores a date is the champion of that date:
+    the newest champion change effective on or before it (``promotion_log.effective_on``), whatever was
+    promoted since - and none before the first champion's date."""
+    import pandas as pd
+    from airtrain import scoring
+    from airtrain.db import Warehouse
+
+    spec, d = proj.spec(), day(9)
+
+    def copy(prefix: str) -> Warehouse:
+        return Warehouse(pg_server.url(pg_server.create_database(prefix, template=proj.warehouse.uri.rsplit("/", 1)[1])))
+
+    now, then = copy("asof_now"), copy("asof_then")
+    for table, col in [("raw.churn_batches", "_partition_date"), ("features.churn", "as_of_date"),
+                       ("features.churn_labels", "label_available_on"), ("monitoring.validation_runs", "partition_date"),
+                       ("demo_source.churn_labels", "label_available_on")]:
+        fetch(then, f"DELETE FROM {table} WHERE {col} > %s", (d,))  # noqa: S608 - fixed names
+    assert steps.last_labeled_date(now, spec, d) == steps.last_labeled_date(then, spec, d) == day(8)
+    pd.testing.assert_frame_equal(steps.labeled_frame(now, spec, d), steps.labeled_frame(then, spec, d))
+    a, b = steps.train(now, spec, d, "asof-now"), steps.train(then, spec, d, "asof-then")
+    assert (a["data_hash"], a["window"], a["train_rows"]) == (b["data_hash"], b["window"], b["train_rows"])
+    assert steps.training_as_of(d) == d  # a drift-triggered run too: its partition is the window's end
+    # the champion of a date: v1 (trained as of day 15) is effective from day 15, nothing before
+    v1, v2 = registry.champion_version(now, spec), a["version"]
+    assert [registry.champion_as_of(now, spec, day(i)) for i in (14, 15, 16)] == [None, v1, v1]
+    with pytest.raises(scoring.NoModelError, match=rf"had no champion for {day(14)}: the first champion change is "
+                                                   rf"effective from {day(15)}"):
+        scoring.begin(now, spec, day(14), run_id="too-early")
+    # a promotion is effective from its version's training as_of; the newest change (by log id) wins
+    registry.promote(now, spec, v2, action="force_promote", actor="test", reason="an older model", run_id="f")
+    assert [registry.champion_as_of(now, spec, day(i)) for i in (8, 9, 16)] == [None, v2, v2]
+    # a rollback is effective from the date its run re-scores
+    registry.promote(now, spec, v1, action="rollback", actor="test", reason="back", run_id="rb", effective_on=day(12))
+    assert [registry.champion_as_of(now, spec, day(i)) for i in (9, 11, 12, 16)] == [v2, v2, v1, v1]
+    assert [r["effective_on"] for r in registry.promotion_log(now, spec)] == [day(15), d, day(12)]
+    t = scoring.begin(now, spec, day(11), run_id="old-date")  # an old date: the champion of that date
+    assert t.version == v2
+    scoring.abort(now, t)
+    with pytest.raises(scoring.NoModelError, match="is the champion"):  # no shadow of the date's own champion
+        scoring.begin(now, spec, day(11), v2, "shadow", run_id="shadow")
+    scoring.abort(now, scoring.begin(now, spec, day(12), v2, "shadow", run_id="shadow"))
+    # a change logged before effective_on existed counts from its version's training as_of
+    fetch(now, "ALTER TABLE registry.promotion_log DISABLE TRIGGER promotion_log_append_only")
+    fetch(now, "UPDATE registry.promotion_log SET effective_on = NULL")
+    assert [registry.champion_as_of(now, spec, day(i)) for i in (8, 9, 14, 15)] == [None, v2, v2, v1]

@@ -20,11 +20,12 @@ def _spec(**promotion):
     return data
 
 
-def test_window_end_is_the_newest_published_date_of_this_pipeline():
+def test_every_published_date_of_this_pipeline_is_a_window_oldest_first_once():
     extras = [{"pipeline": "churn", "date": "2026-03-02"}, {"pipeline": "other", "date": "2026-03-09"},
-              {"pipeline": "churn", "date": "2026-03-04"}, {"pipeline": "churn", "date": "2026-03-03"}]
-    assert release.window_end_from_events("churn", extras) == (
-        dt.date(2026, 3, 4), [dt.date(2026, 3, 2), dt.date(2026, 3, 3)])
+              {"pipeline": "churn", "date": "2026-03-04"}, {"pipeline": "churn", "date": "2026-03-03"},
+              {"pipeline": "churn", "date": "2026-03-02"}]  # a date published twice (a re-run) is checked once
+    assert release.dates_from_events("churn", extras) == [dt.date(2026, 3, 2), dt.date(2026, 3, 3),
+                                                          dt.date(2026, 3, 4)]
 
 
 @pytest.mark.parametrize("extras", [[], [{"pipeline": "other", "date": "2026-03-09"}], [{"pipeline": "churn"}],
@@ -32,7 +33,7 @@ def test_window_end_is_the_newest_published_date_of_this_pipeline():
                          ids=["none", "other-pipeline", "no-date", "bad-date", "no-extra"])
 def test_events_without_a_published_date_fail_closed(extras):
     with pytest.raises(release.NoPublishedDateError, match="trigger it again with a 'date'"):
-        release.window_end_from_events("churn", extras)
+        release.dates_from_events("churn", extras)
 
 
 @pytest.mark.parametrize(("chosen", "by", "params", "expected"), [

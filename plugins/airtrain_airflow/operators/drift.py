@@ -30,13 +30,15 @@ class DriftReportLink(BaseOperatorLink):
 
 
 class DriftCheckOperator(BaseOperator):
-    """Compare a monitoring window with the champion's reference, store the metrics, the report and
-    the decision, and return the decision (``trigger`` tells whether a retrain is due).
+    """Compare monitoring windows with the champion's reference, store the metrics, the report and
+    the decision of each, and return the decision that counts (``trigger`` tells whether a retrain is
+    due; every window's outcome is under ``windows``).
 
     :param pipeline: the spec name (``include/pipelines/<pipeline>.yaml``).
-    :param window_end: last day of the window, YYYY-MM-DD; empty means the date published by the
-        triggering predictions asset event, or for a time run the day before the run's logical date
-        in the pipeline's timezone once its predictions are published. (templated)
+    :param window_end: last day of the window, YYYY-MM-DD; empty means every date published by the
+        triggering predictions asset events (oldest first, each once, and any published date after
+        the newest one checked that no monitor run checked), or for a time run the day before the
+        run's logical date in the pipeline's timezone once its predictions are published. (templated)
     """
 
     template_fields: Sequence[str] = ("window_end",)
@@ -57,42 +59,47 @@ class DriftCheckOperator(BaseOperator):
         with fail_fast():
             spec = spec_for(self.pipeline)
         try:
-            end = self._window_end(spec, context, resolve_partition)
+            ends = self._window_ends(spec, context, resolve_partition)
         except ValueError as exc:  # no date to check, or a malformed one: retrying cannot fix it
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(exc)) from exc
         with fail_fast():
-            result = monitoring.run_check(warehouse_for(spec), spec, end, run_id=context["run_id"],
-                                          reports_root=report_store())
+            result = monitoring.check_windows(warehouse_for(spec), spec, ends, run_id=context["run_id"],
+                                              reports_root=report_store())
         result["report_url"] = report_url(spec.name, result.get("report_id"))
+        for w in result["windows"]:
+            self.log.info("%s window %s: %s", spec.name, w["window_end"], w["decision"])
         self.log.info("%s: %s - %s (report %s)", spec.name, result["decision"], result["reason"],
                       result.get("report_path"))
         return result
 
-    def _window_end(self, spec: Any, context: Context, resolve_partition: Any) -> Any:
-        """The window to check: the ``date`` param; else, in a run started by a predictions asset
-        event (no logical date), the published date from the event; else (a time run) the day before
-        the logical date - checked only once its predictions are published."""
-        from airtrain import release
+    def _window_ends(self, spec: Any, context: Context, resolve_partition: Any) -> list[Any]:
+        """The windows to check, oldest first: the ``date`` param; else, in a run started by predictions
+        asset events (no logical date), every date they name - several when events piled up while a
+        monitor run was busy - plus any published date after the newest checked one that no monitor
+        run checked; else (a time run) the day before the logical date, checked only once its
+        predictions are published (with the same catch-up)."""
+        from airtrain import monitoring, release
 
-        from airtrain_airflow.runtime import warehouse_for
+        from airtrain_airflow.runtime import triggering_extras, warehouse_for
 
         if self.window_end:
-            return resolve_partition(self.window_end, None, spec.schedule.timezone)
-        events = context.get("triggering_asset_events") or {}
-        extras = [dict(e.extra or {}) for asset in events for e in events[asset]]
+            return [resolve_partition(self.window_end, None, spec.schedule.timezone)]
+        extras = triggering_extras(context)
+        wh = warehouse_for(spec)
         if extras:
-            end, older = release.window_end_from_events(spec.name, extras)
-            if older:
-                self.log.info("this run consumed publish events of %s too; checking the newest window", older)
-            return end
+            dates = release.dates_from_events(spec.name, extras)
+            if len(dates) > 1:
+                self.log.info("this run consumed publish events of %s dates: checking each, oldest first: %s",
+                              len(dates), ", ".join(str(d) for d in dates))
+            return monitoring.windows_to_check(wh, spec, dates, run_id=context["run_id"])
         from airtrain_airflow.runtime import run_instant
 
         end = resolve_partition(None, run_instant(context), spec.schedule.timezone)
-        if not release.is_published(warehouse_for(spec), spec, end):
+        if not release.is_published(wh, spec, end):
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"predictions of {end} are not published yet: the window is not checked "
                                        "(the publish event will start a monitor run)")
-        return end
+        return monitoring.windows_to_check(wh, spec, [end], run_id=context["run_id"])
