@@ -168,10 +168,18 @@ def test_force_promote_and_rollback_are_logged(project):
     assert str(dr.state) == "success", states
     assert champion(project) == [(2,)]
     project.respec(TEST_SPEC)
-    dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
+    from airtrain_airflow.factory import build_retrain_dag
+
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
+    with record_table_touches(project.warehouse.uri) as touches:  # what each task read and wrote
+        dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
     assert str(dr.state) == "success", states
     assert states["prepare"] == "skipped" and states["train"] == "skipped"
     assert champion(project) == [(1,)]
+    # rollback's OpenLineage datasets are the tables PostgreSQL saw it read and write
+    problems = check_lineage(touches, build_retrain_dag(project.spec()), ["rollback"])
+    assert not problems, "\n".join(problems)
     log = fetch(project.warehouse, "SELECT from_version, to_version, action, reason FROM registry.promotion_log "
                                    "ORDER BY id")
     assert [r[:3] for r in log] == [(None, 1, "promote"), (1, 2, "force_promote"), (2, 1, "rollback")]
