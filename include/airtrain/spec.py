@@ -509,9 +509,11 @@ class AlertsSpec(_Model):
 
 class ScheduleSpec(_Model):
     start_paused: bool = True
-    retrain: str = "0 3 * * *"
+    retrain: str | None = "0 3 * * *"
     monitor: str = "0 5 * * *"
     start_date: dt.date = dt.date(2026, 1, 1)
+    first_date: dt.date | None = None
+    last_date: dt.date | None = None
     timezone: str = "UTC"
     retries: Annotated[int, Field(ge=2, le=10)] = 2
     retry_delay_minutes: Annotated[float, Field(gt=0, le=1440)] = 2.0
@@ -522,11 +524,16 @@ class ScheduleSpec(_Model):
     def _check(self) -> ScheduleSpec:
         for key in ("retrain", "monitor"):
             value = getattr(self, key)
+            if value is None and key == "retrain":
+                continue  # history-only: no scheduled retrain runs
             if not (value.startswith("@") or len(value.split()) == 5):
+                hint = " or null (no scheduled runs: manual runs only)" if key == "retrain" else ""
                 raise ValueError(
                     f"schedule.{key} {value!r} is not a 5-field cron expression or @preset "
-                    "(e.g. '0 3 * * *' or '@daily')"
+                    f"(e.g. '0 3 * * *' or '@daily'){hint}"
                 )
+        if self.first_date and self.last_date and self.first_date > self.last_date:
+            raise ValueError(f"first_date ({self.first_date}) is after last_date ({self.last_date}); swap them")
         try:
             import zoneinfo
 
@@ -534,6 +541,30 @@ class ScheduleSpec(_Model):
         except Exception as exc:  # noqa: BLE001 - re-raised as a readable message
             raise ValueError(f"unknown timezone {self.timezone!r} (use an IANA name like 'UTC')") from exc
         return self
+
+    def dag_start(self) -> dt.date:
+        """The DAGs' start date: ``start_date``, or later so that no scheduled run processes a day before
+        ``first_date`` (a run processes the day before its logical date)."""
+        if self.first_date is None:
+            return self.start_date
+        return max(self.start_date, self.first_date + dt.timedelta(days=1))
+
+    def dag_end(self) -> dt.date | None:
+        """The last day of the DAGs (their end is the end of this day): the logical date of the run that
+        processes ``last_date``; no later scheduled run exists."""
+        return self.last_date + dt.timedelta(days=1) if self.last_date is not None else None
+
+    def with_data(self, dates: list[dt.date]) -> tuple[list[dt.date], str | None]:
+        """``dates`` within ``first_date``..``last_date``, and why any were left out (None: none were)."""
+        kept = [d for d in dates if (self.first_date is None or d >= self.first_date)
+                and (self.last_date is None or d <= self.last_date)]
+        if len(kept) == len(dates):
+            return kept, None
+        left = [d for d in dates if d not in kept]
+        span = f"{left[0]}" if len(left) == 1 else f"{len(left)} days {left[0]}..{left[-1]}"
+        bounds = " and ".join(f"schedule.{k} {v}" for k, v in (("first_date", self.first_date),
+                                                               ("last_date", self.last_date)) if v is not None)
+        return kept, f"{span} outside the pipeline's data ({bounds}): no data there, nothing to process"
 
 
 class PipelineSpec(_Model):
@@ -1026,7 +1057,16 @@ KEY_DOCS: dict[str, str] = {
     'schedule': "Airflow scheduling of the pipeline's DAGs.",
     'schedule.start_paused': 'The DAGs appear paused the first time (land data, then unpause them in the UI or '
                              'with `airflow dags unpause`). Has no effect on DAGs that exist already.',
-    'schedule.retrain': 'Cron or @preset of the retrain DAG.',
+    'schedule.retrain': 'Cron or @preset of the retrain DAG. `null`: no scheduled runs (a history-only pipeline: '
+                        'manual runs with `date`/`end_date` only; Airflow\'s backfill needs a cron schedule - use '
+                        '`last_date` for that instead).',
+    'schedule.first_date': 'The first partition date with data. No scheduled run processes an earlier day (the DAGs '
+                           'start the day after it), and any run for earlier days skips them with the reason '
+                           '(`check_params` logs it; `route` is skipped with it when nothing is left).',
+    'schedule.last_date': 'The last partition date with data (a pipeline on historical data). No scheduled run '
+                          'processes a later day (the DAGs end with the run for it), so unpausing creates no run that '
+                          'waits for a file that never comes; backfills within the range work. Runs for later days '
+                          'skip them with the reason.',
     'schedule.monitor': 'Cron or @preset of the monitor DAG\'s time condition (only with `monitor_on: '
                         'predictions_or_cron`).',
     'schedule.monitor_on': '`predictions`: the monitor DAG runs when the retrain DAG publishes predictions (the '

@@ -191,6 +191,14 @@ def check_params(name: str) -> dict[str, Any]:
             rescore = None
     if problems:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
+    skip = None
+    if dates:
+        dates, outside = spec.schedule.with_data(dates)
+        if outside:
+            import logging
+
+            skip = None if dates else f"nothing to do: {outside}"
+            logging.getLogger(__name__).warning("%s", skip or f"left out {outside}")
     return {
         "mode": "rollback" if p.get("rollback_version") is not None else "canary" if p.get("canary_action")
         else "retrain",
@@ -207,6 +215,7 @@ def check_params(name: str) -> dict[str, Any]:
         "trigger_reason": p.get("trigger_reason") or "schedule",
         "force_train": bool(p.get("force_train")),
         "drift_report_id": p.get("drift_report_id") or None,
+        "skip": skip,
         **expected,
     }
 
@@ -498,6 +507,8 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
 
     if plan["dry_run"]:
         raise AirflowSkipException("dry run: no predictions are written")
+    if plan.get("skip"):
+        raise AirflowSkipException(plan["skip"])
     spec = spec_for(name)
     wh = warehouse_for(spec)
     if plan.get("as_of"):

@@ -243,3 +243,32 @@ def test_dry_run_trains_and_evaluates_but_changes_nothing_live(project):
                            "jsonb_path_exists(metrics, '$.gate.checks[*] ? (@.champion != null)') "
                            "FROM registry.model_versions WHERE version > 1")
     assert version == 2 and passed in ("true", "false") and compared_with
+
+
+def test_days_before_the_data_starts_are_skipped_with_the_reason_not_failed(landed):
+    """schedule.first_date (issue 20, item 12): a run for days before the pipeline's data starts - the
+    first scheduled run after unpausing, a backfill range that starts too early - has no landing file
+    to wait for; those days are skipped with the reason, never failed (their files are gone here: a
+    run that still asked for them would fail at once, their deadline long past)."""
+    from tests.integration.test_run_plan import plan_of
+
+    first = START + dt.timedelta(days=3)
+    landed.respec(TEST_SPEC, {"schedule": {"first_date": str(first)}})
+    for i in range(3):
+        (landed.landing / f"{START + dt.timedelta(days=i)}.csv").unlink()
+    dr, states = landed.run({"date": str(START), "end_date": str(START + dt.timedelta(days=2))})
+    assert str(dr.state) == "success", states
+    assert states["check_params"] == "success" and states["route"] == "skipped", states
+    assert {states[t] for t in ("wait_for_landing", "ingest", "validate", "train", "begin_scoring",
+                                "publish_predictions")} == {"skipped"}, states
+    plan = plan_of(dr)
+    assert plan["dates"] == [] and plan["skip"] == (
+        f"nothing to do: 3 days {START}..{START + dt.timedelta(days=2)} outside the pipeline's data "
+        f"(schedule.first_date {first}): no data there, nothing to process"), plan
+    # a range across the start: only the days with data are waited for, ingested and validated
+    dr, states = landed.run({"date": str(START), "end_date": str(first + dt.timedelta(days=1))})
+    assert str(dr.state) == "success", states
+    assert states["wait_for_landing"] == "success" and states["ingest"] == "success", states
+    assert plan_of(dr)["dates"] == [str(first), str(first + dt.timedelta(days=1))]
+    assert fetch(landed.warehouse, "SELECT partition_date FROM monitoring.validation_runs ORDER BY 1") == [
+        (first,), (first + dt.timedelta(days=1),)]
