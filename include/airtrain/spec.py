@@ -582,6 +582,7 @@ class PipelineSpec(_Model):
     entity_key_type: Literal["int", "text"] = "int"
     date_column: Ident = "as_of_date"
     date_column_source: SourceName | None = None
+    date_format: str | None = None
     features: list[FeatureSpec] = Field(min_length=1)
     target: TargetSpec
     validation: ValidationSpec = ValidationSpec()
@@ -673,6 +674,24 @@ class PipelineSpec(_Model):
         if self.monitoring.trigger.performance_drop_abs is not None and not is_clf:
             # a drop in an unbounded regression metric is meaningful, but the [0, 1] bound is not
             pass
+        return self
+
+    @model_validator(mode="after")
+    def _date_format(self) -> PipelineSpec:
+        fmt = self.date_format
+        if fmt is None:
+            return self
+        if not isinstance(self.source, FilesSource):
+            raise ValueError("date_format reads the date column of landing files (source.kind: files); a postgres "
+                             "source's date column is read as a date - remove date_format")
+        probe = dt.date(2026, 11, 21)
+        try:
+            ok = dt.datetime.strptime(probe.strftime(fmt), fmt).date() == probe
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"date_format {fmt!r} does not read a date back (it needs the year, month and day, "
+                             "e.g. '%d-%m-%Y', '%m/%d/%Y' or '%Y-%m-%d %H:%M:%S')")
         return self
 
     def _check_fairness(self, known: set[str], is_clf: bool) -> None:
@@ -906,6 +925,9 @@ KEY_DOCS: dict[str, str] = {
     'date_column_source': 'Header of the date column in the source when it differs from `date_column`. A landing '
                           'file without a date column gets the partition date (from its file name).',
     'date_column': 'Column holding the snapshot date of a row.',
+    'date_format': '(files) How the date column is written, as a strptime format (e.g. `%d-%m-%Y`, `%m/%d/%Y`, '
+                   '`%Y-%m-%d %H:%M:%S` - a time of day is dropped, the row belongs to its day). Default: '
+                   '`YYYY-MM-DD`. A value that does not match quarantines the row.',
     'features': "The model's input columns; each one generates validation rules.",
     'features[].name': 'Warehouse column name (a safe identifier: see "Names" in docs/SPEC.md).',
     'features[].source': 'Header of the column in the landing file / source table when it differs from `name` '
