@@ -48,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``."""
+    """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``,
+    ``airtrain check ...`` (the warehouse invariants, :mod:`airtrain.invariants`)."""
+    from airtrain.invariants import main as check
+
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign}
+    commands = {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign, "check": check}
     if not argv or argv[0] not in commands:
         print(f"usage: airtrain {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2

@@ -852,10 +852,18 @@ def spec_dir() -> Path:
     return Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
 
 
+def excluded_pipelines() -> set[str]:
+    """Specs in the folder that are not loaded: ``$AIRTRAIN_EXCLUDE_PIPELINES`` (comma-separated names;
+    the local stack sets ``churn``, the demo, when ``DEMO_DAYS=0``)."""
+    return {n.strip() for n in os.environ.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(",") if n.strip()}
+
+
 def load_specs(directory: str | Path | None = None) -> list[PipelineSpec]:
-    """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name."""
+    """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name, except the
+    :func:`excluded_pipelines`."""
     directory = Path(directory) if directory is not None else spec_dir()
-    specs = [load_spec(p) for p in sorted(directory.glob("*.yaml"))]
+    skip = excluded_pipelines()
+    specs = [load_spec(p) for p in sorted(directory.glob("*.yaml")) if p.stem not in skip]
     seen: dict[str, str] = {}
     for s in specs:
         if s.name in seen:

@@ -272,3 +272,28 @@ def test_days_before_the_data_starts_are_skipped_with_the_reason_not_failed(land
     assert plan_of(dr)["dates"] == [str(first), str(first + dt.timedelta(days=1))]
     assert fetch(landed.warehouse, "SELECT partition_date FROM monitoring.validation_runs ORDER BY 1") == [
         (first,), (first + dt.timedelta(days=1),)]
+
+
+def test_airtrain_check_prints_each_invariant_and_fails_when_one_does(project, capsys):
+    """`airtrain check` / `make check` (issue 20, item 22): every invariant with its result; exit 1 and the
+    violation when one fails; exit 2 without printing the password when the warehouse cannot be read."""
+    from airtrain.invariants import INVARIANTS
+    from airtrain.migrate import cli
+
+    args = ["check", "--url", project.warehouse.uri, "--spec-dir", str(project.spec_dir)]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("churn:\n") and out.rstrip().endswith("all invariants hold")
+    assert [line.split(". ", 1)[1] for line in out.splitlines() if line.startswith("  ok    ")] == list(INVARIANTS)
+    # a promotion the champion never made: the log is no longer a chain ending at the champion
+    fetch(project.warehouse, "INSERT INTO registry.promotion_log (pipeline, from_version, to_version, action, actor, "
+                             "reason) VALUES ('churn', 7, 8, 'promote', 'test', 'forged')")
+    assert cli(args) == 1
+    out = capsys.readouterr().out
+    assert "  FAIL  5. the promotion log is a chain ending at the champion" in out
+    assert "promotion log ends at v8 but the champion is v1" in out and "1 invariant(s) failed" in out
+    assert sum(line.startswith("  ok    ") for line in out.splitlines()) == len(INVARIANTS) - 1
+    wrong = project.warehouse.uri.replace("@", "-wrong@", 1)  # a wrong password
+    assert cli(["check", "--url", wrong, "--spec-dir", str(project.spec_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert "cannot check" in err and "-wrong" not in out + err
