@@ -133,7 +133,8 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
     @dag(
         dag_id=spec.retrain_dag_id,
         schedule=spec.schedule.retrain,  # None: a history-only pipeline (manual runs only)
-        **dag_dates(spec),
+        start_date=dag_dates(spec)["start_date"],  # no scheduled run for a day outside first_date..last_date
+        end_date=dag_dates(spec).get("end_date"),
         catchup=False,
         is_paused_upon_creation=spec.schedule.start_paused,
         max_active_runs=spec.schedule.max_active_runs,
