@@ -62,7 +62,8 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
         table = {
             "drift_check": ([t("features"), t("predictions"), t("labels"), *labels_source, t("reference"), versions,
                              champions],
-                            [(mon, "drift_metrics"), (mon, "drift_decisions"), t("reference"), *fairness_monitor]),
+                            [(mon, "drift_metrics"), (mon, "drift_decisions"), t("reference"), *fairness_monitor,
+                             *([t("labels")] if spec.labels is not None else [])]),  # labels known by the window
             # records the triggered run on the window; marks a fairness breach alerted
             "notify": ([], [(mon, "drift_decisions"), *fairness_monitor]),
             # the labels known now (loaded from the labels table), per arm; a graduation swaps the champion

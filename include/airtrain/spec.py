@@ -561,7 +561,8 @@ class ScheduleSpec(_Model):
         if len(kept) == len(dates):
             return kept, None
         left = [d for d in dates if d not in kept]
-        span = f"{left[0]}" if len(left) == 1 else f"{len(left)} days {left[0]}..{left[-1]}"
+        span = (f"{left[0]}" if len(left) == 1 else f"{len(left)} days ({', '.join(map(str, left))})"
+                if len(left) <= 4 else f"{len(left)} days from {left[0]} to {left[-1]}")
         bounds = " and ".join(f"schedule.{k} {v}" for k, v in (("first_date", self.first_date),
                                                                ("last_date", self.last_date)) if v is not None)
         return kept, f"{span} outside the pipeline's data ({bounds}): no data there, nothing to process"

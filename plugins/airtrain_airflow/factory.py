@@ -157,9 +157,13 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
         @task.branch
         def route(plan: dict[str, Any]) -> str:
             if plan.get("skip"):  # every date outside schedule.first_date..last_date: nothing to do, say why
-                from airflow.sdk.exceptions import AirflowSkipException
+                import logging
 
-                raise AirflowSkipException(plan["skip"])
+                from airflow.sdk import get_current_context
+
+                logging.getLogger("airtrain_airflow").warning("skipping the whole run: %s", plan["skip"])
+                ti = get_current_context()["ti"]
+                ti.task.skip(ti, tasks=ti.task.get_flat_relatives(upstream=False))  # every task after this one
             return {"rollback": "rollback", "canary": "decide_canary"}.get(plan["mode"], "prepare")
 
         @task(multiple_outputs=False)

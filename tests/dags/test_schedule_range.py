@@ -64,3 +64,20 @@ def test_historical_data_unpaused_creates_no_run_but_backfills_cover_the_range()
 def test_bad_schedules_are_refused_with_the_fix(schedule, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         parse_spec({**CHURN, "schedule": {**CHURN["schedule"], **schedule}})
+
+
+def test_a_range_across_the_data_keeps_only_its_days_with_data_and_says_which_it_left_out():
+    """What check_params does with a run's dates (the plan the sensor, ingest and validate follow)."""
+    spec = parse_spec({**CHURN, "schedule": {**CHURN["schedule"], "first_date": "2011-01-03",
+                                             "last_date": "2011-01-05"}})
+    days = [dt.date(2011, 1, d) for d in range(1, 8)]
+    kept, why = spec.schedule.with_data(days)
+    assert kept == days[2:5]
+    assert why == ("4 days (2011-01-01, 2011-01-02, 2011-01-06, 2011-01-07) outside the pipeline's data (schedule.first_date 2011-01-03 and "
+                   "schedule.last_date 2011-01-05): no data there, nothing to process")
+    assert spec.schedule.with_data(days[2:5]) == (days[2:5], None)
+    assert spec.schedule.with_data(days[:1]) == ([], "2011-01-01 outside the pipeline's data (schedule.first_date "
+                                                     "2011-01-03 and schedule.last_date 2011-01-05): no data "
+                                                     "there, nothing to process")
+    many = [dt.date(2010, 12, d) for d in range(1, 32)]
+    assert spec.schedule.with_data(many)[1].startswith("31 days from 2010-12-01 to 2010-12-31 outside")

@@ -1,10 +1,12 @@
 """OpenLineage (issue 13, part C): a real retrain DAG run (``dag.test()``) with the OpenLineage
 provider's file transport emits events whose inputs/outputs are the real warehouse tables.
 
-Issue 20, item 20: the same runs (the retrain range and one monitor run after it) record which
-tables each task really read and wrote, as PostgreSQL counts them (``tests/integration/tabletouch.py``),
-and every task's COMPLETE event must name exactly those: nothing touched is missing from the
-lineage, nothing in the lineage was left untouched.
+Issue 20, item 20: the same run records which tables each task really read and wrote, as PostgreSQL
+counts them (``tests/integration/tabletouch.py``), and every task's COMPLETE event must name exactly
+those: nothing touched is missing from the lineage, nothing in the lineage was left untouched. (The
+monitor's tasks, the approval tasks, rollback and the canary tasks are held to the same check
+in-process, in the runs of test_prediction_explain_fairness_monitor, test_approval,
+test_retrain_dag and test_canary.)
 
 The run happens in a fresh Python process: the provider reads its configuration (and decides
 whether it is enabled) once per process, and this test's worker has Airflow loaded without it."""
@@ -32,16 +34,14 @@ RANGE = {"date": str(LAST - dt.timedelta(days=5)), "end_date": str(LAST)}
 RUN = """
 import datetime as dt, json, os, sys
 from airtrain.spec import load_spec, spec_dir
-from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
+from airtrain_airflow.factory import build_retrain_dag
 from tests.integration.tabletouch import record_table_touches
 spec = load_spec(spec_dir() / "churn.yaml")
 dag = build_retrain_dag(spec)
 conf = json.loads(sys.argv[1])
 with record_table_touches(os.environ["AIRFLOW_CONN_WAREHOUSE"]) as touches:
     dr = dag.test(logical_date=dt.datetime.now(dt.UTC), run_conf=conf)
-    mdr = build_monitor_dag(spec).test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": conf["end_date"]})
 print("STATE", dr.state)
-print("MONITOR_STATE", mdr.state)
 print("TOUCHES", json.dumps(touches.as_json()))
 import os, sqlalchemy
 engine = sqlalchemy.create_engine(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -52,15 +52,8 @@ print("CARD_LINK", json.dumps(link))
 """
 
 
-#: the fairness monitor on (not in TEST_SPEC) so that drift_check writes monitoring.fairness_metrics
-FAIRNESS = {"fairness": {"sensitive": ["senior_citizen"], "min_group_rows": 30,
-                         "monitor": [{"metric": "equalized_odds_difference", "threshold": 0.2}]}}
-#: bookkeeping, not data lineage: prepare checks the schema fingerprint (and, with
-#: AIRTRAIN_AUTO_MIGRATE in the tests, records it)
+#: bookkeeping, not data lineage: prepare checks the schema fingerprint
 NOT_LINEAGE = frozenset({"registry.schema_migrations"})
-#: outputs these runs give a task nothing to write to: no retrain is triggered and no fairness breach is
-#: alerted (no labeled predictions yet), so notify records nothing
-IDLE = {"notify": frozenset({"monitoring.drift_decisions", "monitoring.fairness_metrics"})}
 
 
 def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_factory, pg_server, monkeypatch,
@@ -71,7 +64,6 @@ def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_
 
     p, _ = template_project(tmp_path_factory, pg_server, "rt_landed", overrides=TEST_SPEC, start=START, days=DAYS,
                             rows=ROWS, monkeypatch=monkeypatch)
-    p.respec(TEST_SPEC, FAIRNESS)
     migrate(["--url", p.warehouse.uri, "--spec-dir", str(p.spec_dir)])  # deploy time: prepare only verifies
     events_file = p.root / "ol_events.jsonl"
     env = {**os.environ, "PYTHONWARNINGS": "ignore",
@@ -83,15 +75,14 @@ def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_
     out = subprocess.run([sys.executable, "-c", RUN, json.dumps(RANGE)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert "STATE success" in out.stdout, (out.stdout[-3000:], out.stderr[-5000:])
-    assert "MONITOR_STATE success" in out.stdout, (out.stdout[-3000:], out.stderr[-5000:])
     events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
     complete = {e["job"]["name"]: e for e in events if e["eventType"] == "COMPLETE"}
     assert "churn_retrain.validate" in complete, sorted(complete)
     db = p.warehouse.uri.rsplit("/", 1)[1].split("?")[0]
     host_port = p.warehouse.uri.split("@", 1)[1].split("/", 1)[0]
 
-    def names(task: str, side: str, dag: str = "churn_retrain") -> set[str]:
-        ds = [d for d in complete[f"{dag}.{task}"][side] if d["namespace"] != "file"]
+    def names(task: str, side: str) -> set[str]:
+        ds = [d for d in complete[f"churn_retrain.{task}"][side] if d["namespace"] != "file"]
         assert {d["namespace"] for d in ds} <= {f"postgres://{host_port}"}, ds
         return {d["name"].removeprefix(f"{db}.") for d in ds}
 
@@ -101,8 +92,9 @@ def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_
     assert "features.churn_labels" not in names("validate", "outputs")  # labels come from the labels table here
     assert "demo_source.churn_labels" in names("train", "inputs")
     assert names("train", "outputs") == {"registry.model_versions", "features.churn_labels"}
-    assert {"registry.evaluations", "registry.fairness", "registry.model_cards"} <= names("evaluate", "outputs")
-    assert "registry.feature_importance" not in names("evaluate", "outputs")  # explain.importance is off here
+    assert {"registry.evaluations", "registry.model_cards"} <= names("evaluate", "outputs")
+    # explain.importance and fairness are off in the test spec: nothing written there, nothing named
+    assert not {"registry.feature_importance", "registry.fairness"} & names("evaluate", "outputs")
     assert {"registry.champions", "registry.promotion_log"} <= names("promote", "outputs")
     assert names("score", "outputs") == {"predictions.churn"}
     assert "features.churn" in names("score", "inputs")
@@ -118,21 +110,18 @@ def test_a_retrain_run_emits_openlineage_events_naming_the_real_tables(tmp_path_
             getattr(touches, side)[task] = set(tables)
     assert not raw["unsettled"], raw["unsettled"]
     ran = {t for t, state in raw["finished"].items() if state == "success"}
-    assert {"ingest", "validate", "train", "evaluate", "promote", "score", "publish_predictions",
-            "drift_check"} <= ran, raw["finished"]
+    assert {"ingest", "validate", "train", "evaluate", "promote", "begin_scoring", "score",
+            "publish_predictions"} <= ran, raw["finished"]
     problems = []
     for task in sorted(ran):
-        dag = "churn_monitor" if task in ("drift_check", "retrain_due", "trigger_retrain", "notify") else "churn_retrain"
-        problems += lineage_mismatches(touches, task, names(task, "inputs", dag), names(task, "outputs", dag),
-                                       ignore=NOT_LINEAGE, idle_outputs=IDLE.get(task, frozenset()))
+        problems += lineage_mismatches(touches, task, names(task, "inputs"), names(task, "outputs"),
+                                       ignore=NOT_LINEAGE)
     assert problems == [], "\n".join(problems)
     # the landing files ingest read are its input datasets (OpenLineage's local-file naming)
     files = sorted(d["name"] for d in complete["churn_retrain.ingest"]["inputs"] if d["namespace"] == "file")
     first = dt.date.fromisoformat(RANGE["date"])
     assert files == [str((p.landing / f"{first + dt.timedelta(days=i)}.csv").resolve()) for i in range(6)], files
 
-    assert "monitoring.fairness_metrics" in names("drift_check", "outputs", "churn_monitor")
-    assert "registry.model_cards" in names("evaluate", "outputs")
     # part D: the evaluate task's "Model card" extra link points at the version it evaluated
     link = json.loads(out.stdout.split("CARD_LINK ", 1)[1].splitlines()[0])
     assert link == "/airtrain/cards/churn/1", link

@@ -100,22 +100,20 @@ def test_an_hourly_regression_sample_gets_its_dates_rows_per_day_and_leaks(tmp_p
     assert "# first_date: 2011-01-01" in text
 
 
-def test_a_sample_row_validates_with_the_spec_written_for_it(tmp_path):
-    """The generated spec reads the sample's own days: its date form is honoured by validation."""
+def test_the_spec_written_for_a_sample_reads_its_dates_as_validation_does(tmp_path):
+    """The generated spec's date_format is what validation casts the date column with (the GX run itself
+    is tests/unit/test_validation.py::test_a_declared_date_format_reads_the_date_column)."""
     import datetime as dt
 
     import pandas as pd
-    from airtrain.validation import validate_batch
+    from airtrain.validation import _cast
 
     sample = bike_sample(tmp_path, days=3)
     _, data = build_spec(read_sample(sample), name="bikes", target="cnt", key="instant", date_column=None,
                          positive=None, sample=sample)
     spec = parse_spec(data)
-    day = pd.read_csv(sample, dtype=str).head(24)
-    raw = day.rename(columns={src: col for col, src in spec.source_columns().items()})
-    raw.insert(0, "_row_number", range(1, 25))
-    out = validate_batch(raw, spec, dt.date(2011, 1, 1), "run-1", today=dt.date(2011, 1, 2))
-    assert not out.blocked and out.rows_valid == 24 and out.rows_quarantined == 0
+    days, bad = _cast(pd.read_csv(sample, dtype=str)["dteday"], "date", date_format=spec.date_format)
+    assert not bad.any() and sorted(set(days)) == [dt.date(2011, 1, d) for d in (1, 2, 3)]
 
 
 def test_a_classification_sample_marks_columns_that_give_the_label_away(tmp_path):

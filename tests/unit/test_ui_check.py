@@ -44,7 +44,7 @@ def test_without_chromium_it_says_so_and_exits_at_once(tmp_path):
 
 
 @pytest.mark.parametrize("script, message", [
-    pytest.param("sleep 30", "did not start in 2 s", id="silent"),
+    pytest.param("sleep 30", "did not start in 0 s", id="silent"),
     pytest.param("echo 'cannot open display' >&2; exit 3", "exited with 3 before it listened", id="dies"),
 ])
 def test_a_chromium_that_never_listens_fails_the_check_instead_of_blocking(ui_check, tmp_path, capsys, script,
@@ -56,7 +56,7 @@ def test_a_chromium_that_never_listens_fails_the_check_instead_of_blocking(ui_ch
     t0 = time.monotonic()
     try:
         with pytest.raises(SystemExit) as exit_:
-            ui_check.devtools_url(proc, timeout=2)
+            ui_check.devtools_url(proc, timeout=0.4)
     finally:
         proc.kill()
         proc.wait()
