@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wh = Warehouse(args.url)
     failed = 0
-    for spec in load_specs(Path(args.spec_dir) if args.spec_dir else None):
+    specs = load_specs(Path(args.spec_dir) if args.spec_dir else None)
+    if not specs:
+        print("no pipeline specs to check (none in the spec folder, or all excluded: $AIRTRAIN_EXCLUDE_PIPELINES)")
+        return 0
+    for spec in specs:
         try:
             checked = results(wh, spec)
         except psycopg2.Error as exc:
