@@ -94,5 +94,6 @@ def test_the_readme_says_how_to_get_the_token_its_rest_examples_use():
     assert '\\"username\\": \\"admin\\", \\"password\\": \\"$AIRFLOW_ADMIN_PASSWORD\\"' in readme[get:get + 300]
     assert ("POST", "/token") in {(m, r.path) for r in login_router.routes for m in r.methods}
     assert set(LoginBody.model_fields) == {"username", "password"}
-    for text in ("make check", "make pg-restart", "AIRFLOW_USERS=vera:viewer,alice:viewer:telco_*", "DEMO_DAYS=0"):
+    for text in ("make check", "make pg-restart", "AIRFLOW_USERS=vera:viewer,alice:viewer:telco_*", "DEMO_DAYS=0",
+                 "**Consecutive windows** are windows that follow each other without overlapping"):
         assert text in readme, text

@@ -155,3 +155,17 @@ def test_a_declared_date_format_is_used_and_checked(tmp_path):
     with pytest.raises(SystemExit, match="not a date in the form '%m-%d-%Y'"):
         build_spec(read_sample(f), name="d", target="y", key="id", date_column="day", positive=None, sample=f,
                    date_format="%m-%d-%Y")
+
+
+def test_a_column_that_follows_a_numeric_target_is_marked(tmp_path):
+    """Near-perfect correlation with a regression target (here the target in other units)."""
+    rows = ["id,day,temp,revenue_cents,revenue"]
+    for i in range(120):
+        revenue = 100 + (i * 37) % 250
+        rows.append(f"{i},2026-02-{1 + i // 20:02d},{(i * 13) % 30},{revenue * 100 + (i % 3)},{revenue}")
+    f = write(tmp_path, "\n".join(rows) + "\n")
+    text, data = build_spec(read_sample(f), name="shop", target="revenue", key="id", date_column=None,
+                            positive=None, sample=f)
+    assert {x["name"]: x.get("model_input", True) for x in data["features"]} == {"temp": True,
+                                                                                 "revenue_cents": False}
+    assert "correlates with the target almost perfectly (r = 1.000)" in text
