@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery lock clean
+.PHONY: help venv run stop status check pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ stop: ## stop everything `make run` started
 
 status: ## show what is running
 	@$(BIN)/python scripts/devstack.py status
+
+check: venv ## the warehouse invariants of every pipeline (make run's warehouse), each with its result; exit 1 if one fails
+	@$(BIN)/python scripts/devstack.py check
+
+pg-restart: venv ## restart only the local PostgreSQL (the supervisor restarts Airflow components that exit)
+	@$(BIN)/python scripts/devstack.py pg-restart
 
 demo: venv ## a simulated month (covariate drift from day 20) through real DAG runs; summary + PNG chart
 	@$(BIN)/python scripts/devstack.py demo $(DEMO_ARGS)

@@ -7,6 +7,8 @@
     python scripts/devstack.py migrate      # apply the warehouse schema (airtrain migrate)
     python scripts/devstack.py env          # write .local/airflow.env (mode 600) to run `airflow ...` by hand
     python scripts/devstack.py reader-login NAME   # a read-only warehouse login for an analyst
+    python scripts/devstack.py check        # the warehouse invariants, each with its result (make check)
+    python scripts/devstack.py pg-restart   # restart only the local PostgreSQL (make pg-restart)
 
 `up` starts PostgreSQL, migrates Airflow's metadata database, loads the demo data and starts a
 **supervisor** (`devstack.py supervise`, in the background) that runs the Airflow components: the
@@ -137,6 +139,58 @@ def postgres(cfg: dict[str, str]) -> LocalPostgres:
     return LocalPostgres(LOCAL / "pgdata", int(cfg.get("LOCAL_PG_PORT") or 5433), cfg["LOCAL_PG_PASSWORD"])
 
 
+#: the roles of Airflow's SimpleAuthManager, least first
+ROLES = ("viewer", "user", "op", "admin")
+
+
+def extra_users(cfg: dict[str, str]) -> list[tuple[str, str, list[str]]]:
+    """Users beside the admin, from ``AIRFLOW_USERS`` in .env: ``name:role[:pattern|pattern...]`` separated
+    by commas, e.g. ``vera:viewer,alice:viewer:telco_*``. A pattern restricts the user to the DAGs whose
+    id matches it (``*``, ``?``): only their runs, logs, reports and model cards
+    (``airtrain_airflow.auth.PipelineAuthManager``)."""
+    import re
+
+    admin = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
+    out: list[tuple[str, str, list[str]]] = []
+    for item in (cfg.get("AIRFLOW_USERS") or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, rest = item.partition(":")
+        role, _, patterns = rest.partition(":")
+        pats = [x.strip() for x in patterns.split("|") if x.strip()]
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name) or name == admin or name in {u[0] for u in out}:
+            raise RuntimeError(f"AIRFLOW_USERS in {ENV_FILE.name}: {item!r}: the user name must be letters, digits, "
+                               f"'_', '.', '@' or '-', used once, and not the admin's ({admin})")
+        if role not in ROLES:
+            raise RuntimeError(f"AIRFLOW_USERS in {ENV_FILE.name}: {item!r}: the role must be one of {', '.join(ROLES)} "
+                               "(name:role[:dag_id pattern|...], e.g. alice:viewer:telco_*)")
+        if not all(re.fullmatch(r"[A-Za-z0-9_.*?-]{1,250}", x) for x in pats):
+            raise RuntimeError(f"AIRFLOW_USERS in {ENV_FILE.name}: {item!r}: DAG id patterns are letters, digits, "
+                               "'_', '.', '-', '*' and '?', separated by '|'")
+        out.append((name, role, pats))
+    return out
+
+
+def write_passwords(cfg: dict[str, str], home: Path) -> list[str]:
+    """The SimpleAuthManager's password file: the admin's from .env, and one per ``AIRFLOW_USERS`` user
+    (kept from the file, generated for a new one). Returns the users whose password is new."""
+    pw_file = home / "passwords.json"
+    try:
+        current = json.loads(pw_file.read_text()) if pw_file.exists() else {}
+    except ValueError:
+        current = {}
+    want = {cfg.get("AIRFLOW_ADMIN_USER") or "admin": cfg["AIRFLOW_ADMIN_PASSWORD"]}
+    new = []
+    for name, _, _ in extra_users(cfg):
+        if not current.get(name):
+            new.append(name)
+        want[name] = current.get(name) or secrets.token_urlsafe(12)
+    pw_file.write_text(json.dumps(want))
+    pw_file.chmod(0o600)
+    return new
+
+
 def api_host(cfg: dict[str, str]) -> str:
     """Where the API server listens: 127.0.0.1 unless AIRFLOW_HOST opens it (e.g. 0.0.0.0)."""
     return cfg.get("AIRFLOW_HOST") or "127.0.0.1"
@@ -175,7 +229,10 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         # a new pipeline's DAGs wait for their data; `up` unpauses the demo's after queueing its runs
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+        # SimpleAuthManager's roles, plus per-user DAG restrictions (AIRFLOW_USERS in .env; README "Users")
+        "AIRFLOW__CORE__AUTH_MANAGER": "airtrain_airflow.auth.PipelineAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join([f"{user}:admin",
+                                                             *(f"{n}:{r}" for n, r, _ in extra_users(cfg))]),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(cfg)}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow", driver="postgresql+psycopg2"),
@@ -203,6 +260,16 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    access = {n: pats for n, _, pats in extra_users(cfg) if pats}
+    if access:
+        env["AIRFLOW__AIRTRAIN__DAG_ACCESS"] = json.dumps(access)
+    # DEMO_DAYS=0: no demo data, so the demo pipeline (include/pipelines/churn.yaml) is not loaded at all -
+    # no DAGs, no schema; a stack given its own spec folder (AIRTRAIN_SPEC_DIR, e.g. the benchmark) loads all
+    excluded = [x for x in (cfg.get("AIRTRAIN_EXCLUDE_PIPELINES") or "").split(",") if x.strip()]
+    if (cfg.get("DEMO_DAYS") or "").strip() == "0" and not os.environ.get("AIRTRAIN_SPEC_DIR"):
+        excluded.append("churn")
+    if excluded:
+        env["AIRTRAIN_EXCLUDE_PIPELINES"] = ",".join(dict.fromkeys(x.strip() for x in excluded))
     if executor(cfg) == "celery":
         env.update(celery_env(cfg))
     env.update(dotenv_settings(cfg))
@@ -711,10 +778,8 @@ def cmd_up() -> int:
         pg.create_database(db)
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    pw_file = home / "passwords.json"
     user = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
-    pw_file.write_text(json.dumps({user: cfg["AIRFLOW_ADMIN_PASSWORD"]}))
-    pw_file.chmod(0o600)
+    new_users = write_passwords(cfg, home)
     say("migrating the Airflow metadata database")
     airflow(env, "db", "migrate", capture=True)
     cmd_demo_data(cfg, env)
@@ -730,11 +795,13 @@ def cmd_up() -> int:
     token = api_token(base, cfg)
     say("waiting for the DAG processor to register the DAGs")
     dags: list[str] = []
-    deadline = time.monotonic() + 180
+    # the demo's DAGs are waited for; with DEMO_DAYS=0 there are none to wait for: a first parse is enough
+    demo = "churn" not in env.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(",")
+    deadline = time.monotonic() + (180 if demo else 20)
     while time.monotonic() < deadline:
         status, body = api_call(base, "GET", "/api/v2/dags?limit=100", token=token)
         dags = sorted(d["dag_id"] for d in body.get("dags", [])) if status == 200 else []
-        if "churn_retrain" in dags and "churn_monitor" in dags:
+        if "churn_retrain" in dags and "churn_monitor" in dags or not demo and dags:
             break
         time.sleep(2)
     started = trigger_demo_runs(cfg, base, token) if "churn_retrain" in dags else None
@@ -746,8 +813,15 @@ def cmd_up() -> int:
     print(f"  DAGs:        {', '.join(dags) or 'none yet (see ' + str(LOGS / 'dag-processor.log') + ')'}")
     print(f"  Warehouse:   psql '{login_uri(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
           f"{ENV_FILE.name}); read-only logins: make reader-login NAME=<name>")
+    pw_file = Path(env["AIRFLOW_HOME"]) / "passwords.json"
+    for name, role, pats in extra_users(cfg):
+        scope = f"; DAGs {'|'.join(pats)} only" if pats else ""
+        shown = json.loads(pw_file.read_text())[name] if name in new_users else f"see {pw_file}"
+        print(f"  User:        {name} ({role}{scope}) / {shown}{'   (new)' if name in new_users else ''}")
     if started:
         print(f"  Demo:        {started}")
+    elif "churn" in env.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(","):
+        print("  Demo:        none (DEMO_DAYS=0: the demo pipeline churn is not loaded)")
     print(f"  Import errors: {len(import_errors)}")
     print(f"  Ready in {time.monotonic() - t0:.0f} s (UI after {t_ui - t0:.0f} s). Stop with: make stop")
     if import_errors:
@@ -843,6 +917,7 @@ def cmd_demo(argv: list[str]) -> int:
         "PYTHONPATH": str(ROOT / "dev"),  # the demo driver (dev tooling, not installed)
         "PYTHONWARNINGS": "ignore",
     })
+    env.pop("AIRTRAIN_EXCLUDE_PIPELINES", None)  # its own spec folder: the month is the churn pipeline
     (demo / "airflow").mkdir(parents=True, exist_ok=True)
     say("migrating the demo's Airflow metadata database (demo_airflow)")
     airflow(env, "db", "migrate", capture=True)
@@ -941,6 +1016,32 @@ def cmd_env() -> int:
     return 0
 
 
+def cmd_pg_restart() -> int:
+    """`make pg-restart`: restart only the local PostgreSQL (fast shutdown: open sessions are closed, a
+    running task's transaction is rolled back and retried). The supervisor restarts any Airflow
+    component that exits meanwhile; nothing else is touched."""
+    cfg = load_dotenv()
+    pg = postgres(cfg)
+    was = pg.running()
+    if was:
+        say(f"stopping PostgreSQL on 127.0.0.1:{pg.port} (fast: open sessions are closed)")
+        pg.stop()
+    t0 = time.monotonic()
+    pg.start()
+    say(f"PostgreSQL {'restarted' if was else 'started'} on 127.0.0.1:{pg.port} in {time.monotonic() - t0:.1f} s; "
+        "Airflow components that exited meanwhile are restarted by the supervisor (`make status`)")
+    return 0
+
+
+def cmd_check(argv: list[str]) -> int:
+    """`make check`: the warehouse invariants of every pipeline, each with its result (exit 1 if one fails).
+    The URL goes through the environment, not the command line."""
+    cfg = load_dotenv()
+    env = airflow_env(cfg)
+    return subprocess.run([sys.executable, "-m", "airtrain.invariants", *argv], cwd=ROOT,
+                          env={**os.environ, **env, "PYTHONPATH": str(ROOT / "include")}).returncode
+
+
 def cmd_reader_login(argv: list[str]) -> int:
     """`make reader-login NAME=alice`: a read-only login on the local warehouse."""
     if not argv or argv[0].startswith("-"):
@@ -955,7 +1056,8 @@ def cmd_reader_login(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login", "migrate"}
+    commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login", "migrate",
+                "check", "pg-restart"}
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
@@ -974,6 +1076,10 @@ def main(argv: list[str]) -> int:
             return cmd_demo(argv[1:])
         if argv[0] == "reader-login":
             return cmd_reader_login(argv[1:])
+        if argv[0] == "check":
+            return cmd_check(argv[1:])
+        if argv[0] == "pg-restart":
+            return cmd_pg_restart()
         if argv[0] == "migrate":
             return migrate(airflow_env(load_dotenv()))
         if argv[0] == "demo-data":

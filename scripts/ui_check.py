@@ -15,7 +15,10 @@
    and a drift report link and checks each page's title, then opens the validate task's link;
 5. saves screenshots to .local/ui-check/.
 
-Exits non-zero with the reason when any step fails.
+What it needs is checked first, before any waiting: Chromium (Debian's `chromium` package, or
+$CHROMIUM), the `websockets` package and a `make run` stack that answers with the demo pipeline.
+Exits non-zero with the reason when anything is missing or any step fails; every wait is bounded
+and says what it waits for.
 """
 
 from __future__ import annotations
@@ -151,32 +154,71 @@ class Page:
 
 
 def chromium() -> str:
-    exe = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
-        or shutil.which("google-chrome")
+    """The Chromium executable, or fail saying what is missing."""
+    wanted = os.environ.get("CHROMIUM")
+    if wanted:
+        exe = shutil.which(wanted)
+        if not exe:
+            fail(f"CHROMIUM={wanted!r} is not an executable; point it at Chromium or unset it")
+        return exe
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not exe:
-        fail("no Chromium found: install Debian's `chromium` package (apt-get install chromium) or set CHROMIUM")
+        fail("no Chromium found (looked for chromium, chromium-browser, google-chrome on the PATH): install "
+             "Debian's `chromium` package (apt-get install chromium) or set CHROMIUM=/path/to/chromium")
     return exe
 
 
-async def browse(base: str, token: str, validation_link: str) -> None:
+def preflight() -> str:
+    """What ui-check needs that is not the stack: Chromium and the websockets package. Returns Chromium."""
+    exe = chromium()
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        fail("the Python package `websockets` is missing (it comes with the dev requirements: make venv)")
+    return exe
+
+
+def devtools_url(proc: subprocess.Popen, timeout: float = 30.0) -> str:
+    """The DevTools websocket URL Chromium prints on stderr; fails (never blocks) when it does not come."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put("")  # Chromium closed stderr (it exited)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            line = lines.get(timeout=max(left, 0.01))
+        except queue.Empty:
+            fail(f"Chromium did not start in {timeout:.0f} s (no DevTools endpoint); its output: "
+                 f"{''.join(seen)[-500:]!r}")
+        if "DevTools listening on" in line:
+            return line.split("DevTools listening on", 1)[1].strip()
+        if line == "" and proc.poll() is not None:
+            fail(f"Chromium exited with {proc.returncode} before it listened; its output: {''.join(seen)[-500:]!r}")
+        seen.append(line)
+
+
+async def browse(base: str, token: str, validation_link: str, exe: str) -> None:
     import websockets
 
     profile = tempfile.mkdtemp(prefix="airtrain-chromium-")
-    proc = subprocess.Popen([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-quic", "--disable-background-networking", "--disable-component-update",
                              "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                              "--remote-debugging-port=0",
                              "--remote-debugging-address=127.0.0.1", "--window-size=1400,1000", "about:blank"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
-        ws_url = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and ws_url is None:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            if "DevTools listening on" in line:
-                ws_url = line.split("DevTools listening on", 1)[1].strip()
-        if ws_url is None:
-            fail("Chromium did not start (no DevTools endpoint)")
+        ws_url = devtools_url(proc)
         port = ws_url.split(":")[2].split("/")[0]
         with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank",
                                                            method="PUT"), timeout=10) as resp:  # noqa: S310
@@ -244,15 +286,26 @@ async def browse(base: str, token: str, validation_link: str) -> None:
 def main() -> int:
     from devstack import airflow_env, load_dotenv
 
+    exe = preflight()  # before anything waits: say at once what is missing
+    print(f"using {exe}")
     cfg = load_dotenv()
     env = airflow_env(cfg)
     base = env["AIRFLOW__API__BASE_URL"]
     user = cfg.get("AIRFLOW_ADMIN_USER") or "admin"
-    status, body = http("POST", f"{base}/auth/token", {"username": user, "password": cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    try:
+        status, body = http("POST", f"{base}/auth/token", {"username": user,
+                                                            "password": cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    except OSError as exc:  # nothing listens
+        fail(f"the Airflow API at {base} does not answer ({type(exc).__name__}); start the stack with `make run`")
     if status not in (200, 201):
         fail(f"login failed ({status}); is `make run` up? {body[:200]}")
     token = json.loads(body)["access_token"]
     print(f"logged in to {base} as {user}")
+    status, body = http("GET", f"{base}/api/v2/dags/churn_retrain", token=token)
+    if status != 200:
+        fail(f"the stack has no churn_retrain DAG ({status}): ui-check needs the demo pipeline (DEMO_DAYS > 0 in "
+             ".env, then `make stop && make run`)")
+    print("waiting for a successful churn_retrain run (the demo's first one, up to 10 minutes)")
     OUT.mkdir(parents=True, exist_ok=True)
     retrain = newest_retrain_run(base, token)
     validation_link = task_link(base, token, "churn_retrain", retrain["dag_run_id"], "validate", "Validation report",
@@ -261,7 +314,7 @@ def main() -> int:
         run = run_monitor(base, token)
         task_link(base, token, "churn_monitor", run["dag_run_id"], "drift_check", "Drift report",
                   "/airtrain/reports/churn/drift/")
-    asyncio.run(browse(base, token, validation_link))
+    asyncio.run(browse(base, token, validation_link, exe))
     print("ui-check passed")
     return 0
 

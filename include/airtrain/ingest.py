@@ -205,7 +205,8 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
     missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec, d)]
     rel = source_relpath(spec, d)
     # a file without a date column is the partition's (its name says so): every row gets that date
-    fill = {spec.date_column: d.isoformat()} if sources[spec.date_column] not in pos else {}
+    fill = ({spec.date_column: d.strftime(spec.date_format) if spec.date_format else d.isoformat()}
+            if sources[spec.date_column] not in pos else {})
     out_rows = []
     for n, r in enumerate(rows, start=1):
         vals = [r[pos[sources[c]]] if sources[c] in pos else fill.get(c) for c in expected]

@@ -14,7 +14,10 @@
    deterministic run id (none while its trigger has not created the run);
 7. one shadow (challenger) version per scored date.
 
-No Airflow import; pure SQL against the warehouse.
+No Airflow import; pure SQL against the warehouse. From a shell: ``airtrain check`` (``make check`` on
+the local stack) prints every invariant of every pipeline with its result and exits 1 when one fails:
+
+    airtrain check --url postgresql://reader_or_owner@host/warehouse [--spec-dir include/pipelines]
 """
 
 from __future__ import annotations
@@ -33,7 +36,32 @@ def _all(cur: Any, query: sql.Composable, params: tuple = ()) -> list[tuple]:
     return cur.fetchall()
 
 
+#: the invariants, in the order :func:`results` reports them
+INVARIANTS = (
+    "landed rows are validated or quarantined, exactly once",
+    "predictions are unique and complete per published date",
+    "no stage table is attached as a partition",
+    "at most one champion, its artifact intact",
+    "the promotion log is a chain ending at the champion",
+    "one retrain per drift window",
+    "one shadow version per scored date",
+)
+
+
 def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
+    """Every violation of the pipeline's invariants (empty = all hold)."""
+    return [p for _, problems in results(wh, spec) for p in problems]
+
+
+def results(wh: Warehouse, spec: PipelineSpec) -> list[tuple[str, list[str]]]:
+    """(invariant, its violations) for each of :data:`INVARIANTS`, in order."""
+    starts: list[int] = []  # where each invariant's violations start in the list
+    problems = _check(wh, spec, starts)
+    ends = [*starts[1:], len(problems)]
+    return [(name, problems[a:b]) for name, a, b in zip(INVARIANTS, starts, ends, strict=True)]
+
+
+def _check(wh: Warehouse, spec: PipelineSpec, starts: list[int]) -> list[str]:
     problems: list[str] = []
     rs, rt = spec.table("raw")
     fs, ft = spec.table("features")
@@ -43,6 +71,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
     d = ident(spec.date_column)
     with wh.connect() as conn, conn.cursor() as cur:
         # 1. landed rows end up validated or quarantined, exactly once
+        starts.append(len(problems))
         rows = _all(cur, sql.SQL(
             "SELECT v.partition_date, v.rows_total, "
             "(SELECT count(*) FROM {raw} r WHERE r._partition_date = v.partition_date), "
@@ -56,6 +85,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
                 problems.append(f"{date}: {raw} landed rows (validation saw {total}) but {feat} validated + "
                                 f"{quar} quarantined")
         # 2. predictions: unique, complete per published partition
+        starts.append(len(problems))
         dup = _all(cur, sql.SQL("SELECT {k}, as_of_date, model_version, count(*) FROM {p} GROUP BY 1, 2, 3 "
                                 "HAVING count(*) > 1 LIMIT 5").format(k=ident(spec.entity_key), p=ident(ps, pt)))
         if dup:
@@ -72,6 +102,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
                 problems.append(f"predictions for {date} {version}: {n} rows ({distinct} entities) but {expected} "
                                 "validated rows")
         # 3. no stage table attached as a partition
+        starts.append(len(problems))
         stages = _all(cur, sql.SQL(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
@@ -79,6 +110,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
         if stages:
             problems.append(f"stage tables attached to {ps}.{pt}: {stages}")
         # 4. one champion, artifact intact
+        starts.append(len(problems))
         champs = _all(cur, sql.SQL("SELECT c.version, m.artifact, m.artifact_sha256 FROM {c} c "
                                    "LEFT JOIN {m} m ON m.pipeline = c.pipeline AND m.version = c.version "
                                    "WHERE c.pipeline = %s").format(
@@ -91,6 +123,7 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
             elif hashlib.sha256(bytes(artifact)).hexdigest() != sha:
                 problems.append(f"champion v{version}: artifact does not match its sha256")
         # 5. the promotion log is a chain ending at the champion
+        starts.append(len(problems))
         log = _all(cur, sql.SQL("SELECT from_version, to_version FROM {} WHERE pipeline = %s ORDER BY id").format(
             ident(reg, "promotion_log")), (spec.name,))
         prev = None
@@ -104,12 +137,14 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
         if prev != current:
             problems.append(f"promotion log ends at v{prev} but the champion is v{current}")
         # 6. one retrain per drift window
+        starts.append(len(problems))
         bad = _all(cur, sql.SQL("SELECT window_end, triggered_run_id FROM {} WHERE pipeline = %s AND "
                                 "decision = 'retrain' AND triggered_run_id IS NOT NULL AND triggered_run_id <> "
                                 "'drift__' || window_end::text").format(ident(mon, "drift_decisions")), (spec.name,))
         if bad:
             problems.append(f"retrain decisions without their window's run id: {bad}")
         # 7. one shadow version per date
+        starts.append(len(problems))
         ss, st = spec.table("shadow_predictions")
         mixed = _all(cur, sql.SQL("SELECT as_of_date, array_agg(DISTINCT model_version ORDER BY model_version) "
                                   "FROM {} GROUP BY 1 HAVING count(DISTINCT model_version) > 1 LIMIT 5").format(
@@ -117,3 +152,51 @@ def check(wh: Warehouse, spec: PipelineSpec) -> list[str]:
         if mixed:
             problems.append(f"shadow predictions of several versions on one date: {mixed}")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``airtrain check``: every invariant of every pipeline with its result; exit 1 when one fails, 2 when
+    the warehouse cannot be read (the error is printed without the password)."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+
+    import psycopg2
+
+    from airtrain.db import redact_text
+    from airtrain.spec import load_specs
+
+    ap = argparse.ArgumentParser(prog="airtrain check", description="check the warehouse invariants of every "
+                                 "pipeline spec (docs/RELIABILITY.md) and print each with its result")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE"),
+                    help="warehouse URL (default: $WAREHOUSE_URL, then $AIRFLOW_CONN_WAREHOUSE)")
+    ap.add_argument("--spec-dir", default=None, help="folder of the pipeline specs (default: $AIRTRAIN_SPEC_DIR)")
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    wh = Warehouse(args.url)
+    failed = 0
+    specs = load_specs(Path(args.spec_dir) if args.spec_dir else None)
+    if not specs:
+        print("no pipeline specs to check (none in the spec folder, or all excluded: $AIRTRAIN_EXCLUDE_PIPELINES)")
+        return 0
+    for spec in specs:
+        try:
+            checked = results(wh, spec)
+        except psycopg2.Error as exc:
+            print(f"{spec.name}: cannot check: {redact_text(str(exc)).strip()}", file=sys.stderr)
+            return 2
+        print(f"{spec.name}:")
+        for i, (name, problems) in enumerate(checked, start=1):
+            print(f"  {'ok  ' if not problems else 'FAIL'}  {i}. {name}")
+            for p in problems:
+                print(f"          - {p}")
+            failed += bool(problems)
+    print(f"{failed} invariant(s) failed" if failed else "all invariants hold")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

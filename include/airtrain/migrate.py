@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``,
-    ``airtrain setup-roles ...`` (also ``python -m airtrain.migrate <command> ...``)."""
+    ``airtrain setup-roles ...``, ``airtrain check ...`` (the warehouse invariants, :mod:`airtrain.invariants`)
+    (also ``python -m airtrain.migrate <command> ...``)."""
     argv = sys.argv[1:] if argv is None else argv
     commands = _commands()
     if not argv or argv[0] not in commands:
@@ -89,7 +90,13 @@ def cli(argv: list[str] | None = None) -> int:
 
 def _commands() -> dict:
     return {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
-            "setup-roles": _setup_roles}
+            "setup-roles": _setup_roles, "check": _check}
+
+
+def _check(argv: list[str] | None = None) -> int:
+    from airtrain.invariants import main as check
+
+    return check(argv)
 
 
 def resign(argv: list[str] | None = None) -> int:

@@ -16,8 +16,20 @@ whitespace-only values are null). For every column it infers:
 * the target: ``binary_classification`` with ``positive:`` (the yes/true/1-like value, else the rarer
   one) when it has two values, else ``regression``; labels come from the file itself
   (``label_delay_days: 0``, no ``labels`` section);
-* batch size bounds, the training and monitoring windows and minimum row counts from the number
-  of rows per day (the sample's rows, or rows per date when it has a date column).
+* the date column: a column whose every value is a date (``2011-01-31``, ``31-01-2011``,
+  ``01/31/2011``, ``2011-01-31 13:00:00``, ...); a form other than ``YYYY-MM-DD`` is written as
+  ``date_format``;
+* batch size bounds, the training and monitoring windows and minimum row counts from the rows per
+  day: counted per date of the date column (the sample's rows count as one day only when it has
+  no date column, which the header comment then says);
+* **leaks**: a column that gives the target away - parts that add up to it (``casual + registered
+  = cnt``), a near-perfect correlation with it, or one column that alone predicts it almost
+  perfectly - is kept (validated, stored) but marked ``model_input: false`` with a comment saying
+  why, and reported; set it back to ``true`` only if it is really known when predictions are made.
+
+**The sample** should look like the data the pipeline will get: the columns of a landing file, with
+its date column, over **several days** (a week or more, so that rows per day and their spread can
+be counted), a few hundred rows at least; for a file per day, concatenate a few days' files.
 
 The spec is validated before it is written and never overwrites a file unless ``--force``. It is a
 starting point: read it, tighten the ranges and categories, choose the estimator and the gates.
@@ -72,6 +84,8 @@ class Column:
     name: str = ""
     kind: str = ""  # bool | int | float | category | date | text
     notes: list[str] = field(default_factory=list)
+    cells: list[str | None] = field(default_factory=list)  # every row's value (stripped; None = blank)
+    date_format: str | None = None  # kind date: how its values are written
 
     @property
     def distinct(self) -> list[str]:
@@ -85,12 +99,40 @@ def _is_number(v: str) -> bool:
         return False
 
 
-def _is_date(v: str) -> bool:
+#: the date forms recognised in a sample, most common first. When a sample fits several (every day
+#: <= 12: day-first and month-first), the one whose dates lie closest together wins (a sample is
+#: consecutive days, not the first of ten months) - and the spec says it was a guess
+DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
+                "%d-%m-%Y", "%m-%d-%Y", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d/%m/%Y %H:%M",
+                "%m/%d/%Y %H:%M", "%d-%m-%Y %H:%M:%S")
+ISO_DATE = "%Y-%m-%d"
+
+
+def _parses(values: set[str], fmt: str) -> bool:
     try:
-        dt.date.fromisoformat(v)
-        return len(v) == 10
+        for v in values:
+            dt.datetime.strptime(v, fmt)
     except ValueError:
         return False
+    return True
+
+
+def date_format_of(values: list[str]) -> tuple[str | None, bool]:
+    """(the form every value is written in, whether another form fits too), or (None, False)."""
+    distinct = set(values)
+    if not distinct or any(len(v) < 6 or not any(c.isdigit() for c in v) for v in distinct):
+        return None, False
+    fits = [f for f in DATE_FORMATS if _parses(distinct, f)]
+    if not fits:
+        return None, False
+
+    days = {f: {parse_day(v, f) for v in distinct} for f in fits}
+    best = min(fits, key=lambda f: ((max(days[f]) - min(days[f])).days, fits.index(f)))
+    return best, any(days[f] != days[best] for f in fits)  # another form reads other dates
+
+
+def parse_day(value: str, fmt: str) -> dt.date:
+    return dt.datetime.strptime(value, fmt).date()
 
 
 def infer_kind(col: Column, max_categories: int) -> str:
@@ -102,7 +144,9 @@ def infer_kind(col: Column, max_categories: int) -> str:
         return "bool"
     if all(_is_number(v) for v in distinct):
         return "int" if all(float(v).is_integer() and abs(float(v)) < 2**53 for v in distinct) else "float"
-    if all(_is_date(v) for v in distinct):
+    fmt, _ = date_format_of(vals)
+    if fmt is not None:
+        col.date_format = fmt
         return "date"
     return "category" if len(distinct) <= max_categories else "text"
 
@@ -114,9 +158,9 @@ def read_sample(path: Path) -> list[Column]:
     header, rows = (_read_parquet if path.suffix.lower() == ".parquet" else _read_csv)(data, path)
     cols = []
     for i, h in enumerate(header):
-        raw = [r[i] for r in rows]
-        present = [str(v).strip() for v in raw if v is not None and str(v).strip() != ""]
-        cols.append(Column(h, present, len(raw) - len(present)))
+        cells = [None if v is None or str(v).strip() == "" else str(v).strip() for v in (r[i] for r in rows)]
+        present = [v for v in cells if v is not None]
+        cols.append(Column(h, present, len(cells) - len(present), cells=cells))
     return cols
 
 
@@ -148,6 +192,115 @@ def _label_values(col: Column, positive: str | None) -> tuple[str, str]:
     return rare, next(v for v in values if v != rare)
 
 
+# ---------------------------------------------------------------------------------------------
+# leaks: columns that give the target away
+# ---------------------------------------------------------------------------------------------
+
+#: at least this many rows with both values before a column is judged
+LEAK_MIN_ROWS = 30
+
+
+def _as_numbers(col: Column, kind: str) -> Any:
+    import numpy as np
+
+    def num(v: str | None) -> float:
+        if v is None:
+            return np.nan
+        if kind == "bool":
+            return float(BOOL_SPELLINGS.get(v.lower(), np.nan))
+        try:
+            return float(v)
+        except ValueError:
+            return np.nan
+
+    return np.array([num(v) for v in col.cells], dtype=float)
+
+
+def _auc(x: Any, y: Any) -> float:
+    """ROC AUC of score ``x`` for the 0/1 label ``y`` (Mann-Whitney, ties averaged)."""
+    import pandas as pd
+
+    ranks = pd.Series(x).rank(method="average").to_numpy()
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return 0.5
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def find_leaks(features: list[Column], target: Column, task: str, positive: str | None) -> dict[str, str]:
+    """{header: why} of the feature columns that give the target away (see the module docstring).
+
+    Numbers and bools: |Pearson r| >= 0.98 or |rank correlation| >= 0.99 with a numeric target, ROC
+    AUC >= 0.99 (or <= 0.01) on its own for a binary one; two or three columns whose sum equals a
+    numeric target on >= 99 % of rows. Categories with few values (at most one per 20 rows): their
+    value alone gives a binary target on >= 99 % of rows (and beats always guessing the majority by
+    5 points), or explains >= 99 % of a numeric target's variance."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    if task == "regression":
+        y = _as_numbers(target, "float")
+    else:
+        y = np.array([np.nan if v is None else float(v == positive) for v in target.cells])
+    leaks: dict[str, str] = {}
+    numeric = [c for c in features if c.kind in ("int", "float", "bool")]
+    xs = {c.header: _as_numbers(c, c.kind) for c in numeric}
+    with np.errstate(all="ignore"):
+        for c in numeric:
+            x = xs[c.header]
+            m = np.isfinite(x) & np.isfinite(y)
+            if m.sum() < LEAK_MIN_ROWS or np.ptp(x[m]) == 0:
+                continue
+            if task == "regression":
+                r = float(np.corrcoef(x[m], y[m])[0, 1])
+                rho = float(pd.Series(x[m]).corr(pd.Series(y[m]), method="spearman"))
+                if abs(r) >= 0.98:
+                    leaks[c.header] = f"correlates with the target almost perfectly (r = {r:.3f})"
+                elif abs(rho) >= 0.99:
+                    leaks[c.header] = f"orders the rows like the target almost perfectly (rank correlation {rho:.3f})"
+            else:
+                auc = _auc(x[m], y[m])
+                if max(auc, 1 - auc) >= 0.99:
+                    leaks[c.header] = f"alone predicts the target almost perfectly (ROC AUC {max(auc, 1 - auc):.3f})"
+        if task == "regression":
+            parts = [c for c in numeric if c.kind in ("int", "float")][:30]
+            for size in (2, 3) if len(parts) <= 12 else (2,):
+                for combo in itertools.combinations(parts, size):
+                    total = sum(xs[c.header] for c in combo)
+                    m = np.isfinite(total) & np.isfinite(y)
+                    if m.sum() < LEAK_MIN_ROWS:
+                        continue
+                    hit = np.abs(total[m] - y[m]) <= 1e-6 * np.maximum(1.0, np.abs(y[m]))
+                    if hit.mean() >= 0.99:
+                        formula = " + ".join(c.header for c in combo)
+                        for c in combo:
+                            leaks.setdefault(c.header, f"a part of the target: {formula} = {target.header} on "
+                                                       f"{hit.mean():.0%} of the sample's rows")
+        for c in features:
+            if c.kind != "category":
+                continue
+            g = np.array([v if v is not None else "\0" for v in c.cells], dtype=object)
+            m = np.isfinite(y) & (g != "\0")
+            n = int(m.sum())
+            groups = pd.Series(y[m]).groupby(pd.Series(g[m]))
+            if n < LEAK_MIN_ROWS or not 2 <= groups.ngroups <= n / 20:
+                continue
+            if task == "regression":
+                total = float(((y[m] - y[m].mean()) ** 2).sum())
+                within = float(groups.apply(lambda s: ((s - s.mean()) ** 2).sum()).sum())
+                if total > 0 and 1 - within / total >= 0.99:
+                    leaks[c.header] = f"its value alone explains {1 - within / total:.1%} of the target's variance"
+            else:
+                purity = float(groups.apply(lambda s: max(s.sum(), len(s) - s.sum())).sum()) / n
+                baseline = max(y[m].mean(), 1 - y[m].mean())
+                if purity >= 0.99 and purity - baseline >= 0.05:
+                    leaks[c.header] = f"its value alone gives the target on {purity:.1%} of rows"
+    return leaks
+
+
 def _flow(d: Any) -> str:
     """One-line YAML for a mapping, a list or a string (strings double-quoted: 'Yes' stays text)."""
     if isinstance(d, str):
@@ -156,9 +309,11 @@ def _flow(d: Any) -> str:
 
 
 def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, date_column: str | None,
-               positive: str | None, sample: Path, max_categories: int = 30, fmt: str = "csv"
-               ) -> tuple[str, dict[str, Any]]:
-    """(YAML text with comments, the parsed mapping) of a starting spec."""
+               positive: str | None, sample: Path, max_categories: int = 30, fmt: str = "csv",
+               date_format: str | None = None, warnings: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """(YAML text with comments, the parsed mapping) of a starting spec. What the user must look at
+    (leaks, a guessed date form, a sample of one day) is appended to ``warnings``."""
+    warnings = warnings if warnings is not None else []
     by_header = {c.header: c for c in cols}
     if target not in by_header:
         raise SystemExit(f"error: the sample has no column {target!r} (columns: {list(by_header)})")
@@ -176,6 +331,26 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
     if date_column is None:
         dated = [c for c in cols if c.kind == "date" and c.header not in (key, target)]
         date_column = dated[0].header if dated else None
+    elif date_column not in by_header:
+        raise SystemExit(f"error: the sample has no column {date_column!r} (columns: {list(by_header)})")
+    day_format, ambiguous = None, False
+    if date_column:
+        dcol = by_header[date_column]
+        if date_format:
+            bad = next((v for v in dcol.values if not _parses({v}, date_format)), None)
+            if bad is not None:
+                raise SystemExit(f"error: {date_column!r} has {bad!r}, which is not a date in the form {date_format!r}")
+            day_format = date_format
+        else:
+            day_format, ambiguous = date_format_of(dcol.values)
+            if day_format is None:
+                raise SystemExit(f"error: the date column {date_column!r} has values like {dcol.values[:3]} that are "
+                                 "not dates in a form this tool knows; give the form with --date-format "
+                                 "(e.g. '%d-%m-%Y')")
+        dcol.kind, dcol.date_format = "date", day_format
+        if ambiguous:
+            warnings.append(f"the date column {date_column!r} reads as {day_format!r} but also fits another form "
+                            "(every day of the sample is 12 or less): check date_format in the spec")
     used: set[str] = set()
 
     def unique_name(header: str) -> str:
@@ -192,10 +367,30 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
     used.add(date_name)
     t = by_header[target]
     target_name = unique_name(target)
-    days = sorted(set(by_header[date_column].values)) if date_column else []
     rows = len(key_col.values) + key_col.blanks
-    per_day = max(1, math.ceil(rows / len(days))) if days else max(1, rows)
+    if date_column:
+        from collections import Counter
 
+        per_date = Counter(parse_day(v, day_format) for v in by_header[date_column].values)  # type: ignore[arg-type]
+        days = sorted(per_date)
+        counts = sorted(per_date.values())
+    else:
+        days, counts = [], [rows]
+    per_day = max(1, counts[len(counts) // 2])  # the median day
+    fewest, most = max(1, counts[0]), max(1, counts[-1])
+    if len(counts) == 1:
+        warnings.append(("the sample has one day" if date_column else "the sample has no date column, so it is "
+                         "taken as ONE day") + f" ({rows} rows): batch bounds and windows assume {per_day} rows a "
+                         "day; a sample of several days (with its date column) sizes them from real days")
+
+    t_kind = ("binary_classification" if len(t.distinct) == 2 else
+              "regression" if all(_is_number(v) for v in t.distinct) and len(t.distinct) > 2 else None)
+    candidates = [c for c in cols if c.header not in (key, target, date_column) and c.kind not in ("text", "date")]
+    pos_value = _label_values(t, positive)[0] if t_kind == "binary_classification" else None
+    leaks = find_leaks(candidates, t, t_kind, pos_value) if t_kind else {}
+    for header, why in leaks.items():
+        warnings.append(f"column {header!r} looks like a leak of the target: {why}; it is marked model_input: false "
+                        "(kept and validated, not given to the model)")
     features: list[str] = []
     skipped: list[str] = []
     for c in cols:
@@ -222,6 +417,10 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
             entry["allowed"] = c.distinct
         elif c.kind == "bool":
             comment.append(f"values {c.distinct}")
+        if c.header in leaks:
+            entry["model_input"] = False
+            comment.insert(0, f"LEAK? {leaks[c.header]}: not given to the model; set model_input: true only if it "
+                              "is known when predictions are made")
         features.append(f"  - {_flow(entry)}" + (f"  # {'; '.join(comment)}" if comment else ""))
     if not features:
         raise SystemExit("error: no usable feature columns in the sample")
@@ -238,7 +437,7 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
         primary, estimator = "roc_auc", "sklearn.ensemble.HistGradientBoostingClassifier"
         gates = [{"metric": "roc_auc", "threshold": 0.6, "max_regression_abs": 0.01},
                  {"metric": "log_loss", "max_regression_rel": 0.05}]
-        slices = [c.name for c in cols if c.kind == "category" and c.name][:2]
+        slices = [c.name for c in cols if c.kind == "category" and c.name and c.header not in leaks][:2]
     elif all(_is_number(v) for v in tvals) and len(tvals) > 2:
         target_entry.update(task="regression", label_delay_days=0)
         metrics, primary, estimator = ["rmse", "mae", "r2"], "rmse", "sklearn.ensemble.HistGradientBoostingRegressor"
@@ -250,15 +449,19 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
 
     window, holdout = 30, 7
     train_min = max(10, min(500, per_day * (window - holdout) // 2))
+    # a monitoring window holds ~300 rows (at most 30 days); its minimum is half of what the window
+    # usually holds (never more than the smallest days could fill, never more than 200)
     mon_days = min(30, max(1, math.ceil(300 / per_day)))
-    mon_min = max(1, min(200, per_day * mon_days // 2))
-    rc = {"min": max(1, per_day // 2), "max": per_day * 3, "on_fail": "block"}
+    mon_min = max(1, min(200, min(per_day, fewest * 2) * mon_days // 2))
+    rc = {"min": max(1, fewest // 2), "max": most * 3, "on_fail": "block"}
     key_type = "int" if key_col.kind == "int" else "text"
 
+    spread = f"{fewest}..{most} rows a day, median {per_day}" if len(counts) > 1 else f"taken as {per_day} rows a day"
     lines = [
         f"# Starting spec for '{name}', written by `python -m airtrain.scaffold` from {sample.name}",
-        f"# ({rows} rows{f' over {len(days)} days' if days else ''}; about {per_day} rows a day).",
+        f"# ({rows} rows{f' over {len(days)} days, {days[0]}..{days[-1]}' if days else ''}; {spread}).",
         "# Check every line: types, ranges and categories come from the sample only. Keys: docs/SPEC.md.",
+        *[f"# WARNING: {w}" for w in warnings],
         f"name: {name}",
         f"description: {_flow(f'Pipeline {name} (scaffolded from {sample.name}).')}",
         "owner: ml-platform",
@@ -278,6 +481,9 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
         lines.append(f"date_column: {date_name}")
         if date_name != date_column:
             lines.append(f"date_column_source: {_flow(date_column)}")
+        if day_format != ISO_DATE:
+            lines.append(f"date_format: {_flow(day_format)}   # how the file writes its dates"
+                         + (" (a guess: the sample fits another form too)" if ambiguous else ""))
     else:
         lines.append("# no date column in the sample: each file's rows get the file's date (as_of_date)")
     lines += ["", "features:", *features]
@@ -285,18 +491,22 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
         lines += ["# columns left out:", *skipped]
     lines += ["", "# the label is in the file: taken from each batch (label_delay_days: 0, no 'labels' section)",
               f"target: {_flow(target_entry)}", "", "validation:",
-              f"  row_count: {_flow(rc)}   # about {per_day} rows a day in the sample",
+              f"  row_count: {_flow(rc)}   # {spread} in the sample",
               "  freshness: {max_age_days: 2, on_fail: warn}", "  max_quarantine_fraction: 0.2", "",
               "training:", f"  estimator: {estimator}", "  params: {max_iter: 150, learning_rate: 0.08}",
               f"  window_days: {window}", f"  holdout_days: {holdout}", f"  min_rows: {train_min}", "",
               "evaluation:", f"  metrics: {_flow(metrics)}", f"  primary_metric: {primary}",
               f"  slices: {_flow(slices)}", "", "promotion:", "  gates:",
               *[f"    - {_flow(g)}" for g in gates], "",
-              "monitoring:", f"  window_days: {mon_days}", f"  min_rows: {mon_min}", "",
+              "monitoring:", f"  window_days: {mon_days}   # ~{per_day * mon_days} rows per window",
+              f"  min_rows: {mon_min}   # fewer rows in a window: insufficient data, never drift", "",
               "scoring:", "  partitions: 1", "",
               "schedule:", "  start_paused: true   # land the first files, then unpause the DAGs",
               '  retrain: "0 3 * * *"', '  monitor: "0 5 * * *"',
-              f"  start_date: {dt.date.today().isoformat()}", ""]
+              f"  start_date: {dt.date.today().isoformat()}",
+              f"  # first_date: {days[0] if days else dt.date.today()}   # the first day with data: no run processes an "
+              "earlier day",
+              "  # last_date: ...          # historical data only: the last day (no scheduled run after it)", ""]
     text = "\n".join(lines)
     data = yaml.safe_load(text)
     return text, data
@@ -308,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="pipeline name (lower-case identifier, at most 30 characters)")
     ap.add_argument("--target", required=True, help="the label column, as named in the file")
     ap.add_argument("--key", default=None, help="the entity key column, as named in the file (default: guessed)")
-    ap.add_argument("--date-column", default=None, help="the snapshot date column, if the file has one")
+    ap.add_argument("--date-column", default=None, help="the snapshot date column, if the file has one "
+                    "(default: the first column whose every value is a date)")
+    ap.add_argument("--date-format", default=None, help="how the date column is written, e.g. '%%d-%%m-%%Y' "
+                    "(default: recognised from the values)")
     ap.add_argument("--positive", default=None, help="the target value meaning 1 (default: guessed)")
     ap.add_argument("--max-categories", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None, help="default: include/pipelines/<name>.yaml")
@@ -322,11 +535,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {out} exists; pass --force to overwrite it", file=sys.stderr)
         return 2
     fmt = "parquet" if args.sample.suffix.lower() == ".parquet" else "csv"
+    warnings: list[str] = []
     try:
         cols = read_sample(args.sample)
         text, data = build_spec(cols, name=args.name, target=args.target, key=args.key,
                                 date_column=args.date_column, positive=args.positive, sample=args.sample,
-                                max_categories=args.max_categories, fmt=fmt)
+                                max_categories=args.max_categories, fmt=fmt, date_format=args.date_format,
+                                warnings=warnings)
         parse_spec(data, out)
     except SpecError as exc:
         print(f"error: the generated spec does not load ({exc}); please report this", file=sys.stderr)
@@ -336,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out}")
     print(f"next: read it and adjust it; land one file per day as data/landing/{args.name}/YYYY-MM-DD.{fmt};")
     print(f"      the DAGs {args.name}_retrain and {args.name}_monitor appear paused: unpause them when data is "

@@ -518,9 +518,11 @@ class AlertsSpec(_Model):
 
 class ScheduleSpec(_Model):
     start_paused: bool = True
-    retrain: str = "0 3 * * *"
+    retrain: str | None = "0 3 * * *"
     monitor: str = "0 5 * * *"
     start_date: dt.date = dt.date(2026, 1, 1)
+    first_date: dt.date | None = None
+    last_date: dt.date | None = None
     timezone: str = "UTC"
     retries: Annotated[int, Field(ge=2, le=10)] = 2
     retry_delay_minutes: Annotated[float, Field(gt=0, le=1440)] = 2.0
@@ -531,11 +533,16 @@ class ScheduleSpec(_Model):
     def _check(self) -> ScheduleSpec:
         for key in ("retrain", "monitor"):
             value = getattr(self, key)
+            if value is None and key == "retrain":
+                continue  # history-only: no scheduled retrain runs
             if not (value.startswith("@") or len(value.split()) == 5):
+                hint = " or null (no scheduled runs: manual runs only)" if key == "retrain" else ""
                 raise ValueError(
                     f"schedule.{key} {value!r} is not a 5-field cron expression or @preset "
-                    "(e.g. '0 3 * * *' or '@daily')"
+                    f"(e.g. '0 3 * * *' or '@daily'){hint}"
                 )
+        if self.first_date and self.last_date and self.first_date > self.last_date:
+            raise ValueError(f"first_date ({self.first_date}) is after last_date ({self.last_date}); swap them")
         try:
             import zoneinfo
 
@@ -543,6 +550,31 @@ class ScheduleSpec(_Model):
         except Exception as exc:  # noqa: BLE001 - re-raised as a readable message
             raise ValueError(f"unknown timezone {self.timezone!r} (use an IANA name like 'UTC')") from exc
         return self
+
+    def dag_start(self) -> dt.date:
+        """The DAGs' start date: ``start_date``, or later so that no scheduled run processes a day before
+        ``first_date`` (a run processes the day before its logical date)."""
+        if self.first_date is None:
+            return self.start_date
+        return max(self.start_date, self.first_date + dt.timedelta(days=1))
+
+    def dag_end(self) -> dt.date | None:
+        """The last day of the DAGs (their end is the end of this day): the logical date of the run that
+        processes ``last_date``; no later scheduled run exists."""
+        return self.last_date + dt.timedelta(days=1) if self.last_date is not None else None
+
+    def with_data(self, dates: list[dt.date]) -> tuple[list[dt.date], str | None]:
+        """``dates`` within ``first_date``..``last_date``, and why any were left out (None: none were)."""
+        kept = [d for d in dates if (self.first_date is None or d >= self.first_date)
+                and (self.last_date is None or d <= self.last_date)]
+        if len(kept) == len(dates):
+            return kept, None
+        left = [d for d in dates if d not in kept]
+        span = (f"{left[0]}" if len(left) == 1 else f"{len(left)} days ({', '.join(map(str, left))})"
+                if len(left) <= 4 else f"{len(left)} days from {left[0]} to {left[-1]}")
+        bounds = " and ".join(f"schedule.{k} {v}" for k, v in (("first_date", self.first_date),
+                                                               ("last_date", self.last_date)) if v is not None)
+        return kept, f"{span} outside the pipeline's data ({bounds}): no data there, nothing to process"
 
 
 class PipelineSpec(_Model):
@@ -560,6 +592,7 @@ class PipelineSpec(_Model):
     entity_key_type: Literal["int", "text"] = "int"
     date_column: Ident = "as_of_date"
     date_column_source: SourceName | None = None
+    date_format: str | None = None
     features: list[FeatureSpec] = Field(min_length=1)
     target: TargetSpec
     validation: ValidationSpec = ValidationSpec()
@@ -655,6 +688,24 @@ class PipelineSpec(_Model):
                 f"monitoring.trigger.performance_drop_abs is {drop:g}, in the units of the primary metric "
                 f"{primary}, which lies between 0 and 1, so a drop of {drop:g} can never happen; use a value in "
                 "(0, 1], e.g. 0.05")
+        return self
+
+    @model_validator(mode="after")
+    def _date_format(self) -> PipelineSpec:
+        fmt = self.date_format
+        if fmt is None:
+            return self
+        if not isinstance(self.source, FilesSource):
+            raise ValueError("date_format reads the date column of landing files (source.kind: files); a postgres "
+                             "source's date column is read as a date - remove date_format")
+        probe = dt.date(2026, 11, 21)
+        try:
+            ok = dt.datetime.strptime(probe.strftime(fmt), fmt).date() == probe
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"date_format {fmt!r} does not read a date back (it needs the year, month and day, "
+                             "e.g. '%d-%m-%Y', '%m/%d/%Y' or '%Y-%m-%d %H:%M:%S')")
         return self
 
     def _check_fairness(self, known: set[str], is_clf: bool) -> None:
@@ -815,6 +866,12 @@ def spec_dir() -> Path:
     return Path(os.environ.get("AIRTRAIN_SPEC_DIR") or DEFAULT_SPEC_DIR)
 
 
+def excluded_pipelines() -> set[str]:
+    """Specs in the folder that are not loaded: ``$AIRTRAIN_EXCLUDE_PIPELINES`` (comma-separated names;
+    the local stack sets ``churn``, the demo, when ``DEMO_DAYS=0``)."""
+    return {n.strip() for n in os.environ.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(",") if n.strip()}
+
+
 class SpecScan(NamedTuple):
     """Every spec of a folder: the ones that load, and one :class:`SpecError` per file that does not."""
 
@@ -825,12 +882,16 @@ class SpecScan(NamedTuple):
 def scan_specs(directory: str | Path | None = None) -> SpecScan:
     """Load every ``*.yaml`` spec in ``directory`` (default :func:`spec_dir`), sorted by name, and
     collect the errors instead of stopping at the first: one broken spec breaks only itself (the DAG
-    files, the UI page and ``airtrain migrate`` go on with the others and name the broken ones)."""
+    files, the UI page and ``airtrain migrate`` go on with the others and name the broken ones). The
+    :func:`excluded_pipelines` are not loaded."""
     directory = Path(directory) if directory is not None else spec_dir()
+    skip = excluded_pipelines()
     specs: list[PipelineSpec] = []
     errors: list[SpecError] = []
     seen: dict[str, Path] = {}
     for p in sorted(directory.glob("*.yaml")):
+        if p.stem in skip:
+            continue
         try:
             spec = load_spec(p)
         except SpecError as exc:
@@ -926,6 +987,9 @@ KEY_DOCS: dict[str, str] = {
     'date_column_source': 'Header of the date column in the source when it differs from `date_column`. A landing '
                           'file without a date column gets the partition date (from its file name).',
     'date_column': 'Column holding the snapshot date of a row.',
+    'date_format': '(files) How the date column is written, as a strptime format (e.g. `%d-%m-%Y`, `%m/%d/%Y`, '
+                   '`%Y-%m-%d %H:%M:%S` - a time of day is dropped, the row belongs to its day). Default: '
+                   '`YYYY-MM-DD`. A value that does not match quarantines the row.',
     'features': "The model's input columns; each one generates validation rules.",
     'features[].name': 'Warehouse column name (a safe identifier: see "Names" in docs/SPEC.md).',
     'features[].source': 'Header of the column in the landing file / source table when it differs from `name` '
@@ -1087,7 +1151,16 @@ KEY_DOCS: dict[str, str] = {
     'schedule': "Airflow scheduling of the pipeline's DAGs.",
     'schedule.start_paused': 'The DAGs appear paused the first time (land data, then unpause them in the UI or '
                              'with `airflow dags unpause`). Has no effect on DAGs that exist already.',
-    'schedule.retrain': 'Cron or @preset of the retrain DAG.',
+    'schedule.retrain': 'Cron or @preset of the retrain DAG. `null`: no scheduled runs (a history-only pipeline: '
+                        'manual runs with `date`/`end_date` only; Airflow\'s backfill needs a cron schedule - use '
+                        '`last_date` for that instead).',
+    'schedule.first_date': 'The first partition date with data. No scheduled run processes an earlier day (the DAGs '
+                           'start the day after it), and any run for earlier days skips them with the reason '
+                           '(`check_params` logs it; `route` is skipped with it when nothing is left).',
+    'schedule.last_date': 'The last partition date with data (a pipeline on historical data). No scheduled run '
+                          'processes a later day (the DAGs end with the run for it), so unpausing creates no run that '
+                          'waits for a file that never comes; backfills within the range work. Runs for later days '
+                          'skip them with the reason.',
     'schedule.monitor': 'Cron or @preset of the monitor DAG\'s time condition (only with `monitor_on: '
                         'predictions_or_cron`).',
     'schedule.monitor_on': '`predictions`: the monitor DAG runs when the retrain DAG publishes predictions (the '

@@ -106,7 +106,8 @@ class ValidationOutcome:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None) -> tuple[pd.Series, pd.Series]:
+def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None, date_format: str | None = None
+          ) -> tuple[pd.Series, pd.Series]:
     """(typed values, mask of values that failed to cast). Missing values are not failures.
 
     Blank and whitespace-only values are missing (null). ``kind`` ``label`` casts a binary target
@@ -131,7 +132,7 @@ def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None) -> tuple[
         bad = present & mapped.isna()
         return mapped.astype("object"), bad
     if kind == "date":
-        parsed = pd.to_datetime(text.where(present, None), format="%Y-%m-%d", errors="coerce")
+        parsed = pd.to_datetime(text.where(present, None), format=date_format or "%Y-%m-%d", errors="coerce")
         bad = present & parsed.isna()
         return parsed.dt.date.astype("object").where(~bad & present, None), bad
     return text.where(present, None), pd.Series(False, index=s.index)
@@ -158,9 +159,10 @@ def _type_frame(raw: pd.DataFrame, spec: PipelineSpec, partition_date: dt.date |
                 continue
             missing.append(col)
             continue
-        values, bad = _cast(raw[col], kind, t)
+        values, bad = _cast(raw[col], kind, t, spec.date_format)
         typed[col] = values
-        what = f"label ({t.label_values()})" if kind == "label" else kind
+        what = (f"label ({t.label_values()})" if kind == "label" else
+                f"date ({spec.date_format or '%Y-%m-%d'})" if kind == "date" else kind)
         for idx in np.flatnonzero(bad.to_numpy()):
             rn = int(typed["_row_number"].iloc[idx])
             reasons.setdefault(rn, []).append(f"{col}: {raw[col].iloc[idx]!r} is not a valid {what}")

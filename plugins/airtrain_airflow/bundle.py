@@ -60,11 +60,15 @@ def dag_file_text(spec_file: Path) -> str:
 
 
 def sync_dag_files(spec_folder: Path, out: Path) -> list[str]:
-    """Make ``out`` hold exactly one generated DAG file per ``*.yaml`` in ``spec_folder``: write the
+    """Make ``out`` hold exactly one generated DAG file per ``*.yaml`` in ``spec_folder`` (except the
+    excluded pipelines, :func:`airtrain.spec.excluded_pipelines`): write the
     missing or changed ones (atomically), remove generated files whose spec is gone. Files without
     the marker are never touched. Returns the DAG file names."""
     out.mkdir(parents=True, exist_ok=True)
-    specs = sorted(spec_folder.glob("*.yaml")) if spec_folder.is_dir() else []
+    from airtrain.spec import excluded_pipelines
+
+    skip = excluded_pipelines()  # $AIRTRAIN_EXCLUDE_PIPELINES (e.g. the demo with DEMO_DAYS=0): no DAG file
+    specs = [p for p in sorted(spec_folder.glob("*.yaml")) if p.stem not in skip] if spec_folder.is_dir() else []
     wanted = {f"{p.stem}.py": dag_file_text(p) for p in specs}
     for name, text in wanted.items():
         target = out / name

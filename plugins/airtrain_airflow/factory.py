@@ -38,6 +38,18 @@ def default_args(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def dag_dates(spec: PipelineSpec) -> dict[str, Any]:
+    """``start_date`` and ``end_date`` of the pipeline's DAGs, in its timezone: no scheduled run processes a
+    day outside ``schedule.first_date``..``schedule.last_date`` (a run processes the day before its logical
+    date, so the DAGs start the day after ``first_date`` and end with the day after ``last_date``)."""
+    s = spec.schedule
+    start, end = s.dag_start(), s.dag_end()
+    out: dict[str, Any] = {"start_date": pendulum.datetime(start.year, start.month, start.day, tz=s.timezone)}
+    if end is not None:
+        out["end_date"] = pendulum.datetime(end.year, end.month, end.day, 23, 59, 59, tz=s.timezone)
+    return out
+
+
 def _date_param(title: str, description: str) -> Param:
     """An optional YYYY-MM-DD param (the pattern refuses anything else before a task runs)."""
     return Param(None, type=["null", "string"], pattern=DATE_PATTERN, title=title, description=description)
@@ -131,9 +143,9 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
     @dag(
         dag_id=spec.retrain_dag_id,
-        schedule=spec.schedule.retrain,
-        start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
-                                     spec.schedule.start_date.day, tz=spec.schedule.timezone),
+        schedule=spec.schedule.retrain,  # None: a history-only pipeline (manual runs only)
+        start_date=dag_dates(spec)["start_date"],  # no scheduled run for a day outside first_date..last_date
+        end_date=dag_dates(spec).get("end_date"),
         catchup=False,
         is_paused_upon_creation=spec.schedule.start_paused,
         max_active_runs=spec.schedule.max_active_runs,
@@ -155,6 +167,14 @@ def build_retrain_dag(spec: PipelineSpec) -> DAG:
 
         @task.branch
         def route(plan: dict[str, Any]) -> str:
+            if plan.get("skip"):  # every date outside schedule.first_date..last_date: nothing to do, say why
+                import logging
+
+                from airflow.sdk import get_current_context
+
+                logging.getLogger("airtrain_airflow").warning("skipping the whole run: %s", plan["skip"])
+                ti = get_current_context()["ti"]
+                ti.task.skip(ti, tasks=ti.task.get_flat_relatives(upstream=False))  # every task after this one
             return {"rollback": "rollback", "canary": "decide_canary", "hold": "promotion_hold"}.get(plan["mode"],
                                                                                                      "prepare")
 
@@ -346,8 +366,7 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
     @dag(
         dag_id=spec.monitor_dag_id,
         schedule=monitor_schedule(spec),  # after each publish (and optionally on schedule.monitor)
-        start_date=pendulum.datetime(spec.schedule.start_date.year, spec.schedule.start_date.month,
-                                     spec.schedule.start_date.day, tz=spec.schedule.timezone),
+        start_date=dag_dates(spec)["start_date"],  # no end: it follows the publishes, also of backfills run later
         catchup=False,
         is_paused_upon_creation=spec.schedule.start_paused,
         max_active_runs=1,  # windows are decided in order: persistence and cooldown read earlier ones

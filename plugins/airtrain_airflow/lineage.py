@@ -9,6 +9,10 @@ database from the spec's warehouse connection. Dataset naming follows the OpenLi
 convention (namespace ``postgres://host:port``, name ``database.schema.table``), the same as
 ``airflow.providers.postgres.assets.postgres`` gives for ``postgres://`` assets.
 
+``ingest`` of a ``files`` source also names the landing files of the run's dates as inputs, named
+like Airflow's own file operators name an ``ObjectStoragePath`` (namespace ``file`` with the
+absolute path, or ``s3://<bucket>`` with the key, ...).
+
 Tasks that are not airtrain's get an empty result, and the provider falls back to hook lineage or
 declared inlets/outlets as usual.
 """
@@ -39,13 +43,37 @@ def datasets(spec: Any, tables: list[tuple[str, str]], conn: Any) -> list[Any]:
             for schema, table in dict.fromkeys(tables)]
 
 
+def landing_datasets(spec: Any, operator: Any) -> list[Any]:
+    """The landing files ``ingest`` reads: one per date of the run's plan (its rendered argument)."""
+    import datetime as dt
+
+    from airtrain.ingest import source_relpath
+    from airtrain.spec import FilesSource
+    from openlineage.client.event_v2 import Dataset
+
+    from airtrain_airflow.runtime import landing_root
+
+    if not isinstance(spec.source, FilesSource):
+        return []
+    plan = next((a for a in getattr(operator, "op_args", None) or () if isinstance(a, dict) and "dates" in a), None)
+    if plan is None:
+        return []
+    root = landing_root()
+    out = []
+    for d in plan["dates"]:
+        path = root / source_relpath(spec, dt.date.fromisoformat(d))
+        name = "/" + path.key.lstrip("/") if path.namespace == "file" else path.key
+        out.append(Dataset(namespace=path.namespace, name=name))
+    return out
+
+
 class AirtrainExtractor(BaseExtractor):
     """Inputs/outputs of airtrain's tasks (decorated ``@task`` steps and its operators)."""
 
     @classmethod
     def get_operator_classnames(cls) -> list[str]:
         return ["_PythonDecoratedOperator", "ValidateOperator", "BatchPredictionOperator",
-                "PublishPredictionsOperator", "DriftCheckOperator"]
+                "PublishPredictionsOperator", "DriftCheckOperator", "PromotionApprovalOperator"]
 
     def _lineage(self) -> OperatorLineage:
         found = _pipeline_and_kind(self.operator)
@@ -64,7 +92,8 @@ class AirtrainExtractor(BaseExtractor):
         if not inputs and not outputs:
             return OperatorLineage()
         conn = PostgresHook.get_connection(spec.warehouse.conn_id)
-        return OperatorLineage(inputs=datasets(spec, inputs, conn), outputs=datasets(spec, outputs, conn))
+        files = landing_datasets(spec, self.operator) if kind == "retrain" and self.operator.task_id == "ingest" else []
+        return OperatorLineage(inputs=[*files, *datasets(spec, inputs, conn)], outputs=datasets(spec, outputs, conn))
 
     def _execute_extraction(self) -> OperatorLineage | None:
         return self._lineage()

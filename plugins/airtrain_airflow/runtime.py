@@ -250,6 +250,14 @@ def check_params(name: str) -> dict[str, Any]:
             warehouse_for(spec), spec, v, dt.date.fromisoformat(rescore) if rescore else None)]
     if problems:
         raise _params_error("refused the run parameters, nothing was done:\n  - " + "\n  - ".join(problems))
+    skip = None
+    if dates:
+        dates, outside = spec.schedule.with_data(dates)
+        if outside:
+            import logging
+
+            skip = None if dates else f"nothing to do: {outside}"
+            logging.getLogger(__name__).warning("%s", skip or f"left out {outside}")
     return {
         "mode": "rollback" if p.get("rollback_version") is not None else "canary" if p.get("canary_action")
         else "hold" if p.get("promotion_hold") else "retrain",
@@ -267,6 +275,7 @@ def check_params(name: str) -> dict[str, Any]:
         "trigger_reason": p.get("trigger_reason") or "schedule",
         "force_train": bool(p.get("force_train")),
         "drift_report_id": p.get("drift_report_id") or None,
+        "skip": skip,
         **expected,
     }
 
@@ -624,6 +633,8 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         raise AirflowSkipException("dry run: no predictions are written")
     if plan.get("mode") == "hold":
         raise AirflowSkipException("a promotion hold run: the champion is unchanged, nothing to score")
+    if plan.get("skip"):
+        raise AirflowSkipException(plan["skip"])
     spec = spec_for(name)
     wh = warehouse_for(spec)
     if plan.get("as_of"):

@@ -113,12 +113,19 @@ def report_response(kind: str, body: str) -> HTMLResponse:
 
 
 def can_read(user: Any, dag_id: str) -> bool:
-    """The auth manager's own per-DAG check: may ``user`` read ``dag_id``'s task instances?"""
+    """The auth manager's own per-DAG check: may ``user`` read ``dag_id``'s task instances? (In multi-team
+    mode with the DAG's team, as Airflow's own API asks: a team-scoped user must not read another team's.)"""
     from airflow.api_fastapi.app import create_auth_manager  # the api-server's singleton (made if missing)
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.configuration import conf
 
+    team = None
+    if conf.getboolean("core", "multi_team", fallback=False):
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(dag_id)
     return bool(create_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE,
-                                                     details=DagDetails(id=dag_id), user=user))
+                                                     details=DagDetails(id=dag_id, team_name=team), user=user))
 
 
 def _dag_of(spec: Any, kind: str) -> str:

@@ -160,6 +160,10 @@ def _approvals(p) -> list[tuple]:
 
 
 def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(project, api):
+    from airtrain_airflow.factory import build_retrain_dag
+
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
     before = _champion(project)
 
     def respond(run_id, task_id, _timeout):
@@ -172,7 +176,8 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
         approved = _patch(api, run_id, task_id, "bob", "Approve", "looks good on every slice")
         return item, refused.status_code, refused.text, approved.status_code, approved.json()
 
-    dr, states, seen = run_with_responder(project, respond)
+    with record_table_touches(project.warehouse.uri) as touches:  # what each task read and wrote
+        dr, states, seen = run_with_responder(project, respond)
     item, refused_code, refused_text, code, body = seen["response"]
     assert refused_code == 403 and "not a respondent" in refused_text
     assert code == 200 and body["chosen_options"] == ["Approve"] and body["responded_by"]["id"] == "bob"
@@ -208,6 +213,10 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
         (before, new, "user:bob")]
     assert fetch(project.warehouse, "SELECT triggered_by FROM registry.promotion_log ORDER BY id DESC LIMIT 1") == [
         ("user:dag_test",)]
+
+    # the approval tasks' OpenLineage datasets are the tables PostgreSQL saw them read and write
+    problems = check_lineage(touches, build_retrain_dag(project.spec()), ["approve_promotion", "promote_approved"])
+    assert not problems, "\n".join(problems)
 
 
 def _readme_query(comment: str) -> str:

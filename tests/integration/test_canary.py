@@ -115,10 +115,17 @@ def test_a_rerun_of_the_date_does_not_duplicate(project):
 def test_the_monitor_aborts_a_worse_candidate_and_alerts(project):
     from airtrain_airflow.factory import build_monitor_dag
 
-    dr = build_monitor_dag(project.spec()).test(logical_date=dt.datetime.now(dt.UTC),
-                                                run_conf={"date": str(D2 + dt.timedelta(days=1))})
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
+    monitor = build_monitor_dag(project.spec())
+    with record_table_touches(project.warehouse.uri) as touches:  # what each task read and wrote
+        dr = monitor.test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(D2 + dt.timedelta(days=1))})
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["canary_check"] == "success", states
+    # its OpenLineage datasets = what it touched (an abort leaves the champion and its log alone)
+    problems = check_lineage(touches, monitor, ["canary_check"],
+                             idle_outputs=frozenset({"registry.champions", "registry.promotion_log"}))
+    assert not problems, "\n".join(problems)
     (n_c, n_h, m_c, m_h, hi, decision), = fetch(
         project.warehouse, "SELECT n_candidate, n_champion, metric_candidate, metric_champion, ci_high, decision "
                            "FROM monitoring.canary_evaluations WHERE pipeline = 'churn'")
@@ -144,9 +151,16 @@ def test_manual_graduate_needs_a_reason_and_goes_through_the_promotion_log(proje
     dr, states = project.run({"canary_action": "graduate"})  # no reason: refused, nothing done
     assert str(dr.state) == "failed" and states["check_params"] == "failed"
     assert _champion(project) == 1
-    dr, states = project.run({"canary_action": "graduate", "reason": "looks right in the dashboards",
-                              "date": str(D2)})
+    from airtrain_airflow.factory import build_retrain_dag
+
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
+    with record_table_touches(project.warehouse.uri) as touches:
+        dr, states = project.run({"canary_action": "graduate", "reason": "looks right in the dashboards",
+                                  "date": str(D2)})
     assert str(dr.state) == "success", states
+    problems = check_lineage(touches, build_retrain_dag(project.spec()), ["decide_canary"])
+    assert not problems, "\n".join(problems)
     assert _champion(project) == 3
     status, reason, by = fetch(project.warehouse, "SELECT status, reason, decided_by FROM registry.rollouts "
                                                   "WHERE id = %s", (rid,))[0]

@@ -62,3 +62,43 @@ def test_missing_binaries_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(LocalPgError, match="no PostgreSQL binaries found"):
         find_bindir()
+
+
+def test_make_pg_restart_restarts_only_postgresql_and_keeps_the_data(tmp_path):
+    """`make pg-restart` (issue 20, item 22): starts a stopped server, restarts a running one (a new
+    postmaster), the data stays; the password is never printed."""
+    import os
+    import subprocess
+    import sys
+
+    port, password = free_port(), "pw-not-to-be-printed"
+    (tmp_path / ".env").write_text(f"LOCAL_PG_PORT={port}\nLOCAL_PG_PASSWORD={password}\n")
+    env = {**os.environ, "AIRTRAIN_ENV_FILE": str(tmp_path / ".env"), "AIRTRAIN_LOCAL_DIR": str(tmp_path / "local")}
+    root = Path(__file__).resolve().parents[2]
+    pg = LocalPostgres(tmp_path / "local" / "pgdata", port, password)
+
+    def restart() -> str:
+        out = subprocess.run([sys.executable, str(root / "scripts/devstack.py"), "pg-restart"], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert password not in out.stdout + out.stderr
+        return out.stdout
+
+    def started_at():
+        with psycopg2.connect(pg.url("postgres")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_postmaster_start_time()")
+            return cur.fetchone()[0]
+
+    try:
+        assert f"PostgreSQL started on 127.0.0.1:{port}" in restart()
+        pg.create_database("warehouse")
+        with psycopg2.connect(pg.url("warehouse")) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (7)")
+        before = started_at()
+        assert f"PostgreSQL restarted on 127.0.0.1:{port}" in restart()
+        assert started_at() > before
+        with psycopg2.connect(pg.url("warehouse")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT x FROM t")
+            assert cur.fetchall() == [(7,)]
+    finally:
+        pg.stop()

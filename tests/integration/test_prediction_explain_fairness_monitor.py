@@ -168,11 +168,21 @@ def alerts(caplog):
 
 
 def test_a_real_disparity_past_the_threshold_alerts_once_per_window(proj, caplog):
+    from airtrain_airflow.factory import build_monitor_dag
+
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
     caplog.set_level(logging.WARNING, logger="airtrain.alerts")
     proj.respec(SPEC)
     end = SCORED[-1]
-    dr, states = run_monitor(proj, end)
+    with record_table_touches(proj.warehouse.uri) as touches:  # what each task read and wrote
+        dr, states = run_monitor(proj, end)
     assert str(dr.state) == "success" and states["notify"] == "success", states
+    # the monitor's OpenLineage datasets are the tables PostgreSQL saw its tasks read and write: drift_check
+    # writes monitoring.fairness_metrics, notify marks the breach alerted there (no retrain: no decision row)
+    problems = check_lineage(touches, build_monitor_dag(proj.spec()), ["drift_check", "notify"],
+                             idle_outputs=frozenset({"monitoring.drift_decisions"}))
+    assert not problems, "\n".join(problems)
     [(attr, metric, status, value, thr, n, lo, hi, excluded, alerted, reason, groups)] = fairness_rows(
         proj.warehouse, end)
     assert (attr, metric, status, thr) == ("age_band", "demographic_parity_difference", "breach", 0.05)

@@ -170,10 +170,18 @@ def test_force_promote_and_rollback_are_logged(project):
     assert str(dr.state) == "success", states
     assert champion(project) == [(2,)]
     project.respec(TEST_SPEC)
-    dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
+    from airtrain_airflow.factory import build_retrain_dag
+
+    from tests.integration.tabletouch import check_lineage, record_table_touches
+
+    with record_table_touches(project.warehouse.uri) as touches:  # what each task read and wrote
+        dr, states = project.run({"rollback_version": 1, "reason": "v2 is worse, back to v1"})
     assert str(dr.state) == "success", states
     assert states["prepare"] == "skipped" and states["train"] == "skipped"
     assert champion(project) == [(1,)]
+    # rollback's OpenLineage datasets are the tables PostgreSQL saw it read and write
+    problems = check_lineage(touches, build_retrain_dag(project.spec()), ["rollback"])
+    assert not problems, "\n".join(problems)
     log = fetch(project.warehouse, "SELECT from_version, to_version, action, reason FROM registry.promotion_log "
                                    "ORDER BY id")
     assert [r[:3] for r in log] == [(None, 1, "promote"), (1, 2, "force_promote"), (2, 1, "rollback")]
@@ -252,3 +260,54 @@ def test_a_promotion_hold_run_records_the_hold_and_nothing_else(project):
     assert snapshot(project) == before
     assert fetch(project.warehouse, "SELECT action, actor, reason, run_id FROM registry.promotion_holds") == [
         ("hold", "user:dag_test", "audit of the churn model", dr.run_id)]
+
+
+def test_days_before_the_data_starts_are_skipped_with_the_reason_not_failed(landed):
+    """schedule.first_date (issue 20, item 12): a run for days before the pipeline's data starts - the
+    first scheduled run after unpausing, a backfill of too early a range - has no landing file to wait
+    for; it is skipped with the reason, never failed (the files are gone here: a run that still asked
+    for them would fail at once, their deadline long past)."""
+    from tests.integration.test_run_plan import plan_of
+
+    first = START + dt.timedelta(days=3)
+    landed.respec(TEST_SPEC, {"schedule": {"first_date": str(first)}})
+    for i in range(3):
+        (landed.landing / f"{START + dt.timedelta(days=i)}.csv").unlink()
+    dr, states = landed.run({"date": str(START), "end_date": str(START + dt.timedelta(days=2))})
+    assert str(dr.state) == "success", states
+    assert states["check_params"] == "success" and states["route"] == "success", states  # it skipped the rest
+    assert {states[t] for t in ("wait_for_landing", "ingest", "validate", "train", "begin_scoring",
+                                "publish_predictions")} == {"skipped"}, states
+    plan = plan_of(dr)
+    assert plan["dates"] == [] and plan["skip"] == (
+        f"nothing to do: 3 days ({START}, {START + dt.timedelta(days=1)}, {START + dt.timedelta(days=2)}) outside "
+        "the pipeline's data "
+        f"(schedule.first_date {first}): no data there, nothing to process"), plan
+    # nothing touched the warehouse: not even the schema check (prepare) ran
+    assert fetch(landed.warehouse, "SELECT to_regclass('monitoring.ingest_runs')") == [(None,)]
+    # (a range across the start keeps only its days with data: tests/dags/test_schedule_range.py)
+
+
+def test_airtrain_check_prints_each_invariant_and_fails_when_one_does(project, capsys):
+    """`airtrain check` / `make check` (issue 20, item 22): every invariant with its result; exit 1 and the
+    violation when one fails; exit 2 without printing the password when the warehouse cannot be read."""
+    from airtrain.invariants import INVARIANTS
+    from airtrain.migrate import cli
+
+    args = ["check", "--url", project.warehouse.uri, "--spec-dir", str(project.spec_dir)]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("churn:\n") and out.rstrip().endswith("all invariants hold")
+    assert [line.split(". ", 1)[1] for line in out.splitlines() if line.startswith("  ok    ")] == list(INVARIANTS)
+    # a promotion the champion never made: the log is no longer a chain ending at the champion
+    fetch(project.warehouse, "INSERT INTO registry.promotion_log (pipeline, from_version, to_version, action, actor, "
+                             "reason) VALUES ('churn', 7, 8, 'promote', 'test', 'forged')")
+    assert cli(args) == 1
+    out = capsys.readouterr().out
+    assert "  FAIL  5. the promotion log is a chain ending at the champion" in out
+    assert "promotion log ends at v8 but the champion is v1" in out and "1 invariant(s) failed" in out
+    assert sum(line.startswith("  ok    ") for line in out.splitlines()) == len(INVARIANTS) - 1
+    wrong = project.warehouse.uri.replace("@", "-wrong@", 1)  # a wrong password
+    assert cli(["check", "--url", wrong, "--spec-dir", str(project.spec_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert "cannot check" in err and "-wrong" not in out + err

@@ -8,6 +8,9 @@ page asks about the pipeline's own DAG ids.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
@@ -16,6 +19,7 @@ from airtrain.schema import apply_schema
 from airtrain.spec import load_specs
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 DRIFT_ID = "churn-20260105-v1"
 DAY = "2026-01-05"
@@ -92,3 +96,82 @@ def test_the_check_is_per_dag(client_for):
     assert "not permitted: you may not read the DAG churn_retrain" not in page.text
     assert c.get(f"/reports/churn/drift/{DRIFT_ID}").status_code == 403
     assert c.get(f"/reports/churn/validation/{DAY}").status_code == 200
+
+
+def test_a_user_restricted_to_one_pipeline_in_the_local_stack_cannot_see_another_ones_reports_or_cards(
+        warehouse, tmp_path, monkeypatch, airflow_db):
+    """Issue 20, item 22: the local stack's users (``AIRFLOW_USERS`` in .env, scripts/devstack.py) on
+    airtrain's auth manager: alice, a viewer restricted to ``telco_*``, logs in the documented way
+    (``POST /auth/token`` with her password) and reads telco's reports and cards but none of churn's;
+    vera, a plain viewer, reads both."""
+    import importlib
+    import sys
+
+    import yaml
+    from airflow.api_fastapi import app as api_app
+    from fastapi.testclient import TestClient
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    devstack = importlib.import_module("devstack")
+    cfg = {**{k: make() for k, make in devstack.GENERATED.items()}, "AIRFLOW_USERS": "vera:viewer,alice:viewer:telco_*"}
+    stack = devstack.airflow_env(cfg)
+    for key in ("AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+                "AIRFLOW__AIRTRAIN__DAG_ACCESS"):
+        monkeypatch.setenv(key, stack[key])
+    devstack.write_passwords(cfg, tmp_path)
+    passwords = json.loads((tmp_path / "passwords.json").read_text())
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(tmp_path / "passwords.json"))
+    # two pipelines: churn and a copy named telco
+    specs = tmp_path / "pipelines"
+    specs.mkdir()
+    churn = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+    telco = {**churn, "name": "telco", "source": {**churn["source"], "path": "data/landing/telco"},
+             "labels": {**churn["labels"], "table": "telco_labels"}}
+    for data in (churn, telco):
+        (specs / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("AIRTRAIN_SPEC_DIR", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", warehouse.uri)
+    monkeypatch.setenv("AIRTRAIN_REPORTS_DIR", str(tmp_path / "reports"))
+    store = ReportStore(tmp_path / "reports")
+    for spec in load_specs(specs):
+        name = spec.name
+        apply_schema(warehouse, spec)
+        store.save(name, "drift", f"{name}-20260105-v1", f"<html><body>{name} drift</body></html>")
+        store.save(name, "validation", DAY, f"<html><body>{name} validation</body></html>")
+    saved = api_app._AuthManagerState.instance
+    api_app._AuthManagerState.instance = None
+    try:
+        manager = api_app.create_auth_manager()  # as the API server makes it: airtrain's, from the stack's settings
+        manager.init()
+        auth = TestClient(manager.get_fastapi_app())  # what the API server mounts at /auth
+
+        def login(user: str) -> dict[str, str]:  # POST /auth/token, as the README says
+            r = auth.post("/token", json={"username": user, "password": passwords[user]})
+            assert r.status_code == 201, r.text
+            return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        assert auth.post("/token", json={"username": "alice", "password": "guess"}).status_code == 401
+        from airtrain_airflow.ui import create_app
+
+        ui = TestClient(create_app())  # what /airtrain/ serves (the plugin's app), behind Airflow's login
+        alice, vera = login("alice"), login("vera")
+        assert ui.get("/").status_code == 401  # no token, nothing
+        page = ui.get("/", headers=alice)
+        assert page.status_code == 200 and "telco_monitor" in page.text and "churn" not in page.text
+        for path, mine in (("/reports/telco/drift/telco-20260105-v1", True), (f"/reports/telco/validation/{DAY}", True),
+                           ("/cards/telco", True), ("/reports/churn/drift/churn-20260105-v1", False),
+                           (f"/reports/churn/validation/{DAY}", False), ("/cards/churn", False),
+                           ("/cards/churn/1.json", False), ("/cards/churn/1", False)):
+            assert ui.get(path, headers=alice).status_code == (200 if mine else 403), path
+            assert ui.get(path, headers=vera).status_code in (200, 404), path  # vera: every pipeline (no card v1)
+        assert "churn_monitor" in ui.get("/", headers=vera).text
+        # the same check is Airflow's own for its pages and REST API: alice may not open churn's DAGs
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+        alice_user = SimpleAuthManagerUser(username="alice", role="viewer")
+        assert manager.is_authorized_dag(method="GET", user=alice_user, details=DagDetails(id="telco_retrain"))
+        assert not manager.is_authorized_dag(method="GET", user=alice_user, details=DagDetails(id="churn_retrain"))
+        assert not manager.is_authorized_dag(method="PUT", user=alice_user, details=DagDetails(id="telco_retrain"))
+    finally:
+        api_app._AuthManagerState.instance = saved

@@ -104,9 +104,15 @@ _DELETE = object()
     pytest.param("features.1.source", "tenure_months", "(top level)", "used by both", id="one-source-two-columns"),
     pytest.param("validation.row_count", {"min": 10, "max": 100}, "(top level)",
                  "monitoring.min_rows (300) is more than a monitoring window can hold", id="min-rows-over-max-batch"),
+    pytest.param("date_format", "%d-%m", "(top level)", "does not read a date back", id="date-format-without-year"),
+    pytest.param("date_format", "today", "(top level)", "does not read a date back", id="date-format-not-a-format"),
+    pytest.param("source", {"kind": "postgres", "schema": "src", "table": "t", "date_column": "d"},
+                 "(top level)", "remove date_format", id="date-format-on-a-postgres-source"),
 ])
 def test_bad_specs_are_refused_with_file_key_and_fix(tmp_path, path, value, key, hint):
     data = _set(GOOD, path, value)
+    if path == "source":
+        data["date_format"] = "%d-%m-%Y"
     f = tmp_path / "churn.yaml"
     f.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError) as err:

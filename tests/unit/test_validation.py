@@ -176,3 +176,28 @@ def test_blank_and_whitespace_only_values_are_nulls(clean):
     assert o.quarantine["reasons"].iloc[0] == ["monthly_charges: missing (null) but required"]
     assert pd.isna(o.valid.loc[o.valid["customer_id"] == clean.loc[0, "customer_id"], "total_charges"]).all()
     assert bool(o.valid.loc[o.valid["customer_id"] == clean.loc[2, "customer_id"], "senior_citizen"].iloc[0])
+
+
+@pytest.mark.parametrize("fmt, write", [
+    pytest.param("%d-%m-%Y", lambda i: D.strftime("%d-%m-%Y"), id="day-first"),
+    pytest.param("%m/%d/%Y", lambda i: D.strftime("%m/%d/%Y"), id="us"),
+    pytest.param("%Y-%m-%d %H:%M:%S", lambda i: f"{D} {i % 24:02d}:00:00", id="hourly-timestamps"),
+])
+def test_a_declared_date_format_reads_the_date_column(clean, fmt, write):
+    """``date_format`` (issue 20, item 13): the date column as the file writes it; a value in any other
+    form quarantines its row, naming the format it was read with."""
+    spec = parse_spec({**yaml_of(SPEC), "date_format": fmt})
+    df = clean.copy()
+    df["as_of_date"] = [write(i) for i in range(len(df))]
+    df.loc[:4, "as_of_date"] = D.isoformat() if fmt != "%Y-%m-%d %H:%M:%S" else D.strftime("%d-%m-%Y")
+    o = run(df, spec)
+    assert not o.blocked and o.rows_valid == 395 and o.rows_quarantined == 5
+    assert (o.valid["as_of_date"] == D).all()
+    assert all(f"is not a valid date ({fmt})" in "; ".join(r) for r in o.quarantine["reasons"])
+    assert run(df).blocked  # without it those 395 rows do not read as dates: quarantined, the batch blocked
+
+
+def yaml_of(spec) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "include/pipelines" / f"{spec.name}.yaml").read_text())
