@@ -20,8 +20,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
     ``tests/integration/test_openlineage.py`` (and the approval, canary and rollback runs) hold this
     map to what PostgreSQL counts each task reading and writing (``tests/integration/tabletouch.py``).
     Tables a task writes only under a spec option are listed only with that option. Unknown tasks
-    (parameter checks, branches, sensors) touch no table: ``([], [])``. ``prepare`` only checks the
-    schema fingerprint (``registry.schema_migrations``: bookkeeping, not data lineage)."""
+    (parameter checks, branches, sensors) touch no table: ``([], [])``. ``prepare`` reads which versions
+    are live and checks the schema fingerprint (``registry.schema_migrations``: bookkeeping, not data
+    lineage)."""
     reg, mon = spec.warehouse.registry_schema, spec.warehouse.monitoring_schema
     t = spec.table
     versions, champions, log = (reg, "model_versions"), (reg, "champions"), (reg, "promotion_log")
@@ -31,29 +32,35 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
     canary = spec.rollout.strategy == "canary"
     audit = [(reg, "feature_importance"), (reg, "fairness")]  # what a model card shows of an evaluation
     status, holds, gates = (reg, "version_status"), (reg, "promotion_holds"), (reg, "gate_decisions")
-    release_state = [status, holds, gates]  # read by the gate's refusal checks and by the model card
+    card_state = [status, gates]  # what the model card shows besides the evaluation: rejections, gate decisions
+    release_state = [*card_state, holds]  # the gate's refusal checks (under the promotion lock) read the hold too
     if dag_kind == "retrain":
         written_audit = ([(reg, "feature_importance")] if spec.explain.importance else []) + (
             [(reg, "fairness")] if spec.fairness is not None else [])
         # a champion change: the swap, its log row, the version's gate/metrics, the cards; a canary's rollout
         promotion = [champions, log, versions, cards, *([rollouts] if canary else [])]
         table: dict[str, tuple[list[Table], list[Table]]] = {
+            # the schema plan: which versions are live (champion, a running canary's candidate) - a removed
+            # feature they need is refused (airtrain.evolution)
+            "prepare": ([champions, rollouts], []),
             "ingest": (source, [t("raw"), (mon, "ingest_runs")]),
             "validate": ([t("raw"), (mon, "ingest_runs")],
                          [t("features"), t("quarantine"), (mon, "validation_runs"),
                           *([t("labels")] if spec.labels_from_batch else [])]),
             "train": ([t("features"), t("labels"), *labels_source], [versions, t("labels")]),
-            "evaluate": ([t("features"), t("labels"), versions, champions, log, *audit, cards, *release_state],
+            "evaluate": ([t("features"), t("labels"), versions, champions, log, *audit, cards, *card_state],
                          [(reg, "evaluations"), *written_audit, versions, cards]),
             "promote": ([versions, champions, (reg, "evaluations"), *audit, cards, rollouts, *release_state],
                         [*promotion, gates]),
             "approve_promotion": ([versions], [approvals, versions]),
             # the same locked swap as promote; both cards rebuilt
-            "promote_approved": ([versions, champions, approvals, rollouts, log, *audit, cards, *release_state],
+            "promote_approved": ([versions, champions, approvals, rollouts, log, (reg, "evaluations"), *audit, cards,
+                                  *release_state],
                                  [champions, log, versions, approvals, cards, gates, *([rollouts] if canary else [])]),
             # a person's champion change through the same swap (a running canary is aborted with it); the
             # version rolled back from is rejected (registry.version_status)
-            "rollback": ([versions, champions, rollouts, t("features"), log, *audit, cards, *release_state],
+            "rollback": ([versions, champions, rollouts, t("features"), log, (reg, "evaluations"), *audit, cards,
+                          *card_state],
                          [champions, log, status, cards, *([rollouts] if canary else [])]),
             "promotion_hold": ([holds], [holds]),
             "decide_canary": ([versions, champions, rollouts], [champions, log, rollouts]),
@@ -68,8 +75,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
     elif dag_kind == "monitor":
         fairness_monitor = [(mon, "fairness_metrics")] if spec.fairness is not None and spec.fairness.monitor else []
         table = {
+            # the champion of the window's date comes from the promotion log (registry.champion_as_of)
             "drift_check": ([t("features"), t("predictions"), t("labels"), *labels_source, t("reference"), versions,
-                             champions],
+                             log],
                             [(mon, "drift_metrics"), (mon, "drift_decisions"), t("reference"), *fairness_monitor,
                              *([t("labels")] if spec.labels is not None else [])]),  # labels known by the window
             # records the triggered run on the window; marks a fairness breach alerted

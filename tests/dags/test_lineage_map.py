@@ -17,7 +17,7 @@ CHURN = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
 RELEASE = {**CHURN, "promotion": {**CHURN["promotion"], "approval": "required"},
            "rollout": {"strategy": "canary"}, "schedule": {**CHURN["schedule"], "max_active_runs": 2}}
 RETRAIN = {"ingest", "validate", "train", "evaluate", "promote", "rollback", "score", "publish_predictions",
-           "score_shadow", "begin_scoring", "promotion_hold"}
+           "score_shadow", "begin_scoring", "promotion_hold", "prepare"}
 
 
 @pytest.mark.parametrize("data, retrain, monitor", [
