@@ -345,6 +345,8 @@ ClassificationMetric = Literal["roc_auc", "average_precision", "f1", "precision"
 RegressionMetric = Literal["rmse", "mae", "r2", "mape"]
 Metric = ClassificationMetric | RegressionMetric
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae", "mape"})
+#: metrics in the target's own units: no default is meaningful for a drop of them
+TARGET_UNITS = frozenset({"rmse", "mae"})
 BOUNDED_0_1 = frozenset({"roc_auc", "average_precision", "f1", "precision", "recall", "accuracy",
                          "brier"})
 
@@ -468,7 +470,9 @@ class TriggerRule(_Model):
     drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     critical_features: list[Ident] = Field(default_factory=list)
     prediction_drift: bool = True
-    performance_drop_abs: Annotated[float, Field(gt=0)] | None = 0.05  # in the primary metric's units
+    # in the primary metric's units; the 0.05 default suits scale-free metrics (AUC, F1, log loss, r2, mape) - for
+    # one in the target's own units (rmse, mae) an unset key means no performance trigger (PipelineSpec)
+    performance_drop_abs: Annotated[float, Field(gt=0)] | None = 0.05
     persistence: Annotated[int, Field(ge=1, le=30)] = 1
     cooldown_days: Annotated[int, Field(ge=0, le=365)] = 7
 
@@ -688,6 +692,12 @@ class PipelineSpec(_Model):
                 f"monitoring.trigger.performance_drop_abs is {drop:g}, in the units of the primary metric "
                 f"{primary}, which lies between 0 and 1, so a drop of {drop:g} can never happen; use a value in "
                 "(0, 1], e.g. 0.05")
+        trigger = self.monitoring.trigger
+        if primary in TARGET_UNITS and "performance_drop_abs" not in trigger.model_fields_set and drop is not None:
+            # 0.05 of an RMSE or MAE in the target's units (rentals, euros) is noise: without a value in those
+            # units from the spec, the realized-performance trigger is off (docs/SPEC.md says so)
+            return self.model_copy(update={"monitoring": self.monitoring.model_copy(update={
+                "trigger": trigger.model_copy(update={"performance_drop_abs": None})})})
         return self
 
     @model_validator(mode="after")
@@ -1108,7 +1118,8 @@ KEY_DOCS: dict[str, str] = {
     "in the metric's own units (0.05 of roc_auc; 40 of an rmse in rentals). The drop is measured towards worse: for "
     "higher-is-better metrics the fall of the realized value below the evaluation value, for lower-is-better ones "
     "(rmse, mae, mape, log_loss, brier) the rise of the realized error above it. At most 1 for a metric bounded "
-    "by 0..1.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
+    "by 0..1. Default 0.05, except for rmse/mae (the target's own units): unset, no performance trigger - set a "
+    "value that matters in those units.", 'monitoring.trigger.persistence': 'Consecutive drifted windows needed.',
     'monitoring.trigger.cooldown_days': 'Days after a triggered retrain during which no other is triggered.',
     'scoring': 'Batch predictions.',
     'scoring.shadow': "Also score the run's own challenger (when it was not promoted) into predictions.<name>_shadow; "

@@ -38,6 +38,22 @@ def test_a_regression_sample_with_a_date_column(tmp_path):
     assert [f.name for f in spec.features] == ["region", "units"]
     assert spec.validation.row_count.max == 150  # 50 rows a day in the sample, x3
     assert "# seen 0..6" in text
+    # the gate tolerates no worse rmse (the primary metric); the realized-performance trigger is in the
+    # target's own units: a tenth of the prices' spread in the sample (sd of 10 + 0.5 i, i < 50: 7.25)
+    assert [(g.metric, g.threshold, g.max_regression_abs, g.max_regression_rel) for g in spec.promotion.gates] == [
+        ("r2", 0.0, None, None)]
+    assert spec.monitoring.trigger.performance_drop_abs == pytest.approx(0.725, abs=0.001)
+
+
+def test_a_classification_scaffold_sets_no_tolerance_on_its_primary_metric(tmp_path):
+    rows = ["id,plan,churned"] + [f"{i},{'a' if i % 3 else 'b'},{'Yes' if i % 4 == 0 else 'No'}" for i in range(60)]
+    cols = read_sample(write(tmp_path, "\n".join(rows) + "\n"))
+    _, data = build_spec(cols, name="c", target="churned", key="id", date_column=None, positive="Yes",
+                         sample=tmp_path / "sample.csv")
+    spec = parse_spec(data)
+    primary = [g for g in spec.promotion.gates if g.metric == spec.evaluation.primary_metric]
+    assert primary and all(g.max_regression_abs is None and g.max_regression_rel is None for g in primary)
+    assert spec.monitoring.trigger.performance_drop_abs == 0.05  # AUC is scale-free: the default holds
 
 
 @pytest.mark.parametrize("text, args, message", [

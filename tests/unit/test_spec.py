@@ -285,6 +285,18 @@ def test_performance_drop_abs_is_in_the_metrics_own_units():
         parse_spec(_regression(-1))
 
 
+def test_an_unset_drop_trigger_is_off_for_a_metric_in_the_targets_units():
+    """0.05 of an RMSE in rentals is noise: unset, the realized-performance trigger of an rmse/mae pipeline
+    is off; set, it is what the spec says; a scale-free primary metric keeps the 0.05 default."""
+    data = _regression(None)
+    del data["monitoring"]["trigger"]["performance_drop_abs"]
+    assert parse_spec(data).monitoring.trigger.performance_drop_abs is None
+    assert parse_spec(_regression(12.5)).monitoring.trigger.performance_drop_abs == 12.5
+    clf = copy.deepcopy(GOOD)
+    clf["monitoring"]["trigger"].pop("performance_drop_abs", None)
+    assert parse_spec(clf).monitoring.trigger.performance_drop_abs == 0.05
+
+
 def test_a_drop_is_towards_worse_for_either_direction():
     from airtrain.monitoring import performance_drop
 
