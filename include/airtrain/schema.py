@@ -31,7 +31,7 @@ from psycopg2 import sql
 
 from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.spec import FeatureSpec, PipelineSpec
+from airtrain.spec import FeatureSpec, PipelineSpec, spec_hash
 
 #: the command that brings a warehouse up to date (named in every "schema behind" error)
 MIGRATE_COMMAND = "airtrain migrate   (WAREHOUSE_URL=<warehouse URL>; or: python -m airtrain.migrate)"
@@ -90,10 +90,6 @@ class SchemaReport:
                   if self.columns_kept else "")
         warned = "".join(f"\n  warning: {w}" for w in self.warnings)
         return f"{self.pipeline}: schema up to date (spec {self.spec_sha256[:12]}){added}{warned}"
-
-
-def spec_hash(spec: PipelineSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
 
 
 def _ddl_sources() -> str:
