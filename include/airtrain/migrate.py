@@ -140,3 +140,74 @@ def _reader_login(argv: list[str]) -> int:
 if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...
     _argv = sys.argv[1:]
     raise SystemExit(cli(_argv) if _argv and _argv[0] in _commands() else main(_argv))
+
+
+def _setup_roles(argv: list[str]) -> int:
+    from airtrain.spec import scan_specs
+
+    ap = argparse.ArgumentParser(prog="airtrain setup-roles", description="deploy time, as the warehouse's "
+                                 "superuser: the owner role of the airtrain objects and the workers' task login "
+                                 "(no CREATEROLE); the connection comes from WAREHOUSE_URL or libpq's PG* "
+                                 "variables, the task password from an environment variable, never argv")
+    ap.add_argument("--owner-role", default="airtrain_owner")
+    ap.add_argument("--task-login", default=os.environ.get("WAREHOUSE_TASK_USER") or "airtrain_task")
+    ap.add_argument("--task-password-env", default="WAREHOUSE_TASK_PASSWORD",
+                    help="the environment variable holding the task login's password")
+    ap.add_argument("--spec-dir", default=None)
+    args = ap.parse_args(argv)
+    password = os.environ.get(args.task_password_env) or ""
+    if not password:
+        print(f"error: set {args.task_password_env} to the task login's password", file=sys.stderr)
+        return 2
+    scan = scan_specs(args.spec_dir)
+    readers = sorted({s.warehouse.reader_role for s in scan.specs} | {"predictions_reader"})
+    try:
+        for line in setup_roles(Warehouse(os.environ.get("WAREHOUSE_URL") or ""), owner_role=args.owner_role,
+                                task_login=args.task_login, task_password=password, reader_roles=readers):
+            print(line)
+    except (ReaderLoginError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _login_uri(url: str, name: str) -> str:
+    """``url`` with its user replaced by ``name`` and no password (for the printed psql command)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    netloc = f"{name}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(("postgresql", netloc, parts.path, "", ""))
+
+
+def _create_reader_login(argv: list[str]) -> int:
+    import secrets
+
+    ap = argparse.ArgumentParser(
+        prog="python -m airtrain.schema create-reader-login",
+        description="create a LOGIN role that inherits the read-only reader role (predictions, labels, "
+                    "registry history, validation and drift results)")
+    ap.add_argument("name", help="the login to create (lower-case letters, digits, underscores)")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"), help="warehouse URL of an admin user")
+    ap.add_argument("--reader-role", default="predictions_reader", help="the role to inherit (spec key "
+                    "warehouse.reader_role; default predictions_reader)")
+    ap.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
+                    "generating one")
+    ap.add_argument("--reset-password", action="store_true", help="the login exists: give it a new password")
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(18)
+    try:
+        done = create_reader_login(Warehouse(args.url), args.name, password, reader_role=args.reader_role,
+                                   reset_password=args.reset_password)
+    except ReaderLoginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{done}: login {args.name} (inherits {args.reader_role}: read-only)")
+    if not args.password_stdin:
+        print(f"password: {password}   (shown once; store it in a password manager or ~/.pgpass)")
+    print(f"connect:  psql '{_login_uri(args.url, args.name)}'")
+    return 0

@@ -1,23 +1,6 @@
-"""Batch scoring: stream features out, predictions in, then swap the partition atomically.
-
-Prediction tables (``predictions.<name>`` and ``predictions.<name>_shadow``) are partitioned by
-RANGE (as_of_date, model_version): one partition per scored date and model version. Writing a date:
-
-1. :func:`begin` creates an empty *stage* table shaped like the parent (not attached: readers
-   cannot see it), checks that the model exists and the features table has the spec's columns.
-2. :func:`score_shard` (one call per shard; shards run in parallel as mapped Airflow tasks)
-   streams the shard's feature rows out by Arrow record batches (ADBC), scores each batch and
-   streams the predictions into the stage table with ADBC's binary COPY. Memory is bounded by
-   ``batch_rows``, never by the partition size.
-3. :func:`publish` checks the row count, adds the primary key and a CHECK constraint matching the
-   partition bounds (so ATTACH does not rescan), and in ONE transaction under an advisory lock
-   detaches and drops the old partition (if any) and attaches the stage table in its place.
-   Readers see the old or the new partition, never a half-written or empty one; GRANTs and views
-   are on the parent, so they survive.
-
-A failure before publish leaves the published predictions untouched (the stage table is dropped
-by :func:`abort` or by the next :func:`begin` of the same run). Stage tables are named per (date,
-version, run), so concurrent runs of one date never share one.
+"""Publishing a date's predictions: the stage table swapped in as the (date, version) partition in ONE
+transaction under an advisory lock (readers see the old or the new partition, never a half-written
+one), orphan stage tables dropped, and whether a date is published (and by which run).
 """
 
 from __future__ import annotations
@@ -40,15 +23,11 @@ from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import PipelineSpec, check_identifier
 
-log = logging.getLogger(__name__)
-
-
-class ScoringError(PermanentError, RuntimeError):
-    """Scoring was refused or failed; nothing was published."""
-
 
 #: how long one attempt of the partition swap waits for its lock (readers queue behind it meanwhile)
 SWAP_LOCK_TIMEOUT_MS = 1000
+
+
 #: how long the swap keeps retrying before the task fails (and Airflow retries it)
 SWAP_MAX_WAIT_S = 1800.0
 
@@ -75,169 +54,6 @@ def _lock_holders(cur: Any, target: ScoringTarget) -> str:
     rows = cur.fetchall()
     return ", ".join(f"pid {r[0]} ({r[1]}, {r[2] or '-'}, {'publishing, ' if r[4] else ''}transaction open "
                      f"{r[3]} s)" for r in rows) or "another session"
-
-
-class NoModelError(ScoringError):
-    """There is no model to score with (no champion yet, or no challenger)."""
-
-
-@dataclass(frozen=True)
-class ScoringTarget:
-    """Where one (date, model version) of predictions goes."""
-
-    schema: str
-    table: str  # the partitioned parent
-    stage: str  # the unattached stage table
-    partition: str  # the name the stage table gets when attached
-    as_of: dt.date
-    version: int
-    role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
-    shards: int = 1  # how many shards score it (decided once, by begin, from the date's rows)
-    rows: int | None = None  # the date's feature rows when begin counted them
-    # a canary arm (airtrain.canary): only the entities of ``arm`` under (salt, fraction) are scored
-    arm: str = ""
-    salt: str = ""
-    fraction: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
-                "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role,
-                "shards": self.shards, "rows": self.rows, "arm": self.arm, "salt": self.salt,
-                "fraction": self.fraction}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
-        return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
-                   int(d["version"]), str(d.get("role") or "champion"), int(d.get("shards") or 1),
-                   None if d.get("rows") is None else int(d["rows"]), str(d.get("arm") or ""),
-                   str(d.get("salt") or ""), float(d.get("fraction") or 0.0))
-
-    def arm_filter(self, key_sql: str) -> str:
-        """SQL text selecting this arm's entities ('' = every entity)."""
-        if not self.arm:
-            return ""
-        from airtrain.canary import arm_condition
-
-        return arm_condition(key_sql, self.salt, self.fraction, self.arm)
-
-
-def _q(*parts: str) -> str:
-    """Quote allow-listed identifiers for ADBC SQL text (check_identifier forbids quotes)."""
-    return ".".join(f'"{check_identifier(p)}"' for p in parts)
-
-
-def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion", run_id: str = ""
-               ) -> ScoringTarget:
-    """Where ``version``'s predictions of ``as_of`` go. The stage table is named per run as well, so
-    two runs scoring the same date at once never write into (or drop) each other's stage."""
-    kind = "shadow_predictions" if role == "shadow" else "predictions"
-    schema, table = spec.table(kind)
-    suffix = f"p{as_of:%Y%m%d}_v{version}"
-    stage_hash = hashlib.blake2b(f"{table}/{suffix}/{run_id}".encode(), digest_size=4).hexdigest()
-    return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version,
-                         "shadow" if role == "shadow" else "champion")
-
-
-def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, as_of: dt.date | None = None
-                    ) -> int:
-    """'champion' → the champion (with ``as_of``: the champion *for that date*,
-    :func:`airtrain.registry.champion_as_of` - a re-run or backfill of an old date is scored by the
-    model that was live for it); 'challenger' → newest non-champion version; or a version number.
-    ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
-    if model is None or (isinstance(model, str) and not model.strip()):
-        raise NoModelError(f"{spec.name}: no model version given (this run trained no challenger)")
-    champion = registry.champion_version(wh, spec)
-    if model == "champion":
-        if champion is None:
-            raise NoModelError(
-                f"{spec.name} has no champion model yet, so there is nothing to score with; run "
-                f"{spec.retrain_dag_id} until a model passes the promotion gate (or roll back to a version)"
-            )
-        if as_of is None:
-            return champion
-        for_date = registry.champion_as_of(wh, spec, as_of)
-        if for_date is None:
-            raise NoModelError(
-                f"{spec.name} had no champion for {as_of}: the first champion change is effective from "
-                f"{registry.first_effective_on(wh, spec)} (a model trained on later data never scores an earlier "
-                "date; see registry.promotion_log.effective_on)")
-        return for_date
-    if model == "challenger":
-        versions = [v.version for v in registry.list_versions(wh, spec) if v.version != champion]
-        if not versions:
-            raise NoModelError(f"{spec.name} has no challenger (no version other than the champion)")
-        return max(versions)
-    return int(model)
-
-
-def newest_validated_date(wh: Warehouse, spec: PipelineSpec) -> dt.date | None:
-    """The newest date of the features table (None when it is empty)."""
-    schema, table = spec.table("features")
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT max({}) FROM {}").format(ident(spec.date_column), ident(schema, table)))
-        row = cur.fetchone()
-    return row[0] if row else None
-
-
-def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
-    """Refuse to score when the features table lacks a spec column or has it with the wrong type."""
-    from airtrain.schema import feature_sql_type
-
-    schema, table = spec.table("features")
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_schema = %s AND table_name = %s", (schema, table))
-        have = dict(cur.fetchall())
-    if not have:
-        raise ScoringError(f"{schema}.{table} does not exist; run the retrain DAG's prepare/validate first")
-    problems = []
-    for f in spec.features:
-        want = feature_sql_type(f)
-        if f.name not in have:
-            problems.append(f"column {f.name!r} is missing")
-        elif have[f.name] != want:
-            problems.append(f"column {f.name!r} is {have[f.name]}, the spec says {f.type} ({want})")
-    if problems:
-        raise ScoringError(f"cannot score from {schema}.{table}: " + "; ".join(problems) + " (nothing was written)")
-
-
-def date_rows(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:
-    """The feature rows of one date (what the shard count follows)."""
-    schema, table = spec.table("features")
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
-            ident(schema, table), ident(spec.date_column)), (as_of,))
-        return int(cur.fetchone()[0])
-
-
-def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = "champion",
-          role: str = "champion", *, run_id: str = "") -> ScoringTarget:
-    """Check the model and the features, and create an empty stage table for (date, version, run).
-    The target says how many shards score it (``scoring.rows_per_shard``: from the date's rows).
-
-    ``model="champion"`` is the champion for ``as_of`` (:func:`airtrain.registry.champion_as_of`).
-    Shadow scoring of that champion itself is refused (:class:`NoModelError`): its predictions are in
-    the champion table already (a challenger that was just promoted has no shadow)."""
-    version = resolve_version(wh, spec, model, as_of)
-    registry.get_version(wh, spec, version)
-    if role == "shadow" and version == registry.champion_as_of(wh, spec, as_of):
-        raise NoModelError(f"{spec.name} v{version} is the champion: its predictions are in "
-                           f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
-    check_features_table(wh, spec)
-    t = target_for(spec, as_of, version, role, run_id)
-    if spec.scoring.rows_per_shard is not None:
-        rows = date_rows(wh, spec, as_of)
-        t = replace(t, shards=spec.scoring.shards_for(rows), rows=rows)
-    else:
-        t = replace(t, shards=spec.scoring.partitions)
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-            ident(t.schema, t.stage), ident(t.schema, t.table)))
-        # whose stage this is, for drop_orphan_stages (a stage outlives a run that died before publish)
-        cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident(t.schema, t.stage), sql.Literal(json.dumps(
-            {"airtrain_stage": True, "run_id": run_id, "created_at": dt.datetime.now(dt.UTC).isoformat()}))))
-    return t
 
 
 #: a stage table older than this is an orphan whatever its run's state (no run scores for that long)
@@ -276,118 +92,6 @@ def drop_orphan_stages(wh: Warehouse, spec: PipelineSpec, *, is_live: Any, keep_
             log.info("dropped orphan stage table %s.%s (run %s, created %s)", schema, name, run, created)
             dropped.append(f"{schema}.{name}")
     return dropped
-
-
-def abort(wh: Warehouse, target: ScoringTarget) -> None:
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
-
-
-def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, arm_filter: str = "") -> str:
-    """The shard's features for one date. No bind parameters on purpose: the ADBC driver streams
-    a parameterless query with COPY in bounded record batches, but materialises the whole result
-    of a parameterised one. The date is a ``datetime.date`` rendered by us and the shard numbers
-    are ints, so the literal is safe."""
-    if not isinstance(as_of, dt.date):
-        raise TypeError("as_of must be a datetime.date")
-    schema, table = spec.table("features")
-    cols = ", ".join(_q(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
-    where = f"{_q(spec.date_column)} = DATE '{as_of.isoformat()}'"
-    if shards > 1:
-        where += f" AND mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
-    if arm_filter:  # a canary arm (built by airtrain.canary.arm_condition from our own values)
-        where += f" AND {arm_filter}"
-    return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
-
-
-def _shard_delete(spec: PipelineSpec, target: ScoringTarget, shard: int, shards: int) -> str:
-    """Remove this shard's rows from the stage table (left by an earlier attempt that committed)."""
-    where = ""
-    if shards > 1:
-        where = f" WHERE mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
-    return f"DELETE FROM {_q(target.schema, target.stage)}{where}"  # noqa: S608 - allow-listed identifiers
-
-
-def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: int, run_id: str,
-                        threshold: float, schema: Any) -> Iterator[Any]:
-    import numpy as np
-    import pyarrow as pa
-
-    from airtrain import explain
-    from airtrain.evaluation import predict_scores
-
-    reference = None
-    if spec.scoring.explain is not None:
-        reference = explain.reference_values(model, explain.model_inputs(model, spec))
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        df = batch.to_pandas()  # typed by Arrow; features_frame() casts what the model needs
-        scores = np.asarray(predict_scores(model, df, spec), dtype="float64")
-        if spec.target.task == "binary_classification":
-            labels = pa.array((scores >= threshold).astype("int16"))
-        else:
-            labels = pa.nulls(len(scores), pa.int16())
-        keys = batch.column(spec.entity_key)
-        explained = []
-        if spec.scoring.explain is not None:  # scoring.explain: top-k contributions beside the score
-            explained = list(explain.explanation_arrays(model, df, spec, reference, spec.scoring.explain.top_k,
-                                                        base=scores))
-        yield pa.record_batch([
-            keys.cast(schema.field(spec.entity_key).type),
-            batch.column(spec.date_column).cast(pa.date32()),
-            pa.array(np.full(len(scores), version, dtype="int32")),
-            pa.array(scores),
-            labels,
-            pa.array([run_id] * len(scores), pa.string()),
-            *explained,
-        ], schema=schema)
-
-
-def _explain_fields(spec: PipelineSpec) -> list[tuple[str, Any]]:
-    """The Arrow fields of scoring.explain's columns (text[] and double precision[]: ADBC's binary
-    COPY writes Arrow lists into PostgreSQL arrays; it cannot write jsonb)."""
-    import pyarrow as pa
-
-    if spec.scoring.explain is None:
-        return []
-    return [("explain_features", pa.list_(pa.string())), ("explain_contributions", pa.list_(pa.float64()))]
-
-
-def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run_id: str, shard: int = 0,
-                shards: int = 1, model: Any = None) -> dict[str, Any]:
-    """Score one shard of the date's features into the stage table. Returns rows and timings."""
-    import adbc_driver_postgresql.dbapi as adbc
-    import pyarrow as pa
-
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
-    t0 = time.monotonic()
-    if model is None:
-        model = registry.load_artifact(wh, spec, target.version)
-    key_type = pa.int64() if spec.entity_key_type == "int" else pa.string()
-    schema = pa.schema([(spec.entity_key, key_type), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
-                        ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string()),
-                        *_explain_fields(spec)])
-    uri = wh.adbc_uri()
-    with adbc.connect(uri) as rconn, adbc.connect(uri) as wconn:
-        with rconn.cursor() as rcur, wconn.cursor() as wcur:
-            # about scoring.batch_rows rows per record batch (~100 bytes per feature row)
-            rcur.adbc_statement.set_options(
-                **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
-            # a retried shard replaces what an earlier attempt of it committed (never duplicates)
-            wcur.execute(_shard_delete(spec, target, int(shard), int(shards)))
-            rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards),
-                                        target.arm_filter(_q(spec.entity_key))))
-            reader = rcur.fetch_record_batch()
-            batches = _prediction_batches(reader, model, spec, target.version, run_id,
-                                          spec.evaluation.threshold, schema)
-            out = pa.RecordBatchReader.from_batches(schema, batches)
-            rows = wcur.adbc_ingest(target.stage, out, mode="append", db_schema_name=target.schema)
-            failpoint("score.before_commit")
-        wconn.commit()
-    failpoint("score.after_commit")
-    return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
 
 
 def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None = None,
@@ -572,15 +276,32 @@ def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:
                   if name.startswith(prefix) and name[len(prefix):].isdigit() and name != target.partition)
 
 
-def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, model: str | int = "champion",
-               role: str = "champion", shards: int = 1) -> dict[str, Any]:
-    """begin → every shard → publish, in one process (the DAG maps the shards instead)."""
-    target = begin(wh, spec, as_of, model, role, run_id=run_id)
+def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:
+    """Whether champion predictions of ``day`` are published (the date's partition is attached)."""
+    import psycopg2.errors
+
     try:
-        loaded = registry.load_artifact(wh, spec, target.version)
-        parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)
-                 for s in range(shards)]
-        return publish(wh, spec, target, sum(p["rows"] for p in parts), run_id=run_id)
-    except BaseException:
-        abort(wh, target)
-        raise
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT 1 FROM {} WHERE as_of_date = %s LIMIT 1").format(
+                ident(*spec.table("predictions"))), (day,))
+            return cur.fetchone() is not None
+    except psycopg2.errors.UndefinedTable:
+        return False
+
+
+def published_by_run(wh: Warehouse, spec: PipelineSpec, day: dt.date, run_id: str) -> dict[str, Any] | None:
+    """The champion predictions of ``day`` that run ``run_id`` published (version, rows), or None."""
+    import psycopg2.errors
+
+    schema, table = spec.table("predictions")
+    try:
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT model_version, count(*) FROM {} WHERE as_of_date = %s AND run_id = %s "
+                                "GROUP BY 1 ORDER BY 1 DESC LIMIT 1").format(ident(schema, table)), (day, run_id))
+            row = cur.fetchone()
+    except psycopg2.errors.UndefinedTable:
+        return None
+    if row is None:
+        return None
+    return {"as_of": day.isoformat(), "version": int(row[0]), "rows": int(row[1]), "table": f"{schema}.{table}",
+            "already_published": True}

@@ -221,3 +221,15 @@ def _sk_scoring(metric: str) -> str:
             "recall": "recall", "accuracy": "accuracy", "log_loss": "neg_log_loss", "brier": "neg_brier_score",
             "rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2",
             "mape": "neg_mean_absolute_percentage_error"}[metric]
+
+
+def unobserved_inputs(df: Any, spec: PipelineSpec) -> list[str]:
+    """The model inputs without a single non-null value in ``df`` (the training rows)."""
+    return [c for c in spec.model_feature_names if c not in df.columns or int(df[c].notna().sum()) == 0]
+
+
+def without_inputs(spec: PipelineSpec, names: list[str]) -> PipelineSpec:
+    """``spec`` with ``names`` no longer model inputs (kept as columns, like ``model_input: false``)."""
+    drop = set(names)
+    return spec.model_copy(update={"features": [f.model_copy(update={"model_input": False}) if f.name in drop
+                                                else f for f in spec.features]})

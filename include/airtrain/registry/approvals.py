@@ -21,71 +21,9 @@ from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
 # ---------------------------------------------------------------------------------------------
 
 
-class NoPublishedDateError(PermanentError, ValueError):
-    """An asset-triggered run whose events name no published date of this pipeline."""
-
-
-def dates_from_events(pipeline: str, extras: list[dict[str, Any]]) -> list[dt.date]:
-    """Every date the publish events of ``pipeline`` name, oldest first, each once: the windows an
-    asset-triggered monitor run checks. Several events reach one run when they pile up while a monitor
-    run is busy (a backfill publishes faster than the monitor checks; Airflow hands the run every event
-    since the previous one, ``triggering_asset_events``); each of their dates is checked, in order.
-    Fails closed: events without a date of this pipeline raise :class:`NoPublishedDateError`."""
-    dates = set()
-    for extra in extras:
-        if not isinstance(extra, dict) or extra.get("pipeline") != pipeline or not extra.get("date"):
-            continue
-        try:
-            dates.add(dt.date.fromisoformat(str(extra["date"])))
-        except ValueError:
-            continue
-    if not dates:
-        raise NoPublishedDateError(
-            f"this monitor run of {pipeline} was triggered by asset events that name no published date of "
-            f"{pipeline} (extras: {extras!r:.300}); trigger it again with a 'date' (YYYY-MM-DD)")
-    return sorted(dates)
-
-
-def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:
-    """Whether champion predictions of ``day`` are published (the date's partition is attached)."""
-    import psycopg2.errors
-
-    try:
-        with wh.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT 1 FROM {} WHERE as_of_date = %s LIMIT 1").format(
-                ident(*spec.table("predictions"))), (day,))
-            return cur.fetchone() is not None
-    except psycopg2.errors.UndefinedTable:
-        return False
-
-
-def published_by_run(wh: Warehouse, spec: PipelineSpec, day: dt.date, run_id: str) -> dict[str, Any] | None:
-    """The champion predictions of ``day`` that run ``run_id`` published (version, rows), or None."""
-    import psycopg2.errors
-
-    schema, table = spec.table("predictions")
-    try:
-        with wh.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT model_version, count(*) FROM {} WHERE as_of_date = %s AND run_id = %s "
-                                "GROUP BY 1 ORDER BY 1 DESC LIMIT 1").format(ident(schema, table)), (day, run_id))
-            row = cur.fetchone()
-    except psycopg2.errors.UndefinedTable:
-        return None
-    if row is None:
-        return None
-    return {"as_of": day.isoformat(), "version": int(row[0]), "rows": int(row[1]), "table": f"{schema}.{table}",
-            "already_published": True}
-
-
 # ---------------------------------------------------------------------------------------------
 # Human approval of a promotion
 # ---------------------------------------------------------------------------------------------
-
-APPROVALS_DDL = (
-    "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
-    "champion_version integer, decision text NOT NULL CHECK (decision IN ('approved','rejected','timed_out')), "
-    "responded_by text, comment text, responded_at timestamptz, promoted boolean, outcome text, "
-    "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, run_id, version))")
 
 
 def _fmt(v: Any) -> str:

@@ -1,107 +1,53 @@
-"""Warehouse connections and SQL helpers shared by the core modules.
-
-The core never imports Airflow: the Airflow hook (``plugins/airtrain_airflow/hooks.py``) builds a
-:class:`Warehouse` from an Airflow connection, tests build one from a URL. Every identifier that
-reaches SQL goes through :func:`ident` (``psycopg2.sql.Identifier``) after the spec allow-listed it;
-values are always bound parameters.
+"""Redaction: the ONE function every boundary applies to text that leaves the process (logs, alerts,
+the UI, exceptions handed to Airflow, CLI output): :func:`redact_text`. Never print a secret.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import re
-from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import Any
+from urllib.parse import quote, unquote
 
-import psycopg2
 import psycopg2.extensions
-from psycopg2 import sql
-
-from airtrain.spec import check_identifier
-
-
-def ident(*parts: str) -> sql.Identifier:
-    """A quoted, allow-listed identifier (``schema.table`` when given two parts)."""
-    return sql.Identifier(*(check_identifier(p) for p in parts))
-
-
-@dataclass(frozen=True)
-class Warehouse:
-    """Where the warehouse is. ``uri`` is a libpq URI: ``postgresql://user:pw@host:port/db``."""
-
-    uri: str
-    application_name: str = "airtrain"
-    #: artifact signing keys ((id, secret), ...; the first signs), from the Airflow layer's secret
-    #: store - never from the warehouse. Empty: ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (airtrain.artifacts)
-    artifact_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        remember_secret(uri_password(self.uri))  # masked in every text redact_text cleans
-        remember_secret(os.environ.get("PGPASSWORD"))  # libpq's, when the URI has none (compose's init)
-        for _kid, key in self.artifact_keys:
-            remember_secret(key.decode(errors="replace"))
-
-    def __repr__(self) -> str:  # never print the password
-        return f"Warehouse({redact(self.uri)!r})"
-
-    @contextlib.contextmanager
-    def connect(self, autocommit: bool = False) -> Generator[psycopg2.extensions.connection, None, None]:
-        """A psycopg2 connection; committed on success, rolled back on error, always closed. A
-        connection error never carries the password (libpq quotes pieces of a malformed URI)."""
-        try:
-            conn = psycopg2.connect(self.uri, application_name=self.application_name)
-        except psycopg2.Error as exc:
-            redact_exception(exc)
-            raise
-        try:
-            conn.autocommit = autocommit
-            yield conn
-            if not autocommit:
-                conn.commit()
-        except BaseException:
-            if not autocommit:
-                conn.rollback()
-            raise
-        finally:
-            conn.close()
-
-    def adbc_uri(self) -> str:
-        return self.uri.replace("postgresql+psycopg2://", "postgresql://")
-
-
-# --------------------------------------------------------------------------------------------
-# Redaction: the ONE function every boundary applies to text that leaves the process (logs, alerts,
-# the UI, exceptions handed to Airflow, CLI output). Never print a secret.
-# --------------------------------------------------------------------------------------------
 
 MASK = "***"
+
 
 #: secrets this process knows (a warehouse password, signing keys): masked wherever they appear,
 #: also in the pieces libpq quotes from a malformed URI (``could not translate host name "ss w0rd@h"``)
 _KNOWN_SECRETS: set[str] = set()
 
+
 _SECRET_NAME = (r"(?:[A-Za-z0-9]*[_.-])*(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|"
                 r"access[_-]?key|private[_-]?key|fernet[_-]?key|signing[_-]?key|credentials?)(?:[_.-][A-Za-z0-9]*)*")
+
+
 #: scheme://[user]:<password>@host - the password may be empty-user (``redis://:pw@``), hold spaces, '@',
 #: ':' or '/' (unencoded): everything up to the last '@' before a host on the same line, never
 #: reaching into the next URI
 _URI_PASSWORD = re.compile(
     r"(?P<pre>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]*:)(?P<pw>(?:(?!://)[^\n])*)"
     r"@(?=[\w.%\[\]-]+(?::\d*)?(?:[/?#\s'\"),;]|$))")
+
+
 #: key=value (libpq DSNs, query strings, env lines, CLI flags): password=..., ?token=...&, SECRET_KEY='...'
 _KV_SECRET = re.compile(
     r"(?P<key>(?<![\w])" + _SECRET_NAME + r")(?P<sep>\s*=\s*|=)(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\"]+)",
     re.IGNORECASE)
+
+
 #: "password": "..." in JSON / Python reprs
 _QUOTED_SECRET = re.compile(
     r"(?P<key>([\"'])" + _SECRET_NAME + r"\2\s*:\s*)(?P<q>[\"'])(?P<val>(?:(?!(?P=q))[^\\]|\\.)*)(?P=q)", re.IGNORECASE)
+
+
 #: --password VALUE on a command line
 _FLAG_SECRET = re.compile(r"(?P<flag>(?<![\w-])--?(?:[A-Za-z0-9]*[_-])*(?:password|passwd|secret|token|api[_-]?key|"
                           r"access[_-]?key|secret[_-]?key|private[_-]?key))(?P<sp>\s+)(?!-)(?P<val>\S+)", re.IGNORECASE)
+
+
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{12,}")
+
+
 #: secrets in a URL's path: Slack (and similar) incoming-webhook URLs
 _WEBHOOK_PATH = re.compile(r"(?i)(hooks\.slack\.com/(?:services|workflows|triggers)/)[^\s'\"<>]+")
 
@@ -115,8 +61,6 @@ def remember_secret(value: str | None) -> None:
 def _secret_pieces() -> list[str]:
     """The known secrets, their URL-encoded forms and the pieces a URI parser splits them into
     (at ``@ : / ? #``: an unencoded password is quoted by libpq in parts), longest first."""
-    from urllib.parse import quote
-
     pieces: set[str] = set()
     for s in _KNOWN_SECRETS:
         pieces.update({s, quote(s, safe=""), quote(s, safe="@:")})
@@ -170,21 +114,8 @@ def uri_password(uri: str) -> str | None:
     unencoded password means it) or key=value DSN; None when it has none."""
     m = re.match(r"^[a-zA-Z][\w+.-]*://[^:/@]*:(?P<pw>.*)@[^@]*$", uri.strip(), re.S)
     if m:
-        from urllib.parse import unquote
-
         return unquote(m["pw"]) if "%" in m["pw"] and " " not in m["pw"] else m["pw"]
     try:
         return psycopg2.extensions.parse_dsn(uri).get("password")
     except Exception:  # noqa: BLE001 - not a DSN either
         return None
-
-
-def advisory_key(*parts: str) -> int:
-    """A stable signed 64-bit key for ``pg_advisory_xact_lock`` from a name."""
-    digest = hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def xact_lock(cur: Any, *parts: str) -> None:
-    """Take a transaction-scoped advisory lock (released at commit/rollback)."""
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(*parts),))

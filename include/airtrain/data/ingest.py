@@ -291,34 +291,3 @@ def read_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date):
         row = cur.fetchone()
     df.attrs["columns_missing"] = list(row[0]) if row else []
     return df
-
-
-def load_labels(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:
-    """Upsert labels known on ``as_of`` from the spec's labels table (server-side, idempotent).
-
-    With ``target.positive`` the table holds the values as received (text such as 'Yes'/'No'); they
-    are mapped to 1/0 here, and rows whose value maps to nothing are skipped (counted in the log).
-    """
-    if spec.labels is None:
-        return 0
-    src = spec.labels
-    ls, lt = spec.table("labels")
-    key, date, target = spec.entity_key, spec.date_column, spec.target.name
-    t = spec.target
-    params: dict[str, Any] = {"as_of": as_of}
-    if t.positive:
-        params.update(pos=list(t.positive), neg=list(t.negative) if t.negative else None)
-        value = sql.SQL("CASE WHEN btrim({t}::text) = ANY(%(pos)s) THEN 1 WHEN %(neg)s::text[] IS NULL AND "
-                        "btrim({t}::text) <> '' THEN 0 WHEN btrim({t}::text) = ANY(%(neg)s::text[]) THEN 0 END"
-                        ).format(t=ident(target))
-    else:
-        value = ident(target)
-    with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL(
-            "INSERT INTO {dst} ({k}, {d}, {t}, label_available_on) SELECT * FROM (SELECT {k}, {d}, {v} AS v, {a} "
-            "FROM {src} WHERE {a} <= %(as_of)s) s WHERE v IS NOT NULL ON CONFLICT ({k}, {d}) DO UPDATE SET "
-            "{t} = EXCLUDED.{t}, label_available_on = EXCLUDED.label_available_on, _loaded_at = now() "
-            "WHERE ({dst}.{t}, {dst}.label_available_on) IS DISTINCT FROM (EXCLUDED.{t}, EXCLUDED.label_available_on)"
-        ).format(dst=ident(ls, lt), src=ident(src.schema_, src.table), k=ident(key), d=ident(date), t=ident(target),
-                 v=value, a=ident(src.available_column)), params)
-        return cur.rowcount

@@ -1,0 +1,199 @@
+"""Canary rollout in batch scoring (spec key ``rollout.strategy: canary``). Pure core: no Airflow import.
+
+Lifecycle (one row per canary in ``registry.rollouts``):
+
+* **start** - a challenger that passed the gate (and the approval, if required) becomes the
+  *candidate* instead of the champion (:func:`release`): a ``running`` row written under the same
+  advisory lock as a champion change, as a compare-and-swap on the champion the challenger was
+  evaluated against. At most one canary runs per pipeline (a unique partial index): another
+  challenger that passes while one runs is logged as ``not_started`` (with the reason) and is not
+  started - the running canary is decided first.
+* **scoring** - :func:`arm_of` / :func:`arm_condition`: md5 of ``<salt>:<entity key>``, first 32 bits,
+  below ``fraction * 2**32`` → ``candidate``; else ``champion``. The salt is stored with the rollout,
+  so the assignment is stable across days and can be recomputed from the log. Both arms are written to
+  the predictions table (one partition per arm and date, column ``arm``) and published in ONE swap.
+* **decision** - :func:`evaluate` (the monitor, daily): per arm, the realized primary metric on the
+  labeled rows of the days both arms scored since the start; a seeded bootstrap (each arm resampled
+  within itself) gives a confidence interval of the *improvement* (candidate - champion, sign flipped
+  for lower-is-better metrics). Abort when its upper bound is < 0 (worse), graduate when its lower
+  bound is > -margin, else wait; ``max_days`` without a decision aborts. Each evaluation is a row of
+  ``monitoring.canary_evaluations``.
+* **graduate** - the candidate becomes the champion through :func:`airtrain.registry.promote` (the
+  same locked, logged compare-and-swap); the rollout row is closed in the same transaction
+  (:func:`close_on_champion_change`, also called for any other champion change - a forced promotion
+  or a rollback aborts a running canary). **abort** - the rollout row is closed, the champion keeps
+  every entity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.errors import PermanentError
+from airtrain.faults import failpoint
+from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
+
+log = logging.getLogger(__name__)
+
+
+class CanaryError(PermanentError, RuntimeError):
+    """A canary operation was refused (no canary running, a stale decision, ...)."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: int
+    pipeline: str
+    candidate_version: int
+    champion_version: int | None
+    fraction: float
+    salt: str
+    started_on: dt.date | None
+    status: str
+    run_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["started_on"] = self.started_on.isoformat() if self.started_on else None
+        return d
+
+
+def _t(spec: PipelineSpec, table: str) -> sql.Identifier:
+    return ident(spec.warehouse.registry_schema, table)
+
+
+def enabled(spec: PipelineSpec) -> bool:
+    return spec.rollout.strategy == "canary"
+
+
+# ---------------------------------------------------------------------------------------------
+# arm assignment
+# ---------------------------------------------------------------------------------------------
+
+
+def salt_for(spec: PipelineSpec, candidate_version: int) -> str:
+    """The rollout's salt: per pipeline and candidate, so each canary draws its own entities."""
+    return f"{spec.name}/v{int(candidate_version)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# registry.rollouts
+# ---------------------------------------------------------------------------------------------
+
+_ROLLOUT_COLS = "id, pipeline, candidate_version, champion_version, fraction, salt, started_on, status, run_id"
+
+
+def _row(r: tuple[Any, ...]) -> Rollout:
+    return Rollout(int(r[0]), r[1], int(r[2]), None if r[3] is None else int(r[3]), float(r[4]), r[5], r[6], r[7],
+                   r[8])
+
+
+def running(wh: Warehouse, spec: PipelineSpec, cur: Any = None) -> Rollout | None:
+    """The pipeline's running canary, or None."""
+    q = sql.SQL("SELECT {} FROM {} WHERE pipeline = %s AND status = 'running'").format(
+        sql.SQL(_ROLLOUT_COLS), _t(spec, "rollouts"))
+    if cur is not None:
+        cur.execute(q, (spec.name,))
+        r = cur.fetchone()
+        return _row(r) if r else None
+    with wh.connect() as conn, conn.cursor() as c:
+        c.execute(q, (spec.name,))
+        r = c.fetchone()
+    return _row(r) if r else None
+
+
+def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20, *, with_last_check: bool = False
+                  ) -> list[dict[str, Any]]:
+    """The newest rollouts, running ones first (UI page, readers); ``with_last_check``: each with its
+    newest row of ``monitoring.canary_evaluations`` (``last_check``, or None)."""
+    import psycopg2.errors
+
+    try:
+        with wh.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "SELECT id, candidate_version, champion_version, fraction, salt, started_on, status, decided_on, "
+                "reason, decided_by, run_id, decided_run_id FROM {} WHERE pipeline = %s "
+                "ORDER BY status = 'running' DESC, id DESC LIMIT %s").format(_t(spec, "rollouts")), (spec.name, limit))
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            if with_last_check:
+                for r in rows:
+                    cur.execute(sql.SQL(
+                        "SELECT evaluated_on, n_candidate, n_champion, diff, ci_low, ci_high, decision FROM {} "
+                        "WHERE pipeline = %s AND rollout_id = %s ORDER BY evaluated_on DESC LIMIT 1").format(
+                        ident(spec.warehouse.monitoring_schema, "canary_evaluations")), (spec.name, r["id"]))
+                    last = cur.fetchone()
+                    r["last_check"] = dict(zip([d[0] for d in cur.description], last, strict=True)) if last else None
+            return rows
+    except psycopg2.errors.UndefinedTable:
+        return []
+
+
+def close_on_champion_change(cur: Any, spec: PipelineSpec, *, new_champion: int, action: str, actor: str,
+                             reason: str, run_id: str, promotion_id: int, decided_on: dt.date | None = None) -> None:
+    """Inside :func:`airtrain.registry.promote`'s transaction: a running canary is graduated when its
+    candidate became the champion, aborted when any other version did (a forced promotion, a rollback)."""
+    cur.execute("SELECT to_regclass(%s)", (f'"{spec.warehouse.registry_schema}"."rollouts"',))
+    if cur.fetchone()[0] is None:
+        return
+    cur.execute(sql.SQL(
+        "UPDATE {} SET status = CASE WHEN candidate_version = %s THEN 'graduated' ELSE 'aborted' END, "
+        "reason = CASE WHEN candidate_version = %s THEN %s ELSE %s END, decided_by = %s, decided_run_id = %s, "
+        "decided_at = now(), decided_on = COALESCE(%s, current_date), promotion_id = %s "
+        "WHERE pipeline = %s AND status = 'running'").format(_t(spec, "rollouts")),
+        (new_champion, new_champion, reason, f"aborted: v{new_champion} was made the champion by {action} ({reason})",
+         actor, run_id, decided_on, promotion_id, spec.name))
+
+
+def abort(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str, actor: str, run_id: str,
+          decided_on: dt.date | None) -> bool:
+    """Retire the candidate (the champion keeps every entity). Returns whether this call closed it."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        xact_lock(cur, "promote", spec.name)
+        cur.execute(sql.SQL(
+            "UPDATE {} SET status = 'aborted', reason = %s, decided_by = %s, decided_run_id = %s, decided_at = now(), "
+            "decided_on = COALESCE(%s, current_date) WHERE id = %s AND status = 'running'").format(
+            _t(spec, "rollouts")), (f"aborted: {reason}", actor, run_id, decided_on, rollout.id))
+        return cur.rowcount == 1
+
+
+def unalerted_aborts(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Aborted canaries whose alert was not sent yet (an alert is recorded only after it went out)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT id, candidate_version, champion_version, reason, decided_by, decided_on FROM {} "
+                            "WHERE pipeline = %s AND status = 'aborted' AND alerted_at IS NULL ORDER BY id").format(
+            _t(spec, "rollouts")), (spec.name,))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def mark_alerted(wh: Warehouse, spec: PipelineSpec, rollout_id: int) -> None:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {} SET alerted_at = now() WHERE id = %s").format(_t(spec, "rollouts")),
+                    (rollout_id,))
+
+
+def _decided_by_run(wh: Warehouse, spec: PipelineSpec, run_id: str) -> int | None:
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT id FROM {} WHERE pipeline = %s AND decided_run_id = %s ORDER BY id DESC LIMIT 1"
+                            ).format(_t(spec, "rollouts")), (spec.name, run_id))
+        r = cur.fetchone()
+    return int(r[0]) if r else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the decision: bootstrap confidence interval of the improvement
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring both arms (the DAG's begin_scoring → score (mapped) → publish_predictions)
+# ---------------------------------------------------------------------------------------------
