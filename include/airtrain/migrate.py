@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from airtrain import invariants
+from airtrain.model.artifacts import ArtifactSignatureError
+from airtrain.registry.versions import resign_artifacts
+from airtrain.spec import scan_specs
+from airtrain.steps.schema import apply_schema, verify_schema
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.ddl import SchemaBehindError
+from airtrain.warehouse.redaction import redact_exception, redact_text
+from airtrain.warehouse.roles import ReaderLoginError, create_reader_login, setup_roles
 
 
 def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
     """The specs that load; each one that does not is named on stderr (its file, key and fix) - one
     broken spec never stops the others. Returns (specs, number of broken ones)."""
-    from airtrain.spec import scan_specs
-
     scan = scan_specs(Path(spec_dir) if spec_dir else None)
     for err in scan.errors:  # one line each: the file, the key(s), what is wrong
         print(f"error: invalid pipeline spec {err.path}: {'; '.join(err.problems)} (skipped; fix the spec and "
@@ -37,9 +47,6 @@ def _url(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from airtrain.db import Warehouse, redact_exception, redact_text
-    from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
-
     ap = argparse.ArgumentParser(prog="airtrain migrate", description="apply the warehouse schema of every "
                                  "pipeline spec (deploy time; idempotent)")
     ap.add_argument("--url", default=None,
@@ -89,23 +96,17 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _commands() -> dict:
-    return {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
-            "setup-roles": _setup_roles, "check": _check}
+    return {"migrate": main, "create-reader-login": create_reader_login_cli, "resign-artifacts": resign,
+            "setup-roles": setup_roles_cli, "check": _check}
 
 
 def _check(argv: list[str] | None = None) -> int:
-    from airtrain.invariants import main as check
-
-    return check(argv)
+    return invariants.main(argv)
 
 
 def resign(argv: list[str] | None = None) -> int:
     """``airtrain resign-artifacts``: sign every model version with the newest key in
     ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (enabling signing on an existing warehouse, or retiring a key)."""
-    from airtrain.artifacts import ArtifactSignatureError
-    from airtrain.db import Warehouse, redact_text
-    from airtrain.registry import resign_artifacts
-
     ap = argparse.ArgumentParser(prog="airtrain resign-artifacts", description="sign the model artifacts with the "
                                  "newest key in $AIRTRAIN_ARTIFACT_SECRET_KEYS (trusts the rows as they are now)")
     ap.add_argument("--url", default=None, help="warehouse URL (default: $WAREHOUSE_URL, then $AIRFLOW_CONN_WAREHOUSE)")
@@ -125,26 +126,8 @@ def resign(argv: list[str] | None = None) -> int:
     return 1 if broken else 0
 
 
-def _setup_roles(argv: list[str]) -> int:
-    from airtrain.schema import _setup_roles as setup
-
-    return setup(argv)
-
-
-def _reader_login(argv: list[str]) -> int:
-    from airtrain.schema import main as schema_main
-
-    return schema_main(["create-reader-login", *argv])
-
-
-if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...
-    _argv = sys.argv[1:]
-    raise SystemExit(cli(_argv) if _argv and _argv[0] in _commands() else main(_argv))
-
-
-def _setup_roles(argv: list[str]) -> int:
-    from airtrain.spec import scan_specs
-
+def setup_roles_cli(argv: list[str]) -> int:
+    """``airtrain setup-roles``: the owner role and the workers' task login (deploy time, as a superuser)."""
     ap = argparse.ArgumentParser(prog="airtrain setup-roles", description="deploy time, as the warehouse's "
                                  "superuser: the owner role of the airtrain objects and the workers' task login "
                                  "(no CREATEROLE); the connection comes from WAREHOUSE_URL or libpq's PG* "
@@ -173,17 +156,14 @@ def _setup_roles(argv: list[str]) -> int:
 
 def _login_uri(url: str, name: str) -> str:
     """``url`` with its user replaced by ``name`` and no password (for the printed psql command)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     host = parts.hostname or "localhost"
     netloc = f"{name}@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(("postgresql", netloc, parts.path, "", ""))
 
 
-def _create_reader_login(argv: list[str]) -> int:
-    import secrets
-
+def create_reader_login_cli(argv: list[str]) -> int:
+    """``airtrain create-reader-login <name>``: an analyst's read-only login (inherits the reader role)."""
     ap = argparse.ArgumentParser(
         prog="python -m airtrain.schema create-reader-login",
         description="create a LOGIN role that inherits the read-only reader role (predictions, labels, "
@@ -211,3 +191,8 @@ def _create_reader_login(argv: list[str]) -> int:
         print(f"password: {password}   (shown once; store it in a password manager or ~/.pgpass)")
     print(f"connect:  psql '{_login_uri(args.url, args.name)}'")
     return 0
+
+
+if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...
+    _argv = sys.argv[1:]
+    raise SystemExit(cli(_argv) if _argv and _argv[0] in _commands() else main(_argv))

@@ -39,21 +39,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from airtrain.data.ingest import _read_csv, _read_parquet
 from airtrain.spec import (
-    _RESERVED,
     BOOL_SPELLINGS,
     DEFAULT_SPEC_DIR,
     MAX_IDENT_BYTES,
+    RESERVED_WORDS,
     SpecError,
     check_identifier,
     parse_spec,
@@ -71,7 +74,7 @@ def snake_case(header: str) -> str:
     if s[0].isdigit():
         s = f"c_{s}"
     s = s[:MAX_IDENT_BYTES - 1]
-    if s in _RESERVED:
+    if s in RESERVED_WORDS:
         s = f"{s}_"
     return check_identifier(s)
 
@@ -152,8 +155,6 @@ def infer_kind(col: Column, max_categories: int) -> str:
 
 
 def read_sample(path: Path) -> list[Column]:
-    from airtrain.ingest import _read_csv, _read_parquet
-
     data = path.read_bytes()
     header, rows = (_read_parquet if path.suffix.lower() == ".parquet" else _read_csv)(data, path)
     cols = []
@@ -236,8 +237,6 @@ def find_leaks(features: list[Column], target: Column, task: str, positive: str 
     numeric target on >= 99 % of rows. Categories with few values (at most one per 20 rows): their
     value alone gives a binary target on >= 99 % of rows (and beats always guessing the majority by
     5 points), or explains >= 99 % of a numeric target's variance."""
-    import itertools
-
     import numpy as np
     import pandas as pd
 
@@ -369,8 +368,6 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
     target_name = unique_name(target)
     rows = len(key_col.values) + key_col.blanks
     if date_column:
-        from collections import Counter
-
         per_date = Counter(parse_day(v, day_format) for v in by_header[date_column].values)  # type: ignore[arg-type]
         days = sorted(per_date)
         counts = sorted(per_date.values())

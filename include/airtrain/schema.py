@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from airtrain.migrate import create_reader_login_cli, main as migrate
+from airtrain.migrate import create_reader_login_cli
+from airtrain.migrate import main as migrate
 
 
 def main(argv: list[str] | None = None) -> int:

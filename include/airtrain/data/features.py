@@ -5,21 +5,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
-import logging
-import os
-from pathlib import Path
-from typing import Any
 
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
 from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, read_frame
 
 
 def coerce_features(df, spec: PipelineSpec):

@@ -26,13 +26,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import FilesSource, PipelineSpec, PostgresSource
+from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 
 META = ("_partition_date", "_row_number", "_run_id", "_source", "_ingested_at", "_extra")
 
@@ -99,8 +100,6 @@ def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Any) 
 def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime:
     """Until when the landing file of ``partition_date`` may still arrive (UTC): the end of that day
     in the pipeline's timezone plus ``source.wait_minutes``."""
-    from zoneinfo import ZoneInfo
-
     assert isinstance(spec.source, FilesSource)
     day_end = dt.datetime.combine(partition_date + dt.timedelta(days=1), dt.time(), ZoneInfo(spec.schedule.timezone))
     return (day_end + dt.timedelta(minutes=spec.source.wait_minutes)).astimezone(dt.UTC)

@@ -18,21 +18,14 @@ moved or deleted: the bytes as received stay where they landed.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
-import io
-import json
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from psycopg2 import sql
+from psycopg2.extras import execute_values
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.spec import FilesSource, PipelineSpec, PostgresSource
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 
 def load_labels(wh: Warehouse, spec: PipelineSpec, as_of: dt.date) -> int:

@@ -8,22 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
+from airtrain.data.labels import store_batch_labels
 from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
 from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 
 
-def _passed_before(wh: Warehouse, spec: PipelineSpec, d: dt.date) -> bool:
+def passed_before(wh: Warehouse, spec: PipelineSpec, d: dt.date) -> bool:
     """Whether the date has a validation in force that passed (its rows are in the features table)."""
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT NOT blocked FROM {} WHERE pipeline = %s AND partition_date = %s").format(

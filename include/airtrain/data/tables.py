@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg2 import sql
+
 from airtrain.spec import FeatureSpec, PipelineSpec
 from airtrain.warehouse.connection import ident
 from airtrain.warehouse.ddl import (
@@ -22,7 +24,6 @@ from airtrain.warehouse.ddl import (
     column_types,
     comment,
 )
-from psycopg2 import sql
 
 SQL_TYPES = {"int": "bigint", "float": "double precision", "category": "text", "bool": "boolean"}
 

@@ -43,6 +43,7 @@ import pandas as pd
 
 from airtrain.errors import PermanentError
 from airtrain.spec import BOOL_SPELLINGS, PipelineSpec, TargetSpec
+from airtrain.thirdparty import quiet_libraries
 
 _BOOL = {k: bool(v) for k, v in BOOL_SPELLINGS.items()}
 
@@ -212,8 +213,6 @@ class _Rule:
 def _gx() -> Any:
     """``great_expectations``, imported quietly: no analytics, and none of the ~200 INFO lines
     ("Skipping registering function ...") GX logs while it is imported."""
-    from airtrain.thirdparty import quiet_libraries
-
     quiet_libraries()
     import great_expectations as gx
 

@@ -23,8 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from airtrain.db import remember_secret
 from airtrain.errors import PermanentError
+from airtrain.warehouse.redaction import remember_secret
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airtrain.model.training import features_frame
 from airtrain.spec import PipelineSpec
-from airtrain.training import features_frame
 
 
 def predict_scores(model: Any, df: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from airtrain.model.training import _sk_scoring, features_frame
 from airtrain.spec import PipelineSpec
 
 
@@ -52,8 +53,6 @@ def model_inputs(model: Any, spec: PipelineSpec) -> list[str]:
 def permutation_importances(model: Any, rows: pd.DataFrame, spec: PipelineSpec) -> list[Importance]:
     """Permutation importance of every input column of ``model`` on ``rows`` (already sampled)."""
     from sklearn.inspection import permutation_importance
-
-    from airtrain.training import _sk_scoring, features_frame
 
     cols = model_inputs(model, spec)
     X = features_frame(rows, spec)
@@ -174,8 +173,6 @@ def contributions(model: Any, df: pd.DataFrame, spec: PipelineSpec, reference: d
 
     ``base`` is the model's score of ``df`` when the caller has it already (scoring does)."""
     import numpy as np
-
-    from airtrain.training import features_frame
 
     cols = list(reference)
     X = features_frame(df, spec)[cols]

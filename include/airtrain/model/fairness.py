@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airtrain.model.evaluation import compute_metrics
 from airtrain.spec import PipelineSpec
 
 DISPARITIES = ("demographic_parity_difference", "equalized_odds_difference")
@@ -47,8 +48,6 @@ def evaluate(y: np.ndarray, score: np.ndarray, frame: pd.DataFrame, spec: Pipeli
              ) -> dict[str, AttributeFairness]:
     """Fairness of one model's scores ``score`` on rows ``frame`` (labels ``y``) per sensitive attribute."""
     from fairlearn.metrics import MetricFrame, count, false_positive_rate, selection_rate, true_positive_rate
-
-    from airtrain.evaluation import compute_metrics
 
     fair = spec.fairness
     if fair is None:

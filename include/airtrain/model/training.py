@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from airtrain.errors import PermanentError
+from airtrain.model.artifacts import library_versions
 from airtrain.spec import PipelineSpec
 
 SCALE_FOR = ("LogisticRegression", "Ridge", "Lasso", "ElasticNet", "SGD", "SVC", "SVR", "LinearSVC", "KNeighbors",
@@ -176,8 +177,6 @@ class TrainResult:
 
 def train(spec: PipelineSpec, train_df: pd.DataFrame) -> TrainResult:
     """Fit the spec's pipeline (with the optional search) on ``train_df`` (sorted by date)."""
-    from airtrain.artifacts import library_versions
-
     t0 = time.monotonic()
     df = train_df.sort_values([spec.date_column, spec.entity_key]).reset_index(drop=True)
     X, y = features_frame(df, spec)[spec.model_feature_names], df[spec.target.name].to_numpy()

@@ -10,7 +10,6 @@ is > -margin, else wait; ``rollout.max_days`` without a decision aborts. Each ev
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -18,10 +17,16 @@ from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
+from airtrain.data.labels import load_labels
+from airtrain.model.evaluation import compute_metrics
+from airtrain.registry import status
+from airtrain.registry.release import graduate
+from airtrain.registry.rollouts import Rollout, abort, running
+from airtrain.serving.arms import ARMS
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
+from airtrain.warehouse.connection import Warehouse, ident, read_frame
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,6 @@ def _samples(y: Any, s: Any, metric: str, threshold: float, idx: Any) -> Any:
     }
     if metric in per_row:
         return per_row[metric]()
-    from airtrain.evaluation import compute_metrics
 
     return np.array([compute_metrics(ys[i], ss[i], [metric], threshold).get(metric, np.nan) for i in range(len(idx))])
 
@@ -76,8 +80,6 @@ def decide(candidate: tuple[Any, Any], champion: tuple[Any, Any], metric: str, t
     ``seed``), of the improvement; abort when the upper bound < 0, graduate when the lower bound >
     -margin, else wait."""
     import numpy as np
-
-    from airtrain.evaluation import compute_metrics
 
     yc, sc = (np.asarray(a, dtype="float64") for a in candidate)
     yh, sh = (np.asarray(a, dtype="float64") for a in champion)
@@ -117,8 +119,6 @@ def decide(candidate: tuple[Any, Any], champion: tuple[Any, Any], metric: str, t
 def arm_rows(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, as_of: dt.date):
     """Each arm's predictions since the canary started joined to the labels known on ``as_of``, on the
     days both arms scored (a DataFrame: as_of_date, arm, score, label)."""
-    from airtrain.steps import read_frame
-
     ps, pt = spec.table("predictions")
     ls, lt = spec.table("labels")
     query = sql.SQL(
@@ -145,7 +145,6 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     if rollout.started_on is not None and as_of < rollout.started_on:  # an older date published again
         return {"decision": None, "reason": f"{as_of} is before the canary started ({rollout.started_on})",
                 "rollout_id": rollout.id}
-    from airtrain.ingest import load_labels
 
     load_labels(wh, spec, as_of)  # the labels known on as_of (idempotent; the drift check beside does it too)
     df = arm_rows(wh, spec, rollout, as_of)
@@ -155,12 +154,11 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
                spec.evaluation.primary_metric, spec.evaluation.threshold, spec.rollout)
     days = (as_of - rollout.started_on).days + 1 if rollout.started_on else None
     if d.decision == "graduate":
-        from airtrain import registry
 
-        hold = registry.promotion_hold(wh, spec)
+        hold = status.promotion_hold(wh, spec)
         if hold is not None:  # a graduation is an automatic promotion: it waits while promotions are held
             d = Decision(**{**asdict(d), "decision": "wait",
-                            "reason": f"would graduate ({d.reason}), but {registry.held_reason(spec, hold)}"})
+                            "reason": f"would graduate ({d.reason}), but {status.held_reason(spec, hold)}"})
     if d.decision == "wait" and days is not None and days > spec.rollout.max_days:
         d = Decision(**{**asdict(d), "decision": "abort",
                         "reason": f"no decision within rollout.max_days = {spec.rollout.max_days} days ({d.reason})"})

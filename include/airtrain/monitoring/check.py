@@ -24,24 +24,37 @@ No Airflow import here; the operator in ``plugins/`` calls :func:`run_check`.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import html as _html
 import logging
-import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psycopg2 import sql
-from psycopg2.extras import execute_values
-
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
+from airtrain.data.labels import load_labels
+from airtrain.model.evaluation import predict_scores
+from airtrain.monitoring.drift import PREDICTION, column_rules, drift_skips, evidently_drift, prediction_rule
+from airtrain.monitoring.performance import performance_drop, realized_fairness, realized_performance
+from airtrain.monitoring.reference import (
+    ensure_reference,
+    load_reference,
+    load_window,
+    reference_under_current_rules,
+    window_bounds,
+)
+from airtrain.monitoring.windows import (
+    Decision,
+    Metric,
+    decide,
+    history,
+    report_id,
+    retrain_run_id,
+    write_window,
+)
+from airtrain.registry import champions, versions
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.reports import ReportStore, as_store, with_title
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +82,6 @@ log = logging.getLogger(__name__)
 def report_html(snapshot: Any, spec: PipelineSpec, window: tuple[dt.date, dt.date], version: int, dec: Decision,
                 drift_share: float | None) -> str:
     """The Evidently report as a standalone page, with a title and a header saying what it decided."""
-    import html as _html
-
-    from airtrain.reports import with_title
 
     start, end = window
     period = str(end) if start == end else f"{start} … {end}"
@@ -110,7 +120,6 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
               reports_root: Path | ReportStore, retrain_pending: dt.date | None = None) -> dict[str, Any]:
     """Measure, store, decide. Returns a small JSON-able summary (the decision and where the report is).
     ``retrain_pending``: an earlier window of the same monitor run decided ``retrain`` (:func:`decide`)."""
-    from airtrain.ingest import load_labels
 
     t0 = time.monotonic()
     start, end = window_bounds(spec, window_end)
@@ -118,12 +127,12 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     out: dict[str, Any] = {"pipeline": spec.name, "window_start": start.isoformat(), "window_end": end.isoformat(),
                            "retrain_run_id": retrain_run_id(end)}
     # the model that scored the window's end (point in time: the champion for that date, not the live one)
-    version = registry.champion_as_of(wh, spec, end)
-    history = _history(wh, spec, end)
+    version = champions.champion_as_of(wh, spec, end)
+    past = history(wh, spec, end)
     if version is None:
         dec = Decision("no_champion", f"no champion for {end} yet: nothing to compare with (run the retrain DAG "
                                       "first)", False)
-        _write(wh, spec, window=(start, end), version=None, run_id=run_id, metrics=[], decision=dec, rep_id=None,
+        write_window(wh, spec, window=(start, end), version=None, run_id=run_id, metrics=[], decision=dec, rep_id=None,
                rep_path=None, drift_share=None, current_rows=0, details={})
         return {**out, **_summary(dec), "model_version": None, "report_id": None, "report_path": None}
 
@@ -140,18 +149,16 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         insufficient = (f"{total} rows in {start}..{end}, fewer than monitoring.min_rows={m.min_rows}: "
                         "too few to tell drift from noise")
     else:
-        model = registry.load_artifact(wh, spec, version)
+        model = versions.load_artifact(wh, spec, version)
         ensure_reference(wh, spec, version, model)
         reference = load_reference(wh, spec, version)
         # the reference under the CURRENT rules (a tightened rule is not drift), and what changed
-        reference, ref_excluded, rule_changes = _reference_under_current_rules(wh, spec, version, reference)
-        from airtrain.evaluation import predict_scores
+        reference, ref_excluded, rule_changes = reference_under_current_rules(wh, spec, version, reference)
 
         current[PREDICTION] = predict_scores(model, current, spec)
         rules = column_rules(spec)
         p_rule = prediction_rule(spec)
         scores, snapshot = evidently_drift(reference, current, [*rules, p_rule], t.drift_share)
-        from airtrain.evolution import drift_skips
 
         skipped = drift_skips(reference, current, rules)
         drifted_cols = []
@@ -184,7 +191,7 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     load_labels(wh, spec, end)
     perf = realized_performance(wh, spec, version, end)
     details["performance"] = perf
-    baseline = (registry.get_version(wh, spec, version).metrics.get("holdout") or {}).get(spec.evaluation.primary_metric)
+    baseline = (versions.get_version(wh, spec, version).metrics.get("holdout") or {}).get(spec.evaluation.primary_metric)
     if perf.get("rows"):
         metrics.append(Metric("performance_rows", "", float(perf["rows"]), float(m.min_rows), None))
     if perf.get("value") is not None and perf["rows"] >= m.min_rows and baseline is not None:
@@ -206,7 +213,7 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             metrics.append(Metric(f"fairness.{c.metric}", c.attribute, c.value, c.threshold,
                                   None if c.status == "not_evaluated" else c.status == "breach"))
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
-    dec = decide(spec, end, signals, history, insufficient, pending=retrain_pending)
+    dec = decide(spec, end, signals, past, insufficient, pending=retrain_pending)
     if notes:
         dec.reason += "; " + "; ".join(notes)
     if dec.deferred_to:
@@ -215,7 +222,7 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
             snapshot, spec, (start, end), version, dec, drift_share))
     details["seconds"] = round(time.monotonic() - t0, 3)
-    _write(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
+    write_window(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
            rep_id=rep_id, rep_path=rep_path, drift_share=drift_share, current_rows=total, details=details,
            fairness=(fair_checks, fair_window))
     log.info("%s window %s..%s (champion v%s): %s - %s", spec.name, start, end, version, dec.decision, dec.reason)

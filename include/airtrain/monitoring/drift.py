@@ -5,26 +5,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import logging
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg2 import sql
-from psycopg2.extras import execute_values
-
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
-
+from airtrain.spec import PipelineSpec
 
 #: drift methods whose score is a p-value: drift when the score is *below* the threshold
 P_VALUE_METHODS = frozenset({"ks", "chisquare"})
@@ -103,8 +90,6 @@ def evidently_drift(reference, current, rules: list[ColumnRule], drift_share: fl
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-    from airtrain.evolution import drift_skips
-
     # a column without observed values on either side (a feature newer than the reference) is skipped,
     # not compared as "all NULL" against values (the caller names every skipped column in its decision)
     skips = drift_skips(reference, current, rules)
@@ -144,7 +129,6 @@ def parse_drift_result(result: dict[str, Any], rules: list[ColumnRule]) -> dict[
     ``DriftedColumnsCount`` whose drifted count equals the count the per-column scores and
     thresholds give. Anything else raises :class:`DriftResultError`: a library upgrade that changes
     the result's shape fails the check loudly instead of turning every score into "no drift"."""
-    import math
 
     metrics = result.get("metrics") if isinstance(result, dict) else None
     if not isinstance(metrics, list):

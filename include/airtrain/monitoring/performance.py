@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
-import os
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
+from airtrain.model import fairness
+from airtrain.model.evaluation import compute_metrics
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 
 def _newest_labeled_date(cur: Any, spec: PipelineSpec, version: int, window_end: dt.date) -> dt.date | None:
@@ -47,8 +40,6 @@ def realized_performance(wh: Warehouse, spec: PipelineSpec, version: int, window
     Uses the newest ``monitoring.window_days`` labeled days of that version's predictions.
     """
     import numpy as np
-
-    from airtrain.evaluation import compute_metrics
 
     ps, pt = spec.table("predictions")
     ls, lt = spec.table("labels")
@@ -108,8 +99,6 @@ def realized_fairness(wh: Warehouse, spec: PipelineSpec, version: int, window_en
     holding both labels has no disparity, and its rules are ``not_evaluated`` (never ``ok``)."""
     import numpy as np
     import pandas as pd
-
-    from airtrain import fairness
 
     fair = spec.fairness
     if fair is None or not fair.monitor:

@@ -7,24 +7,20 @@ drift (the rule changes since the version was trained are named).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import math
-import os
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.data.features import coerce_features
+from airtrain.model.evaluation import predict_scores
+from airtrain.monitoring.drift import PREDICTION
+from airtrain.registry import versions
+from airtrain.spec import FeatureSpec, PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, read_frame, xact_lock
+
+log = logging.getLogger(__name__)
 
 
 def window_bounds(spec: PipelineSpec, window_end: dt.date) -> tuple[dt.date, dt.date]:
@@ -41,8 +37,6 @@ def _sample_query(spec: PipelineSpec, table: sql.Composable, extra_cols: list[st
 
 def load_window(wh: Warehouse, spec: PipelineSpec, start: dt.date, end: dt.date):
     """(deterministic sample of the window's validated rows, total rows in the window)."""
-    from airtrain.steps import coerce_features, read_frame
-
     fs, ft = spec.table("features")
     d = ident(spec.date_column)
     where = sql.SQL("{} BETWEEN %(start)s AND %(end)s").format(d)
@@ -61,9 +55,6 @@ def ensure_reference(wh: Warehouse, spec: PipelineSpec, version: int, model: Any
     Returns the number of reference rows. Idempotent and safe under concurrency: the first writer
     holds a transaction lock per (pipeline, version); later callers find the rows and return.
     """
-    from airtrain.evaluation import predict_scores
-    from airtrain.steps import coerce_features, read_frame
-
     ms, mt = spec.table("reference")
     ref = ident(ms, mt)
     with wh.connect() as conn, conn.cursor() as cur:
@@ -71,13 +62,13 @@ def ensure_reference(wh: Warehouse, spec: PipelineSpec, version: int, model: Any
         have = int(cur.fetchone()[0])
     if have:
         return have
-    mv = registry.get_version(wh, spec, version)
+    mv = versions.get_version(wh, spec, version)
     window = mv.lineage.get("window") or {}
     try:
         start = dt.date.fromisoformat(str(window["train_start"]))
         end = dt.date.fromisoformat(str(window["holdout_end"]))
     except (KeyError, ValueError):
-        raise registry.RegistryError(
+        raise versions.RegistryError(
             f"{spec.name} version {version} has no training window in its lineage; cannot build its drift "
             "reference (was it registered by this project?)") from None
     fs, ft = spec.table("features")
@@ -85,10 +76,10 @@ def ensure_reference(wh: Warehouse, spec: PipelineSpec, version: int, model: Any
     df = read_frame(wh, _sample_query(spec, ident(fs, ft), [], where),
                     {"start": start, "end": end, "limit": spec.monitoring.sample_rows})
     if df.empty:
-        raise registry.RegistryError(
+        raise versions.RegistryError(
             f"{spec.name}: no validated rows left in {start}..{end}, the window version {version} was trained "
             "on; its drift reference cannot be built")
-    model = model if model is not None else registry.load_artifact(wh, spec, version)
+    model = model if model is not None else versions.load_artifact(wh, spec, version)
     scores = predict_scores(model, coerce_features(df, spec), spec)
     cols = [spec.entity_key, spec.date_column, *spec.feature_names]
     rows = [(version, *(None if _isnull(v) else v for v in rec), float(s))
@@ -114,8 +105,6 @@ def _isnull(v: Any) -> bool:
 
 
 def load_reference(wh: Warehouse, spec: PipelineSpec, version: int):
-    from airtrain.steps import coerce_features, read_frame
-
     ms, mt = spec.table("reference")
     cols = sql.SQL(", ").join(ident(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names, PREDICTION])
     df = read_frame(wh, sql.SQL("SELECT {} FROM {} WHERE model_version = %s ORDER BY {}, {}").format(
@@ -123,13 +112,11 @@ def load_reference(wh: Warehouse, spec: PipelineSpec, version: int):
     return coerce_features(df, spec)
 
 
-def _reference_under_current_rules(wh: Warehouse, spec: PipelineSpec, version: int, reference):
+def reference_under_current_rules(wh: Warehouse, spec: PipelineSpec, version: int, reference):
     """(the reference rows the current row rules accept, rows excluded per feature, the rule changes
     since ``version`` was trained - from the spec stored with it)."""
-    from airtrain import evolution
-
-    filtered, excluded = evolution.under_current_rules(reference, spec)
-    changes = evolution.rule_changes(evolution.version_spec(wh, spec, version), spec)
+    filtered, excluded = under_current_rules(reference, spec)
+    changes = rule_changes(versions.version_spec(wh, spec, version), spec)
     if excluded:
         log.info("%s: drift reference of v%s filtered by the current rules: %s rows excluded (%s)", spec.name,
                  version, len(reference) - len(filtered), excluded)

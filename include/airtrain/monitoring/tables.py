@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg2 import sql
+
 from airtrain.data.tables import table_columns
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import ident
@@ -19,7 +21,6 @@ from airtrain.warehouse.ddl import (
     column_types,
     comment,
 )
-from psycopg2 import sql
 
 EVALUATIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, rollout_id bigint NOT NULL, evaluated_on date NOT NULL, "

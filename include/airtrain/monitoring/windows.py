@@ -9,23 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
-import os
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from airtrain import registry
-from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
-from airtrain.reports import ReportStore, as_store
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.monitoring.performance import FairnessCheck, _write_fairness
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 
+log = logging.getLogger(__name__)
 
 DECISIONS = ("no_champion", "insufficient_data", "no_drift", "drift", "cooldown", "retrain")
 
@@ -113,7 +109,7 @@ def report_id(spec: PipelineSpec, window_end: dt.date, version: int | None) -> s
     return f"{spec.name}-{window_end:%Y%m%d}-v{version if version is not None else 0}"
 
 
-def _history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[PastWindow]:
+def history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[PastWindow]:
     lookback = window_end - dt.timedelta(days=max(spec.monitoring.trigger.cooldown_days,
                                                   spec.monitoring.trigger.persistence
                                                   * spec.monitoring.window_days) + 1)
@@ -128,7 +124,7 @@ def _history(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> list[Pas
         return [PastWindow(r[0], bool(r[1]), r[2]) for r in cur.fetchall()]
 
 
-def _write(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt.date], version: int | None,
+def write_window(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt.date], version: int | None,
            run_id: str, metrics: list[Metric], decision: Decision, rep_id: str | None, rep_path: str | None,
            drift_share: float | None, current_rows: int, details: dict[str, Any],
            fairness: tuple[list[FairnessCheck], dict[str, Any]] | None = None) -> None:

@@ -10,11 +10,13 @@ import json
 import math
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident
 from airtrain.errors import PermanentError
+from airtrain.registry import cards, champions, release, status
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 # ---------------------------------------------------------------------------------------------
 # Assets: the monitor's window from the publish events that triggered it
@@ -147,8 +149,6 @@ def record_outcome(wh: Warehouse, spec: PipelineSpec, *, run_id: str, version: i
 
 def list_approvals(wh: Warehouse, spec: PipelineSpec, limit: int = 30) -> list[dict[str, Any]]:
     """The newest decisions (for the UI page and for readers)."""
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL(
@@ -177,12 +177,11 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
     when the version was rejected by a rollback or automatic promotions were held meanwhile, or when
     the approved version is already the champion (a retry after the promotion committed is fine).
     Either way the model cards of the version (and of the champion it replaced) are rebuilt."""
-    from airtrain import modelcard, registry
 
     def refresh_cards() -> None:
         for v in {int(promotion["version"]), evaluation.get("champion_version"),
-                  registry.champion_version(wh, spec)} - {None}:
-            modelcard.refresh(wh, spec, int(v))
+                  champions.champion_version(wh, spec)} - {None}:
+            cards.refresh(wh, spec, int(v))
 
     try:
         out = _promote_approved(wh, spec, promotion, evaluation, run_id=run_id, approver=approver, comment=comment,
@@ -197,11 +196,10 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
 def _promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
                       run_id: str, approver: str, comment: str | None, as_of: dt.date | None,
                       triggered_by: str | None) -> dict[str, Any]:
-    from airtrain import registry
 
     version = int(promotion["version"])
     compared_with = evaluation.get("champion_version")
-    current = registry.champion_version(wh, spec)
+    current = champions.champion_version(wh, spec)
     if current == version:
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=True,
                        outcome=f"promoted: approved by {approver}")
@@ -213,10 +211,9 @@ def _promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, An
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
         raise ApprovalRefused(why)
     note = comment or "no comment"
-    from airtrain import canary
 
     # rollout.strategy: canary - the approved challenger becomes the canary candidate, not the champion
-    res = canary.release(
+    res = release.release(
         wh, spec, version, action="promote", actor=f"user:{approver}",
         reason=f"approved by {approver}: {note} (gate: {promotion.get('gate_reason', '')})", run_id=run_id,
         metrics={"challenger": evaluation.get("challenger"), "champion": evaluation.get("champion"),
@@ -231,7 +228,7 @@ def _promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, An
         why = f"not promoted: {res['refused']}"
         record_outcome(wh, spec, run_id=run_id, version=version, promoted=False, outcome=why)
         raise ApprovalRefused(why)
-    registry.record_gate_outcome(wh, spec, run_id=run_id, version=version,
+    status.record_gate_outcome(wh, spec, run_id=run_id, version=version,
                                  outcome=f"promoted (approved by {approver})")
     record_outcome(wh, spec, run_id=run_id, version=version, promoted=True, outcome=f"promoted: approved by {approver}")
     return {"version": version, "promoted": True, **res, "message": f"version {version} is the champion (approved "

@@ -16,8 +16,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident
+from airtrain.registry import champions, versions
+from airtrain.registry.versions import version_text
 from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 
 def _rows(cur: Any, query: sql.Composable, params: tuple) -> list[dict[str, Any]]:
@@ -28,9 +30,7 @@ def _rows(cur: Any, query: sql.Composable, params: tuple) -> list[dict[str, Any]
 
 def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
     """The card of ``version`` as a JSON-able dict (raises RegistryError for an unknown version)."""
-    from airtrain import registry
-
-    v = registry.get_version(wh, spec, version)
+    v = versions.get_version(wh, spec, version)
     reg = spec.warehouse.registry_schema
     lineage, metrics = v.lineage or {}, v.metrics or {}
     run_id = (metrics.get("gate") or {}).get("run_id") or v.run_id
@@ -72,7 +72,7 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
         status = _rows(cur, sql.SQL("SELECT status, actor, reason, run_id, promotion_id, created_at FROM {} "
                                     "WHERE pipeline = %s AND version = %s ORDER BY id").format(
             ident(reg, "version_status")), (spec.name, version))
-    champion = registry.champion_version(wh, spec)
+    champion = champions.champion_version(wh, spec)
     window = lineage.get("window") or {}
     inputs = set(lineage.get("model_inputs") or spec.model_feature_names)
     card = {
@@ -111,8 +111,6 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
 def spec_section(wh: Warehouse, spec: PipelineSpec, version: int, lineage: dict[str, Any]) -> dict[str, Any]:
     """The spec the version was trained under (stored with it; None for versions older than that), its
     hashes, and the model inputs training dropped (no observed value in the window)."""
-    from airtrain.evolution import version_text
-
     return {"inputs_dropped": lineage.get("inputs_dropped") or [],
             "spec": {"sha256": lineage.get("spec_sha256"), "model_spec_sha256": lineage.get("model_spec_sha256"),
                      "text": version_text(wh, spec, version)}}

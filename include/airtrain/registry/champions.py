@@ -13,15 +13,16 @@ Invariants (see docs/RELIABILITY.md):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
+from airtrain.registry.rollouts import close_on_champion_change
+from airtrain.registry.status import _status_changes, automatic_refusal
+from airtrain.registry.versions import ModelVersion, RegistryError, get_version, registry_table
 from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, xact_lock
 
 #: ``expected_champion`` default of :func:`promote`: no compare-and-swap (any champion may be replaced)
 ANY_CHAMPION = object()
@@ -29,7 +30,7 @@ ANY_CHAMPION = object()
 
 def champion_version(wh: Warehouse, spec: PipelineSpec) -> int | None:
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s").format(_t(spec, "champions")),
+        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s").format(registry_table(spec, "champions")),
                     (spec.name,))
         row = cur.fetchone()
     return int(row[0]) if row else None
@@ -53,7 +54,7 @@ def champion_as_of(wh: Warehouse, spec: PipelineSpec, day: Any) -> int | None:
         cur.execute(sql.SQL(
             "SELECT l.to_version FROM {l} l LEFT JOIN {m} m ON m.pipeline = l.pipeline AND m.version = l.to_version "
             "WHERE l.pipeline = %s AND COALESCE(l.effective_on, {asof}, '-infinity'::date) <= %s "
-            "ORDER BY l.id DESC LIMIT 1").format(l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"),
+            "ORDER BY l.id DESC LIMIT 1").format(l=registry_table(spec, "promotion_log"), m=registry_table(spec, "model_versions"),
                                                  asof=_LINEAGE_AS_OF),
             (spec.name, day))
         row = cur.fetchone()
@@ -66,7 +67,7 @@ def first_effective_on(wh: Warehouse, spec: PipelineSpec) -> Any:
         cur.execute(sql.SQL(
             "SELECT min(COALESCE(l.effective_on, {asof}, '-infinity'::date)) FROM {l} l LEFT JOIN {m} m "
             "ON m.pipeline = l.pipeline AND m.version = l.to_version WHERE l.pipeline = %s").format(
-            l=_t(spec, "promotion_log"), m=_t(spec, "model_versions"), asof=_LINEAGE_AS_OF), (spec.name,))
+            l=registry_table(spec, "promotion_log"), m=registry_table(spec, "model_versions"), asof=_LINEAGE_AS_OF), (spec.name,))
         row = cur.fetchone()
     return row[0] if row else None
 
@@ -126,11 +127,11 @@ def promote(
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "promote", spec.name)
         cur.execute(sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND version = %s").format(
-            _t(spec, "model_versions")), (spec.name, version))
+            registry_table(spec, "model_versions")), (spec.name, version))
         if cur.fetchone() is None:
             raise RegistryError(f"{spec.name} has no model version {version}; nothing was changed")
         cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s FOR UPDATE").format(
-            _t(spec, "champions")), (spec.name,))
+            registry_table(spec, "champions")), (spec.name,))
         row = cur.fetchone()
         current = int(row[0]) if row else None
         if current == version:
@@ -153,7 +154,7 @@ def promote(
             sql.SQL("INSERT INTO {} (pipeline, from_version, to_version, action, actor, reason, metrics, run_id, "
                     "triggered_by, effective_on) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s::date, "
                     "(SELECT {} FROM {} m WHERE m.pipeline = %s AND m.version = %s))) RETURNING id").format(
-                _t(spec, "promotion_log"), _LINEAGE_AS_OF, _t(spec, "model_versions")),
+                registry_table(spec, "promotion_log"), _LINEAGE_AS_OF, registry_table(spec, "model_versions")),
             (spec.name, current, version, action, actor, reason, json.dumps(metrics or {}, default=str), run_id,
              triggered_by, effective_on, spec.name, version),
         )
@@ -164,10 +165,9 @@ def promote(
             sql.SQL("INSERT INTO {} (pipeline, version, promoted_at, promotion_id) VALUES (%s, %s, now(), %s) "
                     "ON CONFLICT (pipeline) DO UPDATE SET version = EXCLUDED.version, "
                     "promoted_at = EXCLUDED.promoted_at, promotion_id = EXCLUDED.promotion_id"
-                    ).format(_t(spec, "champions")),
+                    ).format(registry_table(spec, "champions")),
             (spec.name, version, promotion_id),
         )
-        from airtrain.canary import close_on_champion_change
 
         close_on_champion_change(cur, spec, new_champion=version, action=action, actor=actor, reason=reason,
                                  run_id=run_id, promotion_id=promotion_id, decided_on=canary_decided_on)
@@ -184,7 +184,7 @@ def out_of_order(cur: Any, spec: PipelineSpec, version: int, champion: int) -> s
     """Why ``version`` must not replace ``champion`` automatically: it was trained as of an earlier
     date (an out-of-order backfill) - or None. Runs on the caller's cursor (inside its transaction)."""
     cur.execute(sql.SQL("SELECT version, lineage->>'as_of' FROM {} WHERE pipeline = %s AND version IN (%s, %s)"
-                        ).format(_t(spec, "model_versions")), (spec.name, version, champion))
+                        ).format(registry_table(spec, "model_versions")), (spec.name, version, champion))
     as_of = dict(cur.fetchall())
     mine, theirs = as_of.get(version), as_of.get(champion)
     if mine and theirs and str(mine) < str(theirs):
@@ -202,7 +202,7 @@ def promotion_log(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT id, from_version, to_version, action, actor, reason, run_id, created_at, effective_on "
-                    "FROM {} WHERE pipeline = %s ORDER BY id").format(_t(spec, "promotion_log")), (spec.name,))
+                    "FROM {} WHERE pipeline = %s ORDER BY id").format(registry_table(spec, "promotion_log")), (spec.name,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 

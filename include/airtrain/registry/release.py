@@ -6,18 +6,29 @@ abort (by the monitor's decision or a person's).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
+from airtrain.registry import champions, status
+from airtrain.registry.rollouts import (
+    ROLLOUT_COLS,
+    CanaryError,
+    Rollout,
+    abort,
+    decided_by_run,
+    enabled,
+    row_to_rollout,
+    running,
+    salt_for,
+)
+from airtrain.registry.versions import registry_table
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, xact_lock
+
+log = logging.getLogger(__name__)
 
 
 def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, actor: str, reason: str, run_id: str,
@@ -26,12 +37,11 @@ def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, act
     """Release a promotable version: with ``rollout.strategy: canary`` (and a champion to compare
     with, and a gate-passed ``promote``) start a canary; otherwise make it the champion at once
     (:func:`airtrain.registry.promote`: a forced promotion or the first model are never canaries)."""
-    from airtrain import registry
 
     if expected_champion is None:
-        expected_champion = registry.ANY_CHAMPION
-    if not (enabled(spec) and action == "promote") or registry.champion_version(wh, spec) is None:
-        return registry.promote(wh, spec, version, action=action, actor=actor, reason=reason, run_id=run_id,
+        expected_champion = champions.ANY_CHAMPION
+    if not (enabled(spec) and action == "promote") or champions.champion_version(wh, spec) is None:
+        return champions.promote(wh, spec, version, action=action, actor=actor, reason=reason, run_id=run_id,
                                 metrics=metrics, expected_champion=expected_champion, newer_only=newer_only,
                                 triggered_by=triggered_by)
     return start(wh, spec, version, actor=actor, reason=reason, run_id=run_id, expected_champion=expected_champion,
@@ -43,27 +53,26 @@ def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason
     """Make ``version`` the canary candidate: one transaction under the promotion lock, a
     compare-and-swap on the champion (like :func:`airtrain.registry.promote`). Returns
     ``{"changed": False, "canary": "started" | "running" | "not_started", ...}``, or ``"refused"``."""
-    from airtrain import registry
 
     r = spec.rollout
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "promote", spec.name)
-        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s FOR UPDATE").format(_t(spec, "champions")),
+        cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s FOR UPDATE").format(registry_table(spec, "champions")),
                     (spec.name,))
         row = cur.fetchone()
         current = int(row[0]) if row else None
         base = {"changed": False, "from_version": current, "to_version": version, "promotion_id": None}
         if current == version:
             return base
-        if expected_champion is not registry.ANY_CHAMPION and expected_champion != current:
+        if expected_champion is not champions.ANY_CHAMPION and expected_champion != current:
             return {**base, "refused": (
-                f"champion changed: the canary of v{version} was decided against {registry._v(expected_champion)}, "
-                f"but the champion is {registry._v(current)} now; re-run to decide against it")}
+                f"champion changed: the canary of v{version} was decided against {champions._v(expected_champion)}, "
+                f"but the champion is {champions._v(current)} now; re-run to decide against it")}
         if newer_only and current is not None:
-            why = registry.out_of_order(cur, spec, version, current)
+            why = champions.out_of_order(cur, spec, version, current)
             if why:
                 return {**base, "refused": why}
-        if newer_only and (found := registry.automatic_refusal(cur, spec, version)):  # rejected, or held
+        if newer_only and (found := status.automatic_refusal(cur, spec, version)):  # rejected, or held
             return {**base, "refused": found[1], "refused_kind": found[0]}
         now_running = running(wh, spec, cur)
         if now_running is not None and now_running.candidate_version == version:
@@ -76,17 +85,17 @@ def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason
                 "INSERT INTO {t} (pipeline, candidate_version, champion_version, fraction, salt, started_on, status, "
                 "reason, decided_by, run_id) SELECT %s, %s, %s, %s, %s, %s, 'not_started', %s, %s, %s WHERE NOT EXISTS "
                 "(SELECT 1 FROM {t} WHERE pipeline = %s AND candidate_version = %s AND status = 'not_started' "
-                "AND started_at >= (SELECT started_at FROM {t} WHERE id = %s))").format(t=_t(spec, "rollouts")),
+                "AND started_at >= (SELECT started_at FROM {t} WHERE id = %s))").format(t=registry_table(spec, "rollouts")),
                 (spec.name, version, current, r.canary_fraction, salt_for(spec, version), as_of, note, actor, run_id,
                  spec.name, version, now_running.id))  # logged once per version while this canary runs
             return {**base, "canary": "not_started", "message": note}
         cur.execute(sql.SQL(
             "INSERT INTO {} (pipeline, candidate_version, champion_version, fraction, salt, started_on, status, reason, "
             "decided_by, run_id) VALUES (%s, %s, %s, %s, %s, %s, 'running', %s, %s, %s) RETURNING {}").format(
-            _t(spec, "rollouts"), sql.SQL(_ROLLOUT_COLS)),
+            registry_table(spec, "rollouts"), sql.SQL(ROLLOUT_COLS)),
             (spec.name, version, current, r.canary_fraction, salt_for(spec, version), as_of,
              f"started: {reason}", actor, run_id))
-        started = _row(cur.fetchone())
+        started = row_to_rollout(cur.fetchone())
         failpoint("promote.before_commit")
     failpoint("promote.after_commit")  # a retry of the promote task finds this canary running: "running"
     log.info("%s: v%s is the canary candidate for %.0f%% of the entities (rollout %s, champion v%s)", spec.name,
@@ -101,9 +110,8 @@ def graduate(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str
     compare-and-swap (the champion must still be the one the canary ran against); the rollout row is
     closed in the same transaction. ``effective_on``: the first date it scores alone (default
     ``decided_on``)."""
-    from airtrain import registry
 
-    res = registry.promote(wh, spec, rollout.candidate_version, action="promote", actor=actor,
+    res = champions.promote(wh, spec, rollout.candidate_version, action="promote", actor=actor,
                            reason=f"canary graduated: {reason}", run_id=run_id,
                            metrics={"canary": metrics or {}, "rollout_id": rollout.id},
                            expected_champion=rollout.champion_version, canary_decided_on=decided_on,
@@ -123,7 +131,7 @@ def decide_manually(wh: Warehouse, spec: PipelineSpec, action: str, *, reason: s
         raise CanaryError(f"canary_action must be 'graduate' or 'abort', not {action!r}")
     rollout = running(wh, spec)
     if rollout is None:
-        done = _decided_by_run(wh, spec, run_id)
+        done = decided_by_run(wh, spec, run_id)
         if done is not None:
             return {"decision": action, "rollout_id": done, "already_decided": True}
         raise CanaryError(f"{spec.name} has no running canary to {action} (see {spec.warehouse.registry_schema}"

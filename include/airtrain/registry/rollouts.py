@@ -28,18 +28,17 @@ Lifecycle (one row per canary in ``registry.rollouts``):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
+from airtrain.registry.versions import registry_table
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,6 @@ class Rollout:
         return d
 
 
-def _t(spec: PipelineSpec, table: str) -> sql.Identifier:
-    return ident(spec.warehouse.registry_schema, table)
-
-
 def enabled(spec: PipelineSpec) -> bool:
     return spec.rollout.strategy == "canary"
 
@@ -88,10 +83,10 @@ def salt_for(spec: PipelineSpec, candidate_version: int) -> str:
 # registry.rollouts
 # ---------------------------------------------------------------------------------------------
 
-_ROLLOUT_COLS = "id, pipeline, candidate_version, champion_version, fraction, salt, started_on, status, run_id"
+ROLLOUT_COLS = "id, pipeline, candidate_version, champion_version, fraction, salt, started_on, status, run_id"
 
 
-def _row(r: tuple[Any, ...]) -> Rollout:
+def row_to_rollout(r: tuple[Any, ...]) -> Rollout:
     return Rollout(int(r[0]), r[1], int(r[2]), None if r[3] is None else int(r[3]), float(r[4]), r[5], r[6], r[7],
                    r[8])
 
@@ -99,29 +94,28 @@ def _row(r: tuple[Any, ...]) -> Rollout:
 def running(wh: Warehouse, spec: PipelineSpec, cur: Any = None) -> Rollout | None:
     """The pipeline's running canary, or None."""
     q = sql.SQL("SELECT {} FROM {} WHERE pipeline = %s AND status = 'running'").format(
-        sql.SQL(_ROLLOUT_COLS), _t(spec, "rollouts"))
+        sql.SQL(ROLLOUT_COLS), registry_table(spec, "rollouts"))
     if cur is not None:
         cur.execute(q, (spec.name,))
         r = cur.fetchone()
-        return _row(r) if r else None
+        return row_to_rollout(r) if r else None
     with wh.connect() as conn, conn.cursor() as c:
         c.execute(q, (spec.name,))
         r = c.fetchone()
-    return _row(r) if r else None
+    return row_to_rollout(r) if r else None
 
 
 def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20, *, with_last_check: bool = False
                   ) -> list[dict[str, Any]]:
     """The newest rollouts, running ones first (UI page, readers); ``with_last_check``: each with its
     newest row of ``monitoring.canary_evaluations`` (``last_check``, or None)."""
-    import psycopg2.errors
 
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL(
                 "SELECT id, candidate_version, champion_version, fraction, salt, started_on, status, decided_on, "
                 "reason, decided_by, run_id, decided_run_id FROM {} WHERE pipeline = %s "
-                "ORDER BY status = 'running' DESC, id DESC LIMIT %s").format(_t(spec, "rollouts")), (spec.name, limit))
+                "ORDER BY status = 'running' DESC, id DESC LIMIT %s").format(registry_table(spec, "rollouts")), (spec.name, limit))
             cols = [d[0] for d in cur.description]
             rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
             if with_last_check:
@@ -148,7 +142,7 @@ def close_on_champion_change(cur: Any, spec: PipelineSpec, *, new_champion: int,
         "UPDATE {} SET status = CASE WHEN candidate_version = %s THEN 'graduated' ELSE 'aborted' END, "
         "reason = CASE WHEN candidate_version = %s THEN %s ELSE %s END, decided_by = %s, decided_run_id = %s, "
         "decided_at = now(), decided_on = COALESCE(%s, current_date), promotion_id = %s "
-        "WHERE pipeline = %s AND status = 'running'").format(_t(spec, "rollouts")),
+        "WHERE pipeline = %s AND status = 'running'").format(registry_table(spec, "rollouts")),
         (new_champion, new_champion, reason, f"aborted: v{new_champion} was made the champion by {action} ({reason})",
          actor, run_id, decided_on, promotion_id, spec.name))
 
@@ -161,7 +155,7 @@ def abort(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str, a
         cur.execute(sql.SQL(
             "UPDATE {} SET status = 'aborted', reason = %s, decided_by = %s, decided_run_id = %s, decided_at = now(), "
             "decided_on = COALESCE(%s, current_date) WHERE id = %s AND status = 'running'").format(
-            _t(spec, "rollouts")), (f"aborted: {reason}", actor, run_id, decided_on, rollout.id))
+            registry_table(spec, "rollouts")), (f"aborted: {reason}", actor, run_id, decided_on, rollout.id))
         return cur.rowcount == 1
 
 
@@ -170,21 +164,21 @@ def unalerted_aborts(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, Any]]:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT id, candidate_version, champion_version, reason, decided_by, decided_on FROM {} "
                             "WHERE pipeline = %s AND status = 'aborted' AND alerted_at IS NULL ORDER BY id").format(
-            _t(spec, "rollouts")), (spec.name,))
+            registry_table(spec, "rollouts")), (spec.name,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def mark_alerted(wh: Warehouse, spec: PipelineSpec, rollout_id: int) -> None:
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("UPDATE {} SET alerted_at = now() WHERE id = %s").format(_t(spec, "rollouts")),
+        cur.execute(sql.SQL("UPDATE {} SET alerted_at = now() WHERE id = %s").format(registry_table(spec, "rollouts")),
                     (rollout_id,))
 
 
-def _decided_by_run(wh: Warehouse, spec: PipelineSpec, run_id: str) -> int | None:
+def decided_by_run(wh: Warehouse, spec: PipelineSpec, run_id: str) -> int | None:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT id FROM {} WHERE pipeline = %s AND decided_run_id = %s ORDER BY id DESC LIMIT 1"
-                            ).format(_t(spec, "rollouts")), (spec.name, run_id))
+                            ).format(registry_table(spec, "rollouts")), (spec.name, run_id))
         r = cur.fetchone()
     return int(r[0]) if r else None
 

@@ -6,16 +6,14 @@ rollback (``registry.version_status``, append-only), holds of automatic promotio
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
+from airtrain.registry.versions import registry_table
 from airtrain.spec import PipelineSpec
-
+from airtrain.warehouse.connection import Warehouse, xact_lock
 
 #: the actor of an automatic promotion: the gate decided (who started the run is ``triggered_by``)
 GATE_ACTOR = "airtrain:gate"
@@ -32,7 +30,7 @@ def rejection(cur: Any, spec: PipelineSpec, version: int) -> dict[str, Any] | No
     ``rejected``: who, when, why, which run and promotion), or None. On the caller's cursor."""
     row = _one(cur, sql.SQL("SELECT status, actor, reason, run_id, promotion_id, created_at FROM {} "
                             "WHERE pipeline = %s AND version = %s ORDER BY id DESC LIMIT 1").format(
-        _t(spec, "version_status")), (spec.name, version))
+        registry_table(spec, "version_status")), (spec.name, version))
     return row if row and row["status"] == "rejected" else None
 
 
@@ -53,14 +51,12 @@ def hold_state(cur: Any, spec: PipelineSpec) -> dict[str, Any] | None:
     """The standing hold on automatic promotions of the pipeline (its newest ``registry.promotion_holds``
     row is ``hold``: who, since when, why), or None. On the caller's cursor."""
     row = _one(cur, sql.SQL("SELECT id, action, actor, reason, run_id, created_at FROM {} WHERE pipeline = %s "
-                            "ORDER BY id DESC LIMIT 1").format(_t(spec, "promotion_holds")), (spec.name,))
+                            "ORDER BY id DESC LIMIT 1").format(registry_table(spec, "promotion_holds")), (spec.name,))
     return row if row and row["action"] == "hold" else None
 
 
 def promotion_hold(wh: Warehouse, spec: PipelineSpec) -> dict[str, Any] | None:
     """:func:`hold_state` in its own transaction (None also before the table exists)."""
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             return hold_state(cur, spec)
@@ -91,7 +87,7 @@ def _status_changes(cur: Any, spec: PipelineSpec, *, action: str, from_version: 
                     actor: str, reason: str, run_id: str, promotion_id: int) -> None:
     """Inside :func:`promote`'s transaction: a rollback rejects the version rolled back from; a
     rollback to, or a forced promotion of, a rejected version clears the rejection (both logged)."""
-    table = _t(spec, "version_status")
+    table = registry_table(spec, "version_status")
     insert = sql.SQL("INSERT INTO {} (pipeline, version, status, actor, reason, run_id, promotion_id) "
                      "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(table)
     if action == "rollback" and from_version is not None and rejection(cur, spec, from_version) is None:
@@ -104,7 +100,7 @@ def version_status_log(wh: Warehouse, spec: PipelineSpec, version: int) -> list[
     """Every status change of ``version`` (rejected / cleared), oldest first."""
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT id, status, actor, reason, run_id, promotion_id, created_at FROM {} "
-                            "WHERE pipeline = %s AND version = %s ORDER BY id").format(_t(spec, "version_status")),
+                            "WHERE pipeline = %s AND version = %s ORDER BY id").format(registry_table(spec, "version_status")),
                     (spec.name, version))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -121,7 +117,7 @@ def set_promotion_hold(wh: Warehouse, spec: PipelineSpec, action: str, *, actor:
     nothing and says so."""
     if action not in ("hold", "release"):
         raise ValueError(f"unknown promotion hold action {action!r} (hold or release)")
-    table = _t(spec, "promotion_holds")
+    table = registry_table(spec, "promotion_holds")
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "promote", spec.name)
         mine = _one(cur, sql.SQL("SELECT id, action, actor, reason, run_id, created_at FROM {} WHERE pipeline = %s "
@@ -144,12 +140,10 @@ def set_promotion_hold(wh: Warehouse, spec: PipelineSpec, action: str, *, actor:
 
 def promotion_holds(wh: Warehouse, spec: PipelineSpec, limit: int = 20) -> list[dict[str, Any]]:
     """The newest hold / release rows of the pipeline (for the reports page and readers)."""
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT id, action, actor, reason, run_id, created_at FROM {} WHERE pipeline = %s "
-                                "ORDER BY id DESC LIMIT %s").format(_t(spec, "promotion_holds")), (spec.name, limit))
+                                "ORDER BY id DESC LIMIT %s").format(registry_table(spec, "promotion_holds")), (spec.name, limit))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     except psycopg2.errors.UndefinedTable:
@@ -167,7 +161,7 @@ def record_gate_decision(wh: Warehouse, spec: PipelineSpec, version: int, gate: 
             "decision) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline, run_id, version) DO UPDATE "
             "SET champion_version = EXCLUDED.champion_version, passed = EXCLUDED.passed, refused = EXCLUDED.refused, "
             "outcome = COALESCE(EXCLUDED.outcome, g.outcome), reason = EXCLUDED.reason, "
-            "decision = EXCLUDED.decision, updated_at = now()").format(_t(spec, "gate_decisions")),
+            "decision = EXCLUDED.decision, updated_at = now()").format(registry_table(spec, "gate_decisions")),
             (spec.name, run_id, version, champion_version, gate.get("passed"), gate.get("refused"), outcome,
              str(gate.get("reason") or ""), json.dumps(gate, default=str)))
 
@@ -176,7 +170,7 @@ def record_gate_outcome(wh: Warehouse, spec: PipelineSpec, *, run_id: str, versi
     """What became of a run's gate decision later (an approval answered, ...)."""
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("UPDATE {} SET outcome = %s, updated_at = now() WHERE pipeline = %s AND run_id = %s "
-                            "AND version = %s").format(_t(spec, "gate_decisions")), (outcome, spec.name, run_id, version))
+                            "AND version = %s").format(registry_table(spec, "gate_decisions")), (outcome, spec.name, run_id, version))
 
 
 def gate_decisions(wh: Warehouse, spec: PipelineSpec, version: int) -> list[dict[str, Any]]:
@@ -184,7 +178,7 @@ def gate_decisions(wh: Warehouse, spec: PipelineSpec, version: int) -> list[dict
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT run_id, champion_version, passed, refused, outcome, reason, decision, created_at, "
                             "updated_at FROM {} WHERE pipeline = %s AND version = %s ORDER BY created_at, run_id").format(
-            _t(spec, "gate_decisions")), (spec.name, version))
+            registry_table(spec, "gate_decisions")), (spec.name, version))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg2 import sql
+
 from airtrain.registry.versions import versions_needing
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import ident
 from airtrain.warehouse.ddl import DOC, SchemaPart, SchemaPlan, SchemaReport, add_missing_columns, comment
-from psycopg2 import sql
 
 APPEND_ONLY_FN = """
 CREATE OR REPLACE FUNCTION {schema}.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$

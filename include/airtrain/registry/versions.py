@@ -9,12 +9,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2.errors
+import yaml
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
 from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
+from airtrain.model.artifacts import (
+    ArtifactSignatureError,
+    load_model,
+    resolve_keys,
+    sha256,
+    sign,
+    verify_signature,
+)
 from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident, xact_lock
+from airtrain.warehouse.ddl import table_exists
 
 
 class RegistryError(PermanentError, RuntimeError):
@@ -41,7 +51,8 @@ class ModelVersion:
 _COLS = "pipeline, version, run_id, estimator, params, metrics, lineage, artifact_sha256, artifact_format"
 
 
-def _t(spec: PipelineSpec, table: str) -> sql.Identifier:
+def registry_table(spec: PipelineSpec, table: str) -> sql.Identifier:
+    """The quoted name of a registry table of ``spec`` (``<registry_schema>.<table>``)."""
     return ident(spec.warehouse.registry_schema, table)
 
 
@@ -79,7 +90,7 @@ def register_version(
             sql.SQL("SELECT version FROM {} WHERE pipeline = %s AND lineage->>'data_hash' = %s AND estimator = %s "
                     "AND params = %s::jsonb AND lineage->>'code_version' IS NOT DISTINCT FROM %s "
                     "AND lineage->>'model_spec_sha256' IS NOT DISTINCT FROM %s "
-                    "ORDER BY version LIMIT 1").format(_t(spec, "model_versions")),
+                    "ORDER BY version LIMIT 1").format(registry_table(spec, "model_versions")),
             (spec.name, lineage.get("data_hash"), estimator, json.dumps(params, default=str),
              lineage.get("code_version"), lineage.get("model_spec_sha256")),
         )
@@ -87,9 +98,8 @@ def register_version(
         if prev is not None:
             return int(prev[0])
         cur.execute(sql.SQL("SELECT COALESCE(MAX(version), 0) + 1 FROM {} WHERE pipeline = %s").format(
-            _t(spec, "model_versions")), (spec.name,))
+            registry_table(spec, "model_versions")), (spec.name,))
         version = int(cur.fetchone()[0])
-        from airtrain.artifacts import resolve_keys, sign
 
         signature = sign(resolve_keys(wh.artifact_keys), spec.name, version, artifact_sha256)
         cur.execute(
@@ -97,7 +107,7 @@ def register_version(
                 "INSERT INTO {} (pipeline, version, run_id, estimator, params, metrics, lineage, artifact, "
                 "artifact_sha256, artifact_format, artifact_signature, spec_text) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(_t(spec, "model_versions")),
+            ).format(registry_table(spec, "model_versions")),
             (spec.name, version, run_id, estimator, json.dumps(params, default=str),
              json.dumps(metrics or {}, default=str), json.dumps(lineage, default=str), artifact,
              artifact_sha256, artifact_format, signature, spec_text),
@@ -110,7 +120,7 @@ def update_metrics(wh: Warehouse, spec: PipelineSpec, version: int, metrics: dic
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("UPDATE {} SET metrics = COALESCE(metrics, '{{}}'::jsonb) || %s::jsonb "
-                    "WHERE pipeline = %s AND version = %s").format(_t(spec, "model_versions")),
+                    "WHERE pipeline = %s AND version = %s").format(registry_table(spec, "model_versions")),
             (json.dumps(metrics, default=str), spec.name, version),
         )
         if cur.rowcount != 1:
@@ -118,12 +128,10 @@ def update_metrics(wh: Warehouse, spec: PipelineSpec, version: int, metrics: dic
 
 
 def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion:
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT {} FROM {} WHERE pipeline = %s AND version = %s").format(
-                sql.SQL(_COLS), _t(spec, "model_versions")), (spec.name, version))
+                sql.SQL(_COLS), registry_table(spec, "model_versions")), (spec.name, version))
             row = cur.fetchone()
     except psycopg2.errors.UndefinedTable:
         row = None  # the registry was never created: no version exists
@@ -136,18 +144,16 @@ def get_version(wh: Warehouse, spec: PipelineSpec, version: int) -> ModelVersion
 def list_versions(wh: Warehouse, spec: PipelineSpec) -> list[ModelVersion]:
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT {} FROM {} WHERE pipeline = %s ORDER BY version").format(
-            sql.SQL(_COLS), _t(spec, "model_versions")), (spec.name,))
+            sql.SQL(_COLS), registry_table(spec, "model_versions")), (spec.name,))
         return [_row_to_version(r) for r in cur.fetchall()]
 
 
 def load_artifact(wh: Warehouse, spec: PipelineSpec, version: int) -> Any:
     """Load a version's model after verifying its signature, checksum, library versions and types."""
-    from airtrain.artifacts import load_model, resolve_keys, verify_signature
-
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT artifact, artifact_sha256, lineage, artifact_signature FROM {} WHERE pipeline = %s "
-                    "AND version = %s").format(_t(spec, "model_versions")), (spec.name, version))
+                    "AND version = %s").format(registry_table(spec, "model_versions")), (spec.name, version))
         row = cur.fetchone()
     if row is None:
         raise RegistryError(f"{spec.name} has no model version {version}")
@@ -162,8 +168,6 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
     For enabling signing on a warehouse whose artifacts predate it, and for retiring an old key
     (re-sign, then drop the old key). It trusts the rows as they are now: run it only on a
     warehouse you trust. Each artifact's checksum is verified against its bytes first."""
-    from airtrain.artifacts import ArtifactSignatureError, resolve_keys, sha256, sign
-
     keys = resolve_keys(wh.artifact_keys)
     if not keys:
         raise ArtifactSignatureError("no artifact signing key configured: nothing to sign with")
@@ -172,13 +176,13 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
         xact_lock(cur, "registry", spec.name)
         cur.execute(sql.SQL("SELECT version, artifact, artifact_sha256 FROM {} WHERE pipeline = %s "
                             "AND (%s::int[] IS NULL OR version = ANY(%s::int[])) ORDER BY version").format(
-            _t(spec, "model_versions")), (spec.name, versions, versions))
+            registry_table(spec, "model_versions")), (spec.name, versions, versions))
         for version, data, sha in cur.fetchall():
             if sha256(bytes(data)) != sha:
                 raise ArtifactSignatureError(f"{spec.name} v{version}: the artifact does not match its checksum; "
                                              "not signing it")
             cur.execute(sql.SQL("UPDATE {} SET artifact_signature = %s WHERE pipeline = %s AND version = %s").format(
-                _t(spec, "model_versions")), (sign(keys, spec.name, version, sha), spec.name, version))
+                registry_table(spec, "model_versions")), (sign(keys, spec.name, version, sha), spec.name, version))
             done.append(int(version))
     return done
 
@@ -186,8 +190,6 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
 def version_text(wh: Warehouse, spec: PipelineSpec, version: int) -> str | None:
     """The spec text stored with ``version`` (None: not stored - a version older than that, or a
     warehouse not migrated since specs were stored with versions)."""
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT spec_text FROM {} WHERE pipeline = %s AND version = %s").format(
@@ -203,16 +205,18 @@ def version_spec(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, A
     text = version_text(wh, spec, version)
     data = yaml.safe_load(text) if text else None
     return data if isinstance(data, dict) else None
+
+
 def live_versions(cur: Any, spec: PipelineSpec) -> dict[int, str]:
     """The versions that score now or will without a new decision: the champion and a running
     canary's candidate ({version: role})."""
     reg = spec.warehouse.registry_schema
     out: dict[int, str] = {}
-    if _exists(cur, reg, "rollouts"):
+    if table_exists(cur, reg, "rollouts"):
         cur.execute(sql.SQL("SELECT candidate_version FROM {} WHERE pipeline = %s AND status = 'running'").format(
             ident(reg, "rollouts")), (spec.name,))
         out.update({int(r[0]): "canary candidate" for r in cur.fetchall()})
-    if _exists(cur, reg, "champions"):
+    if table_exists(cur, reg, "champions"):
         cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s").format(ident(reg, "champions")),
                     (spec.name,))
         out.update({int(r[0]): "champion" for r in cur.fetchall()})
@@ -241,5 +245,3 @@ def versions_needing(cur: Any, spec: PipelineSpec, columns: list[str]) -> dict[s
         if users:
             out[col] = users
     return out
-
-

@@ -5,20 +5,8 @@ rollout (``registry.rollouts``), so the assignment is stable across days and can
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
-import logging
-from dataclasses import asdict, dataclass
 from typing import Any
-
-from psycopg2 import sql
-
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
-
 
 ARMS = ("champion", "candidate")
 

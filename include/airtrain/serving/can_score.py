@@ -6,15 +6,14 @@ features table and has values on the date it will score.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any
 
-import yaml
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident
 from airtrain.errors import PermanentError
-from airtrain.spec import FeatureSpec, PipelineSpec
+from airtrain.registry.versions import model_inputs
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
+from airtrain.warehouse.ddl import DOC, column_types
 
 
 class VersionCannotScoreError(PermanentError, RuntimeError):
@@ -27,10 +26,10 @@ def score_problems(wh: Warehouse, spec: PipelineSpec, version: int, as_of: dt.da
     date) - without a single value in that date's rows."""
     fs, ft = spec.table("features")
     with wh.connect() as conn, conn.cursor() as cur:
-        inputs = _inputs(cur, spec, [version]).get(version)
+        inputs = model_inputs(cur, spec, [version]).get(version)
         if inputs is None:
             return []  # not recorded (a version made before lineage kept its inputs): nothing to check
-        have = _types(cur, fs, ft)
+        have = column_types(cur, fs, ft)
         problems = []
         for c in inputs:
             if c not in spec.feature_names:

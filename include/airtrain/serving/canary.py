@@ -5,18 +5,18 @@ the champion arm and the candidate arm each into their own stage table, publishe
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import logging
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident, xact_lock
-from airtrain.errors import PermanentError
-from airtrain.faults import failpoint
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
+from airtrain.registry import champions
+from airtrain.registry.rollouts import CanaryError, enabled, running
+from airtrain.serving import scoring
+from airtrain.serving.publish import publish as publish_date
+from airtrain.serving.target import ScoringTarget
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> dict[str, Any]:
@@ -24,16 +24,12 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> 
     while a canary runs and the date is not older than its start - the champion arm's, carrying the
     candidate arm's target under ``"canary"``. A date before the canary started (a backfill, a re-run)
     is scored by its champion alone."""
-    from dataclasses import replace
-
-    from airtrain import registry, scoring
-
     rollout = running(wh, spec) if enabled(spec) else None
     if rollout is not None and rollout.started_on is not None and as_of < rollout.started_on:
         rollout = None
     if rollout is None:
         return scoring.begin(wh, spec, as_of, "champion", run_id=run_id).as_dict()
-    champion = registry.champion_as_of(wh, spec, as_of)
+    champion = champions.champion_as_of(wh, spec, as_of)
     if champion != rollout.champion_version:
         raise CanaryError(f"rollout {rollout.id} runs against v{rollout.champion_version} but the champion is "
                           f"v{champion}; abort it (canary_action: abort) - nothing was scored")
@@ -50,11 +46,10 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> 
 def score_shard(wh: Warehouse, spec: PipelineSpec, target: dict[str, Any], *, run_id: str, shard: int,
                 shards: int) -> dict[str, Any]:
     """Score one shard of both arms (each into its own stage table)."""
-    from airtrain import scoring
 
     out: dict[str, Any] = {"shard": shard, "rows": 0, "arms": {}, "seconds": 0.0}
     for arm, t in (("champion", target), ("candidate", target["canary"]["candidate"])):
-        res = scoring.score_shard(wh, spec, scoring.ScoringTarget.from_dict(t), run_id=run_id, shard=shard,
+        res = scoring.score_shard(wh, spec, ScoringTarget.from_dict(t), run_id=run_id, shard=shard,
                                   shards=shards)
         out["arms"][arm] = int(res["rows"])
         out["rows"] += int(res["rows"])
@@ -65,14 +60,13 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: dict[str, Any], *, ru
 def publish(wh: Warehouse, spec: PipelineSpec, target: dict[str, Any], shard_results: list[dict[str, Any]] | None,
             *, run_id: str) -> dict[str, Any]:
     """Both arms' partitions of the date in ONE swap (other versions of the date are dropped)."""
-    from airtrain import scoring
 
     def expected(arm: str) -> int | None:
         return None if shard_results is None else sum(int(r["arms"][arm]) for r in shard_results)
 
-    main = scoring.ScoringTarget.from_dict(target)
-    cand = scoring.ScoringTarget.from_dict(target["canary"]["candidate"])
-    res = scoring.publish(wh, spec, main, expected("champion"), run_id=run_id,
+    main = ScoringTarget.from_dict(target)
+    cand = ScoringTarget.from_dict(target["canary"]["candidate"])
+    res = publish_date(wh, spec, main, expected("champion"), run_id=run_id,
                           companions=[(cand, expected("candidate"))])
     res["rollout_id"] = target["canary"]["rollout_id"]
     return res

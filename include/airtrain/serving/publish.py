@@ -6,23 +6,21 @@ one), orphan stage tables dropped, and whether a date is published (and by which
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg2.errors
 from psycopg2 import sql
 
-from airtrain import registry
-from airtrain.db import Warehouse, advisory_key, ident
-from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
-from airtrain.spec import PipelineSpec, check_identifier
+from airtrain.serving.target import ScoringError, ScoringTarget
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, advisory_key, ident
 
+log = logging.getLogger(__name__)
 
 #: how long one attempt of the partition swap waits for its lock (readers queue behind it meanwhile)
 SWAP_LOCK_TIMEOUT_MS = 1000
@@ -278,8 +276,6 @@ def _other_versions_of_date(cur: Any, target: ScoringTarget) -> list[str]:
 
 def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:
     """Whether champion predictions of ``day`` are published (the date's partition is attached)."""
-    import psycopg2.errors
-
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT 1 FROM {} WHERE as_of_date = %s LIMIT 1").format(
@@ -291,8 +287,6 @@ def is_published(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> bool:
 
 def published_by_run(wh: Warehouse, spec: PipelineSpec, day: dt.date, run_id: str) -> dict[str, Any] | None:
     """The champion predictions of ``day`` that run ``run_id`` published (version, rows), or None."""
-    import psycopg2.errors
-
     schema, table = spec.table("predictions")
     try:
         with wh.connect() as conn, conn.cursor() as cur:

@@ -23,89 +23,27 @@ version, run), so concurrent runs of one date never share one.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-import psycopg2.errors
 from psycopg2 import sql
 
-from airtrain import registry
-from airtrain.db import Warehouse, advisory_key, ident
-from airtrain.errors import PermanentError
+from airtrain.data.features import date_rows
+from airtrain.data.tables import feature_sql_type
 from airtrain.faults import failpoint
-from airtrain.spec import PipelineSpec, check_identifier
+from airtrain.model import explain
+from airtrain.model.evaluation import predict_scores
+from airtrain.registry import champions, versions
+from airtrain.serving.publish import publish
+from airtrain.serving.target import NoModelError, ScoringError, ScoringTarget, quoted, target_for
+from airtrain.spec import PipelineSpec
+from airtrain.warehouse.connection import Warehouse, ident
 
 log = logging.getLogger(__name__)
-
-
-class ScoringError(PermanentError, RuntimeError):
-    """Scoring was refused or failed; nothing was published."""
-
-
-class NoModelError(ScoringError):
-    """There is no model to score with (no champion yet, or no challenger)."""
-
-
-@dataclass(frozen=True)
-class ScoringTarget:
-    """Where one (date, model version) of predictions goes."""
-
-    schema: str
-    table: str  # the partitioned parent
-    stage: str  # the unattached stage table
-    partition: str  # the name the stage table gets when attached
-    as_of: dt.date
-    version: int
-    role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
-    shards: int = 1  # how many shards score it (decided once, by begin, from the date's rows)
-    rows: int | None = None  # the date's feature rows when begin counted them
-    # a canary arm (airtrain.canary): only the entities of ``arm`` under (salt, fraction) are scored
-    arm: str = ""
-    salt: str = ""
-    fraction: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "table": self.table, "stage": self.stage, "partition": self.partition,
-                "as_of": self.as_of.isoformat(), "version": self.version, "role": self.role,
-                "shards": self.shards, "rows": self.rows, "arm": self.arm, "salt": self.salt,
-                "fraction": self.fraction}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScoringTarget:
-        return cls(d["schema"], d["table"], d["stage"], d["partition"], dt.date.fromisoformat(d["as_of"]),
-                   int(d["version"]), str(d.get("role") or "champion"), int(d.get("shards") or 1),
-                   None if d.get("rows") is None else int(d["rows"]), str(d.get("arm") or ""),
-                   str(d.get("salt") or ""), float(d.get("fraction") or 0.0))
-
-    def arm_filter(self, key_sql: str) -> str:
-        """SQL text selecting this arm's entities ('' = every entity)."""
-        if not self.arm:
-            return ""
-        from airtrain.canary import arm_condition
-
-        return arm_condition(key_sql, self.salt, self.fraction, self.arm)
-
-
-def _q(*parts: str) -> str:
-    """Quote allow-listed identifiers for ADBC SQL text (check_identifier forbids quotes)."""
-    return ".".join(f'"{check_identifier(p)}"' for p in parts)
-
-
-def target_for(spec: PipelineSpec, as_of: dt.date, version: int, role: str = "champion", run_id: str = ""
-               ) -> ScoringTarget:
-    """Where ``version``'s predictions of ``as_of`` go. The stage table is named per run as well, so
-    two runs scoring the same date at once never write into (or drop) each other's stage."""
-    kind = "shadow_predictions" if role == "shadow" else "predictions"
-    schema, table = spec.table(kind)
-    suffix = f"p{as_of:%Y%m%d}_v{version}"
-    stage_hash = hashlib.blake2b(f"{table}/{suffix}/{run_id}".encode(), digest_size=4).hexdigest()
-    return ScoringTarget(schema, table, f"{table}_stage_{stage_hash}", f"{table}_{suffix}", as_of, version,
-                         "shadow" if role == "shadow" else "champion")
 
 
 def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, as_of: dt.date | None = None
@@ -116,7 +54,7 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, 
     ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
     if model is None or (isinstance(model, str) and not model.strip()):
         raise NoModelError(f"{spec.name}: no model version given (this run trained no challenger)")
-    champion = registry.champion_version(wh, spec)
+    champion = champions.champion_version(wh, spec)
     if model == "champion":
         if champion is None:
             raise NoModelError(
@@ -125,25 +63,23 @@ def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, 
             )
         if as_of is None:
             return champion
-        for_date = registry.champion_as_of(wh, spec, as_of)
+        for_date = champions.champion_as_of(wh, spec, as_of)
         if for_date is None:
             raise NoModelError(
                 f"{spec.name} had no champion for {as_of}: the first champion change is effective from "
-                f"{registry.first_effective_on(wh, spec)} (a model trained on later data never scores an earlier "
+                f"{champions.first_effective_on(wh, spec)} (a model trained on later data never scores an earlier "
                 "date; see registry.promotion_log.effective_on)")
         return for_date
     if model == "challenger":
-        versions = [v.version for v in registry.list_versions(wh, spec) if v.version != champion]
-        if not versions:
+        others = [v.version for v in versions.list_versions(wh, spec) if v.version != champion]
+        if not others:
             raise NoModelError(f"{spec.name} has no challenger (no version other than the champion)")
-        return max(versions)
+        return max(others)
     return int(model)
 
 
 def check_features_table(wh: Warehouse, spec: PipelineSpec) -> None:
     """Refuse to score when the features table lacks a spec column or has it with the wrong type."""
-    from airtrain.schema import feature_sql_type
-
     schema, table = spec.table("features")
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT column_name, data_type FROM information_schema.columns "
@@ -171,8 +107,8 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
     Shadow scoring of that champion itself is refused (:class:`NoModelError`): its predictions are in
     the champion table already (a challenger that was just promoted has no shadow)."""
     version = resolve_version(wh, spec, model, as_of)
-    registry.get_version(wh, spec, version)
-    if role == "shadow" and version == registry.champion_as_of(wh, spec, as_of):
+    versions.get_version(wh, spec, version)
+    if role == "shadow" and version == champions.champion_as_of(wh, spec, as_of):
         raise NoModelError(f"{spec.name} v{version} is the champion: its predictions are in "
                            f"{'.'.join(spec.table('predictions'))}, there is nothing to shadow")
     check_features_table(wh, spec)
@@ -205,30 +141,27 @@ def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, 
     if not isinstance(as_of, dt.date):
         raise TypeError("as_of must be a datetime.date")
     schema, table = spec.table("features")
-    cols = ", ".join(_q(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
-    where = f"{_q(spec.date_column)} = DATE '{as_of.isoformat()}'"
+    cols = ", ".join(quoted(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
+    where = f"{quoted(spec.date_column)} = DATE '{as_of.isoformat()}'"
     if shards > 1:
-        where += f" AND mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+        where += f" AND mod(abs(hashtext({quoted(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
     if arm_filter:  # a canary arm (built by airtrain.canary.arm_condition from our own values)
         where += f" AND {arm_filter}"
-    return f"SELECT {cols} FROM {_q(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
+    return f"SELECT {cols} FROM {quoted(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
 
 
 def _shard_delete(spec: PipelineSpec, target: ScoringTarget, shard: int, shards: int) -> str:
     """Remove this shard's rows from the stage table (left by an earlier attempt that committed)."""
     where = ""
     if shards > 1:
-        where = f" WHERE mod(abs(hashtext({_q(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
-    return f"DELETE FROM {_q(target.schema, target.stage)}{where}"  # noqa: S608 - allow-listed identifiers
+        where = f" WHERE mod(abs(hashtext({quoted(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+    return f"DELETE FROM {quoted(target.schema, target.stage)}{where}"  # noqa: S608 - allow-listed identifiers
 
 
 def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: int, run_id: str,
                         threshold: float, schema: Any) -> Iterator[Any]:
     import numpy as np
     import pyarrow as pa
-
-    from airtrain import explain
-    from airtrain.evaluation import predict_scores
 
     reference = None
     if spec.scoring.explain is not None:
@@ -278,7 +211,7 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
         raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
     t0 = time.monotonic()
     if model is None:
-        model = registry.load_artifact(wh, spec, target.version)
+        model = versions.load_artifact(wh, spec, target.version)
     key_type = pa.int64() if spec.entity_key_type == "int" else pa.string()
     schema = pa.schema([(spec.entity_key, key_type), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
                         ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string()),
@@ -292,7 +225,7 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
             # a retried shard replaces what an earlier attempt of it committed (never duplicates)
             wcur.execute(_shard_delete(spec, target, int(shard), int(shards)))
             rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards),
-                                        target.arm_filter(_q(spec.entity_key))))
+                                        target.arm_filter(quoted(spec.entity_key))))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,
                                           spec.evaluation.threshold, schema)
@@ -309,7 +242,7 @@ def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str
     """begin → every shard → publish, in one process (the DAG maps the shards instead)."""
     target = begin(wh, spec, as_of, model, role, run_id=run_id)
     try:
-        loaded = registry.load_artifact(wh, spec, target.version)
+        loaded = versions.load_artifact(wh, spec, target.version)
         parts = [score_shard(wh, spec, target, run_id=run_id, shard=s, shards=shards, model=loaded)
                  for s in range(shards)]
         return publish(wh, spec, target, sum(p["rows"] for p in parts), run_id=run_id)

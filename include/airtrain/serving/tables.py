@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg2 import sql
+
 from airtrain.data.tables import key_sql_type
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import ident
 from airtrain.warehouse.ddl import SchemaPart, SchemaReport, add_missing_columns, comment
-from psycopg2 import sql
 
 
 def table_columns(spec: PipelineSpec, kind: str) -> list[tuple[str, str]]:

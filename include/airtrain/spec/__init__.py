@@ -26,7 +26,15 @@ from airtrain.spec.loading import (
     spec_dir,
 )
 from airtrain.spec.monitoring import ColumnDrift, MonitoringSpec, TriggerRule
-from airtrain.spec.names import MAX_IDENT_BYTES, Ident, PipelineName, SourceName, SpecModel, check_identifier
+from airtrain.spec.names import (
+    MAX_IDENT_BYTES,
+    RESERVED_WORDS,
+    Ident,
+    PipelineName,
+    SourceName,
+    SpecModel,
+    check_identifier,
+)
 from airtrain.spec.pipeline import PipelineSpec
 from airtrain.spec.reference import spec_reference
 from airtrain.spec.release import PromotionSpec, RolloutSpec
@@ -62,7 +70,7 @@ from airtrain.spec.training import (
 from airtrain.spec.validation import FreshnessRule, RowCountRule, ValidationSpec
 
 __all__ = [
-    "BOOL_SPELLINGS", "BOUNDED_0_1", "DEFAULT_SPEC_DIR", "LOWER_IS_BETTER", "MAX_IDENT_BYTES", "TARGET_UNITS",
+    "BOOL_SPELLINGS", "BOUNDED_0_1", "DEFAULT_SPEC_DIR", "LOWER_IS_BETTER", "MAX_IDENT_BYTES", "RESERVED_WORDS", "TARGET_UNITS",
     "AlertsSpec", "ClassificationMetric", "ColumnDrift", "EvaluationSpec", "ExplainSpec", "FairnessGateSpec",
     "FairnessMetric", "FairnessMonitorSpec", "FairnessSpec", "FeatureSpec", "FeatureType", "FilesSource",
     "FreshnessRule", "GateSpec", "Ident", "LabelsSpec", "Metric", "MonitoringSpec", "PipelineName", "PipelineSpec",

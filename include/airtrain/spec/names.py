@@ -24,7 +24,7 @@ MAX_IDENT_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 
 # Words Postgres reserves (cannot be used unquoted as table/column names). We always quote
 # identifiers with psycopg2.sql.Identifier, but refusing them keeps hand-written SQL safe too.
-_RESERVED = frozenset(
+RESERVED_WORDS = frozenset(
     """all analyse analyze and any array as asc asymmetric both case cast check collate column
     constraint create current_catalog current_date current_role current_time current_timestamp
     current_user default deferrable desc distinct do else end except false fetch for foreign from
@@ -47,7 +47,7 @@ def check_identifier(value: str) -> str:
             f"{value!r} is {len(value.encode())} bytes; PostgreSQL identifiers are at most "
             f"{MAX_IDENT_BYTES} bytes, so shorten it"
         )
-    if value in _RESERVED:
+    if value in RESERVED_WORDS:
         raise ValueError(f"{value!r} is a reserved SQL word; pick another name (e.g. '{value}_')")
     return value
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -73,8 +74,6 @@ class ScheduleSpec(SpecModel):
         if self.first_date and self.last_date and self.first_date > self.last_date:
             raise ValueError(f"first_date ({self.first_date}) is after last_date ({self.last_date}); swap them")
         try:
-            import zoneinfo
-
             zoneinfo.ZoneInfo(self.timezone)
         except Exception as exc:  # noqa: BLE001 - re-raised as a readable message
             raise ValueError(f"unknown timezone {self.timezone!r} (use an IANA name like 'UTC')") from exc

@@ -18,9 +18,10 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
+
 from airtrain.spec.names import check_identifier
 from airtrain.warehouse.redaction import redact, redact_exception, remember_secret, uri_password
-from psycopg2 import sql
 
 
 def ident(*parts: str) -> sql.Identifier:

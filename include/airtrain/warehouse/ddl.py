@@ -28,12 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2 import sql
+
 from airtrain import __version__
 from airtrain.errors import PermanentError
 from airtrain.spec import PipelineSpec, spec_hash
 from airtrain.warehouse import roles
 from airtrain.warehouse.connection import Warehouse, ident, xact_lock
-from psycopg2 import sql
 
 #: the command that brings a warehouse up to date (named in every "schema behind" error)
 MIGRATE_COMMAND = "airtrain migrate   (WAREHOUSE_URL=<warehouse URL>; or: python -m airtrain.migrate)"

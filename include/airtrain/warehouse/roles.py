@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg2.extensions
+from psycopg2 import sql
+
 from airtrain.spec import check_identifier
 from airtrain.warehouse.connection import Warehouse, ident, xact_lock
-from psycopg2 import sql
 
 
 def grant_reader(cur: Any, role: str, schemas: list[str], tables: list[tuple[str, str]]) -> list[str]:
