@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airtrain.db import Warehouse
+from airtrain.warehouse import Warehouse
 
 
 class WarehouseHook(PostgresHook):
@@ -26,7 +26,7 @@ def artifact_keys() -> tuple[tuple[str, bytes], ...]:
     secrets backend - never the warehouse. Empty when unset (the core then reads
     ``$AIRTRAIN_ARTIFACT_SECRET_KEYS``)."""
     from airflow.sdk import Variable
-    from airtrain.artifacts import parse_keys
+    from airtrain.model.artifacts import parse_keys
 
     return parse_keys(Variable.get("airtrain_artifact_secret_keys", default=None))
 

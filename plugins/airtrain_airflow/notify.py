@@ -23,7 +23,7 @@ log = logging.getLogger("airtrain.alerts")
 
 
 def _redact(text: str) -> str:
-    from airtrain.db import redact_text
+    from airtrain.warehouse import redact_text
 
     return redact_text(text)
 
@@ -41,14 +41,14 @@ def _redact_value(value: Any) -> Any:
 
 def send_alert(pipeline: str, event: str, message: str, details: dict[str, Any] | None = None) -> list[str]:
     """Log the alert and send it to every configured channel. Returns the channels that got it."""
-    from airtrain_airflow.runtime import spec_for
+    from airtrain.spec import load_spec, spec_dir
 
     message = _redact(message)
     details = _redact_value(json.loads(json.dumps(details or {}, default=str)))
     log.warning("ALERT [%s] %s: %s", pipeline, event, message)
     sent = ["log"]
     try:
-        alerts = spec_for(pipeline).alerts
+        alerts = load_spec(spec_dir() / f"{pipeline}.yaml").alerts
     except Exception as exc:  # noqa: BLE001 - an alert must not fail because the spec broke
         log.error("alerts for %s: cannot read the spec (%s); logged only", pipeline, _redact(str(exc)))
         return sent

@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from airtrain.data.labels import load_labels
 from airtrain.model.evaluation import compute_metrics
-from airtrain.registry import status
+from airtrain.registry import rollouts, status
 from airtrain.registry.release import graduate
 from airtrain.registry.rollouts import Rollout, abort, running
 from airtrain.serving.arms import ARMS
@@ -194,3 +194,20 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
         abort(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of)
     out["applied"] = True
     return out
+
+
+def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest rollouts, running ones first (:func:`airtrain.registry.rollouts.list_rollouts`), each with
+    its newest row of ``monitoring.canary_evaluations`` (``last_check``, or None) - for the UI page."""
+    rows = rollouts.list_rollouts(wh, spec, limit)
+    if not rows:
+        return rows
+    with wh.connect() as conn, conn.cursor() as cur:
+        for r in rows:
+            cur.execute(sql.SQL(
+                "SELECT evaluated_on, n_candidate, n_champion, diff, ci_low, ci_high, decision FROM {} "
+                "WHERE pipeline = %s AND rollout_id = %s ORDER BY evaluated_on DESC LIMIT 1").format(
+                ident(spec.warehouse.monitoring_schema, "canary_evaluations")), (spec.name, r["id"]))
+            last = cur.fetchone()
+            r["last_check"] = dict(zip([d[0] for d in cur.description], last, strict=True)) if last else None
+    return rows

@@ -38,7 +38,7 @@ from psycopg2 import sql
 from airtrain.errors import PermanentError
 from airtrain.registry.versions import registry_table
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, ident, xact_lock
+from airtrain.warehouse.connection import Warehouse, xact_lock
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,8 @@ def running(wh: Warehouse, spec: PipelineSpec, cur: Any = None) -> Rollout | Non
     return row_to_rollout(r) if r else None
 
 
-def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20, *, with_last_check: bool = False
-                  ) -> list[dict[str, Any]]:
-    """The newest rollouts, running ones first (UI page, readers); ``with_last_check``: each with its
-    newest row of ``monitoring.canary_evaluations`` (``last_check``, or None)."""
-
+def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest rollouts, running ones first (UI page, readers)."""
     try:
         with wh.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL(
@@ -117,16 +114,7 @@ def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20, *, with_la
                 "reason, decided_by, run_id, decided_run_id FROM {} WHERE pipeline = %s "
                 "ORDER BY status = 'running' DESC, id DESC LIMIT %s").format(registry_table(spec, "rollouts")), (spec.name, limit))
             cols = [d[0] for d in cur.description]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-            if with_last_check:
-                for r in rows:
-                    cur.execute(sql.SQL(
-                        "SELECT evaluated_on, n_candidate, n_champion, diff, ci_low, ci_high, decision FROM {} "
-                        "WHERE pipeline = %s AND rollout_id = %s ORDER BY evaluated_on DESC LIMIT 1").format(
-                        ident(spec.warehouse.monitoring_schema, "canary_evaluations")), (spec.name, r["id"]))
-                    last = cur.fetchone()
-                    r["last_check"] = dict(zip([d[0] for d in cur.description], last, strict=True)) if last else None
-            return rows
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     except psycopg2.errors.UndefinedTable:
         return []
 

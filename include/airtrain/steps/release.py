@@ -12,8 +12,8 @@ from typing import Any
 
 from airtrain.data import features
 from airtrain.model.gate import decide, fairness_checks, refused, with_checks
-from airtrain.registry import cards, champions, release, status, versions
-from airtrain.serving.can_score import require_can_score
+from airtrain.registry import approvals, cards, champions, release, status, versions
+from airtrain.serving.can_score import require_can_score, score_problems
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse
 
@@ -237,3 +237,64 @@ def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, ac
     for v in {version, res.get("from_version")} - {None}:
         _refresh_card(wh, spec, int(v))
     return {"action": "rollback", **res}
+
+
+#: ``expected_champion`` of a rollback planned against no particular champion (no compare-and-swap)
+ANY_CHAMPION = champions.ANY_CHAMPION
+
+
+def rollback_expectation(wh: Warehouse, spec: PipelineSpec, version: int) -> tuple[dict[str, Any], list[str]]:
+    """The champion a rollback to ``version`` is planned against (``expected_champion``: the rollback is a
+    compare-and-swap on it), or why it is refused (an unknown version)."""
+    try:
+        versions.get_version(wh, spec, version)
+    except versions.RegistryError as exc:
+        return {}, [str(exc)]
+    return {"expected_champion": champions.champion_version(wh, spec)}, []
+
+
+def rollback_problems(wh: Warehouse, spec: PipelineSpec, version: int, as_of: dt.date | None) -> list[str]:
+    """Why ``version`` cannot score under the current spec on ``as_of`` (the run's parameter check)."""
+    return [f"rollback_version {version} cannot score under the current spec: {why}"
+            for why in score_problems(wh, spec, version, as_of)]
+
+
+def approval_request(wh: Warehouse, spec: PipelineSpec, run_id: str, evaluation: dict[str, Any],
+                     promotion: dict[str, Any], links: dict[str, str]) -> str:
+    """The Markdown shown to the approver: metrics against the champion, the gate's checks, the primary
+    metric per slice, links to the reports."""
+    gate = {"passed": promotion.get("gate_passed"), "checks": promotion.get("checks", [])}
+    return approvals.approval_body(spec, evaluation, gate, approvals.slice_metrics(wh, spec, run_id), links)
+
+
+def decision_from_response(chosen: list[str], responded_by: dict[str, Any] | None,
+                           params_input: dict[str, Any] | None) -> dict[str, Any]:
+    """approved / rejected / timed_out from a human-in-the-loop response."""
+    return approvals.decision_from_response(chosen, responded_by, params_input)
+
+
+def record_approval(wh: Warehouse, spec: PipelineSpec, *, run_id: str, version: int, champion_version: int | None,
+                    decision: dict[str, Any], responded_at: Any = None) -> None:
+    """Store a person's answer (or the timeout) to a promotion request in ``registry.approvals``."""
+    approvals.record_decision(wh, spec, run_id=run_id, version=version, champion_version=champion_version,
+                              decision=decision, responded_at=responded_at)
+
+
+def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
+                     run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None,
+                     triggered_by: str | None = None) -> dict[str, Any]:
+    """Promote the challenger a person approved (the same locked, logged path; approver and comment logged)."""
+    return approvals.promote_approved(wh, spec, promotion, evaluation, run_id=run_id, approver=approver,
+                                      comment=comment, as_of=as_of, triggered_by=triggered_by)
+
+
+def promotion_hold(wh: Warehouse, spec: PipelineSpec, action: str, *, actor: str, reason: str,
+                   run_id: str) -> dict[str, Any]:
+    """Hold or release automatic promotions of the pipeline (``registry.promotion_holds``)."""
+    return status.set_promotion_hold(wh, spec, action, actor=actor, reason=reason, run_id=run_id)
+
+
+def decide_canary(wh: Warehouse, spec: PipelineSpec, action: str, *, reason: str, actor: str, run_id: str,
+                  on: dt.date | None = None) -> dict[str, Any]:
+    """A person graduates or aborts the running canary (``canary_action`` with a reason)."""
+    return release.decide_manually(wh, spec, action, reason=reason, actor=actor, run_id=run_id, on=on)

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from airtrain.data.features import labeled_frame, last_labeled_date
-from airtrain.data.ingest import ingest_partition, read_partition
+from airtrain.data.ingest import (
+    ingest_partition,
+    landing_deadline,
+    missing_landing_files,
+    read_partition,
+    source_relpath,
+)
 from airtrain.data.labels import load_labels
 from airtrain.data.quarantine import passed_before, store_validation
 from airtrain.data.validation import validate_batch
@@ -26,11 +32,15 @@ from airtrain.model.artifacts import dump_model
 from airtrain.model.evaluation import evaluate as eval_model
 from airtrain.model.evaluation import predict_scores
 from airtrain.model.gate import fair_window, trained_window
+from airtrain.model.training import InsufficientDataError
 from airtrain.registry import cards, champions, evaluations, versions
 from airtrain.spec import PipelineSpec, hashing
 from airtrain.spec.hashing import spec_hash
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.reports import ReportStore, as_store
+
+__all__ = ["InsufficientDataError", "evaluate", "ingest", "landing_deadline", "missing_landing_files", "source_relpath",
+           "train", "training_as_of", "training_requested", "training_skipped", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -283,3 +293,23 @@ def explain_and_fairness(spec: PipelineSpec, models: dict[str, tuple[int, Any]],
         summary["excluded_groups"] = {a: r.excluded for a, r in whole.items() if r.excluded}
         out["fairness"] = summary
     return out
+
+
+def training_requested(spec: PipelineSpec, plan: dict[str, Any]) -> str | None:
+    """Why this run trains (None: it only ingests, validates and scores)."""
+    if spec.training.cadence == "daily":
+        return "training.cadence is daily"
+    if plan.get("force_train"):
+        return "force_train"
+    if (plan.get("trigger_reason") or "schedule") != "schedule":
+        return f"triggered: {plan['trigger_reason']}"
+    return None
+
+
+def training_skipped(wh: Warehouse, spec: PipelineSpec, plan: dict[str, Any]) -> str | None:
+    """Why this run does not train (None: it trains): ``training.cadence: on_trigger`` and a scheduled
+    run, once there is a champion (the first model is always trained)."""
+    if training_requested(spec, plan) is not None or champions.champion_version(wh, spec) is None:
+        return None
+    return ("not retraining: training.cadence is on_trigger and this is a scheduled run (the drift monitor "
+            "triggers retraining; or start a run with force_train)")

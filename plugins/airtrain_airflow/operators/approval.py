@@ -59,7 +59,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         return {k: v for k, v in super().serialized_params.items() if k in self.FORM}
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        from airtrain import release
+        from airtrain.steps import release
 
         from airtrain_airflow.runtime import record_approval
 
