@@ -55,10 +55,11 @@ def best_of(fn, n: int = 3) -> float:
 
 def measure(sizes: list[int]) -> list[dict]:
     import pandas as pd
-    from airtrain import explain, fairness, simulate, training
-    from airtrain.evaluation import evaluate, predict_scores
+    from airtrain import simulate
+    from airtrain.data.features import coerce_features
+    from airtrain.model import explain, fairness, training
+    from airtrain.model.evaluation import evaluate, predict_scores
     from airtrain.spec import load_spec
-    from airtrain.steps import coerce_features
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     start = dt.date(2026, 1, 1)
@@ -121,9 +122,10 @@ def write(results: list[dict]) -> None:
 def scoring_child(url: str, n: int, mode: str) -> dict:
     """Score one date of ``n`` rows with explanations ``mode`` ("off"/"on"), in its own process."""
     import psycopg2
-    from airtrain import registry, scoring
-    from airtrain.db import Warehouse
+    from airtrain.registry import champions
+    from airtrain.serving import scoring
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
     from run import AS_OF, _features_sql  # type: ignore[import-not-found]
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
@@ -141,7 +143,7 @@ def scoring_child(url: str, n: int, mode: str) -> dict:
             cur.execute(_features_sql(spec, n))
             cur.execute("VACUUM ANALYZE features.churn")
     t0 = time.perf_counter()
-    res = scoring.score_date(wh, spec, AS_OF, run_id=f"bench-{mode}", model=registry.champion_version(wh, spec),
+    res = scoring.score_date(wh, spec, AS_OF, run_id=f"bench-{mode}", model=champions.champion_version(wh, spec),
                              shards=1)
     seconds = time.perf_counter() - t0
     with conn.cursor() as cur:
@@ -156,10 +158,9 @@ def scoring_child(url: str, n: int, mode: str) -> dict:
 
 
 def measure_scoring(sizes: list[int]) -> list[dict]:
-    from airtrain import steps
-    from airtrain.db import Warehouse
-    from airtrain.schema import apply_schema
     from airtrain.spec import load_spec
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import Warehouse
     from airtrain_dev.localpg import LocalPostgres, free_port
     from bench_setup import train_champion  # type: ignore[import-not-found]
 
@@ -173,7 +174,7 @@ def measure_scoring(sizes: list[int]) -> list[dict]:
         spec = load_spec(ROOT / "include/pipelines/churn.yaml")
         wh = Warehouse(url)
         apply_schema(wh, spec)
-        train_champion(wh, spec, steps)
+        train_champion(wh, spec)
         for n in sizes:
             row: dict = {"rows": n}
             # side by side, same data, same server; small sizes alternate twice (best of 2: less noise)
@@ -185,7 +186,7 @@ def measure_scoring(sizes: list[int]) -> list[dict]:
                                           env={**os.environ, "PYTHONPATH": str(ROOT / "include"),
                                                "WAREHOUSE_URL": url})
                     if proc.returncode != 0:
-                        from airtrain.db import redact_text
+                        from airtrain.warehouse.redaction import redact_text
 
                         raise RuntimeError(redact_text(proc.stderr[-4000:]))
                     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])

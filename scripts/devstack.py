@@ -756,7 +756,7 @@ def deliver_landing(cfg: dict[str, str], env: dict[str, str]) -> None:
         deadline = time.monotonic() + 60
         while not tcp_ok("127.0.0.1", port) and time.monotonic() < deadline:
             time.sleep(0.5)
-    from airtrain.db import redact_text
+    from airtrain.warehouse.redaction import redact_text
 
     say(redact_text(f"delivering the demo's landing files to {env['AIRTRAIN_LANDING_URL']}"))
     dev = os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)
@@ -951,14 +951,14 @@ def _stream_demo(cmd: list[str], env: dict[str, str]) -> int:
 def redact(text: str) -> str:
     """``text`` safe to print: airtrain's one redaction function (URI passwords, key=value secrets, ...)
     plus every secret of this stack's .env it was told about (:func:`remember_secrets`)."""
-    from airtrain.db import redact_text
+    from airtrain.warehouse.redaction import redact_text
 
     return redact_text(text)
 
 
 def remember_secrets(cfg: dict[str, str]) -> None:
     """Make :func:`redact` mask the stack's secrets wherever they appear."""
-    from airtrain.db import remember_secret
+    from airtrain.warehouse.redaction import remember_secret
 
     for key, value in cfg.items():
         if key in GENERATED or any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "TOKEN")):

@@ -86,7 +86,7 @@ def test_a_failed_task_alerts_once_with_the_error_the_run_and_a_log_link(project
 
 def test_the_failure_alert_redacts_secrets_in_the_error(project, webhook):
     from airflow.sdk.exceptions import AirflowFailException
-    from airtrain.ingest import SourceFormatError
+    from airtrain.data.ingest import SourceFormatError
     from airtrain_airflow.notify import PipelineFailureNotifier
 
     _, received = webhook

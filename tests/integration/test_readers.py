@@ -23,7 +23,9 @@ from urllib.parse import urlsplit
 import psycopg2
 import psycopg2.errors
 import pytest
-from airtrain import invariants, registry, scoring
+from airtrain import invariants
+from airtrain.registry import champions
+from airtrain.serving import scoring
 
 from tests.integration.dagtest import ROOT, fetch, land_days, module_project
 
@@ -68,7 +70,7 @@ def test_the_shadow_holds_the_runs_own_challenger_one_version_per_date(runs):
         assert runs[run]["score_shadow"] == "success", runs[run]
     trained = fetch(p.warehouse, "SELECT version, run_id FROM registry.model_versions ORDER BY 1")
     assert [v for v, _ in trained] == [1, 2, 3], trained
-    assert registry.champion_version(p.warehouse, p.spec()) == 1
+    assert champions.champion_version(p.warehouse, p.spec()) == 1
     # run 2 shadowed yesterday with v2; run 3 (same date) with ITS challenger v3, replacing v2's rows
     assert versions_by_date(p, "churn_shadow") == {END: [3]}
     assert versions_by_date(p, "churn") == {END - dt.timedelta(days=1): [1], END: [1]}
@@ -196,7 +198,7 @@ def test_the_latest_view_never_empties_when_the_champion_changes(runs):
     before = latest(p)
     assert before and {r[2] for r in before} == {1}
     # a promotion: v2 is champion, but has not scored anything yet - readers keep v1's predictions
-    registry.promote(wh, spec, 2, action="force_promote", actor="test", reason="new champion", run_id="t1")
+    champions.promote(wh, spec, 2, action="force_promote", actor="test", reason="new champion", run_id="t1")
     assert latest(p) == before
     # v2 scores yesterday: its rows replace v1's of that date in the same swap (a date holds one
     # scoring: no entity is served the older version's score of it); one row per entity
@@ -207,7 +209,7 @@ def test_the_latest_view_never_empties_when_the_champion_changes(runs):
     assert {r[2] for r in after if r[1] < END} == {1}
     assert versions_by_date(p, "churn")[END] == [2]
     # a rollback to v1: v2's rows stay visible until v1 has re-scored, then v1's are the newest
-    registry.promote(wh, spec, 1, action="rollback", actor="test", reason="back to v1", run_id="t3")
+    champions.promote(wh, spec, 1, action="rollback", actor="test", reason="back to v1", run_id="t3")
     assert latest(p) == after
     scoring.score_date(wh, spec, END, run_id="t4")
     assert latest(p) == before and versions_by_date(p, "churn")[END] == [1]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-from airtrain.reports import ReportStore
-from airtrain.schema import apply_schema
 from airtrain.spec import load_specs
+from airtrain.steps.schema import apply_schema
+from airtrain.warehouse.reports import ReportStore
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ import traceback
 
 import psycopg2
 import pytest
-from airtrain.artifacts import ArtifactSignatureError, parse_keys
-from airtrain.db import Warehouse, redact_exception, redact_text
+from airtrain.model.artifacts import ArtifactSignatureError, parse_keys
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.redaction import redact_exception, redact_text
 
 SECRET = "Zq9-hunter2-SEEDED"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airtrain.reports import ReportNotFound, ReportStore, with_title
+from airtrain.warehouse.reports import ReportNotFound, ReportStore, with_title
 
 
 def test_save_then_read_replaces_and_stays_inside_the_root(tmp_path):
