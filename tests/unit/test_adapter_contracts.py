@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from airtrain.data.validation import ValidationResultError, _rules, _type_frame, gx_validate, parse_gx_results
+from airtrain.data.gx import ValidationResultError, _rules, gx_validate, parse_gx_results
+from airtrain.data.validation import _type_frame
 from airtrain.monitoring.drift import (
     METHOD_THRESHOLDS,
     PREDICTION,

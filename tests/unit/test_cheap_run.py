@@ -43,7 +43,7 @@ def test_skops_is_imported_without_its_warning_per_scipy_ufunc(code, ok):
 
 
 def test_great_expectations_is_imported_quietly():
-    from airtrain.data.validation import _gx
+    from airtrain.data.gx import _gx
 
     logging.getLogger("great_expectations").setLevel(logging.INFO)
     _gx()
