@@ -3,7 +3,7 @@
 
 For each size, in fresh subprocesses (so peak RSS is that measurement's):
 
-* **sampled** - :func:`airtrain.monitoring.run_check` as the monitor DAG runs it: count the window,
+* **sampled** - :func:`airtrain.monitoring.check.run_check` as the monitor DAG runs it: count the window,
   read a deterministic sample of ``monitoring.sample_rows`` (50,000) rows, score it with the
   champion, Evidently per-column drift + prediction drift, HTML report, metrics and decision
   written to PostgreSQL;
@@ -147,7 +147,7 @@ def write_report(path: Path, results: list[dict]) -> None:
     imp = [r["evidently_import_s"] for r in results]
     lines += [
         "",
-        "* **sampled**: `airtrain.monitoring.run_check` exactly as the `drift_check` task runs it — count the "
+        "* **sampled**: `airtrain.monitoring.check.run_check` exactly as the `drift_check` task runs it — count the "
         "window, read a deterministic sample (`ORDER BY md5(key|date) LIMIT monitoring.sample_rows`), score it with "
         "the champion, Evidently `ValueDrift` per feature + prediction drift, HTML report, metrics and decision "
         "written in one transaction.",

@@ -3,18 +3,18 @@
 Trains the demo spec's model (include/pipelines/churn.yaml: HistGradientBoosting, 9 features) on
 simulated days, then times on a holdout of N rows, in one process, side by side:
 
-* **evaluation** (baseline) - :func:`airtrain.evaluation.evaluate`: scores and metrics overall and
+* **evaluation** (baseline) - :func:`airtrain.model.evaluation.evaluate`: scores and metrics overall and
   per slice, what ``evaluate`` always did for one model;
-* **importance** - :func:`airtrain.explain.permutation_importances` on the seeded sample of
+* **importance** - :func:`airtrain.model.explain.permutation_importances` on the seeded sample of
   ``explain.importance_rows`` rows with ``explain.importance_repeats`` shuffles per feature;
-* **fairness** - scoring + :func:`airtrain.fairness.evaluate` (one fairlearn MetricFrame per
+* **fairness** - scoring + :func:`airtrain.model.fairness.evaluate` (one fairlearn MetricFrame per
   sensitive attribute, ``fairness.sensitive`` of the spec).
 
 The ``evaluate`` task does each once per model (challenger and, when there is one, the champion).
 Writes the table between the ``explain`` markers of docs/BENCHMARKS.md.
 
 Then **per-prediction explanations at scoring** (``scoring.explain``): on a throw-away PostgreSQL
-server, one date of N feature rows is scored end to end (:func:`airtrain.scoring.score_date`:
+server, one date of N feature rows is scored end to end (:func:`airtrain.serving.scoring.score_date`:
 features streamed out by ADBC, scored, ADBC COPY into the stage table, primary key, partition swap)
 with explanations off (the baseline) and on (``top_k`` of the churn spec), each in a fresh process
 (its peak RSS), side by side in the same run. Written between the ``explain_scoring`` markers.
@@ -99,7 +99,7 @@ def write(results: list[dict]) -> None:
         lines.append(f"| {r['rows']:,} | {r['evaluation']:.2f} | {r['importance']:.2f} | "
                      f"{r['importance'] / r['evaluation']:.1f}× | {r['fairness']:.2f} | "
                      f"{r['fairness'] / r['evaluation']:.1f}× |")
-    lines += ["", f"* **evaluation**: `airtrain.evaluation.evaluate` (scores, {len(spec.evaluation.metrics)} metrics "
+    lines += ["", f"* **evaluation**: `airtrain.model.evaluation.evaluate` (scores, {len(spec.evaluation.metrics)} metrics "
               f"overall and per slice of {spec.evaluation.slices}).",
               f"* **permutation importance**: `explain.importance_rows` = {spec.explain.importance_rows} sampled rows "
               f"× `explain.importance_repeats` = {spec.explain.importance_repeats} shuffles × each feature: a "
@@ -211,7 +211,7 @@ def write_scoring(results: list[dict]) -> None:
     lines = ["## Per-prediction explanations at scoring", "",
              f"Measured {dt.date.today()} on {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, one OpenMP thread (`python bench/explain.py`). One date of N rows "
-             "scored end to end by `airtrain.scoring.score_date` (ADBC read, HistGradientBoosting "
+             "scored end to end by `airtrain.serving.scoring.score_date` (ADBC read, HistGradientBoosting "
              f"`predict_proba`, ADBC COPY into the stage table, primary key, partition swap), one shard, with "
              f"`scoring.explain` off and on (`top_k: {k}`, baseline substitution over "
              f"{len(spec.model_feature_names)} model inputs), each in a fresh process, side by side on the same "

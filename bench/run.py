@@ -4,7 +4,7 @@ Every figure is measured in the same run, on the same throw-away PostgreSQL serv
 as rows/s and as a ratio to baselines measured right next to it:
 
 * write-back: the project's path (ADBC binary COPY into a stage table + primary key + partition
-  swap, :mod:`airtrain.scoring`) vs (a) ``pandas.DataFrame.to_sql`` of the same frame into an
+  swap, :mod:`airtrain.serving.scoring`) vs (a) ``pandas.DataFrame.to_sql`` of the same frame into an
   identically indexed table and (b) the server-side limit, ``INSERT ... SELECT`` of the same number
   of rows inside PostgreSQL into an identically indexed table;
 * end-to-end scoring: features streamed out, scored with a trained churn model, written back;

@@ -1,6 +1,6 @@
 """Deploy-time schema migration: ``airtrain migrate`` / ``python -m airtrain.migrate``.
 
-Applies every spec's warehouse DDL (:func:`airtrain.schema.apply_schema`: idempotent, additive,
+Applies every spec's warehouse DDL (:func:`airtrain.warehouse.ddl.apply_schema`: idempotent, additive,
 one locked transaction per pipeline) and records its fingerprint in
 ``registry.schema_migrations``. Run it at deploy (``make run`` and compose's ``airflow-init`` do)
 as a login that may create tables and roles; the daily runs then only verify the fingerprint and

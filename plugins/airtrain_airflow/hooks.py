@@ -7,7 +7,7 @@ from airtrain.warehouse import Warehouse
 
 
 class WarehouseHook(PostgresHook):
-    """A :class:`PostgresHook` that hands the core a :class:`airtrain.db.Warehouse`.
+    """A :class:`PostgresHook` that hands the core a :class:`airtrain.warehouse.Warehouse`.
 
     :param postgres_conn_id: the Airflow connection of the warehouse (the spec's
         ``warehouse.conn_id``; defined by ``AIRFLOW_CONN_<ID>`` or a secrets backend).

@@ -1,4 +1,4 @@
-"""No secret in any output: the one redaction function (``airtrain.db.redact_text``) and the error paths
+"""No secret in any output: the one redaction function (``airtrain.warehouse.redact_text``) and the error paths
 that print keys or connection strings without a database (the ones with one are in
 tests/integration/test_no_secret_in_output.py)."""
 

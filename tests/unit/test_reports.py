@@ -1,4 +1,4 @@
-"""The report store (airtrain.reports): the one place reports are written and read."""
+"""The report store (airtrain.warehouse.reports): the one place reports are written and read."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def _check_types(types: list[str], what: str) -> None:
     if untrusted:
         raise UntrustedArtifactError(
             f"{what} contains types that are not trusted: {untrusted}; refusing it (only skops' defaults and "
-            "airtrain.artifacts.TRUSTED_TYPES are loaded: if this is a scikit-learn type your estimator "
+            "airtrain.model.artifacts.TRUSTED_TYPES are loaded: if this is a scikit-learn type your estimator "
             "needs, review it and add its exact name there)")
 
 
@@ -195,7 +195,7 @@ def parse_keys(text: str | None) -> ArtifactKeys:
                                          "32 are needed (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         if any(k == kid for k, _ in keys):
             raise ArtifactSignatureError(f"artifact key id {kid!r} is configured twice")
-        remember_secret(secret)  # masked wherever it might be printed (airtrain.db.redact_text)
+        remember_secret(secret)  # masked wherever it might be printed (airtrain.warehouse.redact_text)
         keys.append((kid, secret.encode()))
     return tuple(keys)
 

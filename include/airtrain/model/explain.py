@@ -155,7 +155,7 @@ def reference_values(model: Any, cols: list[str]) -> dict[str, Any]:
     if missing:
         raise ExplainError(f"per-prediction explanations need the training reference of every model input, but "
                            f"the model's Pipeline has no fitted SimpleImputer for {missing} (a Pipeline built by "
-                           "airtrain.training.build_pipeline has one); remove scoring.explain or retrain")
+                           "airtrain.model.training.build_pipeline has one); remove scoring.explain or retrain")
     return {c: found[c] for c in cols}
 
 

@@ -169,7 +169,7 @@ def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any
                      run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None,
                      triggered_by: str | None = None) -> dict[str, Any]:
     """Apply an approved promotion through the same locked, logged path as an automatic one
-    (:func:`airtrain.registry.promote`), with the approver as actor (``user:<approver>``), their
+    (:func:`airtrain.registry.champions.promote`), with the approver as actor (``user:<approver>``), their
     comment in the reason and ``triggered_by`` (who started the run) beside it.
 
     Refused (nothing changes, the refusal is recorded in ``registry.approvals``) when the champion is no

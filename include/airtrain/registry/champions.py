@@ -7,7 +7,7 @@ Invariants (see docs/RELIABILITY.md):
 * every champion change writes exactly one ``registry.promotion_log`` row, in the same
   transaction; re-running a promotion that already happened changes nothing and logs nothing;
 * a model is only ever loaded after its artifact's sha256 matches the registry
-  (:func:`airtrain.artifacts.load_model`).
+  (:func:`airtrain.model.artifacts.load_model`).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def promote(
     of, a rejected version clears its rejection - both in this transaction (:func:`_status_changes`).
 
     A running canary (``registry.rollouts``) is closed in the same transaction: graduated when its
-    candidate became the champion, aborted otherwise (:func:`airtrain.canary.close_on_champion_change`;
+    candidate became the champion, aborted otherwise (:func:`airtrain.registry.rollouts.close_on_champion_change`;
     ``canary_decided_on`` is the date the decision is recorded for).
 
     ``effective_on``: the first partition date the change is for (:func:`champion_as_of`) - the run's

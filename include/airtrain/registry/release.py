@@ -36,7 +36,7 @@ def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, act
             as_of: dt.date | None = None, triggered_by: str | None = None) -> dict[str, Any]:
     """Release a promotable version: with ``rollout.strategy: canary`` (and a champion to compare
     with, and a gate-passed ``promote``) start a canary; otherwise make it the champion at once
-    (:func:`airtrain.registry.promote`: a forced promotion or the first model are never canaries)."""
+    (:func:`airtrain.registry.champions.promote`: a forced promotion or the first model are never canaries)."""
 
     if expected_champion is None:
         expected_champion = champions.ANY_CHAMPION
@@ -51,7 +51,7 @@ def release(wh: Warehouse, spec: PipelineSpec, version: int, *, action: str, act
 def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason: str, run_id: str,
           expected_champion: Any, newer_only: bool, as_of: dt.date | None) -> dict[str, Any]:
     """Make ``version`` the canary candidate: one transaction under the promotion lock, a
-    compare-and-swap on the champion (like :func:`airtrain.registry.promote`). Returns
+    compare-and-swap on the champion (like :func:`airtrain.registry.champions.promote`). Returns
     ``{"changed": False, "canary": "started" | "running" | "not_started", ...}``, or ``"refused"``."""
 
     r = spec.rollout

@@ -18,7 +18,7 @@ Lifecycle (one row per canary in ``registry.rollouts``):
   for lower-is-better metrics). Abort when its upper bound is < 0 (worse), graduate when its lower
   bound is > -margin, else wait; ``max_days`` without a decision aborts. Each evaluation is a row of
   ``monitoring.canary_evaluations``.
-* **graduate** - the candidate becomes the champion through :func:`airtrain.registry.promote` (the
+* **graduate** - the candidate becomes the champion through :func:`airtrain.registry.champions.promote` (the
   same locked, logged compare-and-swap); the rollout row is closed in the same transaction
   (:func:`close_on_champion_change`, also called for any other champion change - a forced promotion
   or a rollback aborts a running canary). **abort** - the rollout row is closed, the champion keeps
@@ -121,7 +121,7 @@ def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20) -> list[di
 
 def close_on_champion_change(cur: Any, spec: PipelineSpec, *, new_champion: int, action: str, actor: str,
                              reason: str, run_id: str, promotion_id: int, decided_on: dt.date | None = None) -> None:
-    """Inside :func:`airtrain.registry.promote`'s transaction: a running canary is graduated when its
+    """Inside :func:`airtrain.registry.champions.promote`'s transaction: a running canary is graduated when its
     candidate became the champion, aborted when any other version did (a forced promotion, a rollback)."""
     cur.execute("SELECT to_regclass(%s)", (f'"{spec.warehouse.registry_schema}"."rollouts"',))
     if cur.fetchone()[0] is None:

@@ -79,7 +79,7 @@ def register_version(
 
     Idempotent: training on the same data (``lineage['data_hash']``) with the same estimator, params,
     code version and model-shaping spec (``lineage['model_spec_sha256']``: features, types, rules,
-    target mapping, ...; :func:`airtrain.evolution.model_spec_sha256`) returns the version registered
+    target mapping, ...; :func:`airtrain.spec.model_spec_sha256`) returns the version registered
     before instead of a new one. ``spec_text``: the spec it was trained under, stored with it.
     """
     with wh.connect() as conn, conn.cursor() as cur:

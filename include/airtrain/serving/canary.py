@@ -20,7 +20,7 @@ from airtrain.warehouse.connection import Warehouse, ident
 
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> dict[str, Any]:
-    """The date's scoring target: the champion's for that date (as :func:`airtrain.scoring.begin`), or -
+    """The date's scoring target: the champion's for that date (as :func:`airtrain.serving.scoring.begin`), or -
     while a canary runs and the date is not older than its start - the champion arm's, carrying the
     candidate arm's target under ``"canary"``. A date before the canary started (a backfill, a re-run)
     is scored by its champion alone."""

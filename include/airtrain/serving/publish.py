@@ -100,7 +100,7 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
 
     ``companions`` (a canary's other arm: ``(target, expected_rows)`` of the same date) are swapped in
     the SAME transaction, and every other version's partition of the date is dropped, so the date
-    holds exactly one row per entity (:mod:`airtrain.canary`).
+    holds exactly one row per entity (:mod:`airtrain.serving.canary`).
 
     The swap waits at most ``lock_timeout_ms`` for its lock each attempt and retries with backoff
     (0.5 s doubling, at most 30 s apart) for up to ``max_wait_s``, so a long read delays the publish

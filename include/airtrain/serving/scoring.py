@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def resolve_version(wh: Warehouse, spec: PipelineSpec, model: str | int | None, as_of: dt.date | None = None
                     ) -> int:
     """'champion' → the champion (with ``as_of``: the champion *for that date*,
-    :func:`airtrain.registry.champion_as_of` - a re-run or backfill of an old date is scored by the
+    :func:`airtrain.registry.champions.champion_as_of` - a re-run or backfill of an old date is scored by the
     model that was live for it); 'challenger' → newest non-champion version; or a version number.
     ``None`` or ``""`` (e.g. the run trained no challenger) is :class:`NoModelError`."""
     if model is None or (isinstance(model, str) and not model.strip()):
@@ -103,7 +103,7 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
     """Check the model and the features, and create an empty stage table for (date, version, run).
     The target says how many shards score it (``scoring.rows_per_shard``: from the date's rows).
 
-    ``model="champion"`` is the champion for ``as_of`` (:func:`airtrain.registry.champion_as_of`).
+    ``model="champion"`` is the champion for ``as_of`` (:func:`airtrain.registry.champions.champion_as_of`).
     Shadow scoring of that champion itself is refused (:class:`NoModelError`): its predictions are in
     the champion table already (a challenger that was just promoted has no shadow)."""
     version = resolve_version(wh, spec, model, as_of)
@@ -145,7 +145,7 @@ def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, 
     where = f"{quoted(spec.date_column)} = DATE '{as_of.isoformat()}'"
     if shards > 1:
         where += f" AND mod(abs(hashtext({quoted(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
-    if arm_filter:  # a canary arm (built by airtrain.canary.arm_condition from our own values)
+    if arm_filter:  # a canary arm (built by airtrain.serving.arms.arm_condition from our own values)
         where += f" AND {arm_filter}"
     return f"SELECT {cols} FROM {quoted(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
 

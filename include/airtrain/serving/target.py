@@ -36,7 +36,7 @@ class ScoringTarget:
     role: str = "champion"  # "shadow": publishing replaces every other version's rows of the date
     shards: int = 1  # how many shards score it (decided once, by begin, from the date's rows)
     rows: int | None = None  # the date's feature rows when begin counted them
-    # a canary arm (airtrain.canary): only the entities of ``arm`` under (salt, fraction) are scored
+    # a canary arm (airtrain.serving.arms): only the entities of ``arm`` under (salt, fraction) are scored
     arm: str = ""
     salt: str = ""
     fraction: float = 0.0

@@ -25,7 +25,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
             approval_required: bool = False, as_of: dt.date | None = None) -> dict[str, Any]:
     """Apply the promotion gate; promote (one transaction, logged) when it passes or is forced -
     with ``rollout.strategy: canary`` a passed challenger becomes the canary candidate instead
-    (:func:`airtrain.canary.release`; ``as_of``: the date its canary starts scoring).
+    (:func:`airtrain.registry.release.release`; ``as_of``: the date its canary starts scoring).
 
     The decision recorded in ``model_versions.metrics['gate']`` is the real one: an out-of-order
     version, a version rejected by a rollback, or a comparison that could not be made fairly is
@@ -91,7 +91,7 @@ def promote(wh: Warehouse, spec: PipelineSpec, evaluation: dict[str, Any], *, ru
         log.warning(out["message"])
         return out
     if approval_required and passed and not force:
-        # promotion.approval: required - a person decides (airtrain.release.promote_approved)
+        # promotion.approval: required - a person decides (airtrain.registry.approvals.promote_approved)
         out.update(awaiting_approval=True, champion_version=evaluation.get("champion_version"),
                    message=f"version {version} passed the gate and waits for approval")
         _gate_outcome(wh, spec, version, run_id, "awaiting approval")
@@ -218,7 +218,7 @@ def rollback(wh: Warehouse, spec: PipelineSpec, version: int, *, run_id: str, ac
     (:class:`registry.RegistryError`, the reason stored in the version's ``metrics.rollback``).
     A version that cannot score under the current spec (a model input removed from it, or without
     values on ``as_of``, the date it re-scores: default the newest validated one) is refused before
-    the champion changes (:class:`airtrain.evolution.VersionCannotScoreError`). The rollback is effective
+    the champion changes (:class:`airtrain.serving.can_score.VersionCannotScoreError`). The rollback is effective
     for ``as_of`` and every later date (``registry.champion_as_of``)."""
 
     target = versions.get_version(wh, spec, version)

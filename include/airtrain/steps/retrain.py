@@ -70,7 +70,7 @@ def ingest(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str,
 def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: str, *, today: dt.date,
              reports_root: Path | ReportStore, on_stored: Any = None) -> list[dict[str, Any]]:
     """Validate each partition; store valid rows, quarantine, results and an HTML report
-    (:mod:`airtrain.reports`, kind ``validation``, id = the date).
+    (:mod:`airtrain.warehouse.reports`, kind ``validation``, id = the date).
 
     All partitions are validated and stored first; ``on_stored(summaries)`` is then called (the
     Airflow task records where the reports are, also for a blocked run); then, if any partition was
@@ -187,7 +187,7 @@ def _jsonable(obj: Any) -> Any:
 
 def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of: dt.date) -> dict[str, Any]:
     """Score the challenger on its time-based holdout and compare it with the champion on the SAME
-    rows - only rows the champion was not trained on (:func:`airtrain.gate.fair_window`); store both.
+    rows - only rows the champion was not trained on (:func:`airtrain.model.gate.fair_window`); store both.
 
     ``registry.evaluations`` holds the comparison the gate uses (both roles on the same days, overall
     and per slice); the challenger's metrics on its whole holdout go to ``model_versions.metrics``.

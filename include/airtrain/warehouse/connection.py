@@ -36,7 +36,7 @@ class Warehouse:
     uri: str
     application_name: str = "airtrain"
     #: artifact signing keys ((id, secret), ...; the first signs), from the Airflow layer's secret
-    #: store - never from the warehouse. Empty: ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (airtrain.artifacts)
+    #: store - never from the warehouse. Empty: ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (airtrain.model.artifacts)
     artifact_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
 """Human approval of a promotion, on Airflow's own human-in-the-loop operator (spec key
-``promotion.approval: required``; see :mod:`airtrain.release`)."""
+``promotion.approval: required``; see :mod:`airtrain.registry.approvals`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Waiting for landing files that may still arrive (see :func:`airtrain.ingest.landing_deadline`)."""
+"""Waiting for landing files that may still arrive (see :func:`airtrain.data.ingest.landing_deadline`)."""
 
 from __future__ import annotations
 
