@@ -154,7 +154,7 @@ def data_hash(df: pd.DataFrame, spec: PipelineSpec) -> str:
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # the repository (include/airtrain/model/training.py)
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
