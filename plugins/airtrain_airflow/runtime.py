@@ -4,7 +4,8 @@ A thin adapter: each function reads what the task's context holds (params, the p
 triggering asset events), calls one step of the core and turns its answer into Airflow's terms (a
 permanent error fails the task at once, ``{"skipped": why}`` skips it). Imported inside tasks only
 (never at DAG parse time). Every function returns a small JSON-able dict for XCom; data stays in the
-warehouse. Alerts go out through :mod:`airtrain_airflow.notify` after the step says they are due.
+warehouse. Alerts go out through :mod:`airtrain_airflow.notify` once the step says they are due, and are
+recorded as sent after they went out.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from airflow.sdk import get_current_context
 from airtrain.dates import resolve_partition
 from airtrain.spec import PipelineSpec, load_spec, spec_dir
 
+from airtrain_airflow import notify
 from airtrain_airflow.hooks import WarehouseHook
 from airtrain_airflow.links import report_url
-from airtrain_airflow.notify import send_alert
 from airtrain_airflow.storage import landing_root, report_store
 
 
@@ -170,23 +171,6 @@ def train(name: str, plan: dict[str, Any]) -> dict[str, Any]:
         raise AirflowSkipException(f"not retraining: {exc}") from exc
 
 
-def notify_decision(name: str, decision: dict[str, Any], *, failed: str | None = None) -> list[str]:
-    """Alert on a triggered retrain (or, with ``failed``, on a retrain that could not be
-    triggered); nothing to say otherwise."""
-    if not decision or not decision.get("trigger"):
-        return []
-    window = f"window {decision['window_start']}..{decision['window_end']}"
-    report = f"Report: {report_url(name, 'drift', decision.get('report_id'))}"
-    details = {k: decision.get(k) for k in (
-        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")}
-    if failed:
-        msg = (f"retrain trigger FAILED for {window}: {failed}. Drift: {decision['reason']}. The window is not "
-               f"in cooldown: the next window that drifts triggers again (or trigger the retrain by hand). {report}")
-        return send_alert(name, "retrain trigger failed", msg, {**details, "error": failed})
-    msg = f"retrain triggered for {window} (run {decision['retrain_run_id']}): {decision['reason']}. {report}"
-    return send_alert(name, "retrain triggered", msg, details)
-
-
 def fairness_alerts(name: str, decision: dict[str, Any]) -> list[str]:
     """Alert on each ``fairness.monitor`` breach of the checked windows that was not alerted yet, then
     record that it was (once per window and rule; a crash between the alert and its mark may repeat it)."""
@@ -208,14 +192,7 @@ def _fairness_alerts(name: str, window_end: dt.date) -> list[str]:
     wh = warehouse_for(spec)
     sent: list[str] = []
     for b in monitor.fairness_alerts_due(wh, spec, window_end):
-        msg = (f"fairness disparity past its threshold on realized labels (window ending {window_end}, champion "
-               f"v{b['model_version']}): {b['reason']}. Per group: {spec.warehouse.monitoring_schema}."
-               f"fairness_metrics (window_end {window_end}, attribute {b['attribute']}).")
-        details = {"window_end": str(window_end), "attribute": b["attribute"], "metric": b["metric"],
-                   "value": b["value"], "threshold": b["threshold"], "model_version": b["model_version"],
-                   "labeled_start": str(b["labeled_start"]), "labeled_end": str(b["labeled_end"]),
-                   "n_rows": b["n_rows"]}
-        sent += send_alert(name, "fairness disparity", msg, details)
+        sent += notify.fairness_breach(name, spec.warehouse.monitoring_schema, window_end, b)
         monitor.mark_fairness_alerted(wh, spec, window_end, b["attribute"], b["metric"])
     return sent
 
@@ -241,11 +218,11 @@ def record_trigger(name: str, decision: dict[str, Any]) -> list[str]:
         error = (f"no run {run_id} of {spec.retrain_dag_id} exists: the trigger_retrain task did not create it "
                  "(see its log)")
         monitor.record_trigger(warehouse_for(spec), spec, window_end, run_id=None, error=error)
-        return notify_decision(name, decision, failed=error)
+        return notify.retrain_decision(name, decision, failed=error)
     wh = warehouse_for(spec)
     if not monitor.record_trigger(wh, spec, window_end, run_id=run_id):
         return []  # recorded and alerted before (a retry, or the window was checked again)
-    sent = notify_decision(name, decision)
+    sent = notify.retrain_decision(name, decision)
     monitor.mark_trigger_alerted(wh, spec, window_end)
     return sent
 
@@ -368,10 +345,7 @@ def alert_aborted_canaries(name: str) -> list[str]:
     wh = warehouse_for(spec)
     sent: list[str] = []
     for r in monitor.aborted_canaries_due(wh, spec):
-        msg = (f"canary of v{r['candidate_version']} aborted ({r['reason']}); the champion v{r['champion_version']} "
-               f"keeps every entity. Decided by {r['decided_by']} on {r['decided_on']}; per-day metrics: "
-               f"{spec.warehouse.monitoring_schema}.canary_evaluations (rollout_id = {r['id']}).")
-        sent += send_alert(name, "canary aborted", msg, {k: str(v) for k, v in r.items()})
+        sent += notify.canary_aborted(name, spec.warehouse.monitoring_schema, r)
         monitor.mark_canary_alerted(wh, spec, int(r["id"]))
     return sent
 

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain.data.tables import table_columns
 from airtrain.model import explain
 from airtrain.model.training import features_frame
 from airtrain.registry import champions, versions
 from airtrain.serving import scoring
+from airtrain.serving.tables import table_columns
 from airtrain.spec import parse_spec
 from airtrain.steps.schema import apply_schema, verify_schema
 from airtrain.warehouse.ddl import SchemaBehindError

@@ -1,6 +1,7 @@
-"""Releasing a model: which window the monitor checks after a publish, and human approval of a
-promotion (the decision log ``registry.approvals`` and the request body shown to the approver). Pure
-core: no Airflow import (the HITL operator in airtrain_airflow.operators.approval calls in here).
+"""Human approval of a promotion (``promotion.approval: required``): the request body shown to the
+approver, the decision log ``registry.approvals``, and applying an approved promotion through the same
+locked, logged path as an automatic one (the HITL operator in airtrain_airflow.operators.approval
+reaches it through :mod:`airtrain.steps.release`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The model registry in Postgres: versions with their artifact, one champion, an append-only log.
+"""The champion of each pipeline: the live one, the one of a date (point in time), and the one
+promotion path - a compare-and-swap in one transaction under an advisory lock, logged once.
 
 Invariants (see docs/RELIABILITY.md):
 * exactly one champion per pipeline at all times once a model was promoted (``registry.champions``
@@ -6,8 +7,8 @@ Invariants (see docs/RELIABILITY.md):
   an advisory lock, so readers see the old or the new champion, never none);
 * every champion change writes exactly one ``registry.promotion_log`` row, in the same
   transaction; re-running a promotion that already happened changes nothing and logs nothing;
-* a model is only ever loaded after its artifact's sha256 matches the registry
-  (:func:`airtrain.model.artifacts.load_model`).
+* a running canary is closed in the same transaction (graduated when its candidate became the
+  champion, aborted otherwise: :func:`airtrain.registry.rollouts.close_on_champion_change`).
 """
 
 from __future__ import annotations

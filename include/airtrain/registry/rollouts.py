@@ -1,28 +1,14 @@
-"""Canary rollout in batch scoring (spec key ``rollout.strategy: canary``). Pure core: no Airflow import.
+"""Canary rollout records (spec key ``rollout.strategy: canary``): one row per canary in
+``registry.rollouts``.
 
-Lifecycle (one row per canary in ``registry.rollouts``):
-
-* **start** - a challenger that passed the gate (and the approval, if required) becomes the
-  *candidate* instead of the champion (:func:`release`): a ``running`` row written under the same
-  advisory lock as a champion change, as a compare-and-swap on the champion the challenger was
-  evaluated against. At most one canary runs per pipeline (a unique partial index): another
-  challenger that passes while one runs is logged as ``not_started`` (with the reason) and is not
-  started - the running canary is decided first.
-* **scoring** - :func:`arm_of` / :func:`arm_condition`: md5 of ``<salt>:<entity key>``, first 32 bits,
-  below ``fraction * 2**32`` → ``candidate``; else ``champion``. The salt is stored with the rollout,
-  so the assignment is stable across days and can be recomputed from the log. Both arms are written to
-  the predictions table (one partition per arm and date, column ``arm``) and published in ONE swap.
-* **decision** - :func:`evaluate` (the monitor, daily): per arm, the realized primary metric on the
-  labeled rows of the days both arms scored since the start; a seeded bootstrap (each arm resampled
-  within itself) gives a confidence interval of the *improvement* (candidate - champion, sign flipped
-  for lower-is-better metrics). Abort when its upper bound is < 0 (worse), graduate when its lower
-  bound is > -margin, else wait; ``max_days`` without a decision aborts. Each evaluation is a row of
-  ``monitoring.canary_evaluations``.
-* **graduate** - the candidate becomes the champion through :func:`airtrain.registry.champions.promote` (the
-  same locked, logged compare-and-swap); the rollout row is closed in the same transaction
-  (:func:`close_on_champion_change`, also called for any other champion change - a forced promotion
-  or a rollback aborts a running canary). **abort** - the rollout row is closed, the champion keeps
-  every entity.
+Lifecycle: a challenger that passed the gate becomes the *candidate* (``running``;
+:func:`airtrain.registry.release.start`, under the promotion lock; at most one runs per pipeline - a
+unique partial index - another that passes meanwhile is logged ``not_started``); both arms are scored
+(:mod:`airtrain.serving.canary`, arms by :mod:`airtrain.serving.arms`); the monitor decides
+(:mod:`airtrain.monitoring.canary`) and the candidate graduates through the champions' compare-and-swap
+(:func:`airtrain.registry.release.graduate`) or is aborted (:func:`abort`). Any champion change closes
+a running canary in its own transaction (:func:`close_on_champion_change`, called by
+:func:`airtrain.registry.champions.promote`): that is why the records live in the registry.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The retraining lifecycle as plain functions, one per DAG task: prepare → ingest → validate →
-train → evaluate → promote (or roll back).
+"""The retrain DAG's steps up to a registered, evaluated challenger: ingest → validate → train →
+evaluate.
 
-Each step reads what it needs from the warehouse, calls the pure modules (validation, training,
-evaluation, gate, artifacts), writes its results back in one transaction keyed by the partition
-(so a re-run replaces, never duplicates) and returns a small JSON-able dict for XCom. No Airflow
-import here: the Airflow tasks (plugins/airtrain_airflow/runtime.py) only pass the context in.
+Each step reads what it needs from the warehouse, calls the stages (data: ingest, validation,
+quarantine, labels; model: training, evaluation, explain, fairness, artifacts; registry: versions,
+evaluations, cards), writes its results back in one transaction keyed by the partition (so a re-run
+replaces, never duplicates) and returns a small JSON-able dict for XCom.
 """
 
 from __future__ import annotations

@@ -18,9 +18,11 @@ from airtrain.warehouse import ddl
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.ddl import SchemaBehindError, SchemaPlan, SchemaReport, SpecChangeError
 
-#: every package that owns tables, in the order their DDL runs (the registry first: the append-only
-#: trigger function and the champions' foreign key live there; the reader role is granted last)
-PARTS = (registry_tables.PART, data_tables.PART, serving_tables.PART, monitoring_tables.PART)
+#: every package that owns tables, in the order their plans and DDL run: the data tables' type changes and
+#: removed features are planned first, so that the registry can refuse removing a feature a live version
+#: needs and the monitoring part can widen the reference like the features table; the reader role is
+#: granted after all of them
+PARTS = (data_tables.PART, registry_tables.PART, serving_tables.PART, monitoring_tables.PART)
 
 __all__ = ["PARTS", "SchemaBehindError", "SchemaPlan", "SchemaReport", "SpecChangeError", "apply_schema",
            "auto_migrate_enabled", "pending", "prepare", "schema_fingerprint", "verify_schema"]
