@@ -1134,7 +1134,7 @@ KEY_DOCS: dict[str, str] = {
     'scoring.explain': 'Optional: per-prediction explanations. Each scored row gets the top_k raw features '
                        'that moved its score most, in the prediction tables\' columns `explain_features` '
                        '(text[]) and `explain_contributions` (double precision[], same order). Unset: no '
-                       'columns, no cost. See README "Per-prediction explanations".',
+                       'columns, no cost. See docs/SQL.md "Per-prediction explanations".',
     'scoring.explain.top_k': 'Features per row, largest absolute contribution first (at most the number of model inputs).',
     'scoring.explain.method': '`baseline_substitution`: contribution of a feature = score of the row minus the '
                               'score with that feature set to its training reference (the median / most frequent '
