@@ -207,9 +207,9 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
     assert [(p["action"], p["actor"], p["to_version"]) for p in card["promotions"]] == [("promote", "user:bob", new)]
     assert [(g["run_id"], g["outcome"]) for g in card["gate_decisions"]] == [(dr.run_id, "promoted (approved by bob)")]
     assert cards.read(project.warehouse, project.spec(), before)["is_champion"] is False
-    # item 8: the README's query for approved promotions returns the approved one only (not the bootstrap's
+    # item 8: docs/RELEASING.md's query for approved promotions returns the approved one only (not the bootstrap's
     # forced promotion, nor the gate's); the approver is the actor, who started the run is beside it
-    assert [r[1:4] for r in fetch(project.warehouse, _readme_query("-- approved promotions"))] == [
+    assert [r[1:4] for r in fetch(project.warehouse, _doc_query("-- approved promotions"))] == [
         (before, new, "user:bob")]
     assert fetch(project.warehouse, "SELECT triggered_by FROM registry.promotion_log ORDER BY id DESC LIMIT 1") == [
         ("user:dag_test",)]
@@ -219,11 +219,11 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
     assert not problems, "\n".join(problems)
 
 
-def _readme_query(comment: str) -> str:
-    """The SQL statement under ``comment`` in README.md."""
+def _doc_query(comment: str) -> str:
+    """The SQL statement under ``comment`` in docs/RELEASING.md."""
     from tests.integration.dagtest import ROOT
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "RELEASING.md").read_text()
     tail = text[text.index(comment):].split("\n", 1)[1]
     return tail[:tail.index(";")]
 

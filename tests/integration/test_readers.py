@@ -1,8 +1,9 @@
 """What readers of the warehouse see: the latest-predictions view through champion changes, one
-shadow version per date, and an analyst's read-only login running every query of the README.
+shadow version per date, and an analyst's read-only login running every query of docs/SQL.md and
+every other documentation page.
 
-One module-scoped project (real dag.test() runs, real PostgreSQL), dated so that the README's
-``current_date - 1`` is its last scored day:
+One module-scoped project (real dag.test() runs, real PostgreSQL), dated so that the documented
+queries' ``current_date - 1`` is its last scored day:
 
 * run 1 - a range ending the day before yesterday; its challenger v1 is force-promoted (the gate
   of this module refuses every model on its own, so later challengers stay challengers);
@@ -31,7 +32,7 @@ from tests.integration.dagtest import ROOT, fetch, land_days, module_project
 
 pytestmark = pytest.mark.integration
 
-END = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the README's queries ask for current_date - 1
+END = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the documented queries ask for current_date - 1
 DAYS = 12
 START = END - dt.timedelta(days=DAYS - 1)
 ROWS = 300
@@ -80,21 +81,35 @@ def test_the_shadow_holds_the_runs_own_challenger_one_version_per_date(runs):
 
 
 # ---------------------------------------------------------------------------------------------
-# the README's SQL, run by an analyst's login
+# the documented SQL, run by an analyst's login
 # ---------------------------------------------------------------------------------------------
 
 OWNER_ONLY = re.compile(r"\bquarantine\.")  # quarantined rows are raw data as received: owner only
+#: on the other pages also the registry's versions (the model artifacts), which docs/SQL.md says the
+#: reader cannot read
+OWNER_ONLY_ELSEWHERE = re.compile(r"\bquarantine\.|\bregistry\.model_versions\b")
+SQL_PAGE = ROOT / "docs" / "SQL.md"
 
 
-def readme_queries() -> list[str]:
-    """Every SQL statement of README.md's "Reading the tables with SQL" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Reading the tables with SQL", 1)[1].split("\n## ", 1)[0]
+def doc_queries(page) -> list[str]:
+    """Every SQL statement of a documentation page's ```sql blocks."""
     statements = []
-    for block in re.findall(r"```sql\n(.*?)```", section, flags=re.S):
+    for block in re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S):
         body = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
         statements += [s.strip() for s in body.split(";") if s.strip()]
     return statements
+
+
+def other_pages_queries() -> dict[str, list[str]]:
+    """The SQL of every other page (README.md, docs/*.md), by page."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return {page.name: q for page in pages if page != SQL_PAGE and (q := doc_queries(page))}
+
+
+def run_as_owner(p, query: str) -> list[tuple]:
+    with p.warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(query)  # no parameters: a documented query's % and ? are SQL, not placeholders
+        return cur.fetchall()
 
 
 def login_url(uri: str, name: str, password: str) -> str:
@@ -120,11 +135,16 @@ def reader_login(runs, pg_server):
         cur.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_every_readme_query_works_for_a_reader_login(runs, reader_login):
+def test_every_documented_query_works_for_a_reader_login(runs, reader_login):
+    """Every query of docs/SQL.md works for an analyst's login (only the quarantine one needs the
+    owner), and so does every query of the other pages, except those reading what the reader may
+    not (quarantine, the model versions): refused for it, they work for the owner."""
     p = runs["project"]
     _, url = reader_login
-    queries = readme_queries()
-    assert len(queries) >= 10, queries  # the section was found and parsed
+    queries = doc_queries(SQL_PAGE)
+    assert len(queries) >= 10, queries  # the page was found and parsed
+    elsewhere = other_pages_queries()
+    assert len(elsewhere.get("RELEASING.md", [])) >= 10, elsewhere  # the release queries are on that page
     shadow_rows = None
     conn = psycopg2.connect(url)  # a real login over TCP with its password (scram)
     conn.autocommit = True
@@ -136,12 +156,24 @@ def test_every_readme_query_works_for_a_reader_login(runs, reader_login):
                 if OWNER_ONLY.search(q):
                     with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                         cur.execute(q)
-                    fetch(p.warehouse, q)  # the README says it needs the owner: it works for the owner
+                    run_as_owner(p, q)  # the page says it needs the owner: it works for the owner
                     continue
                 cur.execute(q)
                 rows = cur.fetchall()
                 if "churn_shadow" in q:
                     shadow_rows = rows
+            for page, page_queries in elsewhere.items():
+                for q in page_queries:
+                    if OWNER_ONLY_ELSEWHERE.search(q):
+                        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                            cur.execute(q)
+                        run_as_owner(p, q)
+                        continue
+                    try:
+                        cur.execute(q)
+                    except psycopg2.Error as e:
+                        raise AssertionError(f"{page}: {q}\n{e}") from e
+                    cur.fetchall()
     finally:
         conn.close()
     # champion vs shadow: one row per entity, for yesterday's scores

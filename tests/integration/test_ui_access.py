@@ -145,7 +145,7 @@ def test_a_user_restricted_to_one_pipeline_in_the_local_stack_cannot_see_another
         manager.init()
         auth = TestClient(manager.get_fastapi_app())  # what the API server mounts at /auth
 
-        def login(user: str) -> dict[str, str]:  # POST /auth/token, as the README says
+        def login(user: str) -> dict[str, str]:  # POST /auth/token, as docs/RELEASING.md says
             r = auth.post("/token", json={"username": user, "password": passwords[user]})
             assert r.status_code == 201, r.text
             return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -30,7 +30,7 @@ class ScoringSpec(SpecModel):
     explain: PredictionExplainSpec | None = Field(None, description=(
         'Optional: per-prediction explanations. Each scored row gets the top_k raw features that moved '
         "its score most, in the prediction tables' columns `explain_features` (text[]) and "
-        '`explain_contributions` (double precision[], same order). Unset: no columns, no cost. See README'
+        '`explain_contributions` (double precision[], same order). Unset: no columns, no cost. See docs/SQL.md'
         ' "Per-prediction explanations".'))
     partitions: Annotated[int, Field(ge=1, le=256)] = Field(2, description=(
         'Shards of the entity space scored in parallel (mapped tasks), when `rows_per_shard` is not set.'))

@@ -60,7 +60,7 @@ def harden_reader(cur, role: str) -> list[str]:
     PostgreSQL has no per-role deny, so both are revoked from PUBLIC and TEMPORARY is granted back
     to the current login (the owner of the airtrain objects; the task login is its member). Other
     roles of this database that need temporary tables or large objects need an explicit GRANT
-    (README "Deploying"). Needs the database owner / a superuser: with less, nothing is changed and
+    (docs/SQL.md "A login for analysts"). Needs the database owner / a superuser: with less, nothing is changed and
     the returned list says what the reader can still do (``airtrain migrate`` prints it)."""
     if not reader_write_privileges(cur, role):
         return []
