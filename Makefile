@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status check pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery lock clean
+.PHONY: help venv run stop status check pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery bench-estimation lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -80,6 +80,10 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
 	@$(BIN)/python bench/explain.py
+	@$(BIN)/python bench/estimation.py
+
+bench-estimation: venv ## estimated vs realized performance on the demo's drift months (CBPE/DLE, no database, ~3 min; SEEDS=42 for one month)
+	@$(BIN)/python bench/estimation.py $(if $(SEEDS),--seeds $(SEEDS),)
 
 bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
 	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)

@@ -53,6 +53,7 @@ inputs cannot succeed) with what is wrong and what to change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -92,8 +93,19 @@ class EstimationError(PermanentError, ValueError):
 # inputs
 # ---------------------------------------------------------------------------------------------
 
+def _floats(values: Any, what: str) -> np.ndarray:
+    try:
+        a = np.asarray(values, dtype="float64")
+    except (TypeError, ValueError) as exc:
+        raise EstimationError(f"{what}: not numeric ({type(exc).__name__}: {exc})") from None
+    if a.ndim > 1 and a.shape[1:] != (1,) * (a.ndim - 1):
+        raise EstimationError(f"{what}: expected one value per row, got an array of shape {a.shape} (for a "
+                              "classifier, pass predict_proba's positive-class column)")
+    return a.ravel()
+
+
 def _scores(values: Any, what: str, *, probability: bool) -> np.ndarray:
-    s = np.asarray(values, dtype="float64").ravel()
+    s = _floats(values, what)
     bad = int(np.count_nonzero(~np.isfinite(s)))
     if bad:
         raise EstimationError(f"{what}: {bad} of {len(s)} scores are NaN or infinite; the model's predictions "
@@ -105,7 +117,7 @@ def _scores(values: Any, what: str, *, probability: bool) -> np.ndarray:
 
 
 def _labels(values: Any, n: int, what: str) -> np.ndarray:
-    y = np.asarray(values, dtype="float64").ravel()
+    y = _floats(values, f"{what} labels")
     if len(y) != n:
         raise EstimationError(f"{what}: {len(y)} labels for {n} scores")
     if np.count_nonzero(~np.isfinite(y)):
@@ -125,6 +137,13 @@ def _check_level(level: float, draws: int) -> None:
         raise EstimationError(f"band level {level} must be in [0.5, 1)")
     if draws < 50:
         raise EstimationError(f"{draws} draws are too few for a percentile band; use at least 50")
+
+
+def window_seed(*parts: Any) -> int:
+    """A stable seed for a window's draws from what identifies it (e.g. pipeline, version, window
+    end): the same window always gets the same band, in any process (unlike ``hash()``)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +282,9 @@ def fit_calibrator(y: Any, scores: Any, *, min_rows: int = MIN_FIT_ROWS,
     if min(pos, len(yy) - pos) < min_class_rows:
         raise EstimationError(f"calibration holdout has {pos} positive and {len(yy) - pos} negative rows; at least "
                               f"{min_class_rows} of each are needed (lengthen training.holdout_days)")
+    if np.ptp(s) == 0:
+        raise EstimationError(f"calibration holdout: the model gave all {len(s)} rows the same score ({s[0]:.4g}); "
+                              "a constant score carries no confidence to estimate from")
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True).fit(s, yy)
     x_t, y_t = np.asarray(iso.X_thresholds_, "float64"), np.asarray(iso.y_thresholds_, "float64")
     p = np.interp(s, x_t, y_t)

@@ -128,6 +128,9 @@ def test_estimates_are_seeded():
     b = E.estimate_classification(s, IDENTITY, ALL, 0.5, seed=5)
     c = E.estimate_classification(s, IDENTITY, ALL, 0.5, seed=6)
     assert a == b and a != c and all(a[m].value == c[m].value for m in ALL)
+    # a window's seed is stable across processes (no salted hash()) and differs between windows
+    assert E.window_seed("churn", 3, "2026-03-01") == 10222308071372095948
+    assert E.window_seed("churn", 3, "2026-03-02") != E.window_seed("churn", 3, "2026-03-01")
 
 
 def test_rows_beyond_the_calibrated_range_are_flagged(holdout_calibrator):
@@ -203,6 +206,10 @@ def test_a_malformed_stored_calibrator_is_refused(change, message):
     pytest.param([0, 1] * 250, np.linspace(0, 2, 500), "probabilities in", id="not-a-probability"),
     pytest.param([0, 1] * 249 + [0, 2], np.linspace(0, 1, 500), "0/1", id="not-binary"),
     pytest.param([0, 1] * 249 + [0, np.nan], np.linspace(0, 1, 500), "missing", id="missing-label"),
+    pytest.param([0, 1] * 250, np.full(500, 0.3), "same score", id="constant-score"),
+    pytest.param([0, 1] * 250, np.column_stack([np.linspace(1, 0, 500), np.linspace(0, 1, 500)]), "shape",
+                 id="both-predict-proba-columns"),
+    pytest.param(["yes", "no"] * 250, np.linspace(0, 1, 500), "not numeric", id="text-labels"),
 ])
 def test_calibration_refuses(y, s, message):
     with pytest.raises(E.EstimationError, match=message):
