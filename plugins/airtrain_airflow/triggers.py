@@ -39,7 +39,7 @@ class LandingFilesTrigger(BaseTrigger):
     def _missing(self) -> list[str]:
         if not self.root_url:
             return [p for p in self.paths if not os.path.isfile(p)]
-        from airtrain_airflow.runtime import storage_path
+        from airtrain_airflow.storage import storage_path
 
         root = storage_path(self.root_url, self.conn_id)
         return [p for p in self.paths if not (root / p).is_file()]

@@ -1,4 +1,4 @@
-"""Waiting for landing files that may still arrive (see :func:`airtrain.ingest.landing_deadline`)."""
+"""Waiting for landing files that may still arrive (see :func:`airtrain.data.ingest.landing_deadline`)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ class LandingFileSensor(BaseOperator):
         import datetime as dt
 
         from airflow.sdk.exceptions import AirflowFailException
-        from airtrain.ingest import landing_deadline, missing_landing_files, source_relpath
+        from airtrain.steps.retrain import landing_deadline, missing_landing_files, source_relpath
 
-        from airtrain_airflow.runtime import landing_root, landing_url, spec_for
+        from airtrain_airflow.runtime import spec_for
+        from airtrain_airflow.storage import landing_root, landing_url
         from airtrain_airflow.triggers import LandingFilesTrigger
 
         spec = spec_for(self.pipeline)
