@@ -1,6 +1,6 @@
 """Estimated performance before labels vs the labels that arrived (`make bench-estimation`).
 
-Proves :mod:`airtrain.estimation` at the core level, no DAG run involved. For each scenario - the
+Proves :mod:`airtrain.monitoring.estimation` at the core level, no DAG run involved. For each scenario - the
 covariate drift of `make demo` (``covariate_drift``, drift from day 20 of the month) and the benign
 drift (``benign_drift``: inputs move where the model is still right) - and each seed:
 
@@ -8,11 +8,11 @@ drift (``benign_drift``: inputs move where the model is still right) - and each 
    days with drift from day 20, 2,000 rows a day;
 2. train the demo spec's model (``include/pipelines/churn.yaml`` with the demo's overrides, as
    `make demo` writes it: a 2-day holdout) on the history with the project's own training code
-   (:func:`airtrain.training.split_by_time`, :func:`~airtrain.training.train`), calibrate its
-   scores on the holdout (:func:`airtrain.estimation.fit_calibrator`);
+   (:func:`airtrain.model.training.split_by_time`, :func:`~airtrain.model.training.train`), calibrate its
+   scores on the holdout (:func:`airtrain.monitoring.estimation.fit_calibrator`);
 3. for each day of the month, estimate every classification metric from the scores alone
-   (:func:`~airtrain.estimation.estimate_classification`) and compare with the realized metric of
-   the day's labels (:func:`airtrain.evaluation.compute_metrics`, as the evaluation computes it).
+   (:func:`~airtrain.monitoring.estimation.estimate_classification`) and compare with the realized metric of
+   the day's labels (:func:`airtrain.model.evaluation.compute_metrics`, as the evaluation computes it).
 
 Reported per metric: the mean absolute error of the estimate, its mean signed error (bias), and the
 share of windows whose realized value lies inside the 95% band - over all windows and over the
@@ -42,11 +42,11 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "dev"), str(ROOT / "bench")]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from airtrain import estimation  # noqa: E402
-from airtrain.evaluation import compute_metrics, predict_scores  # noqa: E402
+from airtrain.model.evaluation import compute_metrics, predict_scores  # noqa: E402
+from airtrain.model.training import features_frame, split_by_time, train  # noqa: E402
+from airtrain.monitoring import estimation  # noqa: E402
 from airtrain.simulate import SCENARIOS, Scenario, simulate_day  # noqa: E402
 from airtrain.spec import PipelineSpec, load_spec, parse_spec  # noqa: E402
-from airtrain.training import features_frame, split_by_time, train  # noqa: E402
 from bench_report import replace_section  # noqa: E402
 
 HISTORY, DAYS, DRIFT_DAY = 30, 30, 20  # airtrain_dev.demo.run_month's defaults (make demo)
@@ -365,7 +365,7 @@ def regression_reading(results: dict) -> str:
 
 
 def airtrain_estimation_doc() -> str:
-    return ("`airtrain.estimation` (confidence-based performance estimation for binary classifiers, direct loss "
+    return ("`airtrain.monitoring.estimation` (confidence-based performance estimation for binary classifiers, direct loss "
             "estimation for regressors; the method and its assumption are in the module's docstring).")
 
 

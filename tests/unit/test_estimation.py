@@ -1,4 +1,4 @@
-"""Performance estimated without labels (airtrain.estimation): CBPE and DLE on seeded synthetic data
+"""Performance estimated without labels (airtrain.monitoring.estimation): CBPE and DLE on seeded synthetic data
 where the truth is known, the stored forms, the band's coverage, and the refusals."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from airtrain import estimation as E
-from airtrain.artifacts import UntrustedArtifactError
-from airtrain.evaluation import compute_metrics
+from airtrain.errors import PermanentError
+from airtrain.model.artifacts import UntrustedArtifactError
+from airtrain.model.evaluation import compute_metrics
+from airtrain.monitoring import estimation as E
 from airtrain.simulate import churn_probability, simulate_day
 
 ALL = list(E.CLASSIFICATION_METRICS)
@@ -226,7 +227,7 @@ def test_estimation_refuses(holdout_calibrator):
         E.estimate_classification(s, holdout_calibrator, ["rmse"])
     with pytest.raises(E.EstimationError, match="draws"):
         E.estimate_classification(s, holdout_calibrator, draws=10)
-    assert issubclass(E.EstimationError, E.PermanentError)  # a retry cannot fix it: fail the task at once
+    assert issubclass(E.EstimationError, PermanentError)  # a retry cannot fix it: fail the task at once
 
 
 # ---------------------------------------------------------------------------------------------
