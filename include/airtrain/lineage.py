@@ -49,7 +49,7 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
                           *([t("labels")] if spec.labels_from_batch else [])]),
             "train": ([t("features"), t("labels"), *labels_source], [versions, t("labels")]),
             "evaluate": ([t("features"), t("labels"), versions, champions, log, *audit, cards, *card_state],
-                         [(reg, "evaluations"), *written_audit, versions, cards]),
+                         [(reg, "evaluations"), *written_audit, versions, cards, (reg, "performance_estimators")]),
             "promote": ([versions, champions, (reg, "evaluations"), *audit, cards, rollouts, *release_state],
                         [*promotion, gates]),
             "approve_promotion": ([versions], [approvals, versions]),
@@ -77,8 +77,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
         table = {
             # the champion of the window's date comes from the promotion log (registry.champion_as_of)
             "drift_check": ([t("features"), t("predictions"), t("labels"), *labels_source, t("reference"), versions,
-                             log],
+                             log, (reg, "performance_estimators"), rollouts],
                             [(mon, "drift_metrics"), (mon, "drift_decisions"), t("reference"), *fairness_monitor,
+                             (mon, "performance_estimates"),
                              *([t("labels")] if spec.labels is not None else [])]),  # labels known by the window
             # records the triggered run on the window; marks a fairness breach alerted
             "notify": ([], [(mon, "drift_decisions"), *fairness_monitor]),

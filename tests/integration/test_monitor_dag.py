@@ -72,11 +72,26 @@ def test_stable_window_is_quiet_and_stored(monitored):
     assert ("prediction_drift.psi", "prediction") in by and ("drift_share", "") in by
     assert by[("rows", "")][2] == ROWS and by[("rows", "")][5] == 1
     assert rep_path.endswith(f"{rep_id}.html") and "<html" in open(rep_path).read(4000).lower()
+    # issue 24: the champion's performance estimated before labels, from the calibrator stored at evaluation
+    (kind, error, cal_rows), = fetch(monitored.warehouse, "SELECT kind, error, n_rows FROM "
+                                     "registry.performance_estimators WHERE pipeline = 'churn' AND version = 1")
+    assert kind == "calibrator" and error is None and cal_rows > 0
+    est = {r[2]: r for r in fetch(monitored.warehouse, "SELECT role, model_version, metric, method, estimate, band_low, "
+                                  "band_high, baseline, realized, n_rows FROM monitoring.performance_estimates "
+                                  "WHERE pipeline = 'churn' AND window_end = %s", (STABLE,))}
+    role, v, _, method, value, low, high, baseline, realized, n = est["roc_auc"]
+    assert (role, v, method, n) == ("champion", 1, "cbpe", ROWS) and realized is None  # labels not due yet
+    assert low < value < high and abs(value - baseline) < 0.05, est["roc_auc"]  # a stable day: near its evaluation
+    assert by[("estimated.roc_auc", "")][2] == pytest.approx(value)
+    assert by[("estimated_drop.roc_auc", "")][4] is None  # estimated_drop_abs unset: recorded, never a signal
     # a re-run of the window replaces, never duplicates
     run_monitor(monitored, STABLE)
     again = fetch(monitored.warehouse, "SELECT count(*) FROM monitoring.drift_metrics WHERE window_end = %s",
                   (STABLE,))
     assert again[0][0] == len(metrics)
+    assert fetch(monitored.warehouse, "SELECT count(*), min(estimate), max(estimate) FROM "
+                 "monitoring.performance_estimates WHERE window_end = %s AND metric = 'roc_auc'", (STABLE,)
+                 ) == [(1, value, value)]  # same sample, same seeded band: the same estimate
 
 
 def test_window_without_data_is_insufficient_not_drift(monitored):

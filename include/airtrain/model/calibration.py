@@ -19,6 +19,9 @@ import numpy as np
 
 from airtrain.errors import PermanentError
 from airtrain.model.artifacts import ModelArtifact, dump_model, load_model
+from airtrain.model.evaluation import predict_scores
+from airtrain.model.training import features_frame
+from airtrain.spec import PipelineSpec
 
 CLASSIFICATION_METRICS = ("roc_auc", "average_precision", "f1", "precision", "recall", "accuracy", "log_loss",
                           "brier")
@@ -301,3 +304,40 @@ def fit_loss_estimator(X: Any, y: Any, pred: Any, metrics: Sequence[str] = ("rms
         z = z[np.sort(rng.choice(len(z), max_residuals, replace=False))]
     support = np.vstack([np.nanmin(inputs, axis=0), np.nanmax(inputs, axis=0)])
     return LossEstimator(models, z, len(f), Xa.shape[1], support)
+
+
+# ---------------------------------------------------------------------------------------------
+# at evaluation time: what the version stores for the monitor
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class FittedEstimator:
+    """What :func:`fit_for_version` learned on a version's holdout: the calibrator (binary) or the loss
+    estimator (regression), or why none could be fitted (``error``; the monitor then estimates nothing
+    for the version and says so)."""
+
+    kind: str  # "calibrator" | "loss_estimator"
+    n_rows: int
+    calibrator: Calibrator | None = None
+    loss_estimator: LossEstimator | None = None
+    error: str | None = None
+
+
+def fit_for_version(model: Any, holdout: Any, spec: PipelineSpec) -> FittedEstimator:
+    """Fit a version's performance estimator on its holdout (``holdout``: the labeled rows the
+    evaluation scored): isotonic calibration of a binary classifier's scores; DLE loss models for a
+    regressor (the spec's regression metrics). A holdout too small or too uniform to fit on is not an
+    error of the evaluation: the result carries the reason instead."""
+    y = holdout[spec.target.name].to_numpy()
+    scores = predict_scores(model, holdout, spec)
+    if spec.target.task == "binary_classification":
+        try:
+            return FittedEstimator("calibrator", len(y), calibrator=fit_calibrator(y, scores))
+        except EstimationError as exc:
+            return FittedEstimator("calibrator", len(y), error=str(exc))
+    metrics = [m for m in spec.evaluation.metrics if m in REGRESSION_METRICS] or ["rmse"]
+    try:
+        X = model_inputs(model, features_frame(holdout, spec))
+        return FittedEstimator("loss_estimator", len(y), loss_estimator=fit_loss_estimator(X, y, scores, metrics))
+    except EstimationError as exc:
+        return FittedEstimator("loss_estimator", len(y), error=str(exc))

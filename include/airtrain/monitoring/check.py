@@ -33,6 +33,7 @@ from typing import Any
 
 from airtrain.data.labels import load_labels
 from airtrain.model.evaluation import predict_scores
+from airtrain.monitoring import estimates
 from airtrain.monitoring.drift import PREDICTION, column_rules, drift_skips, evidently_drift, prediction_rule
 from airtrain.monitoring.performance import performance_drop, realized_fairness, realized_performance
 from airtrain.monitoring.reference import (
@@ -51,7 +52,8 @@ from airtrain.monitoring.windows import (
     retrain_run_id,
     write_window,
 )
-from airtrain.registry import champions, versions
+from airtrain.registry import champions, estimators, rollouts, versions
+from airtrain.serving.arms import arm_of
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.reports import ReportStore, as_store, with_title
@@ -140,7 +142,9 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     metrics = [Metric("rows", "", float(total), float(m.min_rows), None),
                Metric("rows_sampled", "", float(len(current)), float(m.sample_rows), None)]
     signals: list[str] = []
+    drift_signals: list[str] = []  # feature/prediction drift: retrain or alert only (trigger.feature_drift)
     details: dict[str, Any] = {"rows": total, "rows_sampled": len(current)}
+    estimated: list[estimates.WindowEstimate] = []
     rep_id = rep_path = None
     drift_share = None
     insufficient = None
@@ -173,20 +177,27 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         metrics.append(Metric("drift_share", "", drift_share, t.drift_share, share_hit))
         metrics.append(Metric("drifted_columns", "", float(len(drifted_cols)), None, None))
         if share_hit:
-            signals.append(f"{len(drifted_cols)} of {checked} checked features drifted ({drift_share:.0%} >= "
+            drift_signals.append(f"{len(drifted_cols)} of {checked} checked features drifted ({drift_share:.0%} >= "
                            f"{t.drift_share:.0%}: {', '.join(drifted_cols)})")
         notes += _drift_notes(version, skipped, ref_excluded, rule_changes, drifted_cols)
         details.update(skipped_columns=skipped, reference_rows_excluded=ref_excluded, rule_changes=rule_changes)
         critical = [c for c in t.critical_features if c in drifted_cols]
         if critical:
-            signals.append(f"critical feature(s) drifted: {', '.join(critical)}")
+            drift_signals.append(f"critical feature(s) drifted: {', '.join(critical)}")
         p_flag = p_rule.drifted(scores.get(PREDICTION))
         metrics.append(Metric(f"prediction_drift.{p_rule.method}", PREDICTION, scores.get(PREDICTION),
                               p_rule.threshold, p_flag))
         if t.prediction_drift and p_flag:
-            signals.append(f"prediction drift ({p_rule.method} {scores[PREDICTION]:.3f})")
+            drift_signals.append(f"prediction drift ({p_rule.method} {scores[PREDICTION]:.3f})")
         details.update(drifted_columns=drifted_cols, scores=scores)
         rep_id = report_id(spec, end, version)
+        # performance estimated before labels: the champion on the window, a running canary's candidate on its arm
+        estimated = _estimate(wh, spec, (start, end), version, model, current)
+        est_signal = _estimated_signal(spec, estimated[0], metrics, details)
+        if est_signal:
+            signals.append(est_signal)
+    if t.feature_drift == "retrain":
+        signals = drift_signals + signals
     # realized performance, as far as labels have arrived (independent of the window's size)
     load_labels(wh, spec, end)
     perf = realized_performance(wh, spec, version, end)
@@ -214,6 +225,8 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
                                   None if c.status == "not_evaluated" else c.status == "breach"))
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
     dec = decide(spec, end, signals, past, insufficient, pending=retrain_pending)
+    if t.feature_drift == "alert" and drift_signals and not insufficient:
+        dec = _alert_only(spec, end, dec, drift_signals, past, details)
     if notes:
         dec.reason += "; " + "; ".join(notes)
     if dec.deferred_to:
@@ -221,6 +234,9 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     if rep_id is not None:
         rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
             snapshot, spec, (start, end), version, dec, drift_share))
+    if estimated:
+        estimates.write(wh, spec, (start, end), estimated, run_id=run_id)
+    details["realized_filled"] = estimates.fill_realized(wh, spec, end)
     details["seconds"] = round(time.monotonic() - t0, 3)
     write_window(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
            rep_id=rep_id, rep_path=rep_path, drift_share=drift_share, current_rows=total, details=details,
@@ -229,6 +245,79 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     return {**out, **_summary(dec), "model_version": version, "drift_share": drift_share, "rows": total,
             "report_id": rep_id, "report_path": rep_path, "seconds": details["seconds"],
             "fairness": [c.brief() for c in fair_checks]}
+
+
+def _estimate(wh: Warehouse, spec: PipelineSpec, window: tuple[dt.date, dt.date], version: int, model: Any,
+              current: Any) -> list[estimates.WindowEstimate]:
+    """The champion's estimate on the window's sample (its scores are ``current[PREDICTION]``) and, while a
+    canary runs (started by the window's end), its candidate's on the rows of its arm."""
+    end = window[1]
+    loaded = estimators.load(wh, spec, version)
+    baseline = versions.get_version(wh, spec, version).metrics.get("holdout") or {}
+    out = [estimates.estimate(spec, loaded.estimator, model, current, current[PREDICTION].to_numpy(), version=version,
+                              role="champion", window_end=end, baseline=baseline, reason=loaded.reason)]
+    canary = rollouts.running(wh, spec)
+    if canary is not None and canary.candidate_version != version and (canary.started_on or end) <= end:
+        arm = current[[arm_of(k, canary.salt, canary.fraction) == "candidate" for k in current[spec.entity_key]]]
+        cand = canary.candidate_version
+        c_loaded = estimators.load(wh, spec, cand)
+        c_model = versions.load_artifact(wh, spec, cand)
+        out.append(estimates.estimate(
+            spec, c_loaded.estimator, c_model, arm, predict_scores(c_model, arm, spec) if len(arm) else [], version=cand,
+            role="candidate", window_end=end, baseline=versions.get_version(wh, spec, cand).metrics.get("holdout") or {},
+            rollout_id=canary.id, reason=c_loaded.reason))
+    for e in out:
+        if e.reason:
+            log.info("%s window ending %s: no estimated performance for v%s (%s): %s", spec.name, end, e.version,
+                     e.role, e.reason)
+    return out
+
+
+def _estimated_signal(spec: PipelineSpec, est: estimates.WindowEstimate, metrics: list[Metric],
+                      details: dict[str, Any]) -> str | None:
+    """Record the champion's estimated primary metric and its drop; the signal when the drop reaches
+    ``monitoring.trigger.estimated_drop_abs``."""
+    primary, limit = spec.evaluation.primary_metric, spec.monitoring.trigger.estimated_drop_abs
+    e = est.estimates.get(primary)
+    details["estimated"] = {"version": est.version, "metric": primary, "reason": est.reason or None,
+                            **({"estimate": e.value, "band": [e.lower, e.upper], "note": e.note} if e else {})}
+    if e is None:
+        return None
+    metrics.append(Metric(f"estimated.{primary}", "", e.value, est.baseline.get(primary), None))
+    drop = est.primary_drop(spec)
+    if drop is None:
+        return None
+    hit = limit is not None and drop >= limit
+    details["estimated"]["drop"] = drop
+    metrics.append(Metric(f"estimated_drop.{primary}", "", drop, limit, hit if limit is not None else None))
+    if not hit:
+        return None
+    return (f"estimated {primary} {'rose' if primary in LOWER_IS_BETTER else 'fell'} by {drop:.3f}, worse (estimated "
+            f"{e.value:.3f}, band {_fmt(e.lower)}..{_fmt(e.upper)}, vs {est.baseline[primary]:.3f} at evaluation; "
+            f"limit {limit:g}; before labels, assuming covariate shift)")
+
+
+def _fmt(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3f}"
+
+
+def _alert_only(spec: PipelineSpec, end: dt.date, dec: Decision, drift_signals: list[str], past: list[Any],
+                details: dict[str, Any]) -> Decision:
+    """``monitoring.trigger.feature_drift: alert``: the drift signals are recorded and alerted (once per
+    ``cooldown_days``: an alert-only window within that of an earlier one is not alerted again), never
+    retrained on; a window without another signal is ``drift_alert``."""
+    what = "; ".join(drift_signals)
+    cooldown = spec.monitoring.trigger.cooldown_days
+    earlier = sorted((h.window_end for h in past if h.decision == "drift_alert" and h.window_end < end
+                      and (end - h.window_end).days < cooldown), reverse=True)
+    details["alert"] = {"signals": drift_signals, "due": not earlier,
+                        **({"after": earlier[0].isoformat()} if earlier else {})}
+    if dec.decision in ("no_drift", "no_champion"):
+        return Decision("drift_alert", f"{what} (alert only: monitoring.trigger.feature_drift is alert; no retrain"
+                                       f"{f'; alerted for window {earlier[0]} already' if earlier else ''})",
+                        False, drift_signals)
+    dec.reason += f"; alert only (monitoring.trigger.feature_drift: alert): {what}"
+    return dec
 
 
 def _drift_notes(version: int, skipped: dict[str, str], excluded: dict[str, int],
