@@ -46,8 +46,9 @@ class TriggerRule(SpecModel):
         'the recommended setting is 0.02-0.03 of roc_auc with feature_drift: alert (docs/MONITORING.md).'))
     feature_drift: Literal["retrain", "alert"] = Field("retrain", description=(
         'What the drift signals (drift_share, critical_features, prediction_drift) do: retrain (they trigger, '
-        "with persistence and cooldown) or alert (recorded as decision drift_alert and notified - once per "
-        'cooldown_days - but never retrain; the performance triggers still do).'))
+        "with persistence and cooldown) or alert (recorded as decision drift_alert and notified - on the first "
+        'window of a drift and again every cooldown_days while it lasts - but never retrain; the performance '
+        'triggers still do).'))
     persistence: Annotated[int, Field(ge=1, le=30)] = Field(1, description=(
         'Consecutive drifted windows needed.'))
     cooldown_days: Annotated[int, Field(ge=0, le=365)] = Field(7, description=(
