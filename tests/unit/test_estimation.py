@@ -321,3 +321,29 @@ def test_model_inputs_are_the_pipelines_own_preprocessed_columns():
     np.testing.assert_allclose(E.model_inputs(pipe, X), StandardScaler().fit(X).transform(X))
     assert E.model_inputs(HistGradientBoostingClassifier(), X).shape == (300, 2)
     assert churn_probability(df).shape == (300,)
+
+
+def test_fit_for_version_fits_what_the_monitor_loads_or_says_why():
+    """At evaluation (steps.retrain.evaluate): a classifier's calibrator on its holdout, through its stored
+    form; a holdout too small to calibrate is recorded with the reason, never an error of the evaluation."""
+    import datetime as dt
+    from pathlib import Path
+
+    import yaml
+    from airtrain.model.calibration import fit_for_version
+    from airtrain.model.training import build_pipeline, features_frame
+    from airtrain.spec import parse_spec
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/churn.yaml").read_text())
+    data["training"].update(search=None, estimator="sklearn.linear_model.LogisticRegression", params={})
+    spec = parse_spec(data)
+    df, labels = simulate_day(dt.date(2026, 1, 1), rows=2400)
+    df = df.assign(churned=labels["churned"].to_numpy())
+    model = build_pipeline(spec).fit(features_frame(df.iloc[:1600], spec)[spec.model_feature_names],
+                                     df["churned"].iloc[:1600].to_numpy())
+    fitted = fit_for_version(model, df.iloc[1600:].reset_index(drop=True), spec)
+    assert fitted.kind == "calibrator" and fitted.error is None and fitted.n_rows == 800
+    cal = E.Calibrator.from_json(fitted.calibrator.to_json())
+    assert cal.n_rows == 800 and len(cal.curve) == 10
+    small = fit_for_version(model, df.iloc[1600:1700].reset_index(drop=True), spec)
+    assert small.calibrator is None and "100 rows; at least 200" in small.error
