@@ -32,7 +32,8 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
     canary = spec.rollout.strategy == "canary"
     audit = [(reg, "feature_importance"), (reg, "fairness")]  # what a model card shows of an evaluation
     status, holds, gates = (reg, "version_status"), (reg, "promotion_holds"), (reg, "gate_decisions")
-    card_state = [status, gates]  # what the model card shows besides the evaluation: rejections, gate decisions
+    # what the model card shows besides the evaluation: rejections, gate decisions, the calibration curve
+    card_state = [status, gates, (reg, "performance_estimators")]
     release_state = [*card_state, holds]  # the gate's refusal checks (under the promotion lock) read the hold too
     if dag_kind == "retrain":
         written_audit = ([(reg, "feature_importance")] if spec.explain.importance else []) + (

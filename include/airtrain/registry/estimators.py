@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.model.artifacts import resolve_keys, sign, verify_signature
-from airtrain.model.calibration import Calibrator, FittedEstimator, LossEstimator
+from airtrain.model.artifacts import (
+    ArtifactError,
+    ArtifactSignatureError,
+    resolve_keys,
+    sha256,
+    sign,
+    verify_signature,
+)
+from airtrain.model.calibration import Calibrator, EstimationError, FittedEstimator, LossEstimator
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse, ident
+
+log = logging.getLogger(__name__)
 
 TABLE = "performance_estimators"
 
@@ -90,10 +100,34 @@ def load(wh: Warehouse, spec: PipelineSpec, version: int) -> Loaded:
     kind, cal, data, sha, sig, libs, error = row
     if error:
         return Loaded(version, None, f"v{version} has no performance estimator: {error}")
-    if kind == "calibrator":
-        return Loaded(version, Calibrator.from_json(cal))
-    verify_signature(resolve_keys(wh.artifact_keys), _signed_name(spec), version, sha, sig)
-    return Loaded(version, LossEstimator.from_skops(bytes(data), sha, libs))
+    try:
+        if kind == "calibrator":
+            return Loaded(version, Calibrator.from_json(cal))
+        verify_signature(resolve_keys(wh.artifact_keys), _signed_name(spec), version, sha, sig)
+        return Loaded(version, LossEstimator.from_skops(bytes(data), sha, libs))
+    except (ArtifactError, EstimationError) as exc:
+        # fails closed: a stored estimator that does not verify is never used; the monitor goes on without an
+        # estimate and says why (the drift check and the realized performance do not depend on it)
+        log.warning("%s v%s: performance estimator refused: %s", spec.name, version, exc)
+        return Loaded(version, None, f"v{version}'s performance estimator was refused: {exc}")
+
+
+def resign(cur: Any, spec: PipelineSpec, keys: Any, versions: list[int] | None) -> list[int]:
+    """Sign (again) the loss estimators of ``versions`` (default: all) with the newest key, after checking
+    each against its checksum (``airtrain resign-artifacts``, in its transaction)."""
+    table = ident(spec.warehouse.registry_schema, TABLE)
+    cur.execute(sql.SQL("SELECT version, artifact, artifact_sha256 FROM {} WHERE pipeline = %s AND artifact IS NOT "
+                        "NULL AND (%s::int[] IS NULL OR version = ANY(%s::int[])) ORDER BY version").format(table),
+                (spec.name, versions, versions))
+    done = []
+    for version, data, sha in cur.fetchall():
+        if sha256(bytes(data)) != sha:
+            raise ArtifactSignatureError(f"{spec.name} v{version}: the loss estimator does not match its checksum; "
+                                         "not signing it")
+        cur.execute(sql.SQL("UPDATE {} SET artifact_signature = %s WHERE pipeline = %s AND version = %s").format(table),
+                    (sign(keys, _signed_name(spec), version, sha), spec.name, version))
+        done.append(int(version))
+    return done
 
 
 def calibration_curve(cur: Any, spec: PipelineSpec, version: int) -> dict[str, Any] | None:
