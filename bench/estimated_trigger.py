@@ -89,11 +89,14 @@ def measure(spec, frames, start) -> list[dict]:
 def run_rule(spec, days: list[dict]) -> list[str]:
     past: list[PastWindow] = []
     decisions = []
+    last_due = None
     for d in days:
         sig = window_signals(spec, d["m"], (d["end"], d["end"]))
         dec = decide(spec, d["end"], sig.retrain_signals(spec), past, sig.insufficient)
         if sig.alert_only(spec):
-            dec = alert_only_decision(spec, d["end"], dec, sig.alert_only(spec), past, {})
+            alert: dict = {}
+            dec = alert_only_decision(spec, d["end"], dec, sig.alert_only(spec), past, alert, last_due)
+            last_due = d["end"] if dec.decision == "drift_alert" and alert["alert"]["due"] else last_due
         past.append(PastWindow(d["end"], dec.drifted, dec.decision))
         decisions.append(dec.decision)
         d.setdefault("share", sig.drift_share)

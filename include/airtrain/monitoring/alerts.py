@@ -36,3 +36,12 @@ def mark_drift_alerted(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -
             "UPDATE {} SET details = jsonb_set(details, '{{alert,alerted}}', to_jsonb(now()::text)) "
             "WHERE pipeline = %s AND window_end = %s AND details ? 'alert'").format(
             ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end))
+
+
+def last_due(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> dt.date | None:
+    """The newest alert-only window before ``window_end`` whose alert was due (the reminder's clock)."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT max(window_end) FROM {} WHERE pipeline = %s AND window_end < %s AND decision = "
+                            "'drift_alert' AND details->'alert'->>'due' = 'true'").format(
+            ident(spec.warehouse.monitoring_schema, "drift_decisions")), (spec.name, window_end))
+        return cur.fetchone()[0]

@@ -33,7 +33,7 @@ from typing import Any
 
 from airtrain.data.labels import load_labels
 from airtrain.model.evaluation import predict_scores
-from airtrain.monitoring import estimates
+from airtrain.monitoring import alerts, estimates
 from airtrain.monitoring.drift import PREDICTION, column_rules, drift_skips, evidently_drift, prediction_rule
 from airtrain.monitoring.performance import realized_fairness, realized_performance
 from airtrain.monitoring.reference import (
@@ -212,7 +212,8 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
     dec = decide(spec, end, sig.retrain_signals(spec), past, sig.insufficient, pending=retrain_pending)
     if sig.alert_only(spec) and not sig.insufficient:
-        dec = alert_only_decision(spec, end, dec, sig.alert_only(spec), past, details)
+        dec = alert_only_decision(spec, end, dec, sig.alert_only(spec), past, details,
+                                  last_due=alerts.last_due(wh, spec, end))
     if notes:
         dec.reason += "; " + "; ".join(notes)
     if dec.deferred_to:

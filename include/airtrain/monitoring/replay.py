@@ -139,12 +139,15 @@ def replay(wh: Warehouse, live: PipelineSpec, other: PipelineSpec, *, start: dt.
     h = history if history is not None else load_history(wh, live, end)
     past: list[PastWindow] = []
     out: list[ReplayDay] = []
+    last_due: dt.date | None = None  # the newest alert-only window whose alert was due
     for w_start, w_end, version, decided, _reason, drifted, triggered, _share, details in h["decisions"]:
         details = details or {}
         live_past = PastWindow(w_end, bool(drifted), "retrain" if triggered else
                                ("retrain_not_triggered" if decided == "retrain" else decided))
         if start is not None and w_end < start:
             past.append(live_past)
+            if decided == "drift_alert" and (details.get("alert") or {}).get("due"):
+                last_due = w_end
             continue
         if version is None:  # no champion then: nothing was measured
             dec = Decision(decided, "no champion", False)
@@ -154,7 +157,10 @@ def replay(wh: Warehouse, live: PipelineSpec, other: PipelineSpec, *, start: dt.
             sig = window_signals(other, m, (w_start, w_end))
             dec = decide(other, w_end, sig.retrain_signals(other), past, sig.insufficient)
             if sig.alert_only(other) and not sig.insufficient:
-                dec = alert_only_decision(other, w_end, dec, sig.alert_only(other), past, {})
+                alert: dict[str, Any] = {}
+                dec = alert_only_decision(other, w_end, dec, sig.alert_only(other), past, alert, last_due)
+                if dec.decision == "drift_alert" and alert["alert"]["due"]:
+                    last_due = w_end
             est = h["estimates"].get(w_end)
             day = ReplayDay(w_end, version, decided, dec.decision, dec.reason, dec.trigger, bool(triggered),
                             sig.drift_share, est[0] if est else None, (est[1], est[2]) if est else (None, None),

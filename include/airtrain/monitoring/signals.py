@@ -113,25 +113,22 @@ def window_signals(spec: PipelineSpec, w: Measured, window: tuple[Any, Any]) -> 
 
 
 def alert_only_decision(spec: PipelineSpec, end: dt.date, dec: Decision, drift_signals: list[str],
-                        past: list[PastWindow], details: dict[str, Any]) -> Decision:
+                        past: list[PastWindow], details: dict[str, Any], last_due: dt.date | None = None) -> Decision:
     """``monitoring.trigger.feature_drift: alert``: the drift signals are recorded and alerted, never
     retrained on; a window without another signal is ``drift_alert`` (not counted as drifted by
-    persistence: only the signals that may retrain are). A run of consecutive alert-only windows is
-    alerted on its first window and again every ``cooldown_days`` while it lasts (a reminder, not a
-    daily alert)."""
+    persistence: only the signals that may retrain are). The alert is due on the first window of a drift
+    (the previous window was not ``drift_alert``) and again every ``cooldown_days`` while it lasts
+    (``last_due``: the newest earlier window whose alert was due) - a reminder, not a daily alert."""
     what = "; ".join(drift_signals)
-    step = dt.timedelta(days=spec.monitoring.window_days)
-    cooldown = max(spec.monitoring.trigger.cooldown_days, 1)
-    alerted = {h.window_end for h in past if h.decision == "drift_alert"}
-    first = end
-    while first - step in alerted:
-        first -= step
-    due = (end - first).days % cooldown == 0
-    details["alert"] = {"signals": drift_signals, "due": due, "since": first.isoformat()}
-    earlier = [] if first == end else [first]
+    prev = end - dt.timedelta(days=spec.monitoring.window_days)
+    continuing = any(h.window_end == prev and h.decision == "drift_alert" for h in past)
+    due = not continuing or last_due is None or (end - last_due).days >= spec.monitoring.trigger.cooldown_days
+    details["alert"] = {"signals": drift_signals, "due": due,
+                        **({"last_alerted_window": last_due.isoformat()} if continuing and last_due else {})}
+    earlier = [last_due] if continuing and last_due else []
     if dec.decision == "no_drift":
         return Decision("drift_alert", f"{what} (alert only: monitoring.trigger.feature_drift is alert; no retrain"
-                                       f"{f'; drifting since window {earlier[0]}' if earlier else ''})",
+                                       f"{f'; alerted for window {earlier[0]}' if earlier and not due else ''})",
                         False, drift_signals)
     dec.reason += f"; alert only (monitoring.trigger.feature_drift: alert): {what}"
     return dec
