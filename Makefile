@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status check pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery lock clean
+.PHONY: help venv run stop status check replay pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery bench-estimation bench-trigger lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ status: ## show what is running
 
 check: venv ## the warehouse invariants of every pipeline (make run's warehouse), each with its result; exit 1 if one fails
 	@$(BIN)/python scripts/devstack.py check
+
+replay: venv ## the monitor's decisions over stored history under other thresholds, read-only (PIPELINE=churn SET="monitoring.trigger.drift_share=0.3 monitoring.trigger.feature_drift=alert" SPEC=file FROM=/TO=YYYY-MM-DD)
+	@$(BIN)/python scripts/devstack.py replay $(or $(PIPELINE),churn) $(foreach s,$(SET),--set $(s)) $(if $(SPEC),--spec $(SPEC),) $(if $(FROM),--from $(FROM),) $(if $(TO),--to $(TO),)
 
 pg-restart: venv ## restart only the local PostgreSQL (the supervisor restarts Airflow components that exit)
 	@$(BIN)/python scripts/devstack.py pg-restart
@@ -81,6 +84,13 @@ bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/run.py
 	@$(BIN)/python bench/drift.py
 	@$(BIN)/python bench/explain.py
+	@$(BIN)/python bench/estimation.py
+
+bench-estimation: venv ## estimated vs realized performance on the demo's drift months (CBPE/DLE, no database, ~3 min; SEEDS=42 for one month)
+	@$(BIN)/python bench/estimation.py $(if $(SEEDS),--seeds $(SEEDS),)
+
+bench-trigger: venv ## feature-drift vs estimated-performance trigger on the demo's benign and harmful drift months (no database, 5-15 min on a shared 2-core machine)
+	@$(BIN)/python bench/estimated_trigger.py $(if $(SEED),--seed $(SEED),)
 
 bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes (docs/BENCHMARKS.md; ROWS=1000000 for less)
 	@$(BIN)/python bench/shards.py $(if $(ROWS),--rows $(ROWS),)

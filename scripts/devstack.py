@@ -8,6 +8,7 @@
     python scripts/devstack.py env          # write .local/airflow.env (mode 600) to run `airflow ...` by hand
     python scripts/devstack.py reader-login NAME   # a read-only warehouse login for an analyst
     python scripts/devstack.py check        # the warehouse invariants, each with its result (make check)
+    python scripts/devstack.py replay churn --set monitoring.trigger.drift_share=0.3   # re-decide history (make replay)
     python scripts/devstack.py pg-restart   # restart only the local PostgreSQL (make pg-restart)
 
 `up` starts PostgreSQL, migrates Airflow's metadata database, loads the demo data and starts a
@@ -1042,6 +1043,15 @@ def cmd_check(argv: list[str]) -> int:
                           env={**os.environ, **env, "PYTHONPATH": str(ROOT / "include")}).returncode
 
 
+def cmd_replay(argv: list[str]) -> int:
+    """`make replay PIPELINE=churn SET="monitoring.trigger.drift_share=0.3"`: the monitor's decisions over the
+    local warehouse's history under other thresholds (read-only). The URL goes through the environment."""
+    cfg = load_dotenv()
+    env = airflow_env(cfg)
+    return subprocess.run([sys.executable, "-m", "airtrain.migrate", "replay", *argv], cwd=ROOT,
+                          env={**os.environ, **env, "PYTHONPATH": str(ROOT / "include")}).returncode
+
+
 def cmd_reader_login(argv: list[str]) -> int:
     """`make reader-login NAME=alice`: a read-only login on the local warehouse."""
     if not argv or argv[0].startswith("-"):
@@ -1057,7 +1067,7 @@ def cmd_reader_login(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     commands = {"up", "down", "status", "env", "demo-data", "demo", "supervise", "reader-login", "migrate",
-                "check", "pg-restart"}
+                "check", "pg-restart", "replay"}
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
@@ -1078,6 +1088,8 @@ def main(argv: list[str]) -> int:
             return cmd_reader_login(argv[1:])
         if argv[0] == "check":
             return cmd_check(argv[1:])
+        if argv[0] == "replay":
+            return cmd_replay(argv[1:])
         if argv[0] == "pg-restart":
             return cmd_pg_restart()
         if argv[0] == "migrate":

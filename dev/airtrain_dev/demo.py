@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m airtrain_dev.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default="churn")
     ap.add_argument("--scenario", default="covariate_drift", choices=["stable", "covariate_drift", "concept_drift",
-                                                                      "bad_batches", "canary"])
+                                                                      "benign_drift", "bad_batches", "canary"])
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--history-days", type=int, default=30)
     ap.add_argument("--drift-day", type=int, default=20)

@@ -32,7 +32,8 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
     canary = spec.rollout.strategy == "canary"
     audit = [(reg, "feature_importance"), (reg, "fairness")]  # what a model card shows of an evaluation
     status, holds, gates = (reg, "version_status"), (reg, "promotion_holds"), (reg, "gate_decisions")
-    card_state = [status, gates]  # what the model card shows besides the evaluation: rejections, gate decisions
+    # what the model card shows besides the evaluation: rejections, gate decisions, the calibration curve
+    card_state = [status, gates, (reg, "performance_estimators")]
     release_state = [*card_state, holds]  # the gate's refusal checks (under the promotion lock) read the hold too
     if dag_kind == "retrain":
         written_audit = ([(reg, "feature_importance")] if spec.explain.importance else []) + (
@@ -49,7 +50,7 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
                           *([t("labels")] if spec.labels_from_batch else [])]),
             "train": ([t("features"), t("labels"), *labels_source], [versions, t("labels")]),
             "evaluate": ([t("features"), t("labels"), versions, champions, log, *audit, cards, *card_state],
-                         [(reg, "evaluations"), *written_audit, versions, cards]),
+                         [(reg, "evaluations"), *written_audit, versions, cards, (reg, "performance_estimators")]),
             "promote": ([versions, champions, (reg, "evaluations"), *audit, cards, rollouts, *release_state],
                         [*promotion, gates]),
             "approve_promotion": ([versions], [approvals, versions]),
@@ -77,8 +78,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
         table = {
             # the champion of the window's date comes from the promotion log (registry.champion_as_of)
             "drift_check": ([t("features"), t("predictions"), t("labels"), *labels_source, t("reference"), versions,
-                             log],
+                             log, (reg, "performance_estimators"), rollouts],
                             [(mon, "drift_metrics"), (mon, "drift_decisions"), t("reference"), *fairness_monitor,
+                             (mon, "performance_estimates"),
                              *([t("labels")] if spec.labels is not None else [])]),  # labels known by the window
             # records the triggered run on the window; marks a fairness breach alerted
             "notify": ([], [(mon, "drift_decisions"), *fairness_monitor]),

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from airtrain import invariants
+from airtrain import invariants, replay
 from airtrain.model.artifacts import ArtifactSignatureError
 from airtrain.registry.versions import resign_artifacts
 from airtrain.spec import scan_specs
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """The ``airtrain`` console script: ``airtrain migrate ...``, ``airtrain create-reader-login ...``,
-    ``airtrain setup-roles ...``, ``airtrain check ...`` (the warehouse invariants, :mod:`airtrain.invariants`)
+    ``airtrain setup-roles ...``, ``airtrain check ...`` (the warehouse invariants, :mod:`airtrain.invariants`),
+    ``airtrain replay ...`` (the monitor's decisions under other thresholds, :mod:`airtrain.replay`)
     (also ``python -m airtrain.migrate <command> ...``)."""
     argv = sys.argv[1:] if argv is None else argv
     commands = _commands()
@@ -97,7 +98,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 def _commands() -> dict:
     return {"migrate": main, "create-reader-login": create_reader_login_cli, "resign-artifacts": resign,
-            "setup-roles": setup_roles_cli, "check": _check}
+            "setup-roles": setup_roles_cli, "check": _check, "replay": replay.main}
 
 
 def _check(argv: list[str] | None = None) -> int:

@@ -355,7 +355,8 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
 **Monitoring:** window {spec.monitoring.window_days} day(s), at least {spec.monitoring.min_rows} rows, sampled to
 {spec.monitoring.sample_rows}. Retrain when drift share ≥ {t.drift_share}, critical features
 {t.critical_features or 'none'}, prediction drift {'on' if t.prediction_drift else 'off'}, performance drop ≥
-{t.performance_drop_abs}; persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Fairness alerts
+{t.performance_drop_abs}, estimated drop (before labels) ≥ {t.estimated_drop_abs}; feature drift: {t.feature_drift};
+persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Fairness alerts
 (`fairness.monitor`): {', '.join(f"{r.metric} of {r.attribute or 'each attribute'} > {r.threshold}"
                                for r in (spec.fairness.monitor if spec.fairness else [])) or 'none'}. Results:
 `{spec.warehouse.monitoring_schema}.drift_metrics`, `{spec.warehouse.monitoring_schema}.drift_decisions` and the
@@ -408,7 +409,8 @@ def build_monitor_dag(spec: PipelineSpec) -> DAG:
             ``fairness.monitor`` threshold."""
             from airtrain_airflow import runtime
 
-            return runtime.record_trigger(name, decision) + runtime.fairness_alerts(name, decision)
+            return (runtime.record_trigger(name, decision) + runtime.drift_alerts(name, decision)
+                    + runtime.fairness_alerts(name, decision))
 
         due = retrain_due(check.output)
         due >> trigger_retrain >> notify(check.output)

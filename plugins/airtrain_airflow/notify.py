@@ -227,6 +227,16 @@ def retrain_decision(name: str, decision: dict[str, Any], *, failed: str | None 
     return send_alert(name, "retrain triggered", msg, details)
 
 
+def drift_alert(name: str, w: dict[str, Any]) -> list[str]:
+    """Alert on alert-only drift (``monitoring.trigger.feature_drift: alert``): recorded, not retrained on."""
+    report = f"Report: {links.report_url(name, 'drift', w.get('report_id'))}"
+    msg = (f"drift in window {w['window_start']}..{w['window_end']} (champion v{w['model_version']}), alert only - no "
+           f"retrain: {w['reason']}. {report}")
+    details = {"window_end": str(w["window_end"]), "decision": "drift_alert", "drift_share": w.get("drift_share"),
+               "report_id": w.get("report_id"), "model_version": w.get("model_version")}
+    return send_alert(name, "drift (alert only)", msg, details)
+
+
 def fairness_breach(name: str, monitoring_schema: str, window_end: Any, b: dict[str, Any]) -> list[str]:
     """Alert on one ``fairness.monitor`` breach of a window (a row of ``fairness_alerts_due``)."""
     msg = (f"fairness disparity past its threshold on realized labels (window ending {window_end}, champion "

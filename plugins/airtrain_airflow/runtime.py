@@ -197,6 +197,26 @@ def _fairness_alerts(name: str, window_end: dt.date) -> list[str]:
     return sent
 
 
+def drift_alerts(name: str, decision: dict[str, Any]) -> list[str]:
+    """``monitoring.trigger.feature_drift: alert``: alert on each checked window whose drift is alert-only
+    (decision ``drift_alert``) and due, then record that it was (once per window)."""
+    from airtrain.steps import monitor
+
+    if not decision:
+        return []
+    ends = [dt.date.fromisoformat(w["window_end"]) for w in decision.get("windows") or [decision]
+            if w.get("decision") == "drift_alert"]
+    if not ends:
+        return []
+    spec = spec_for(name)
+    wh = warehouse_for(spec)
+    sent: list[str] = []
+    for w in monitor.drift_alerts_due(wh, spec, ends):
+        sent += notify.drift_alert(name, w)
+        monitor.mark_drift_alerted(wh, spec, w["window_end"])
+    return sent
+
+
 def record_trigger(name: str, decision: dict[str, Any]) -> list[str]:
     """After ``trigger_retrain``: record on the window what really happened, then alert.
 

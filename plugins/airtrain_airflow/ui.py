@@ -156,6 +156,7 @@ def _query(module: str, fn_name: str):
 
 
 _rows = _query("airtrain.monitoring.windows", "list_decisions")
+_trend = _query("airtrain.steps.monitor", "monitoring_trend")
 _validations = _query("airtrain.data.quarantine", "list_validations")
 
 
@@ -190,6 +191,106 @@ def _decisions_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[s
                      f"<td>{e(r['reason'] or '')}</td><td>{rep}</td><td>{run}</td></tr>")
     parts.append("</table>")
     return parts
+
+
+EVENT_COLORS = {"retrain": "#b42318", "promotion": "#067647", "rollback": "#7a2e98", "canary": "#b54708"}
+
+
+def trend_svg(data: dict[str, Any], width: int = 820, height: int = 240) -> str:
+    """The trend chart as inline SVG (server-rendered, no script): per window the drift share (bars, right
+    axis, red where the window retrained), the champion's estimated primary metric (line) with its band
+    (shaded) and the realized one (dots, once the window's labels were due), the evaluation value (dashed),
+    and a vertical marker per retrain, promotion, rollback and canary event (hover: what happened)."""
+    e = html.escape
+    windows, metric = data.get("windows") or [], str(data.get("metric") or "")
+    if not windows:
+        return "<p class='muted'>no monitored windows yet</p>"
+    left, right, top, bottom = 48, 44, 26, 30
+    w, h = width - left - right, height - top - bottom
+    days = [r["window_end"] for r in windows]
+    d0, span = days[0], max((days[-1] - days[0]).days, 1)
+
+    def x(day: Any) -> float:
+        return left + w * ((day - d0).days / span if len(days) > 1 else 0.5)
+
+    vals = [v for r in windows for v in (r.get("estimate"), r.get("band_low"), r.get("band_high"), r.get("realized"),
+                                         r.get("baseline")) if v is not None]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    pad = max((hi - lo) * 0.1, 0.005)
+    lo, hi = lo - pad, hi + pad
+
+    def y(v: float) -> float:
+        return top + h * (1 - (v - lo) / (hi - lo))
+
+    def line(rows: list[dict[str, Any]], key: str) -> str:
+        return " ".join(f"{x(r['window_end']):.1f},{y(float(r[key])):.1f}" for r in rows)
+
+    bar = max(min(w / max(len(days), 1) * 0.7, 14), 1.5)
+    parts = [f"<svg class='trend' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+             f"aria-label='{e(metric)} estimated and realized per window, drift share, retrains and promotions'>",
+             f"<rect x='{left}' y='{top}' width='{w}' height='{h}' fill='#fff' stroke='#ddd'/>"]
+    for r in windows:  # drift share: bars against the right axis (0..100%)
+        if r.get("drift_share") is not None:
+            bh = h * float(r["drift_share"])
+            color = "#f4b4ae" if r.get("decision") == "retrain" else "#e4e7ec"
+            parts.append(f"<rect x='{x(r['window_end']) - bar / 2:.1f}' y='{top + h - bh:.1f}' width='{bar:.1f}' "
+                         f"height='{bh:.1f}' fill='{color}'><title>{e(str(r['window_end']))}: drift share "
+                         f"{float(r['drift_share']):.0%}, {e(str(r.get('decision')))}</title></rect>")
+    band = [r for r in windows if r.get("band_low") is not None and r.get("band_high") is not None]
+    if band:
+        pts = [f"{x(r['window_end']):.1f},{y(r['band_high']):.1f}" for r in band]
+        pts += [f"{x(r['window_end']):.1f},{y(r['band_low']):.1f}" for r in reversed(band)]
+        parts.append(f"<polygon points='{' '.join(pts)}' fill='#1f77b4' fill-opacity='0.15' stroke='none'/>")
+    base = [r for r in windows if r.get("baseline") is not None]
+    if base:
+        parts.append(f"<polyline points='{line(base, 'baseline')}' fill='none' stroke='#98a2b3' "
+                     "stroke-dasharray='4 3'/>")
+    est = [r for r in windows if r.get("estimate") is not None]
+    if est:
+        parts.append(f"<polyline points='{line(est, 'estimate')}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
+        for r in est:
+            parts.append(f"<circle cx='{x(r['window_end']):.1f}' cy='{y(r['estimate']):.1f}' r='2' fill='#1f77b4'>"
+                         f"<title>{e(str(r['window_end']))}: estimated {e(metric)} {float(r['estimate']):.3f}"
+                         + (f" [{float(r['band_low']):.3f}, {float(r['band_high']):.3f}]"
+                            if r.get("band_low") is not None and r.get("band_high") is not None else "")
+                         + "</title></circle>")
+    for r in windows:
+        if r.get("realized") is not None:
+            parts.append(f"<circle cx='{x(r['window_end']):.1f}' cy='{y(r['realized']):.1f}' r='3.5' fill='#ff7f0e'>"
+                         f"<title>{e(str(r['window_end']))}: realized {e(metric)} {float(r['realized']):.3f}</title>"
+                         "</circle>")
+    for ev in data.get("events") or []:
+        if not d0 <= ev["date"] <= days[-1]:
+            continue
+        cx, color = x(ev["date"]), EVENT_COLORS.get(ev["kind"], "#344054")
+        parts.append(f"<g class='event {e(ev['kind'])}'><line x1='{cx:.1f}' y1='{top}' x2='{cx:.1f}' y2='{top + h}' "
+                     f"stroke='{color}' stroke-width='1.5' stroke-dasharray='2 2'/><path d='M{cx - 5:.1f},{top - 2} "
+                     f"L{cx + 5:.1f},{top - 2} L{cx:.1f},{top + 6} Z' fill='{color}'/><title>{e(str(ev['date']))}: "
+                     f"{e(str(ev['label']))}</title></g>")
+    # axes: the metric on the left, the drift share on the right, the first and last window below
+    for v in (lo + pad, (lo + hi) / 2, hi - pad):
+        parts.append(f"<text x='{left - 4}' y='{y(v) + 4:.1f}' font-size='10' text-anchor='end'>{v:.3f}</text>")
+    for share in (0, 0.5, 1):
+        parts.append(f"<text x='{left + w + 4}' y='{top + h * (1 - share) + 4:.1f}' font-size='10'>{share:.0%}</text>")
+    parts.append(f"<text x='{left}' y='{height - 8}' font-size='10'>{e(str(days[0]))}</text>"
+                 f"<text x='{left + w}' y='{height - 8}' font-size='10' text-anchor='end'>{e(str(days[-1]))}</text>")
+    legend = [("#1f77b4", f"estimated {metric} (band shaded)"), ("#ff7f0e", f"realized {metric}"),
+              ("#98a2b3", "at evaluation"), ("#e4e7ec", "drift share (right axis)"),
+              *((c, k) for k, c in EVENT_COLORS.items())]
+    lx = left
+    for color, text in legend:
+        parts.append(f"<rect x='{lx}' y='6' width='10' height='10' fill='{color}'/><text x='{lx + 13}' y='15' "
+                     f"font-size='10'>{e(text)}</text>")
+        lx += 18 + 5.6 * len(text)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _trend_section(name: str, spec: Any, data: dict[str, Any]) -> list[str]:
+    return [trend_svg(data), "<p class='muted'>The estimate (CBPE for classifiers, DLE for regressors, from the "
+            "version's holdout) assumes the relation between inputs and label is unchanged (covariate shift only); "
+            "the realized value arrives with the labels and the realized-performance trigger stays for concept "
+            "drift. Hover a point or a marker for its values.</p>"]
 
 
 def _validations_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
@@ -328,7 +429,8 @@ def _holds_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = None, approvals_for: Any = None,
-                 canaries_for: Any = None, holds_for: Any = None, broken: list[tuple[str, str]] | None = None) -> str:
+                 canaries_for: Any = None, holds_for: Any = None, broken: list[tuple[str, str]] | None = None,
+                 trend_for: Any = None) -> str:
     """The page; ``broken``: (spec file, error) of each spec that does not load - named at the top,
     while every other pipeline is listed as usual."""
     e = html.escape
@@ -350,6 +452,8 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
                      f"{e(spec.monitor_dag_id)}</a> · <a class='model-cards' href='{PREFIX}/cards/{e(name)}'>"
                      "model cards</a></p>")
         sections = [("drift", "Drift decisions", rows_for, _decisions_table, "no monitoring runs yet")]
+        if trend_for is not None:
+            sections.insert(0, ("trend", "Trend", trend_for, _trend_section, "no monitoring runs yet"))
         if validations_for is not None:
             sections.append(("validation", "Validated partitions", validations_for, _validations_table,
                              "no validated partitions yet"))
@@ -434,7 +538,7 @@ def create_app() -> FastAPI:
         return HTMLResponse(render_index(specs, _allowed(user, _rows, "drift"),
                                          _allowed(user, _validations, "validation"), _approvals,
                                          _allowed(user, _canaries, "drift"), _allowed(user, _holds, "validation"),
-                                         broken=broken))
+                                         broken=broken, trend_for=_allowed(user, _trend, "drift")))
 
     def serve(user: Any, pipeline: str, kind: str, report_id: str) -> HTMLResponse:
         specs = _specs()

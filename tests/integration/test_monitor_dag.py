@@ -72,11 +72,26 @@ def test_stable_window_is_quiet_and_stored(monitored):
     assert ("prediction_drift.psi", "prediction") in by and ("drift_share", "") in by
     assert by[("rows", "")][2] == ROWS and by[("rows", "")][5] == 1
     assert rep_path.endswith(f"{rep_id}.html") and "<html" in open(rep_path).read(4000).lower()
+    # issue 24: the champion's performance estimated before labels, from the calibrator stored at evaluation
+    (kind, error, cal_rows), = fetch(monitored.warehouse, "SELECT kind, error, n_rows FROM "
+                                     "registry.performance_estimators WHERE pipeline = 'churn' AND version = 1")
+    assert kind == "calibrator" and error is None and cal_rows > 0
+    est = {r[2]: r for r in fetch(monitored.warehouse, "SELECT role, model_version, metric, method, estimate, band_low, "
+                                  "band_high, baseline, realized, n_rows FROM monitoring.performance_estimates "
+                                  "WHERE pipeline = 'churn' AND window_end = %s", (STABLE,))}
+    role, v, _, method, value, low, high, baseline, realized, n = est["roc_auc"]
+    assert (role, v, method, n) == ("champion", 1, "cbpe", ROWS) and realized is None  # labels not due yet
+    assert low < value < high and abs(value - baseline) < 0.05, est["roc_auc"]  # a stable day: near its evaluation
+    assert by[("estimated.roc_auc", "")][2] == pytest.approx(value)
+    assert by[("estimated_drop.roc_auc", "")][4] is None  # estimated_drop_abs unset: recorded, never a signal
     # a re-run of the window replaces, never duplicates
     run_monitor(monitored, STABLE)
     again = fetch(monitored.warehouse, "SELECT count(*) FROM monitoring.drift_metrics WHERE window_end = %s",
                   (STABLE,))
     assert again[0][0] == len(metrics)
+    assert fetch(monitored.warehouse, "SELECT count(*), min(estimate), max(estimate) FROM "
+                 "monitoring.performance_estimates WHERE window_end = %s AND metric = 'roc_auc'", (STABLE,)
+                 ) == [(1, value, value)]  # same sample, same seeded band: the same estimate
 
 
 def test_window_without_data_is_insufficient_not_drift(monitored):
@@ -109,6 +124,48 @@ def test_drift_triggers_one_retrain_even_when_fired_twice(monitored, caplog):
     assert states["train"] == "success" and states["promote"] == "success", states
 
 
+def test_replay_recomputes_the_live_decisions_and_tries_other_thresholds(monitored, capsys):
+    """Issue 24: the stored windows (no_drift, insufficient_data, retrain) re-decided read-only; with the live
+    spec exactly as decided, with feature_drift: alert the drifted window is alert-only and nothing retrains."""
+    from airtrain.monitoring import replay as rp
+    from airtrain.replay import main as replay_main
+    from airtrain.replay import other_spec
+
+    spec, wh = monitored.spec(), monitored.warehouse
+    path = monitored.spec_dir / "churn.yaml"
+    tables = ("drift_decisions", "drift_metrics", "performance_estimates")
+
+    def state():
+        return [fetch(wh, f"SELECT count(*), max(created_at) FROM monitoring.{t}") for t in tables]
+
+    before = state()
+    live = dict(fetch(wh, "SELECT window_end, decision FROM monitoring.drift_decisions WHERE pipeline = 'churn'"))
+    assert set(live.values()) >= {"no_drift", "insufficient_data", "retrain"}, live
+    history = rp.load_history(wh, spec)
+    assert history["read_only"] is True  # the replay's one transaction is READ ONLY
+    days = rp.replay(wh, spec, spec, history=history)
+    assert {d.window_end: d.would for d in days} == live  # the live decisions, exactly
+    assert [d.window_end for d in days if d.retrain] == [DRIFT] and not any(d.changed for d in days)
+    # the realized value beside the estimate, filled by the first check after the window's labels were due
+    (est, low, high, realized, n, on), = fetch(wh, "SELECT estimate, band_low, band_high, realized, realized_rows, "
+                                               "realized_on FROM monitoring.performance_estimates WHERE "
+                                               "window_end = %s AND metric = 'roc_auc'", (STABLE,))
+    assert n == ROWS and on == STABLE + dt.timedelta(days=1) and abs(realized - est) < 0.1, (est, realized)
+    assert next(d for d in days if d.window_end == STABLE).realized == realized
+    alert = {d.window_end: d for d in rp.replay(wh, spec, other_spec(path, None, [
+        "monitoring.trigger.feature_drift=alert"]), history=history)}
+    assert alert[DRIFT].would == "drift_alert" and alert[DRIFT].changed and not any(d.retrain for d in alert.values())
+    assert alert[STABLE].would == "no_drift"
+    with pytest.raises(rp.ReplayError, match="method"):  # another drift method: the stored scores cannot say
+        rp.replay(wh, spec, other_spec(path, None, ["monitoring.default_method=ks"]), history=history)
+    # the command line prints the comparison and writes nothing
+    assert replay_main(["churn", "--spec-dir", str(monitored.spec_dir), "--url", wh.uri,
+                        "--set", "monitoring.trigger.feature_drift=alert"]) == 0
+    out = capsys.readouterr().out
+    assert f"{DRIFT} " in out and "drift_alert *" in out and "retrains: 1 live, 0 with these settings" in out
+    assert state() == before
+
+
 def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored):
     import re
 
@@ -130,6 +187,12 @@ def test_ui_lists_decisions_and_serves_reports_to_logged_in_users_only(monitored
     page = client.get("/")
     assert page.status_code == 200
     assert "churn_monitor" in page.text and rep_id in page.text and "no_drift" in page.text
+    # issue 24: the trend chart (inline SVG, no script) marks the triggered retrain and the promotion it led to
+    assert "<svg class='trend'" in page.text and "<g class='event retrain'>" in page.text
+    assert "<g class='event promotion'>" in page.text and "estimated roc_auc" in page.text
+    card = client.get("/cards/churn/1")  # the model card shows the version's calibration curve
+    assert card.status_code == 200 and "Calibration (estimated performance before labels)" in card.text
+    assert "<polyline" in card.text and "Brier score of the raw scores" in card.text
     # the drift report (linked from the page), with a title saying what it is and what was decided
     assert f"href='/airtrain/reports/churn/drift/{rep_id}'" in page.text
     rep = client.get(f"/reports/churn/drift/{rep_id}")

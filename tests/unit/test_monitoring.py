@@ -125,3 +125,68 @@ def test_evidently_skips_an_all_null_numeric_column():
     scores, _ = evidently_drift(ref, cur, [ColumnRule("a", "numerical", "psi", 0.2),
                                            ColumnRule("b", "numerical", "psi", 0.2)], 0.5)
     assert scores["a"] is None and scores["b"] is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24: the estimated-performance trigger and alert-only feature drift (pure)
+# ---------------------------------------------------------------------------------------------
+
+def _measured(drifted: int, estimate: float | None, *, rows: int = 5000):
+    from airtrain.monitoring.signals import Measured
+
+    s = spec()
+    cols = [r.column for r in column_rules(s)]
+    scores = {c: (0.9 if i < drifted else 0.01) for i, c in enumerate(cols)}  # psi: >= threshold drifted
+    return Measured(rows=rows, column_scores=scores, prediction_score=0.01, baseline=0.82,
+                    estimated=None if estimate is None else {"value": estimate, "lower": estimate - 0.02,
+                                                             "upper": estimate + 0.02})
+
+
+@pytest.mark.parametrize(("trigger", "drifted", "estimate", "retrain_signals", "alert_signals"), [
+    pytest.param({}, 5, 0.80, 1, 0, id="feature-drift-retrains-by-default"),
+    pytest.param({"estimated_drop_abs": 0.03}, 0, 0.78, 1, 0, id="estimated-drop-past-the-limit"),
+    pytest.param({"estimated_drop_abs": 0.03}, 0, 0.80, 0, 0, id="estimated-drop-below-the-limit"),
+    pytest.param({"estimated_drop_abs": 0.03}, 0, None, 0, 0, id="no-estimate-no-signal"),
+    pytest.param({"feature_drift": "alert"}, 5, 0.80, 0, 1, id="alert-only-drift"),
+    pytest.param({"feature_drift": "alert", "estimated_drop_abs": 0.03}, 5, 0.75, 1, 1, id="alert-and-estimated"),
+])
+def test_window_signals(trigger, drifted, estimate, retrain_signals, alert_signals):
+    from airtrain.monitoring.signals import window_signals
+
+    s = spec(trigger={**trigger, "critical_features": []})
+    sig = window_signals(s, _measured(drifted, estimate), (D, D))
+    assert len(sig.retrain_signals(s)) == retrain_signals and len(sig.alert_only(s)) == alert_signals
+    if estimate is not None:
+        assert sig.estimated_drop == pytest.approx(0.82 - estimate)
+    if retrain_signals and "estimated_drop_abs" in trigger and not drifted:
+        assert sig.retrain_signals(s)[0].startswith("estimated roc_auc fell by 0.040")
+
+
+def test_alert_only_drift_is_recorded_alerted_once_per_cooldown_and_never_retrains():
+    from airtrain.monitoring.signals import alert_only_decision, window_signals
+
+    s = spec(trigger={"feature_drift": "alert", "persistence": 1, "critical_features": []})
+    past: list[PastWindow] = []
+    due = []
+    last_due = None
+    for i in range(20):
+        end = D + dt.timedelta(days=i)
+        sig = window_signals(s, _measured(5, 0.81), (end, end))
+        details: dict = {}
+        if i == 16:  # a quiet window ends the drift: the next one is a new drift, alerted at once
+            past.append(PastWindow(end, False, "no_drift"))
+            due.append(None)
+            continue
+        dec = alert_only_decision(s, end, decide(s, end, sig.retrain_signals(s), past), sig.alert_only(s), past,
+                                  details, last_due)
+        assert dec.decision == "drift_alert" and not dec.trigger and not dec.drifted
+        due.append(details["alert"]["due"])
+        last_due = end if details["alert"]["due"] else last_due
+        past.append(PastWindow(end, dec.drifted, dec.decision))
+    # cooldown_days 7: the first window, then a reminder every 7 days while it lasts, a new drift at once
+    assert [i for i, d in enumerate(due) if d] == [0, 7, 14, 17]
+
+
+def test_estimated_drop_abs_is_bounded_for_a_0_1_metric():
+    with pytest.raises(SpecError, match="estimated_drop_abs is 2"):
+        spec(trigger={"estimated_drop_abs": 2})

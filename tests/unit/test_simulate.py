@@ -98,3 +98,38 @@ def test_landing_files_round_trip(tmp_path, fmt):
     assert path.name == f"{D0}.{fmt}" and not list(tmp_path.glob("*.tmp"))
     back = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     assert len(back) == 50 and list(back.columns) == list(df.columns)
+
+
+def _psi(ref: pd.Series, cur: pd.Series) -> float:
+    cats = sorted(set(ref) | set(cur))
+    a = np.clip(np.array([(ref == c).mean() for c in cats]), 1e-4, None)
+    b = np.clip(np.array([(cur == c).mean() for c in cats]), 1e-4, None)
+    return float(np.sum((b - a) * np.log(b / a)))
+
+
+def test_benign_drift_moves_the_inputs_but_not_the_models_quality():
+    """Inputs drift where the model is still right: a model trained before the drift ranks (ROC AUC)
+    and calibrates (mean score vs churn rate) the drifted days as well as the days before."""
+    from airtrain.evaluation import compute_metrics, predict_scores
+    from airtrain.training import train
+
+    def days(first, last):
+        parts = []
+        for i in range(first, last + 1):
+            f, lab = simulate_day(D0 + dt.timedelta(days=i), scenario="benign_drift", start=D0, rows=1500)
+            parts.append(f.assign(churned=lab["churned"].to_numpy()))
+        return pd.concat(parts, ignore_index=True)
+
+    history, before, after = days(0, 7), days(12, 16), days(25, 29)  # the drift starts on day 20
+    spec = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"params": {"max_iter": 60}})})
+    model = train(spec, history).model
+    drifted = [c for c in ("contract_type", "internet_service", "payment_method", "region")
+               if _psi(history[c], after[c]) > 0.2]
+    assert drifted == ["contract_type", "internet_service", "payment_method", "region"]
+    assert all(_psi(history[c], before[c]) < 0.02 for c in drifted)  # nothing moves before day 20
+    auc = {}
+    for name, df in (("before", before), ("after", after)):
+        score = predict_scores(model, df, spec)
+        auc[name] = compute_metrics(df["churned"].to_numpy(), score, ["roc_auc"], 0.5)["roc_auc"]
+        assert abs(score.mean() - df["churned"].mean()) < 0.025, name  # still calibrated
+    assert auc["after"] >= auc["before"] - 0.005, auc

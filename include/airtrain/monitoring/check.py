@@ -33,8 +33,9 @@ from typing import Any
 
 from airtrain.data.labels import load_labels
 from airtrain.model.evaluation import predict_scores
+from airtrain.monitoring import alerts, estimates
 from airtrain.monitoring.drift import PREDICTION, column_rules, drift_skips, evidently_drift, prediction_rule
-from airtrain.monitoring.performance import performance_drop, realized_fairness, realized_performance
+from airtrain.monitoring.performance import realized_fairness, realized_performance
 from airtrain.monitoring.reference import (
     ensure_reference,
     load_reference,
@@ -42,6 +43,7 @@ from airtrain.monitoring.reference import (
     reference_under_current_rules,
     window_bounds,
 )
+from airtrain.monitoring.signals import Measured, alert_only_decision, window_signals
 from airtrain.monitoring.windows import (
     Decision,
     Metric,
@@ -51,8 +53,9 @@ from airtrain.monitoring.windows import (
     retrain_run_id,
     write_window,
 )
-from airtrain.registry import champions, versions
-from airtrain.spec import LOWER_IS_BETTER, PipelineSpec
+from airtrain.registry import champions, estimators, rollouts, versions
+from airtrain.serving.arms import arm_of
+from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.reports import ReportStore, as_store, with_title
 
@@ -139,16 +142,15 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     current, total = load_window(wh, spec, start, end)
     metrics = [Metric("rows", "", float(total), float(m.min_rows), None),
                Metric("rows_sampled", "", float(len(current)), float(m.sample_rows), None)]
-    signals: list[str] = []
     details: dict[str, Any] = {"rows": total, "rows_sampled": len(current)}
+    measured = Measured(rows=total)
+    estimated: list[estimates.WindowEstimate] = []
     rep_id = rep_path = None
-    drift_share = None
-    insufficient = None
     notes: list[str] = []  # said in the decision's reason: skipped columns, rule changes (issue 27)
-    if total < m.min_rows:
-        insufficient = (f"{total} rows in {start}..{end}, fewer than monitoring.min_rows={m.min_rows}: "
-                        "too few to tell drift from noise")
-    else:
+    primary = spec.evaluation.primary_metric
+    baseline = (versions.get_version(wh, spec, version).metrics.get("holdout") or {}).get(primary)
+    measured.baseline = baseline
+    if total >= m.min_rows:
         model = versions.load_artifact(wh, spec, version)
         ensure_reference(wh, spec, version, model)
         reference = load_reference(wh, spec, version)
@@ -159,53 +161,48 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         rules = column_rules(spec)
         p_rule = prediction_rule(spec)
         scores, snapshot = evidently_drift(reference, current, [*rules, p_rule], t.drift_share)
-
-        skipped = drift_skips(reference, current, rules)
-        drifted_cols = []
-        for r in rules:
-            flag = r.drifted(scores.get(r.column))
-            metrics.append(Metric(f"drift.{r.method}", r.column, scores.get(r.column), r.threshold, flag))
-            if flag:
-                drifted_cols.append(r.column)
-        checked = len(rules) - len(skipped)
-        drift_share = len(drifted_cols) / checked if checked else 0.0
-        share_hit = checked > 0 and drift_share >= t.drift_share
-        metrics.append(Metric("drift_share", "", drift_share, t.drift_share, share_hit))
-        metrics.append(Metric("drifted_columns", "", float(len(drifted_cols)), None, None))
-        if share_hit:
-            signals.append(f"{len(drifted_cols)} of {checked} checked features drifted ({drift_share:.0%} >= "
-                           f"{t.drift_share:.0%}: {', '.join(drifted_cols)})")
-        notes += _drift_notes(version, skipped, ref_excluded, rule_changes, drifted_cols)
-        details.update(skipped_columns=skipped, reference_rows_excluded=ref_excluded, rule_changes=rule_changes)
-        critical = [c for c in t.critical_features if c in drifted_cols]
-        if critical:
-            signals.append(f"critical feature(s) drifted: {', '.join(critical)}")
-        p_flag = p_rule.drifted(scores.get(PREDICTION))
-        metrics.append(Metric(f"prediction_drift.{p_rule.method}", PREDICTION, scores.get(PREDICTION),
-                              p_rule.threshold, p_flag))
-        if t.prediction_drift and p_flag:
-            signals.append(f"prediction drift ({p_rule.method} {scores[PREDICTION]:.3f})")
-        details.update(drifted_columns=drifted_cols, scores=scores)
+        measured.column_scores = {r.column: scores.get(r.column) for r in rules}
+        measured.skipped = drift_skips(reference, current, rules)
+        measured.prediction_score = scores.get(PREDICTION)
+        details.update(skipped_columns=measured.skipped, reference_rows_excluded=ref_excluded,
+                       rule_changes=rule_changes, scores=scores)
         rep_id = report_id(spec, end, version)
+        # performance estimated before labels: the champion on the window, a running canary's candidate on its arm
+        estimated = _estimate(wh, spec, (start, end), version, model, current)
+        e = estimated[0].estimates.get(primary)
+        details["estimated"] = {"version": version, "metric": primary, "reason": estimated[0].reason or None}
+        if e is not None:
+            measured.estimated = {"value": e.value, "lower": e.lower, "upper": e.upper}
+            details["estimated"].update(estimate=e.value, band=[e.lower, e.upper], note=e.note)
     # realized performance, as far as labels have arrived (independent of the window's size)
     load_labels(wh, spec, end)
     perf = realized_performance(wh, spec, version, end)
     details["performance"] = perf
-    baseline = (versions.get_version(wh, spec, version).metrics.get("holdout") or {}).get(spec.evaluation.primary_metric)
+    measured.performance = perf
+    sig = window_signals(spec, measured, (start, end))
+    drift_share = sig.drift_share
+    if measured.column_scores is not None:
+        for r in rules:
+            metrics.append(Metric(f"drift.{r.method}", r.column, scores.get(r.column), r.threshold, sig.flags[r.column]))
+        metrics.append(Metric("drift_share", "", sig.drift_share, t.drift_share, sig.share_hit))
+        metrics.append(Metric("drifted_columns", "", float(len(sig.drifted_columns)), None, None))
+        metrics.append(Metric(f"prediction_drift.{p_rule.method}", PREDICTION, scores.get(PREDICTION),
+                              p_rule.threshold, sig.prediction_flag))
+        notes += _drift_notes(version, measured.skipped, ref_excluded, rule_changes, sig.drifted_columns)
+        details["drifted_columns"] = sig.drifted_columns
+        if measured.estimated is not None:
+            metrics.append(Metric(f"estimated.{primary}", "", measured.estimated["value"], baseline, None))
+        if sig.estimated_drop is not None:
+            details["estimated"]["drop"] = sig.estimated_drop
+            metrics.append(Metric(f"estimated_drop.{primary}", "", sig.estimated_drop, t.estimated_drop_abs,
+                                  sig.estimated_hit))
     if perf.get("rows"):
         metrics.append(Metric("performance_rows", "", float(perf["rows"]), float(m.min_rows), None))
-    if perf.get("value") is not None and perf["rows"] >= m.min_rows and baseline is not None:
-        primary = spec.evaluation.primary_metric
-        drop = performance_drop(primary, perf["value"], baseline)
-        limit = t.performance_drop_abs
-        hit = limit is not None and drop >= limit
+    if sig.realized_drop is not None:
         metrics.append(Metric(f"performance.{primary}", "", perf["value"], baseline, None))
-        metrics.append(Metric(f"performance_drop.{primary}", "", drop, limit, hit if limit is not None else None))
-        details["performance"].update(baseline=baseline, drop=drop)
-        if hit:
-            signals.append(f"{primary} {'rose' if primary in LOWER_IS_BETTER else 'fell'} by {drop:.3f}, worse "
-                           f"(realized {perf['value']:.3f} on {perf['start']}..{perf['end']} vs {baseline:.3f} at "
-                           f"evaluation; limit {limit:g} in {primary}'s units)")
+        metrics.append(Metric(f"performance_drop.{primary}", "", sig.realized_drop, t.performance_drop_abs,
+                              sig.realized_hit))
+        details["performance"].update(baseline=baseline, drop=sig.realized_drop)
     fair_checks, fair_window = realized_fairness(wh, spec, version, end)
     if fair_checks:
         details["fairness"] = {**fair_window, "checks": [c.brief() for c in fair_checks]}
@@ -213,7 +210,10 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
             metrics.append(Metric(f"fairness.{c.metric}", c.attribute, c.value, c.threshold,
                                   None if c.status == "not_evaluated" else c.status == "breach"))
             log.log(logging.WARNING if c.status != "ok" else logging.INFO, "%s fairness: %s", spec.name, c.reason)
-    dec = decide(spec, end, signals, past, insufficient, pending=retrain_pending)
+    dec = decide(spec, end, sig.retrain_signals(spec), past, sig.insufficient, pending=retrain_pending)
+    if sig.alert_only(spec) and not sig.insufficient:
+        dec = alert_only_decision(spec, end, dec, sig.alert_only(spec), past, details,
+                                  last_due=alerts.last_due(wh, spec, end))
     if notes:
         dec.reason += "; " + "; ".join(notes)
     if dec.deferred_to:
@@ -221,6 +221,9 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     if rep_id is not None:
         rep_path = as_store(reports_root).save(spec.name, "drift", rep_id, report_html(
             snapshot, spec, (start, end), version, dec, drift_share))
+    if estimated:
+        estimates.write(wh, spec, (start, end), estimated, run_id=run_id)
+    details["realized_filled"] = estimates.fill_realized(wh, spec, end)
     details["seconds"] = round(time.monotonic() - t0, 3)
     write_window(wh, spec, window=(start, end), version=version, run_id=run_id, metrics=metrics, decision=dec,
            rep_id=rep_id, rep_path=rep_path, drift_share=drift_share, current_rows=total, details=details,
@@ -229,6 +232,32 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
     return {**out, **_summary(dec), "model_version": version, "drift_share": drift_share, "rows": total,
             "report_id": rep_id, "report_path": rep_path, "seconds": details["seconds"],
             "fairness": [c.brief() for c in fair_checks]}
+
+
+def _estimate(wh: Warehouse, spec: PipelineSpec, window: tuple[dt.date, dt.date], version: int, model: Any,
+              current: Any) -> list[estimates.WindowEstimate]:
+    """The champion's estimate on the window's sample (its scores are ``current[PREDICTION]``) and, while a
+    canary runs (started by the window's end), its candidate's on the rows of its arm."""
+    end = window[1]
+    loaded = estimators.load(wh, spec, version)
+    baseline = versions.get_version(wh, spec, version).metrics.get("holdout") or {}
+    out = [estimates.estimate(spec, loaded.estimator, model, current, current[PREDICTION].to_numpy(), version=version,
+                              role="champion", window_end=end, baseline=baseline, reason=loaded.reason)]
+    canary = rollouts.running(wh, spec)
+    if canary is not None and canary.candidate_version != version and (canary.started_on or end) <= end:
+        arm = current[[arm_of(k, canary.salt, canary.fraction) == "candidate" for k in current[spec.entity_key]]]
+        cand = canary.candidate_version
+        c_loaded = estimators.load(wh, spec, cand)
+        c_model = versions.load_artifact(wh, spec, cand)
+        out.append(estimates.estimate(
+            spec, c_loaded.estimator, c_model, arm, predict_scores(c_model, arm, spec) if len(arm) else [], version=cand,
+            role="candidate", window_end=end, baseline=versions.get_version(wh, spec, cand).metrics.get("holdout") or {},
+            rollout_id=canary.id, reason=c_loaded.reason))
+    for e in out:
+        if e.reason:
+            log.info("%s window ending %s: no estimated performance for v%s (%s): %s", spec.name, end, e.version,
+                     e.role, e.reason)
+    return out
 
 
 def _drift_notes(version: int, skipped: dict[str, str], excluded: dict[str, int],

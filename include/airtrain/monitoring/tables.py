@@ -1,5 +1,5 @@
 """The monitoring package's tables: drift metrics and decisions per window, the fairness monitor's
-realized disparities, the daily canary checks and each model version's drift reference sample.
+realized disparities, the daily canary checks, the estimated performance per window and each model version's drift reference sample.
 Applied by :mod:`airtrain.warehouse.ddl` as the part :data:`PART`.
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.data.tables import table_columns
+from airtrain.monitoring import estimates
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import ident
 from airtrain.warehouse.ddl import (
@@ -54,6 +55,7 @@ def create(cur: Any, spec: PipelineSpec, report: SchemaReport) -> None:
          "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, window_end, attribute, metric))",
          (mon, "fairness_metrics")),
         (EVALUATIONS_DDL, (mon, "canary_evaluations")),
+        (estimates.DDL, (mon, estimates.TABLE)),  # issue 24: estimated performance before labels
     ]
     for stmt, (schema, table) in stmts:
         cur.execute(sql.SQL(stmt).format(ident(schema, table)))
@@ -64,6 +66,7 @@ def create(cur: Any, spec: PipelineSpec, report: SchemaReport) -> None:
     cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
         ident("drift_metrics_pipeline_metric_idx"), ident(mon, "drift_metrics"), sql.SQL("pipeline, metric")))
     comments = {
+        (mon, estimates.TABLE): estimates.COMMENT,
         (mon, "canary_evaluations"): "The monitor's daily canary check: labeled rows and realized primary metric per "
                                      "arm, the improvement (candidate - champion, sign flipped for lower-is-better "
                                      "metrics) with its bootstrap interval, and the decision (wait/graduate/abort).",
@@ -105,7 +108,7 @@ def plan(cur: Any, spec: PipelineSpec, plan: SchemaPlan) -> None:
 
 
 #: what the reader role may read: the per-window drift, fairness and canary results (not the reference samples)
-READER_TABLES = ("drift_metrics", "drift_decisions", "canary_evaluations", "fairness_metrics")
+READER_TABLES = ("drift_metrics", "drift_decisions", "canary_evaluations", "fairness_metrics", estimates.TABLE)
 
 
 def reader_tables(spec: PipelineSpec) -> list[tuple[str, str]]:

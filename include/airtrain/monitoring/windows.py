@@ -23,7 +23,7 @@ from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 
 log = logging.getLogger(__name__)
 
-DECISIONS = ("no_champion", "insufficient_data", "no_drift", "drift", "cooldown", "retrain")
+DECISIONS = ("no_champion", "insufficient_data", "no_drift", "drift", "drift_alert", "cooldown", "retrain")
 
 
 @dataclass

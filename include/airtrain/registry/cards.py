@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from airtrain.registry import champions, versions
+from airtrain.registry import champions, estimators, versions
 from airtrain.registry.versions import version_text
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse, ident
@@ -72,6 +72,7 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
         status = _rows(cur, sql.SQL("SELECT status, actor, reason, run_id, promotion_id, created_at FROM {} "
                                     "WHERE pipeline = %s AND version = %s ORDER BY id").format(
             ident(reg, "version_status")), (spec.name, version))
+        calibration = estimators.calibration_curve(cur, spec, version)
     champion = champions.champion_version(wh, spec)
     window = lineage.get("window") or {}
     inputs = set(lineage.get("model_inputs") or spec.model_feature_names)
@@ -96,6 +97,8 @@ def build(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, Any]:
         "importance": {"comparison": metrics.get("importance"), "rows": importance},
         "fairness": {"summary": metrics.get("fairness"), "rows": fairness},
         "gate": metrics.get("gate"),
+        # the holdout's reliability curve: what the monitor's estimated performance rests on (issue 24)
+        "calibration": calibration,
         "gate_decisions": decisions,
         "status": {"rejected": bool(status) and status[-1]["status"] == "rejected", "history": status},
         "promotions": promotions,
@@ -251,6 +254,7 @@ def render_html(card: dict[str, Any]) -> str:
             fair["rows"], lambda r: (r["attribute"], r["group_value"] or "(disparity)", r["metric"]))))
     else:
         parts.append("<p class='muted'>no sensitive attributes in the spec (fairness section)</p>")
+    parts.append(_calibration_html(card.get("calibration")))
     parts.append("<h2>Gate decision</h2>")
     if gate:
         cls = "ok" if gate.get("passed") else "bad"
@@ -302,3 +306,42 @@ def render_html(card: dict[str, Any]) -> str:
                  "<p class='muted'>not stored (a version trained before specs were kept with versions)</p>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _calibration_html(cal: dict[str, Any] | None) -> str:
+    """The calibration curve of the version's holdout (score deciles: mean score vs observed rate and the
+    isotonic calibration) as an inline SVG, with the table under it."""
+    e = html.escape
+    head = "<h2>Calibration (estimated performance before labels)</h2>"
+    if not cal:
+        return head + "<p class='muted'>no calibrator (a regressor, or a version evaluated before estimators)</p>"
+    if cal.get("error"):
+        return head + f"<p class='bad'>no calibrator: {e(str(cal['error']))}</p>"
+    curve = cal.get("curve") or []
+    size, pad = 240, 30
+
+    def xy(a: float, b: float) -> tuple[float, float]:
+        return pad + min(max(a, 0.0), 1.0) * size, pad + (1 - min(max(b, 0.0), 1.0)) * size
+
+    def line(key: str, color: str, dash: str = "") -> str:
+        pts = [xy(float(b["score"]), float(b[key])) for b in curve]
+        dots = "".join(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='{color}'/>" for x, y in pts)
+        return (f"<polyline points='{' '.join(f'{x:.1f},{y:.1f}' for x, y in pts)}' fill='none' stroke='{color}' "
+                f"stroke-width='2' {dash}/>{dots}")
+
+    w = size + 2 * pad
+    svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{w}' role='img' "
+           "aria-label='calibration curve: mean score against the observed positive rate per score decile'>"
+           f"<rect x='{pad}' y='{pad}' width='{size}' height='{size}' fill='none' stroke='#ccc'/>"
+           f"<line x1='{pad}' y1='{pad + size}' x2='{pad + size}' y2='{pad}' stroke='#bbb' stroke-dasharray='4 3'/>"
+           + line("observed", "#1f77b4") + line("calibrated", "#d62728", "stroke-dasharray='5 3'")
+           + f"<text x='{pad}' y='{w - 6}' font-size='11'>mean score per decile (0 … 1)</text>"
+           f"<text x='4' y='{pad - 8}' font-size='11'>observed rate</text></svg>")
+    brier = (f"Brier score of the raw scores {_num(cal.get('brier_raw'))}, calibrated {_num(cal.get('brier_calibrated'))}"
+             f" ({e(str(cal.get('rows')))} holdout rows, {e(' … '.join(cal.get('holdout') or []))}).")
+    return (head + "<p class='muted'>Blue: the observed positive rate per score decile of the holdout (the dashed "
+            "diagonal is perfect calibration); red: the isotonic calibration the monitor turns scores into expected "
+            "labels with. " + brier + " The estimate assumes the relation between inputs and label is unchanged "
+            "(covariate shift only).</p>" + svg
+            + _table(["mean score", "observed rate", "calibrated", "rows"],
+                     [[b.get("score"), b.get("observed"), b.get("calibrated"), int(b.get("rows", 0))] for b in curve]))

@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg2 import sql
 
+from airtrain.registry import estimators
 from airtrain.registry.versions import versions_needing
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import ident
@@ -83,6 +84,8 @@ def create(cur: Any, spec: PipelineSpec, report: SchemaReport) -> None:
         cur.execute(sql.SQL("CREATE TRIGGER promotion_log_no_truncate BEFORE TRUNCATE ON {} "
                             "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse_change()").format(
             ident(reg, "promotion_log"), ident(reg)))
+    cur.execute(sql.SQL(estimators.DDL).format(ident(reg, estimators.TABLE)))  # issue 24
+    comment(cur, "TABLE", ident(reg, estimators.TABLE), estimators.COMMENT)
     _release_state_tables(cur, reg, report)  # rejected versions, promotion holds, per-run gate decisions
     for table, cols in [("evaluations", "pipeline, version"), ("promotion_log", "pipeline, id")]:
         cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(

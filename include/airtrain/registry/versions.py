@@ -22,6 +22,7 @@ from airtrain.model.artifacts import (
     sign,
     verify_signature,
 )
+from airtrain.registry import estimators
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse, ident, xact_lock
 from airtrain.warehouse.ddl import table_exists
@@ -184,6 +185,7 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
             cur.execute(sql.SQL("UPDATE {} SET artifact_signature = %s WHERE pipeline = %s AND version = %s").format(
                 registry_table(spec, "model_versions")), (sign(keys, spec.name, version, sha), spec.name, version))
             done.append(int(version))
+        estimators.resign(cur, spec, keys, versions)  # the regressors' loss models are signed the same way
     return done
 
 

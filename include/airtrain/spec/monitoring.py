@@ -35,6 +35,20 @@ class TriggerRule(SpecModel):
         'lower-is-better ones (rmse, mae, mape, log_loss, brier) the rise of the realized error above it.'
         " At most 1 for a metric bounded by 0..1. Default 0.05, except for rmse/mae (the target's own "
         'units): unset, no performance trigger - set a value that matters in those units.'))
+    # issue 24: retrain when the performance estimated before labels falls, not on drift alone
+    estimated_drop_abs: Annotated[float, Field(gt=0)] | None = Field(None, description=(
+        "Estimated drop of the primary metric vs the champion's evaluation that triggers, in the metric's own "
+        'units, measured towards worse like performance_drop_abs - but before any label arrives: each window '
+        "the champion's performance is estimated from its scores (CBPE for classifiers: its holdout's isotonic "
+        'calibration; DLE for regressors: loss models fitted on its holdout; monitoring.performance_estimates). '
+        'Assumes covariate shift only (the relation between inputs and label unchanged): keep '
+        'performance_drop_abs for concept drift. Unset: no estimated-performance trigger. With delayed labels, '
+        'the recommended setting is 0.02-0.03 of roc_auc with feature_drift: alert (docs/MONITORING.md).'))
+    feature_drift: Literal["retrain", "alert"] = Field("retrain", description=(
+        'What the drift signals (drift_share, critical_features, prediction_drift) do: retrain (they trigger, '
+        "with persistence and cooldown) or alert (recorded as decision drift_alert and notified - on the first "
+        'window of a drift and again every cooldown_days while it lasts - but never retrain; the performance '
+        'triggers still do).'))
     persistence: Annotated[int, Field(ge=1, le=30)] = Field(1, description=(
         'Consecutive drifted windows needed.'))
     cooldown_days: Annotated[int, Field(ge=0, le=365)] = Field(7, description=(

@@ -172,6 +172,11 @@ class PipelineSpec(SpecModel):
                 f"monitoring.trigger.performance_drop_abs is {drop:g}, in the units of the primary metric "
                 f"{primary}, which lies between 0 and 1, so a drop of {drop:g} can never happen; use a value in "
                 "(0, 1], e.g. 0.05")
+        est = self.monitoring.trigger.estimated_drop_abs
+        if est is not None and primary in BOUNDED_0_1 and est > 1:
+            raise ValueError(
+                f"monitoring.trigger.estimated_drop_abs is {est:g}, in the units of the primary metric {primary}, "
+                f"which lies between 0 and 1, so a drop of {est:g} can never happen; use a value in (0, 1], e.g. 0.03")
         trigger = self.monitoring.trigger
         if primary in TARGET_UNITS and "performance_drop_abs" not in trigger.model_fields_set and drop is not None:
             # 0.05 of an RMSE or MAE in the target's units (rentals, euros) is noise: without a value in those

@@ -9,14 +9,14 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from airtrain.monitoring import canary, check, performance, windows
+from airtrain.monitoring import alerts, canary, check, estimates, performance, trend, windows
 from airtrain.registry import rollouts
 from airtrain.serving import publish
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.reports import ReportStore
 
-__all__ = ["NoPublishedDateError", "aborted_canaries_due", "canary_check", "check_windows", "dates_from_events",
+__all__ = ["NoPublishedDateError", "aborted_canaries_due", "drift_alerts_due", "list_estimates", "mark_drift_alerted", "monitoring_trend", "canary_check", "check_windows", "dates_from_events",
            "fairness_alerts_due", "is_published", "mark_canary_alerted", "mark_fairness_alerted",
            "mark_trigger_alerted", "record_trigger", "windows_to_check"]
 
@@ -72,3 +72,23 @@ def aborted_canaries_due(wh: Warehouse, spec: PipelineSpec) -> list[dict[str, An
 
 def mark_canary_alerted(wh: Warehouse, spec: PipelineSpec, rollout_id: int) -> None:
     rollouts.mark_alerted(wh, spec, rollout_id)
+
+
+def drift_alerts_due(wh: Warehouse, spec: PipelineSpec, window_ends: list[dt.date]) -> list[dict[str, Any]]:
+    """Alert-only drift windows (``monitoring.trigger.feature_drift: alert``) whose alert is due."""
+    return alerts.drift_alerts_due(wh, spec, window_ends)
+
+
+def mark_drift_alerted(wh: Warehouse, spec: PipelineSpec, window_end: dt.date) -> None:
+    alerts.mark_drift_alerted(wh, spec, window_end)
+
+
+def list_estimates(wh: Warehouse, spec: PipelineSpec, metric: str | None = None, limit: int = 400
+                   ) -> list[dict[str, Any]]:
+    """The stored performance estimates, newest window first (:mod:`airtrain.monitoring.estimates`)."""
+    return estimates.list_estimates(wh, spec, metric, limit)
+
+
+def monitoring_trend(wh: Warehouse, spec: PipelineSpec, limit: int = 120) -> dict[str, Any]:
+    """Per window drift share, estimated and realized primary metric, and the events (the UI's chart)."""
+    return trend.trend(wh, spec, limit)

@@ -27,13 +27,13 @@ from airtrain.data.ingest import (
 from airtrain.data.labels import load_labels
 from airtrain.data.quarantine import passed_before, store_validation
 from airtrain.data.validation import validate_batch
-from airtrain.model import explain, fairness, training
+from airtrain.model import calibration, explain, fairness, training
 from airtrain.model.artifacts import dump_model
 from airtrain.model.evaluation import evaluate as eval_model
 from airtrain.model.evaluation import predict_scores
 from airtrain.model.gate import fair_window, trained_window
 from airtrain.model.training import InsufficientDataError
-from airtrain.registry import cards, champions, evaluations, versions
+from airtrain.registry import cards, champions, estimators, evaluations, versions
 from airtrain.spec import PipelineSpec, hashing
 from airtrain.spec.hashing import spec_hash
 from airtrain.warehouse.connection import Warehouse
@@ -245,6 +245,12 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     if audit["fairness"] is not None:
         extra["fairness"] = audit["fairness"]
         log.info("%s v%s fairness: %s", spec.name, version, json.dumps(audit["fairness"], default=str))
+    # what the monitor estimates the version's performance with before labels arrive (issue 24)
+    fitted = calibration.fit_for_version(model, holdout, spec)
+    estimators.store(wh, spec, version, fitted, holdout=(h_start, h_end), run_id=run_id)
+    if fitted.error:
+        log.warning("%s v%s: no performance estimator: %s", spec.name, version, fitted.error)
+    clock.lap("estimator")
     versions.update_metrics(wh, spec, version, {"holdout": full.overall,
                                                 "holdout_window": [h_start.isoformat(), h_end.isoformat()],
                                                 "comparison": comparison, **extra})
@@ -256,7 +262,8 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
             # the champion this evaluation was made against: promotion is a compare-and-swap on it
             "expected_champion": champion,
             "holdout": [h_start.isoformat(), h_end.isoformat()], "holdout_rows": len(holdout),
-            "comparison": comparison, **extra, "seconds": clock.laps}
+            "comparison": comparison, **extra, "estimator": fitted.kind if not fitted.error else None,
+            "seconds": clock.laps}
 
 
 def explain_and_fairness(spec: PipelineSpec, models: dict[str, tuple[int, Any]], holdout, compared_rows
