@@ -957,12 +957,27 @@ def redact(text: str) -> str:
 
 
 def remember_secrets(cfg: dict[str, str]) -> None:
-    """Make :func:`redact` mask the stack's secrets wherever they appear."""
-    from airtrain.warehouse.redaction import remember_secret
+    """Make :func:`redact` mask the stack's secrets wherever they appear: the generated ones, every
+    *PASSWORD*/*SECRET*/*FERNET*/*TOKEN* setting, and the password of every Airflow connection of .env
+    (``AIRFLOW_CONN_*``, as a URI or as JSON), also where it appears without its URI."""
+    from airtrain.warehouse.redaction import remember_secret, uri_password
 
     for key, value in cfg.items():
         if key in GENERATED or any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "TOKEN")):
             remember_secret(value)
+        elif key.startswith("AIRFLOW_CONN_") and value:
+            remember_secret(conn_password(value, uri_password))
+
+
+def conn_password(value: str, uri_password) -> str | None:
+    """The password of an Airflow connection given as an environment variable (URI or JSON)."""
+    if value.lstrip().startswith("{"):
+        try:
+            conn = json.loads(value)
+        except ValueError:
+            return None
+        return conn.get("password") if isinstance(conn, dict) else None
+    return uri_password(value)
 
 
 def login_uri(url: str) -> str:
