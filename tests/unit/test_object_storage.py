@@ -197,3 +197,24 @@ def test_a_plain_folder_root_still_works_for_the_core(tmp_path):
     spec = files_spec()
     assert source_path(spec, D, tmp_path) == tmp_path / "landing/churn" / f"{D}.csv"
     assert source_path(spec, D, str(tmp_path)) == Path(tmp_path) / "landing/churn" / f"{D}.csv"
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("s3://AKIDEXAMPLE:{secret}@landing-bucket/airtrain", id="key-and-secret"),
+    pytest.param("s3://AKIDEXAMPLE:{secret}/with/slash@landing-bucket/airtrain", id="unencoded-slash"),
+    pytest.param("gs://:{secret}@landing-bucket", id="empty-user"),
+])
+def test_a_url_with_credentials_in_it_is_refused_and_never_echoed(monkeypatch, url):
+    """review 2: ObjectStoragePath reads ``s3://KEY:SECRET@bucket`` as the connection id "KEY:SECRET", which
+    the error then named in clear. A URL with credentials is refused at once, the credential masked."""
+    from airtrain_airflow.storage import ObjectStoreError, landing_root
+
+    secret = "s3cr3t-Key-0f-the-store"  # noqa: S105 - the credential that must never be printed
+    monkeypatch.setenv("AIRTRAIN_LANDING_URL", url.format(secret=secret))
+    monkeypatch.delenv("AIRTRAIN_LANDING_CONN_ID", raising=False)
+    with pytest.raises(ObjectStoreError) as err:
+        landing_root()
+    printed = "".join(traceback.format_exception(err.value))
+    assert secret not in printed and not any(secret[i:i + 6] in printed for i in range(len(secret) - 6)), printed
+    assert "AIRTRAIN_LANDING_URL" in str(err.value) and "credentials" in str(err.value)
+    assert "AIRTRAIN_LANDING_CONN_ID" in str(err.value) and "\n" not in str(err.value)
