@@ -42,6 +42,14 @@ def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
     return scan.specs, len(scan.errors)
 
 
+def _error_line(exc: BaseException, what: str = "") -> str:
+    """``exc`` as the one line a CLI prints (no traceback, no secret): a wrong password, an unreachable
+    server, a malformed URL."""
+    redact_exception(exc)
+    text = " ".join(redact_text(str(exc)).split())
+    return f"error: {what}{type(exc).__name__}: {text}"
+
+
 def _url(args: argparse.Namespace) -> str | None:
     return args.url or os.environ.get("WAREHOUSE_URL") or os.environ.get("AIRFLOW_CONN_WAREHOUSE")
 
@@ -123,6 +131,9 @@ def resign(argv: list[str] | None = None) -> int:
     except ArtifactSignatureError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc, f"{spec.name}: "), file=sys.stderr)
+        return 1
     return 1 if broken else 0
 
 
@@ -149,7 +160,10 @@ def setup_roles_cli(argv: list[str]) -> int:
                                 task_login=args.task_login, task_password=password, reader_roles=readers):
             print(line)
     except (ReaderLoginError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc), file=sys.stderr)
         return 1
     return 0
 
@@ -184,7 +198,10 @@ def create_reader_login_cli(argv: list[str]) -> int:
         done = create_reader_login(Warehouse(args.url), args.name, password, reader_role=args.reader_role,
                                    reset_password=args.reset_password)
     except ReaderLoginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc), file=sys.stderr)
         return 1
     print(f"{done}: login {args.name} (inherits {args.reader_role}: read-only)")
     if not args.password_stdin:
