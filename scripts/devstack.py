@@ -191,6 +191,17 @@ def write_passwords(cfg: dict[str, str], home: Path) -> list[str]:
     return new
 
 
+def user_lines(cfg: dict[str, str], pw_file: Path, new_users: list[str]) -> list[str]:
+    """What `up` prints about the AIRFLOW_USERS users: name, role, DAG scope and where the password is -
+    never the password itself (terminal output ends up in scroll-back, CI logs and screen shares)."""
+    out = []
+    for name, role, pats in extra_users(cfg):
+        scope = f"; DAGs {'|'.join(pats)} only" if pats else ""
+        new = "   (new: password generated)" if name in new_users else ""
+        out.append(f"  User:        {name} ({role}{scope})   (password: in {pw_file}, mode 600){new}")
+    return out
+
+
 def api_host(cfg: dict[str, str]) -> str:
     """Where the API server listens: 127.0.0.1 unless AIRFLOW_HOST opens it (e.g. 0.0.0.0)."""
     return cfg.get("AIRFLOW_HOST") or "127.0.0.1"
@@ -813,11 +824,8 @@ def cmd_up() -> int:
     print(f"  DAGs:        {', '.join(dags) or 'none yet (see ' + str(LOGS / 'dag-processor.log') + ')'}")
     print(f"  Warehouse:   psql '{login_uri(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
           f"{ENV_FILE.name}); read-only logins: make reader-login NAME=<name>")
-    pw_file = Path(env["AIRFLOW_HOME"]) / "passwords.json"
-    for name, role, pats in extra_users(cfg):
-        scope = f"; DAGs {'|'.join(pats)} only" if pats else ""
-        shown = json.loads(pw_file.read_text())[name] if name in new_users else f"see {pw_file}"
-        print(f"  User:        {name} ({role}{scope}) / {shown}{'   (new)' if name in new_users else ''}")
+    for line in user_lines(cfg, Path(env["AIRFLOW_HOME"]) / "passwords.json", new_users):
+        print(line)
     if started:
         print(f"  Demo:        {started}")
     elif "churn" in env.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(","):
