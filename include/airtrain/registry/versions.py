@@ -23,7 +23,7 @@ from airtrain.model.artifacts import (
     verify_signature,
 )
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, ident, xact_lock
+from airtrain.warehouse.connection import Warehouse, ident, registry_lock
 from airtrain.warehouse.ddl import table_exists
 
 
@@ -83,7 +83,7 @@ def register_version(
     before instead of a new one. ``spec_text``: the spec it was trained under, stored with it.
     """
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "registry", spec.name)
+        registry_lock(cur, "registry", spec.name)
         # Idempotent: the same data, estimator, params, code and spec give the same model (training is
         # seeded), so a retry or a re-run of the same date returns the version registered before.
         cur.execute(
@@ -173,7 +173,7 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
         raise ArtifactSignatureError("no artifact signing key configured: nothing to sign with")
     done = []
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "registry", spec.name)
+        registry_lock(cur, "registry", spec.name)
         cur.execute(sql.SQL("SELECT version, artifact, artifact_sha256 FROM {} WHERE pipeline = %s "
                             "AND (%s::int[] IS NULL OR version = ANY(%s::int[])) ORDER BY version").format(
             registry_table(spec, "model_versions")), (spec.name, versions, versions))
