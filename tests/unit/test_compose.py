@@ -205,7 +205,7 @@ NASTY = {"POSTGRES_PASSWORD": 'p@ss:w/rd#"q\\1%? x', "WAREHOUSE_PASSWORD": "wh-a
          "WAREHOUSE_TASK_PASSWORD": 't@sk "pw" \\ :x/#', "AIRFLOW_WWW_PASSWORD": 'ui "pw" \\ admin'}
 
 
-def run_init(tmp_path: Path, fail: str | None = None, **env: str) -> tuple[int, list[str], str]:
+def run_init(tmp_path: Path, fail: str | None = None, fail_code: int = 1, **env: str) -> tuple[int, list[str], str]:
     """Run airflow-init's script as compose would start it (its interpolated command and environment),
     with /opt/airflow under ``tmp_path``. ``/entrypoint`` behaves like the image's (with
     ``_AIRFLOW_DB_MIGRATE`` set, every call migrates first), records each command, fails the one
@@ -221,7 +221,7 @@ def run_init(tmp_path: Path, fail: str | None = None, **env: str) -> tuple[int, 
 /entrypoint() {{
   if [[ -n "${{_AIRFLOW_DB_MIGRATE:-}}" ]]; then echo "airflow db migrate   (the entrypoint's _AIRFLOW_DB_MIGRATE)" >> {calls}; fi
   echo "$*" >> {calls}
-  if [[ -n "{fail or ''}" && "$*" == *"{fail or ''}"* ]]; then echo "stand-in: $* failed" >&2; return 1; fi
+  if [[ -n "{fail or ''}" && "$*" == *"{fail or ''}"* ]]; then echo "stand-in: $* failed" >&2; return {fail_code}; fi
   if [[ "${{1:-}} ${{2:-}} ${{3:-}}" == "python -m airtrain.deploy" ]]; then shift; {sys.executable} "$@"; fi
 }}
 chown() {{ echo "chown $*" >> {calls}; }}
@@ -267,6 +267,19 @@ def test_init_fails_when_a_step_fails_and_runs_nothing_after_it(tmp_path, step):
     assert rc != 0, output[-2000:]  # the services that wait for its success never start
     failed_at = next(i for i, c in enumerate(calls) if step in c)
     assert not any(c.startswith(("python", "airflow")) for c in calls[failed_at + 1:]), calls
+
+
+def test_init_warns_and_goes_on_when_migrate_only_skipped_invalid_specs(tmp_path):
+    """review 5: one invalid spec made migrate exit 1 and took the whole stack down. migrate's exit 3
+    (airtrain.migrate.EXIT_SPECS_SKIPPED: the others are migrated) is a warning; any other failure stops."""
+    from airtrain.migrate import EXIT_SPECS_SKIPPED
+
+    rc, calls, output = run_init(tmp_path, fail="airtrain.migrate migrate", fail_code=EXIT_SPECS_SKIPPED, **NASTY)
+    assert rc == 0, output[-2000:]
+    assert "invalid pipeline spec(s) skipped" in output
+    assert calls[-1] == "airflow version", calls  # the init went to its end: the services start
+    rc, calls, output = run_init(tmp_path, fail="airtrain.migrate migrate", fail_code=2, **NASTY)
+    assert rc == 2 and calls[-1].startswith("python -m airtrain.migrate migrate"), calls
 
 
 @pytest.mark.parametrize("var, value", [
