@@ -35,7 +35,6 @@ from airtrain.warehouse.ddl import SchemaBehindError
 from airtrain.warehouse.redaction import redact_exception, redact_text
 from airtrain.warehouse.roles import ReaderLoginError, create_reader_login, setup_roles
 
-
 #: `airtrain migrate`'s exit code when the specs that load were all migrated and some did not load
 EXIT_SPECS_SKIPPED = 3
 
