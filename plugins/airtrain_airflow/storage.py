@@ -59,6 +59,25 @@ def _refuse_credentials(url: str, what: str, setting: str) -> None:
             f"name it in {setting.removesuffix('_URL')}_CONN_ID or as <scheme>://<conn_id>@bucket/..."))
 
 
+def _require_connection(conn_id: str | None, what: str, setting: str) -> None:
+    """The named connection exists, else one line naming it and where it is defined. Without this, the
+    provider's filesystem falls back to the default credentials (or anonymous access) when the id is
+    undefined and the failure reads "the bucket does not exist" - or, worse, works with other credentials."""
+    if not conn_id:
+        return
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airtrain.warehouse import redact_text
+
+    try:
+        Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise ObjectStoreError(redact_text(
+            f"{what}: the Airflow connection {conn_id!r} (named by {setting.removesuffix('_URL')}_CONN_ID or in "
+            f"{setting}) is not defined: define AIRFLOW_CONN_{conn_id.upper()} (or add it in a secrets backend or "
+            "the UI), or fix the id")) from None
+
+
 def checked_store(url: str, conn_id: str | None, what: str, setting: str):
     """``storage_path(url, conn_id)`` once its bucket answers: a wrong or missing bucket, an unknown
     connection or an unreachable endpoint fails HERE with one readable line naming ``setting``, the
@@ -76,6 +95,7 @@ def checked_store(url: str, conn_id: str | None, what: str, setting: str):
     bucket = str(getattr(path, "bucket", "") or "")
     if protocol in ("", "file", "local") or not bucket:
         return path
+    _require_connection(conn_id or getattr(path, "conn_id", None), what, setting)
     try:
         found = path.fs.exists(bucket)
     except Exception as exc:  # noqa: BLE001 - re-raised as one line without the library's traceback
