@@ -256,6 +256,16 @@ def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, c
     (details,), = fetch(wh, "SELECT details FROM monitoring.drift_decisions WHERE window_end = %s", (LAST,))
     assert details["reference_rows_excluded"]["monthly_charges"] > 0
     assert details["rule_changes"]["loyalty_score"] == ["added to the spec"]
+    # review 3: a window of 7 days holds 6 days validated under the old max: they are filtered as well
+    project.respec(TEST_SPEC, {"features": features(loyalty, monthly_charges={"max": cap},
+                                                    tenure_months={"type": "float"}),
+                               "monitoring": {"window_days": 7}})
+    check.run_check(wh, project.spec(), LAST, run_id="monitor-7", reports_root=project.root / "reports")
+    drifted = dict(fetch(wh, "SELECT column_name, drifted FROM monitoring.drift_metrics WHERE window_end = %s "
+                             "AND metric LIKE 'drift.%%'", (LAST,)))
+    (details,), = fetch(wh, "SELECT details FROM monitoring.drift_decisions WHERE window_end = %s", (LAST,))
+    assert drifted["monthly_charges"] is False, details.get("scores")
+    assert details["window_rows_excluded"]["monthly_charges"] > 0
     # retraining: loyalty_score has no value in the training days - dropped and recorded, never trained as NULLs
     trained = retrain.train(wh, spec, LAST, "retrain")
     assert trained["inputs_dropped"] == ["loyalty_score"]
