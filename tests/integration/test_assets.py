@@ -224,3 +224,35 @@ def test_several_publish_events_in_one_monitor_run_check_every_date_once_in_orde
     with create_session() as s:  # one retrain, for the window that decided it
         assert s.scalars(select(DagRun.run_id).where(DagRun.dag_id == spec.retrain_dag_id, DagRun.run_id.in_(
             [f"drift__{d}" for d in (d9, d10, d11)]))).all() == [f"drift__{d10}"]
+
+
+def test_a_date_published_after_a_newer_one_was_checked_re_checks_the_later_window(
+        tmp_path_factory, pg_server, airflow_db, monkeypatch):
+    """review 7 (issue 20.3 with max_active_runs 2): d10 was published and checked before d9 - 'drift, 1
+    of 2' because d9 was not checked yet. When d9's event comes, d10 is checked again after it: with d9
+    drifted too, persistence is met and d10 decides the retrain (before: d10 kept its stale 'drift')."""
+    from airtrain.monitoring import check, windows
+    from airtrain.serving import scoring
+    from airtrain.steps import retrain
+
+    p, _ = template_project(
+        tmp_path_factory, pg_server, "assets", overrides=SPEC, start=START, days=HISTORY + 2, rows=300,
+        bootstrap={"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)), "force_train": True},
+        monkeypatch=monkeypatch)
+    p.respec(SPEC, {"monitoring": {"default_threshold": 0.000001,
+                                   "trigger": {"drift_share": 0.3, "persistence": 2, "cooldown_days": 7}}})
+    spec, wh = p.spec(), p.warehouse
+    d7, d8 = START + dt.timedelta(days=9), START + dt.timedelta(days=10)  # d9 (bootstrap) and d10
+    retrain.ingest(wh, spec, [d8], "later", p.root)
+    retrain.validate(wh, spec, [d8], "later", today=d8, reports_root=p.root / "reports")
+    scoring.score_date(wh, spec, d8, run_id="publish-d10")
+    first = check.check_windows(wh, spec, windows.windows_to_check(wh, spec, [d8], run_id="mon-d10"),
+                                run_id="mon-d10", reports_root=p.root / "reports")
+    assert [w["decision"] for w in first["windows"]] == ["drift"]
+    late = windows.windows_to_check(wh, spec, [d7], run_id="mon-d9")
+    assert late == [d7, d8]
+    second = check.check_windows(wh, spec, late, run_id="mon-d9", reports_root=p.root / "reports")
+    assert [(w["window_end"], w["decision"]) for w in second["windows"]] == [(str(d7), "drift"), (str(d8), "retrain")]
+    assert second["trigger"] and second["window_end"] == str(d8)
+    # a retry of that check (the same task instance) finds the same windows
+    assert windows.windows_to_check(wh, spec, [d7], run_id="mon-d9") == [d7, d8]
