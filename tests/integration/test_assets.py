@@ -226,6 +226,41 @@ def test_several_publish_events_in_one_monitor_run_check_every_date_once_in_orde
             [f"drift__{d}" for d in (d9, d10, d11)]))).all() == [f"drift__{d10}"]
 
 
+def test_a_date_published_out_of_order_re_checks_the_drift_windows_its_persistence_reaches(warehouse, tmp_path):
+    """review 7 (issue 20.3, max_active_runs 2), the selection: d10 was checked before d9 was published and
+    decided 'drift' (1 of 2: d9 missing). d9's monitor run checks d10 again after d9 - and a retry of that
+    run too, even once d10 turned 'retrain' (not yet triggered). A 'no_drift' window, a window beyond the
+    persistence horizon and a triggered retrain are not checked again. The end-to-end decision (d10 then
+    retrains): test_a_date_published_after_a_newer_one_was_checked_re_checks_the_later_window (e2e)."""
+    from airtrain.monitoring import windows
+    from airtrain.spec import load_spec
+    from airtrain.steps.schema import apply_schema
+    from airtrain_dev.demo import write_demo_spec
+
+    from tests.integration.dagtest import ROOT
+
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", tmp_path, merged(SPEC, {"monitoring": {
+        "trigger": {"persistence": 3, "cooldown_days": 7}, "window_days": 1}}))
+    spec = load_spec(tmp_path / "churn.yaml")
+    apply_schema(warehouse, spec)
+    d = {i: START + dt.timedelta(days=i) for i in range(8, 14)}
+
+    def decided(day, decision, run_id="earlier"):
+        windows.write_window(warehouse, spec, window=(day, day), version=1, run_id=run_id, metrics=[],
+                             decision=windows.Decision(decision, "test", decision != "no_drift"), rep_id=None,
+                             rep_path=None, drift_share=None, current_rows=300, details={})
+
+    decided(d[10], "drift")
+    decided(d[11], "no_drift")
+    decided(d[13], "drift")  # 4 days after d9: beyond (persistence - 1) * window_days
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9") == [d[9], d[10]]
+    decided(d[10], "retrain", run_id="mon-d9")  # what the re-check decided; the run then fails before its trigger
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9") == [d[9], d[10]]  # its retry
+    windows.record_trigger(warehouse, spec, d[10], run_id="drift__x")
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9b") == [d[9]]
+
+
+@pytest.mark.e2e
 def test_a_date_published_after_a_newer_one_was_checked_re_checks_the_later_window(
         tmp_path_factory, pg_server, airflow_db, monkeypatch):
     """review 7 (issue 20.3 with max_active_runs 2): d10 was published and checked before d9 - 'drift, 1
