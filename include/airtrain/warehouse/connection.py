@@ -99,20 +99,23 @@ def registry_lock_timeout() -> float:
 
 def xact_lock(cur: Any, *parts: str, timeout_s: float | None = None) -> None:
     """Take a transaction-scoped advisory lock (released at commit/rollback). ``timeout_s``: wait at
-    most that long (``lock_timeout`` for this one statement; the transaction's own setting is restored
-    after), then raise :class:`LockTimeoutError` naming the lock."""
+    most that long (``lock_timeout`` for this one statement, or the session's if that is stricter; the
+    transaction's own setting is restored after), then raise :class:`LockTimeoutError` naming the lock."""
     key = advisory_key(*parts)
     if timeout_s is None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
         return
-    cur.execute("SELECT current_setting('lock_timeout')")
-    before = cur.fetchone()[0]
-    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}ms",))
+    # pg_settings.setting is in milliseconds: a stricter lock_timeout of the session (or transaction) wins
+    cur.execute("SELECT current_setting('lock_timeout'), setting::bigint FROM pg_settings WHERE name = 'lock_timeout'")
+    before, before_ms = cur.fetchone()
+    wait_ms = max(1, int(timeout_s * 1000))
+    wait_ms = min(wait_ms, int(before_ms)) if before_ms else wait_ms
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
     try:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
     except psycopg2.errors.LockNotAvailable:
         raise LockTimeoutError(
-            f"the {'/'.join(parts)} lock was not granted within {timeout_s:g} s: another session holds it "
+            f"the {'/'.join(parts)} lock was not granted within {wait_ms / 1000:g} s: another session holds it "
             f"(pg_locks: locktype 'advisory', classid::bigint << 32 | objid::bigint = {key}; its pid in "
             "pg_stat_activity); nothing was changed") from None
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
