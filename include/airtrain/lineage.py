@@ -83,7 +83,7 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
             # records the triggered run on the window; marks a fairness breach alerted
             "notify": ([], [(mon, "drift_decisions"), *fairness_monitor]),
             # the labels known now (loaded from the labels table), per arm; a graduation swaps the champion
-            "canary_check": ([t("predictions"), *labels_source, rollouts, t("features"), versions],
+            "canary_check": ([t("predictions"), *labels_source, rollouts],
                              [(mon, "canary_evaluations"), rollouts, t("labels"), champions, log]),
         }
     else:
