@@ -192,6 +192,17 @@ def write_passwords(cfg: dict[str, str], home: Path) -> list[str]:
     return new
 
 
+def user_lines(cfg: dict[str, str], pw_file: Path, new_users: list[str]) -> list[str]:
+    """What `up` prints about the AIRFLOW_USERS users: name, role, DAG scope and where the password is -
+    never the password itself (terminal output ends up in scroll-back, CI logs and screen shares)."""
+    out = []
+    for name, role, pats in extra_users(cfg):
+        scope = f"; DAGs {'|'.join(pats)} only" if pats else ""
+        new = "   (new: password generated)" if name in new_users else ""
+        out.append(f"  User:        {name} ({role}{scope})   (password: in {pw_file}, mode 600){new}")
+    return out
+
+
 def api_host(cfg: dict[str, str]) -> str:
     """Where the API server listens: 127.0.0.1 unless AIRFLOW_HOST opens it (e.g. 0.0.0.0)."""
     return cfg.get("AIRFLOW_HOST") or "127.0.0.1"
@@ -711,9 +722,13 @@ def migrate(env: dict[str, str]) -> int:
 def cmd_demo_data(cfg: dict[str, str], env: dict[str, str]) -> None:
     say("migrating the warehouse schema of every pipeline spec (airtrain migrate: deploy time; the daily runs "
         "only verify it)")
-    if migrate(env):
-        print("warning: airtrain migrate reported the errors above; the specs it named show as DAG import "
-              "errors and do not run, the other pipelines do", file=sys.stderr)
+    code = migrate(env)
+    if code == 3:  # airtrain.migrate.EXIT_SPECS_SKIPPED
+        print("warning: invalid pipeline spec(s) skipped (named above); they show as DAG import errors and do "
+              "not run, the other pipelines are migrated and do", file=sys.stderr)
+    elif code:
+        print("warning: airtrain migrate reported the errors above; the pipelines it named do not run until "
+              "it succeeds (make migrate), the others do", file=sys.stderr)
     import shutil
 
     shutil.rmtree(LOCAL / "landing-staging", ignore_errors=True)  # what deliver_landing sends
@@ -814,11 +829,8 @@ def cmd_up() -> int:
     print(f"  DAGs:        {', '.join(dags) or 'none yet (see ' + str(LOGS / 'dag-processor.log') + ')'}")
     print(f"  Warehouse:   psql '{login_uri(env['AIRFLOW_CONN_WAREHOUSE'])}'   (password: LOCAL_PG_PASSWORD in "
           f"{ENV_FILE.name}); read-only logins: make reader-login NAME=<name>")
-    pw_file = Path(env["AIRFLOW_HOME"]) / "passwords.json"
-    for name, role, pats in extra_users(cfg):
-        scope = f"; DAGs {'|'.join(pats)} only" if pats else ""
-        shown = json.loads(pw_file.read_text())[name] if name in new_users else f"see {pw_file}"
-        print(f"  User:        {name} ({role}{scope}) / {shown}{'   (new)' if name in new_users else ''}")
+    for line in user_lines(cfg, Path(env["AIRFLOW_HOME"]) / "passwords.json", new_users):
+        print(line)
     if started:
         print(f"  Demo:        {started}")
     elif "churn" in env.get("AIRTRAIN_EXCLUDE_PIPELINES", "").split(","):
@@ -958,12 +970,27 @@ def redact(text: str) -> str:
 
 
 def remember_secrets(cfg: dict[str, str]) -> None:
-    """Make :func:`redact` mask the stack's secrets wherever they appear."""
-    from airtrain.warehouse.redaction import remember_secret
+    """Make :func:`redact` mask the stack's secrets wherever they appear: the generated ones, every
+    *PASSWORD*/*SECRET*/*FERNET*/*TOKEN* setting, and the password of every Airflow connection of .env
+    (``AIRFLOW_CONN_*``, as a URI or as JSON), also where it appears without its URI."""
+    from airtrain.warehouse.redaction import remember_secret, uri_password
 
     for key, value in cfg.items():
         if key in GENERATED or any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "TOKEN")):
             remember_secret(value)
+        elif key.startswith("AIRFLOW_CONN_") and value:
+            remember_secret(conn_password(value, uri_password))
+
+
+def conn_password(value: str, uri_password) -> str | None:
+    """The password of an Airflow connection given as an environment variable (URI or JSON)."""
+    if value.lstrip().startswith("{"):
+        try:
+            conn = json.loads(value)
+        except ValueError:
+            return None
+        return conn.get("password") if isinstance(conn, dict) else None
+    return uri_password(value)
 
 
 def login_uri(url: str) -> str:

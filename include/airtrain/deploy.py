@@ -3,7 +3,8 @@
 * ``airtrain check-secrets NAME...`` refuses to go on when one of the named environment variables is
   empty, a placeholder (``change-me-...``, ``changeme``, ``secret``, ``password``, ...) or too short:
   compose's ``${VAR:?}`` only refuses empty ones, and a stack must not start with a password everyone
-  knows. Only the NAMES are printed, never a value.
+  knows; the Fernet key and the artifact signing keys must also be in their format. Only the NAMES are
+  printed, never a value.
 * ``airtrain write-secrets`` writes, from the environment, the two files the long-running services
   read their passwords from, so that no password sits in a connection URI (where ``@ / : # % ?``
   break it and libpq's error then quotes it) or in their environment:
@@ -20,11 +21,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import os
 import re
 import sys
 from pathlib import Path
+
+from airtrain.model.artifacts import ArtifactSignatureError, parse_keys
 
 #: values that are documentation, not secrets (compared case-insensitively, after trimming)
 PLACEHOLDERS = re.compile(r"^(change[-_ ]?me.*|.*placeholder.*|replace[-_ ]?me.*|todo|xxx+|secret|password|passw0rd|"
@@ -33,7 +38,9 @@ MIN_LENGTH = 12
 
 
 def secret_problems(names: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """One line per named variable that is not a usable secret (its NAME and why; never its value)."""
+    """One line per named variable that is not a usable secret (its NAME and why; never its value):
+    empty, a placeholder, too short, or - for the variables with a format - not in it
+    (:func:`format_problem`)."""
     env = dict(os.environ) if env is None else env
     problems = []
     for name in names:
@@ -44,7 +51,36 @@ def secret_problems(names: list[str], env: dict[str, str] | None = None) -> list
             problems.append(f"{name} is a placeholder, not a secret")
         elif len(value) < MIN_LENGTH:
             problems.append(f"{name} has {len(value)} characters; use at least {MIN_LENGTH}")
+        elif problem := format_problem(name, value):
+            problems.append(f"{name}: {problem}")
     return problems
+
+
+def format_problem(name: str, value: str) -> str | None:
+    """Why ``value`` is not in the format the variable ``name`` needs, or None. A wrong one would pass the
+    init and fail later, in every task or at the first artifact, with a less helpful message:
+
+    * ``*FERNET_KEY``: Airflow's Fernet key(s), comma-separated for rotation - each 32 url-safe base64 bytes;
+    * ``*ARTIFACT_SECRET_KEYS``: ``<id>:<secret>,...`` with secrets of 32+ characters
+      (:func:`airtrain.model.artifacts.parse_keys`).
+
+    The message never holds the value or a part of it."""
+    if name.endswith("FERNET_KEY"):
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        for n, key in enumerate(keys, 1):
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                return (f"Fernet key {n} of {len(keys)} is not 32 url-safe base64-encoded bytes (python -c 'from "
+                        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+    elif name.endswith("ARTIFACT_SECRET_KEYS"):
+        try:
+            parse_keys(value)
+        except ArtifactSignatureError as exc:
+            return str(exc)
+    return None
 
 
 def pgpass_line(host: str, port: str | int, database: str, user: str, password: str) -> str:
@@ -90,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "check-secrets":
         problems = secret_problems(argv[1:])
         for p in problems:
-            print(f"error: {p}: set a real secret in .env (e.g. python -c 'import secrets; "
-                  "print(secrets.token_urlsafe(32))')", file=sys.stderr)
+            hint = "" if "python -c" in p else (": set a real secret in .env (e.g. python -c 'import secrets; "
+                                                 "print(secrets.token_urlsafe(32))')")
+            print(f"error: {p}{hint}", file=sys.stderr)
         if not problems:
             print(f"secrets: {len(argv) - 1} checked, none empty, short or a placeholder")
         return 1 if problems else 0

@@ -32,7 +32,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from airtrain.spec import PipelineSpec, load_specs
+from airtrain.spec import PipelineSpec, scan_specs
 from airtrain.warehouse.connection import Warehouse, ident
 from airtrain.warehouse.redaction import redact_text
 
@@ -175,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wh = Warehouse(args.url)
     failed = 0
-    specs = load_specs(Path(args.spec_dir) if args.spec_dir else None)
+    scan = scan_specs(Path(args.spec_dir) if args.spec_dir else None)
+    for err in scan.errors:  # one broken spec never hides the others' results
+        print(f"error: invalid pipeline spec {err.path}: {redact_text('; '.join(err.problems))} (not checked)",
+              file=sys.stderr)
+    specs = scan.specs
     if not specs:
+        if scan.errors:
+            return 1
         print("no pipeline specs to check (none in the spec folder, or all excluded: $AIRTRAIN_EXCLUDE_PIPELINES)")
         return 0
     for spec in specs:
@@ -192,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"          - {p}")
             failed += bool(problems)
     print(f"{failed} invariant(s) failed" if failed else "all invariants hold")
-    return 1 if failed else 0
+    if scan.errors:
+        print(f"error: {len(scan.errors)} spec(s) not loaded (named above): their pipelines were not checked",
+              file=sys.stderr)
+    return 1 if failed or scan.errors else 0
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
         # a champion change: the swap, its log row, the version's gate/metrics, the cards; a canary's rollout
         promotion = [champions, log, versions, cards, *([rollouts] if canary else [])]
         table: dict[str, tuple[list[Table], list[Table]]] = {
-            # the schema plan: which versions are live (champion, a running canary's candidate) - a removed
-            # feature they need is refused (airtrain.registry.tables.plan)
-            "prepare": ([champions, rollouts], []),
+            # the schema plan: which versions are live (champion, a running canary's candidate, a challenger
+            # awaiting approval) - a removed feature they need is refused (airtrain.registry.tables.plan)
+            "prepare": ([champions, rollouts, gates, approvals], []),
             "ingest": (source, [t("raw"), (mon, "ingest_runs")]),
             "validate": ([t("raw"), (mon, "ingest_runs")],
                          [t("features"), t("quarantine"), (mon, "validation_runs"),
@@ -54,9 +54,9 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
             "promote": ([versions, champions, (reg, "evaluations"), *audit, cards, rollouts, *release_state],
                         [*promotion, gates]),
             "approve_promotion": ([versions], [approvals, versions]),
-            # the same locked swap as promote; both cards rebuilt
+            # the same locked swap as promote; both cards rebuilt; first: can the version score (features)
             "promote_approved": ([versions, champions, approvals, rollouts, log, (reg, "evaluations"), *audit, cards,
-                                  *release_state],
+                                  *release_state, t("features")],
                                  [champions, log, versions, approvals, cards, gates, *([rollouts] if canary else [])]),
             # a person's champion change through the same swap (a running canary is aborted with it); the
             # version rolled back from is rejected (registry.version_status)
@@ -64,7 +64,7 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
                           *card_state],
                          [champions, log, status, cards, *([rollouts] if canary else [])]),
             "promotion_hold": ([holds], [holds]),
-            "decide_canary": ([versions, champions, rollouts], [champions, log, rollouts]),
+            "decide_canary": ([versions, champions, rollouts, t("features")], [champions, log, rollouts]),
             "begin_scoring": ([champions, versions, log, *([t("features")] if spec.scoring.rows_per_shard else []),
                                *([rollouts] if canary else [])], []),
             "score": ([t("features"), versions], [t("predictions")]),

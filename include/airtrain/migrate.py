@@ -9,7 +9,11 @@ need neither CREATEROLE nor DDL locks. ``--check`` only verifies (exit 1 when a 
     WAREHOUSE_URL=postgresql://owner:<password>@host/db airtrain migrate [--spec-dir include/pipelines] [--check]
 
 One broken spec breaks only itself: the others are migrated, each broken one is named on stderr
-(file, key, fix) and the exit code is 1. Nothing printed carries a password (the URL is redacted).
+(file, key, fix). Exit codes: 0 every spec migrated (or verified), 1 a pipeline failed to migrate (or
+is behind, with ``--check``), :data:`EXIT_SPECS_SKIPPED` (3) every spec that loads was migrated but
+some did not load and were skipped - a deploy may go on (compose's ``airflow-init`` warns and
+continues: the skipped pipelines show as DAG import errors, the others run). Nothing printed carries
+a password (the URL is redacted).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from airtrain.warehouse.ddl import SchemaBehindError
 from airtrain.warehouse.redaction import redact_exception, redact_text
 from airtrain.warehouse.roles import ReaderLoginError, create_reader_login, setup_roles
 
+#: `airtrain migrate`'s exit code when the specs that load were all migrated and some did not load
+EXIT_SPECS_SKIPPED = 3
+
 
 def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
     """The specs that load; each one that does not is named on stderr (its file, key and fix) - one
@@ -40,6 +47,14 @@ def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
         print(f"error: invalid pipeline spec {err.path}: {'; '.join(err.problems)} (skipped; fix the spec and "
               "run this again)", file=sys.stderr)
     return scan.specs, len(scan.errors)
+
+
+def _error_line(exc: BaseException, what: str = "") -> str:
+    """``exc`` as the one line a CLI prints (no traceback, no secret): a wrong password, an unreachable
+    server, a malformed URL."""
+    redact_exception(exc)
+    text = " ".join(redact_text(str(exc)).split())
+    return f"error: {what}{type(exc).__name__}: {text}"
 
 
 def _url(args: argparse.Namespace) -> str | None:
@@ -80,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if broken:
         print(f"error: {broken} spec(s) not loaded (named above); "
               f"{'checked' if args.check else 'migrated'} the {len(specs) - failed} others", file=sys.stderr)
-    return 1 if behind or failed or broken else 0
+    if behind or failed:
+        return 1
+    return EXIT_SPECS_SKIPPED if broken else 0
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -124,6 +141,9 @@ def resign(argv: list[str] | None = None) -> int:
     except ArtifactSignatureError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc, f"{spec.name}: "), file=sys.stderr)
+        return 1
     return 1 if broken else 0
 
 
@@ -150,7 +170,10 @@ def setup_roles_cli(argv: list[str]) -> int:
                                 task_login=args.task_login, task_password=password, reader_roles=readers):
             print(line)
     except (ReaderLoginError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc), file=sys.stderr)
         return 1
     return 0
 
@@ -185,7 +208,10 @@ def create_reader_login_cli(argv: list[str]) -> int:
         done = create_reader_login(Warehouse(args.url), args.name, password, reader_role=args.reader_role,
                                    reset_password=args.reset_password)
     except ReaderLoginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a wrong password, an unreachable server: one line, no traceback
+        print(_error_line(exc), file=sys.stderr)
         return 1
     print(f"{done}: login {args.name} (inherits {args.reader_role}: read-only)")
     if not args.password_stdin:

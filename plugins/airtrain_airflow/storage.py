@@ -6,6 +6,7 @@ a wrong bucket or connection fails at once with one readable line.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,47 @@ class ObjectStoreError(RuntimeError):
 
 
 def _conn_label(path: Any, conn_id: str | None) -> str:
+    from airtrain.warehouse import redact_text
+
     conn = conn_id or getattr(path, "conn_id", None)
-    return f"connection {conn!r}" if conn else "no connection (the library's default credentials)"
+    return redact_text(f"connection {conn!r}") if conn else "no connection (the library's default credentials)"
+
+
+#: ``scheme://<userinfo>@``: ObjectStoragePath reads the userinfo as a connection id; a ':' in it is a
+#: credential (``s3://KEY:SECRET@bucket``), never a connection id (Airflow's ids have no ':')
+_USERINFO = re.compile(r"^[a-zA-Z][\w+.-]*://(?P<userinfo>[^@]*)@")
+
+
+def _refuse_credentials(url: str, what: str, setting: str) -> None:
+    """A URL with credentials in it fails at once (they would reach logs, the UI and the process list):
+    credentials belong in an Airflow connection, named by ``<setting>``'s *_CONN_ID or the URL's userinfo."""
+    from airtrain.warehouse import redact_text
+
+    m = _USERINFO.match(url.strip())
+    if m and ":" in m["userinfo"]:
+        masked = f"{url.strip().split('://', 1)[0]}://***@{url.strip()[m.end():]}"
+        raise ObjectStoreError(redact_text(
+            f"{what}: {setting}={masked} holds credentials in the URL: put them in an Airflow connection and "
+            f"name it in {setting.removesuffix('_URL')}_CONN_ID or as <scheme>://<conn_id>@bucket/..."))
+
+
+def _require_connection(conn_id: str | None, what: str, setting: str) -> None:
+    """The named connection exists, else one line naming it and where it is defined. Without this, the
+    provider's filesystem falls back to the default credentials (or anonymous access) when the id is
+    undefined and the failure reads "the bucket does not exist" - or, worse, works with other credentials."""
+    if not conn_id:
+        return
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airtrain.warehouse import redact_text
+
+    try:
+        Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise ObjectStoreError(redact_text(
+            f"{what}: the Airflow connection {conn_id!r} (named by {setting.removesuffix('_URL')}_CONN_ID or in "
+            f"{setting}) is not defined: define AIRFLOW_CONN_{conn_id.upper()} (or add it in a secrets backend or "
+            "the UI), or fix the id")) from None
 
 
 def checked_store(url: str, conn_id: str | None, what: str, setting: str):
@@ -45,6 +85,7 @@ def checked_store(url: str, conn_id: str | None, what: str, setting: str):
     folders (``file://``) are not checked: they are created on the first write."""
     from airtrain.warehouse import redact_text
 
+    _refuse_credentials(url, what, setting)
     try:
         path = storage_path(url, conn_id)
     except Exception as exc:  # noqa: BLE001 - an unknown scheme, a provider or fs library missing, a bad URL
@@ -54,6 +95,7 @@ def checked_store(url: str, conn_id: str | None, what: str, setting: str):
     bucket = str(getattr(path, "bucket", "") or "")
     if protocol in ("", "file", "local") or not bucket:
         return path
+    _require_connection(conn_id or getattr(path, "conn_id", None), what, setting)
     try:
         found = path.fs.exists(bucket)
     except Exception as exc:  # noqa: BLE001 - re-raised as one line without the library's traceback

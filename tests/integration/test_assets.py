@@ -224,3 +224,70 @@ def test_several_publish_events_in_one_monitor_run_check_every_date_once_in_orde
     with create_session() as s:  # one retrain, for the window that decided it
         assert s.scalars(select(DagRun.run_id).where(DagRun.dag_id == spec.retrain_dag_id, DagRun.run_id.in_(
             [f"drift__{d}" for d in (d9, d10, d11)]))).all() == [f"drift__{d10}"]
+
+
+def test_a_date_published_out_of_order_re_checks_the_drift_windows_its_persistence_reaches(warehouse, tmp_path):
+    """review 7 (issue 20.3, max_active_runs 2), the selection: d10 was checked before d9 was published and
+    decided 'drift' (1 of 2: d9 missing). d9's monitor run checks d10 again after d9 - and a retry of that
+    run too, even once d10 turned 'retrain' (not yet triggered). A 'no_drift' window, a window beyond the
+    persistence horizon and a triggered retrain are not checked again. The end-to-end decision (d10 then
+    retrains): test_a_date_published_after_a_newer_one_was_checked_re_checks_the_later_window (e2e)."""
+    from airtrain.monitoring import windows
+    from airtrain.spec import load_spec
+    from airtrain.steps.schema import apply_schema
+    from airtrain_dev.demo import write_demo_spec
+
+    from tests.integration.dagtest import ROOT
+
+    write_demo_spec(ROOT / "include/pipelines/churn.yaml", tmp_path, merged(SPEC, {"monitoring": {
+        "trigger": {"persistence": 3, "cooldown_days": 7}, "window_days": 1}}))
+    spec = load_spec(tmp_path / "churn.yaml")
+    apply_schema(warehouse, spec)
+    d = {i: START + dt.timedelta(days=i) for i in range(8, 14)}
+
+    def decided(day, decision, run_id="earlier"):
+        windows.write_window(warehouse, spec, window=(day, day), version=1, run_id=run_id, metrics=[],
+                             decision=windows.Decision(decision, "test", decision != "no_drift"), rep_id=None,
+                             rep_path=None, drift_share=None, current_rows=300, details={})
+
+    decided(d[10], "drift")
+    decided(d[11], "no_drift")
+    decided(d[13], "drift")  # 4 days after d9: beyond (persistence - 1) * window_days
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9") == [d[9], d[10]]
+    decided(d[10], "retrain", run_id="mon-d9")  # what the re-check decided; the run then fails before its trigger
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9") == [d[9], d[10]]  # its retry
+    windows.record_trigger(warehouse, spec, d[10], run_id="drift__x")
+    assert windows.windows_to_check(warehouse, spec, [d[9]], run_id="mon-d9b") == [d[9]]
+
+
+@pytest.mark.e2e
+def test_a_date_published_after_a_newer_one_was_checked_re_checks_the_later_window(
+        tmp_path_factory, pg_server, airflow_db, monkeypatch):
+    """review 7 (issue 20.3 with max_active_runs 2): d10 was published and checked before d9 - 'drift, 1
+    of 2' because d9 was not checked yet. When d9's event comes, d10 is checked again after it: with d9
+    drifted too, persistence is met and d10 decides the retrain (before: d10 kept its stale 'drift')."""
+    from airtrain.monitoring import check, windows
+    from airtrain.serving import scoring
+    from airtrain.steps import retrain
+
+    p, _ = template_project(
+        tmp_path_factory, pg_server, "assets", overrides=SPEC, start=START, days=HISTORY + 2, rows=300,
+        bootstrap={"date": str(START), "end_date": str(START + dt.timedelta(days=HISTORY - 1)), "force_train": True},
+        monkeypatch=monkeypatch)
+    p.respec(SPEC, {"monitoring": {"default_threshold": 0.000001,
+                                   "trigger": {"drift_share": 0.3, "persistence": 2, "cooldown_days": 7}}})
+    spec, wh = p.spec(), p.warehouse
+    d7, d8 = START + dt.timedelta(days=9), START + dt.timedelta(days=10)  # d9 (bootstrap) and d10
+    retrain.ingest(wh, spec, [d8], "later", p.root)
+    retrain.validate(wh, spec, [d8], "later", today=d8, reports_root=p.root / "reports")
+    scoring.score_date(wh, spec, d8, run_id="publish-d10")
+    first = check.check_windows(wh, spec, windows.windows_to_check(wh, spec, [d8], run_id="mon-d10"),
+                                run_id="mon-d10", reports_root=p.root / "reports")
+    assert [w["decision"] for w in first["windows"]] == ["drift"]
+    late = windows.windows_to_check(wh, spec, [d7], run_id="mon-d9")
+    assert late == [d7, d8]
+    second = check.check_windows(wh, spec, late, run_id="mon-d9", reports_root=p.root / "reports")
+    assert [(w["window_end"], w["decision"]) for w in second["windows"]] == [(str(d7), "drift"), (str(d8), "retrain")]
+    assert second["trigger"] and second["window_end"] == str(d8)
+    # a retry of that check (the same task instance) finds the same windows
+    assert windows.windows_to_check(wh, spec, [d7], run_id="mon-d9") == [d7, d8]

@@ -79,7 +79,7 @@ def test_the_local_stacks_migrate_refuses_a_spec_in_one_line_without_the_passwor
     monkeypatch.setattr(devstack.subprocess, "run", spy)
     code = devstack.migrate({"AIRFLOW_CONN_WAREHOUSE": warehouse.uri, "PATH": os.environ["PATH"]})
     out, err = capfd.readouterr()
-    assert code == 1
+    assert code == 3  # airtrain.migrate.EXIT_SPECS_SKIPPED: a spec was skipped, nothing else failed
     assert argvs and not any(password in a for argv in argvs for a in argv), argvs
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     refusal = errors[0]  # one line: the file, the key, what is wrong and what to do
@@ -195,3 +195,28 @@ def test_errors_handed_to_airflow_are_redacted_and_keep_their_type(warehouse):
         logged = "".join(traceback.format_exception(exc)) + _error_text(exc)
         assert password not in logged and SEED not in logged and "w0rd" not in logged, logged
     assert str(failed.value).startswith("SourceFormatError: cannot read postgresql://")
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["resign-artifacts"], id="resign-artifacts"),
+    pytest.param(["create-reader-login", "alice", "--password-stdin"], id="create-reader-login"),
+    pytest.param(["setup-roles"], id="setup-roles"),
+])
+def test_a_wrong_password_is_one_redacted_line_not_a_traceback(tmp_path, warehouse, command):
+    """review 12: the CLIs other than migrate printed psycopg2's traceback on a wrong password."""
+    specs = tmp_path / "pipelines"
+    specs.mkdir()
+    (specs / "churn.yaml").write_text((ROOT / "include/pipelines/churn.yaml").read_text())
+    parts = urlsplit(warehouse.uri)
+    wrong = warehouse.uri.replace(f":{parts.password}@", f":{SEED}-wrong@", 1)
+    reader_password = f"{SEED}-reader-pw"
+    out = subprocess.run([sys.executable, "-m", "airtrain.migrate", *command], cwd=ROOT, input=reader_password + "\n",
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "WAREHOUSE_URL": wrong, "AIRTRAIN_SPEC_DIR": str(specs),
+                              "WAREHOUSE_TASK_PASSWORD": f"{SEED}-task-pw",
+                              "AIRTRAIN_ARTIFACT_SECRET_KEYS": f"k1:{SEED}-artifact-key-material-0123456789",
+                              "PYTHONPATH": str(ROOT / "include")})
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "error:" in out.stderr and "OperationalError" in out.stderr and "password authentication failed" in out.stderr
+    assert SEED not in out.stdout + out.stderr

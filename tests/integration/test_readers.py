@@ -27,6 +27,7 @@ import pytest
 from airtrain import invariants
 from airtrain.registry import champions
 from airtrain.serving import scoring
+from airtrain.warehouse.connection import advisory_key
 
 from tests.integration.dagtest import ROOT, fetch, land_days, module_project
 
@@ -189,7 +190,11 @@ def test_the_reader_login_reads_nothing_else_and_writes_nothing(runs, reader_log
                "INSERT INTO registry.champions VALUES ('x', 1)", "CREATE TABLE predictions.mine (x int)",
                # nor outside the tables: temporary tables, large objects (PUBLIC has both by default)
                "CREATE TEMP TABLE mine (x int)", "SELECT lo_create(0)", "SELECT lo_creat(-1)",
-               "SELECT lo_from_bytea(0, 'x')", "SELECT lo_import('/etc/hostname')"]
+               "SELECT lo_from_bytea(0, 'x')", "SELECT lo_import('/etc/hostname')",
+               # nor take an advisory lock: held in an idle session, the promotion lock blocks every writer
+               f"SELECT pg_advisory_lock({advisory_key('promote', 'churn')})", "SELECT pg_advisory_lock(1, 2)",
+               "SELECT pg_try_advisory_lock(1)", "SELECT pg_advisory_lock_shared(1)",
+               "SELECT pg_advisory_xact_lock(1)", "SELECT pg_try_advisory_xact_lock_shared(1, 2)"]
     conn = psycopg2.connect(url)
     conn.autocommit = True
     try:

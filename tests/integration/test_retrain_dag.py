@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import yaml
 from airtrain import simulate
 
 from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, template_project
@@ -288,7 +289,7 @@ def test_days_before_the_data_starts_are_skipped_with_the_reason_not_failed(land
     # (a range across the start keeps only its days with data: tests/dags/test_schedule_range.py)
 
 
-def test_airtrain_check_prints_each_invariant_and_fails_when_one_does(project, capsys):
+def test_airtrain_check_prints_each_invariant_and_fails_when_one_does(project, capsys, tmp_path):
     """`airtrain check` / `make check` (issue 20, item 22): every invariant with its result; exit 1 and the
     violation when one fails; exit 2 without printing the password when the warehouse cannot be read."""
     from airtrain.invariants import INVARIANTS
@@ -307,6 +308,18 @@ def test_airtrain_check_prints_each_invariant_and_fails_when_one_does(project, c
     assert "  FAIL  5. the promotion log is a chain ending at the champion" in out
     assert "promotion log ends at v8 but the champion is v1" in out and "1 invariant(s) failed" in out
     assert sum(line.startswith("  ok    ") for line in out.splitlines()) == len(INVARIANTS) - 1
+    # review 4: a broken spec beside it is named (file and key) and the others are still checked; exit 1
+    specs = tmp_path / "pipelines"
+    specs.mkdir()
+    text = (project.spec_dir / "churn.yaml").read_text()
+    (specs / "churn.yaml").write_text(text)
+    broken = yaml.safe_load(text)
+    broken["name"], broken["monitoring"]["trigger"]["drift_share"] = "aaa_broken", 7
+    (specs / "aaa_broken.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
+    assert cli(["check", "--url", project.warehouse.uri, "--spec-dir", str(specs)]) == 1
+    out, err = capsys.readouterr()
+    assert "invalid pipeline spec" in err and "aaa_broken.yaml" in err and "drift_share" in err, err
+    assert out.startswith("churn:\n") and "  FAIL  5. the promotion log is a chain ending at the champion" in out
     wrong = project.warehouse.uri.replace("@", "-wrong@", 1)  # a wrong password
     assert cli(["check", "--url", wrong, "--spec-dir", str(project.spec_dir)]) == 2
     out, err = capsys.readouterr()

@@ -62,7 +62,10 @@ def test_prepare_verifies_and_names_the_migrate_command(warehouse, tmp_path, cap
         schema.prepare(warehouse, spec, auto_migrate=False)  # nothing applied yet: the daily run creates nothing
     assert fetch(warehouse, "SELECT to_regclass('registry.schema_migrations')") == [(None,)]
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir), "--check"]) == 1
+    capsys.readouterr()
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0
+    first = capsys.readouterr().out  # review 16: the first migrate said "columns added" to the tables it created
+    assert first.startswith("churn: schema up to date") and "columns added" not in first, first
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0  # idempotent
     assert schema.prepare(warehouse, spec, auto_migrate=False)["schema"] == "verified"
     (row,) = fetch(warehouse, "SELECT pipeline, schema_sha256 IS NOT NULL, applied_by = current_user, "
@@ -207,3 +210,32 @@ def test_publish_gives_up_with_a_clear_retryable_error(warehouse, tmp_path):
         reader.close()
     # nothing was published and the stage is intact: the retry publishes it
     assert publishing.publish(warehouse, spec, targets[1], 0)["replaced"]
+
+
+def test_a_registry_lock_held_elsewhere_fails_the_step_in_bounded_time(warehouse, monkeypatch):
+    """review 6: a session that holds the promotion lock (a stuck promotion, a login that took it by hand
+    and went idle) made every promotion wait forever; now it waits AIRTRAIN_REGISTRY_LOCK_TIMEOUT_S and
+    fails with a line naming the lock (the task fails and Airflow retries it)."""
+    from airtrain.registry import champions
+    from airtrain.warehouse.connection import LockTimeoutError, advisory_key, xact_lock
+
+    spec = load_spec(ROOT / "include/pipelines/churn.yaml")
+    monkeypatch.setenv("AIRTRAIN_REGISTRY_LOCK_TIMEOUT_S", "1")
+    sep = "&" if "?" in warehouse.uri else "?"
+    bounded = Warehouse(f"{warehouse.uri}{sep}options=-c%20statement_timeout%3D20000")  # before the fix: hung
+    holder = psycopg2.connect(warehouse.uri)
+    try:
+        holder.autocommit = True
+        holder.cursor().execute("SELECT pg_advisory_lock(%s)", (advisory_key("promote", spec.name),))
+        t0 = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="promote/churn lock was not granted within 1 s"):
+            champions.promote(bounded, spec, 1, action="promote", actor="test", reason="r", run_id="r1")
+        assert time.monotonic() - t0 < 10
+    finally:
+        holder.close()
+    # once granted, the transaction's own lock_timeout applies again to what follows (table locks)
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute("SET LOCAL lock_timeout = '5s'")
+        xact_lock(cur, "promote", spec.name, timeout_s=1)
+        cur.execute("SHOW lock_timeout")
+        assert cur.fetchone()[0] == "5s"

@@ -104,6 +104,16 @@ def test_a_feature_a_live_version_uses_cannot_be_removed_and_a_rollback_checks_f
     ev = retrain.evaluate(wh, spec, v2, "no-payment", LAST)
     assert release.promote(wh, spec, ev, run_id="no-payment", actor="test", force=True,
                          reason="payment_method is retired")["promoted"]
+    # review 8: a challenger waiting for a person's approval is live too (the approval would make it champion)
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO registry.gate_decisions (pipeline, run_id, version, champion_version, passed, "
+                    "outcome, reason) VALUES ('churn', 'wait-v1', 1, %s, true, 'awaiting approval', 'gate passed')",
+                    (v2,))
+    project.respec(TEST_SPEC, {"features": features(payment_method=None)})
+    assert _migrate(project) == 1
+    assert "v1 (awaiting approval) use(s) it" in capsys.readouterr().err
+    release.record_approval(wh, project.spec(), run_id="wait-v1", version=1, champion_version=v2,
+                            decision={"decision": "rejected", "responded_by": "vera", "comment": "no"})
     # now it may go: no live version needs it (the column stays, NULL for the dates validated from now on)
     project.respec(TEST_SPEC, {"features": features(payment_method=None)})
     spec = project.spec()
@@ -118,6 +128,20 @@ def test_a_feature_a_live_version_uses_cannot_be_removed_and_a_rollback_checks_f
         "its model input 'payment_method' is no longer in the spec (validation does not fill it)"]
     with pytest.raises(can_score.VersionCannotScoreError, match="the rollback to v1 was refused"):
         release.rollback(wh, spec, 1, run_id="rb", actor="test", reason="try v1 again")
+    assert champions.champion_version(wh, spec) == v2 and len(champions.promotion_log(wh, spec)) == 2
+    # review 8: nor an approved promotion of it, nor the graduation of a canary of it (the same check)
+    release.record_approval(wh, spec, run_id="late-v1", version=1, champion_version=v2,
+                            decision={"decision": "approved", "responded_by": "vera", "comment": "ok"})
+    with pytest.raises(can_score.VersionCannotScoreError, match="the approved promotion of v1 was refused"):
+        release.promote_approved(wh, spec, {"version": 1, "gate_reason": "passed"}, {"champion_version": v2},
+                                 run_id="late-v1", approver="vera", comment="ok")
+    assert fetch(wh, "SELECT promoted, outcome LIKE 'not promoted: it cannot score%%' FROM registry.approvals "
+                     "WHERE run_id = 'late-v1'") == [(False, True)]
+    with wh.connect() as conn, conn.cursor() as cur:  # a canary of v1 started before the spec changed
+        cur.execute("INSERT INTO registry.rollouts (pipeline, candidate_version, champion_version, fraction, salt, "
+                    "started_on, status, run_id) VALUES ('churn', 1, %s, 0.1, 's', %s, 'running', 'c1')", (v2, LAST))
+    with pytest.raises(can_score.VersionCannotScoreError, match="graduating the canary of v1 was refused"):
+        release.decide_canary(wh, spec, "graduate", reason="looks fine", actor="user:vera", run_id="grad")
     assert champions.champion_version(wh, spec) == v2 and len(champions.promotion_log(wh, spec)) == 2
 
 
@@ -232,6 +256,16 @@ def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, c
     (details,), = fetch(wh, "SELECT details FROM monitoring.drift_decisions WHERE window_end = %s", (LAST,))
     assert details["reference_rows_excluded"]["monthly_charges"] > 0
     assert details["rule_changes"]["loyalty_score"] == ["added to the spec"]
+    # review 3: a window of 7 days holds 6 days validated under the old max: they are filtered as well
+    project.respec(TEST_SPEC, {"features": features(loyalty, monthly_charges={"max": cap},
+                                                    tenure_months={"type": "float"}),
+                               "monitoring": {"window_days": 7}})
+    check.run_check(wh, project.spec(), LAST, run_id="monitor-7", reports_root=project.root / "reports")
+    drifted = dict(fetch(wh, "SELECT column_name, drifted FROM monitoring.drift_metrics WHERE window_end = %s "
+                             "AND metric LIKE 'drift.%%'", (LAST,)))
+    (details,), = fetch(wh, "SELECT details FROM monitoring.drift_decisions WHERE window_end = %s", (LAST,))
+    assert drifted["monthly_charges"] is False, details.get("scores")
+    assert details["window_rows_excluded"]["monthly_charges"] > 0
     # retraining: loyalty_score has no value in the training days - dropped and recorded, never trained as NULLs
     trained = retrain.train(wh, spec, LAST, "retrain")
     assert trained["inputs_dropped"] == ["loyalty_score"]

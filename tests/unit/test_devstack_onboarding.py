@@ -57,6 +57,10 @@ def test_users_from_env_get_roles_and_dag_restrictions(devstack, cfg, tmp_path):
     assert first["admin"] == cfg["AIRFLOW_ADMIN_PASSWORD"] and len(first["alice"]) >= 16
     assert devstack.write_passwords(users, tmp_path) == []
     assert json.loads((tmp_path / "passwords.json").read_text()) == first
+    # `up` names each user and where the password is, never the password (review 13: new ones were printed)
+    printed = "\n".join(devstack.user_lines(users, tmp_path / "passwords.json", ["vera", "alice", "olga"]))
+    assert not any(first[n] in printed for n in ("vera", "alice", "olga", "admin")), printed
+    assert printed.count(str(tmp_path / "passwords.json")) == 3 and "alice (viewer; DAGs telco_*|bikes_* only)" in printed
     assert (tmp_path / "passwords.json").stat().st_mode & 0o777 == 0o600
 
 

@@ -197,3 +197,47 @@ def test_a_plain_folder_root_still_works_for_the_core(tmp_path):
     spec = files_spec()
     assert source_path(spec, D, tmp_path) == tmp_path / "landing/churn" / f"{D}.csv"
     assert source_path(spec, D, str(tmp_path)) == Path(tmp_path) / "landing/churn" / f"{D}.csv"
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("s3://AKIDEXAMPLE:{secret}@landing-bucket/airtrain", id="key-and-secret"),
+    pytest.param("s3://AKIDEXAMPLE:{secret}/with/slash@landing-bucket/airtrain", id="unencoded-slash"),
+    pytest.param("gs://:{secret}@landing-bucket", id="empty-user"),
+])
+def test_a_url_with_credentials_in_it_is_refused_and_never_echoed(monkeypatch, url):
+    """review 2: ObjectStoragePath reads ``s3://KEY:SECRET@bucket`` as the connection id "KEY:SECRET", which
+    the error then named in clear. A URL with credentials is refused at once, the credential masked."""
+    from airtrain_airflow.storage import ObjectStoreError, landing_root
+
+    secret = "s3cr3t-Key-0f-the-store"  # noqa: S105 - the credential that must never be printed
+    monkeypatch.setenv("AIRTRAIN_LANDING_URL", url.format(secret=secret))
+    monkeypatch.delenv("AIRTRAIN_LANDING_CONN_ID", raising=False)
+    with pytest.raises(ObjectStoreError) as err:
+        landing_root()
+    printed = "".join(traceback.format_exception(err.value))
+    assert secret not in printed and not any(secret[i:i + 6] in printed for i in range(len(secret) - 6)), printed
+    assert "AIRTRAIN_LANDING_URL" in str(err.value) and "credentials" in str(err.value)
+    assert "AIRTRAIN_LANDING_CONN_ID" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("url, conn_id", [
+    pytest.param(f"s3://{BUCKET}/reports", "no_such_store", id="conn-id-setting"),
+    pytest.param(f"s3://no_such_store@{BUCKET}/reports", None, id="conn-id-in-the-url"),
+])
+def test_an_undefined_connection_is_named_not_reported_as_a_missing_bucket(monkeypatch, s3_endpoint, url, conn_id):
+    """review 10: with an undefined connection id the provider fell back to the default credentials (here:
+    the environment's endpoint, where the bucket exists) and the error blamed the bucket - or it worked
+    with other credentials. The connection is looked up first, and named."""
+    from airtrain_airflow.storage import ObjectStoreError, report_store
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the fallback a host's default credentials would give
+    monkeypatch.setenv("AIRTRAIN_REPORTS_URL", url)
+    if conn_id:
+        monkeypatch.setenv("AIRTRAIN_REPORTS_CONN_ID", conn_id)
+    else:
+        monkeypatch.delenv("AIRTRAIN_REPORTS_CONN_ID", raising=False)
+    with pytest.raises(ObjectStoreError) as err:
+        report_store()
+    text = str(err.value)
+    assert "'no_such_store'" in text and "is not defined" in text and "AIRFLOW_CONN_NO_SUCH_STORE" in text, text
+    assert "does not exist" not in text

@@ -34,6 +34,17 @@ SECRET = "Zq9-hunter2-SEEDED"
     pytest.param(f"Authorization: Bearer {SECRET}abc", id="bearer"),
     pytest.param(f"https://hooks.slack.com/services/T000/B000/{SECRET}", id="slack-webhook-path"),
     pytest.param(f"first postgresql://a:{SECRET}@h1/x then redis://:{SECRET}@h2/0", id="two-uris"),
+    # review 1: Airflow's AWS connection URI (empty host), libpq's env variable, YAML/INI "key: value",
+    # an IPv6 host
+    pytest.param(f"aws://AKIAEXAMPLE:{SECRET}@/?region_name=eu-west-1", id="aws-conn-uri-empty-host"),
+    pytest.param(f"AIRFLOW_CONN_AWS_DEFAULT='aws://AKIAEXAMPLE:{SECRET}@/?endpoint_url=http%3A%2F%2Fs3'",
+                 id="aws-conn-env-line"),
+    pytest.param(f"PGPASSWORD={SECRET} psql -h db", id="pgpassword-env"),
+    pytest.param(f"warehouse:\n  user: bob\n  password: {SECRET}\n", id="yaml-password"),
+    pytest.param(f"[default]\naws_secret_access_key: {SECRET}", id="ini-aws-secret-colon"),
+    pytest.param(f"aws_secret_access_key = {SECRET}", id="ini-aws-secret-equals"),
+    pytest.param(f"postgresql://bob:{SECRET}@[::1]:5432/x", id="ipv6-host"),
+    pytest.param(f"could not connect to postgresql://bob:{SECRET}@[2001:db8::7]/x", id="ipv6-host-no-port"),
 ])
 def test_redact_text_masks_every_form_of_secret(text):
     out = redact_text(text)
@@ -47,6 +58,9 @@ def test_redact_text_masks_every_form_of_secret(text):
     "x-airtrain://warehouse/predictions/churn",
     "key 'monitoring.trigger.drift_share': Input should be less than or equal to 1",
     "max_tokens=5, the password is in LOCAL_PG_PASSWORD",
+    "fe_sendauth: no password supplied",
+    "password:\nuser: bob",
+    "postgresql://airtrain@[::1]:5433/warehouse",
 ])
 def test_redact_text_leaves_ordinary_text_alone(text):
     assert redact_text(text) == text
@@ -111,6 +125,11 @@ def test_devstack_env_prints_no_secret_and_writes_them_to_a_private_file(tmp_pat
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
+    # a deployment's own connections in .env reach every component (and `env` prints them masked)
+    aws_secret, http_secret = "Zq9awsSECRETseeded/abc", "Zq9httpSECRETseeded"
+    (tmp_path / ".env").write_text(
+        f"AIRFLOW_CONN_AWS_DEFAULT=aws://AKIAEXAMPLE:{aws_secret}@/?region_name=eu-west-1\n"
+        f"AIRFLOW_CONN_API='{{\"conn_type\": \"http\", \"host\": \"api\", \"password\": \"{http_secret}\"}}'\n")
     env = {**os.environ, "AIRTRAIN_ENV_FILE": str(tmp_path / ".env"), "AIRTRAIN_LOCAL_DIR": str(tmp_path / "local"),
            "AIRTRAIN_DATA_ROOT": str(tmp_path)}
     env.pop("EXECUTOR", None)
@@ -126,7 +145,24 @@ def test_devstack_env_prints_no_secret_and_writes_them_to_a_private_file(tmp_pat
     printed = out.stdout + out.stderr
     for key, value in secrets.items():
         assert value not in printed and value.split(":")[-1] not in printed, key
+    assert "AIRFLOW_CONN_AWS_DEFAULT" in printed and aws_secret not in printed and http_secret not in printed
     assert "export AIRFLOW__CORE__FERNET_KEY=" in printed and "source " in printed
     written = tmp_path / "local/airflow.env"
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     assert secrets["AIRFLOW_FERNET_KEY"] in written.read_text() and secrets["LOCAL_PG_PASSWORD"] in written.read_text()
+
+
+def test_devstack_remembers_the_passwords_of_airflow_connections():
+    """The password of an AIRFLOW_CONN_* of .env (URI or JSON) is masked also where it appears without
+    its URI (libpq and botocore quote pieces of it in their errors)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import devstack
+
+    uri_secret, json_secret = "Zq9-conn-uri-SEEDED", "Zq9-conn-json-SEEDED"
+    devstack.remember_secrets({"AIRFLOW_CONN_LAKE": f"aws://AKIAEXAMPLE:{uri_secret}@/?region_name=eu-west-1",
+                               "AIRFLOW_CONN_API": f'{{"conn_type": "http", "password": "{json_secret}"}}'})
+    out = devstack.redact(f"SignatureDoesNotMatch for {uri_secret!r}; auth failed with {json_secret}")
+    assert uri_secret not in out and json_secret not in out and out.count("***") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,21 @@ def test_an_hourly_regression_sample_gets_its_dates_rows_per_day_and_leaks(tmp_p
                       "registered": False}, inputs
     assert "# LEAK? a part of the target: casual + registered = cnt on 100% of the sample's rows" in text
     assert sum("looks like a leak of the target" in w for w in warnings) == 2, warnings
-    assert "# first_date: 2011-01-01" in text
+    # a historical sample (review 15): its range is written out, so unpausing creates no run that waits
+    # for a file after its last day
+    assert spec.schedule.first_date == dt.date(2011, 1, 1) and spec.schedule.last_date == dt.date(2011, 1, 10)
+    assert spec.schedule.start_date == dt.date(2011, 1, 1) and "\n  last_date: 2011-01-10" in text
+
+
+def test_a_recent_sample_leaves_the_date_range_open(tmp_path):
+    recent = dt.date.today() - dt.timedelta(days=3)
+    f = write(tmp_path, "id,day,x,y\n" + "".join(f"{i},{recent - dt.timedelta(days=i % 3)},{i},{i % 2}\n"
+                                                   for i in range(60)))
+    _, data = build_spec(read_sample(f), name="d", target="y", key="id", date_column="day", positive=None,
+                         sample=f, warnings=[])
+    spec = parse_spec(data)
+    assert spec.schedule.last_date is None and spec.schedule.first_date is None
+    assert spec.schedule.start_date == dt.date.today()
 
 
 def test_the_spec_written_for_a_sample_reads_its_dates_as_validation_does(tmp_path):

@@ -23,6 +23,7 @@ from airtrain.registry import rollouts, status
 from airtrain.registry.release import graduate
 from airtrain.registry.rollouts import Rollout, abort, running
 from airtrain.serving.arms import ARMS
+from airtrain.serving.can_score import score_problems
 from airtrain.spec import LOWER_IS_BETTER, PipelineSpec, RolloutSpec
 from airtrain.warehouse.connection import Warehouse, ident, read_frame
 
@@ -156,7 +157,12 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     if d.decision == "graduate":
 
         hold = status.promotion_hold(wh, spec)
-        if hold is not None:  # a graduation is an automatic promotion: it waits while promotions are held
+        problems = score_problems(wh, spec, rollout.candidate_version, as_of)
+        if problems:  # the spec changed under the canary: as the champion it would fail every score shard
+            d = Decision(**{**asdict(d), "decision": "abort", "reason": (
+                f"would graduate ({d.reason}), but v{rollout.candidate_version} cannot score under the current "
+                f"spec: {'; '.join(problems)}")})
+        elif hold is not None:  # a graduation is an automatic promotion: it waits while promotions are held
             d = Decision(**{**asdict(d), "decision": "wait",
                             "reason": f"would graduate ({d.reason}), but {status.held_reason(spec, hold)}"})
     if d.decision == "wait" and days is not None and days > spec.rollout.max_days:

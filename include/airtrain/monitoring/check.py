@@ -41,6 +41,7 @@ from airtrain.monitoring.reference import (
     load_reference,
     load_window,
     reference_under_current_rules,
+    under_current_rules,
     window_bounds,
 )
 from airtrain.monitoring.signals import Measured, alert_only_decision, window_signals
@@ -156,6 +157,10 @@ def run_check(wh: Warehouse, spec: PipelineSpec, window_end: dt.date, *, run_id:
         reference = load_reference(wh, spec, version)
         # the reference under the CURRENT rules (a tightened rule is not drift), and what changed
         reference, ref_excluded, rule_changes = reference_under_current_rules(wh, spec, version, reference)
+        # ... and so is the window: with window_days > 1 its older days were validated under the old rules
+        current, window_excluded = under_current_rules(current, spec)
+        if window_excluded:
+            details["window_rows_excluded"] = window_excluded
 
         current[PREDICTION] = predict_scores(model, current, spec)
         rules = column_rules(spec)

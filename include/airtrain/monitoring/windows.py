@@ -218,10 +218,20 @@ def windows_to_check(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], *,
     events name) and every published date between the newest window checked by an earlier run (the
     high-water mark in ``drift_decisions``) and the newest of ``dates`` that was never checked - a
     date whose event went to a monitor run that failed is not skipped. The mark leaves out this run's
-    own rows, so a retried check computes the same windows."""
+    own rows, so a retried check computes the same windows.
+
+    A date published out of order (``max_active_runs`` > 1: an older date published after a newer one
+    was checked) changes the persistence count of the windows after it: the windows already checked
+    within ``(persistence - 1) * window_days`` after each of ``dates`` that decided ``drift`` are checked
+    again, after it (:func:`later_windows_to_recheck`)."""
     if not dates:
         return []
     mon = ident(spec.warehouse.monitoring_schema, "drift_decisions")
+    recheck = later_windows_to_recheck(wh, spec, dates)
+    if recheck:
+        log.info("%s: checking window(s) %s again: date(s) before them were published after they were checked",
+                 spec.name, ", ".join(str(d) for d in recheck))
+    dates = sorted(set(dates) | set(recheck))
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT max(window_end) FROM {} WHERE pipeline = %s AND run_id IS DISTINCT FROM %s"
                             ).format(mon), (spec.name, run_id))
@@ -235,6 +245,24 @@ def windows_to_check(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], *,
         log.info("%s: checking published date(s) %s too: no monitor run checked them (newest checked: %s)",
                  spec.name, ", ".join(str(d) for d in sorted(set(gap) - set(dates))) or "-", mark)
     return sorted(set(dates) | set(gap))
+
+
+def later_windows_to_recheck(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date]) -> list[dt.date]:
+    """The windows already decided ``drift`` whose persistence count passes through one of ``dates``
+    (within ``(persistence - 1) * window_days`` after it): checked before that date was, they counted it
+    as missing. Rows of any run, and ``retrain`` ones not triggered yet: a retried check finds the windows
+    its first try re-checked (one may have turned ``retrain``) and checks them again, so its trigger
+    task sees the same result."""
+    horizon = (spec.monitoring.trigger.persistence - 1) * spec.monitoring.window_days
+    if horizon <= 0 or not dates:
+        return []
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT DISTINCT w.window_end FROM {} w JOIN unnest(%s::date[]) AS d(day) ON w.window_end > d.day "
+            "AND w.window_end <= d.day + %s WHERE w.pipeline = %s AND (w.decision = 'drift' OR (w.decision = 'retrain' "
+            "AND w.triggered_run_id IS NULL)) ORDER BY 1").format(
+            ident(spec.warehouse.monitoring_schema, "drift_decisions")), (list(dates), horizon, spec.name))
+        return [r[0] for r in cur.fetchall()]
 
 
 def list_decisions(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from airtrain.registry.rollouts import close_on_champion_change
 from airtrain.registry.status import _status_changes, automatic_refusal
 from airtrain.registry.versions import ModelVersion, RegistryError, get_version, registry_table
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, xact_lock
+from airtrain.warehouse.connection import Warehouse, registry_lock
 
 #: ``expected_champion`` default of :func:`promote`: no compare-and-swap (any champion may be replaced)
 ANY_CHAMPION = object()
@@ -126,7 +126,7 @@ def promote(
     if action not in {"promote", "force_promote", "rollback"}:
         raise ValueError(f"unknown promotion action {action!r}")
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "promote", spec.name)
+        registry_lock(cur, "promote", spec.name)
         cur.execute(sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND version = %s").format(
             registry_table(spec, "model_versions")), (spec.name, version))
         if cur.fetchone() is None:

@@ -26,7 +26,7 @@ from airtrain.registry.rollouts import (
 )
 from airtrain.registry.versions import registry_table
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, xact_lock
+from airtrain.warehouse.connection import Warehouse, registry_lock
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def start(wh: Warehouse, spec: PipelineSpec, version: int, *, actor: str, reason
 
     r = spec.rollout
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "promote", spec.name)
+        registry_lock(cur, "promote", spec.name)
         cur.execute(sql.SQL("SELECT version FROM {} WHERE pipeline = %s FOR UPDATE").format(registry_table(spec, "champions")),
                     (spec.name,))
         row = cur.fetchone()

@@ -24,7 +24,7 @@ from psycopg2 import sql
 from airtrain.errors import PermanentError
 from airtrain.registry.versions import registry_table
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, xact_lock
+from airtrain.warehouse.connection import Warehouse, registry_lock
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def abort(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str, a
           decided_on: dt.date | None) -> bool:
     """Retire the candidate (the champion keeps every entity). Returns whether this call closed it."""
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "promote", spec.name)
+        registry_lock(cur, "promote", spec.name)
         cur.execute(sql.SQL(
             "UPDATE {} SET status = 'aborted', reason = %s, decided_by = %s, decided_run_id = %s, decided_at = now(), "
             "decided_on = COALESCE(%s, current_date) WHERE id = %s AND status = 'running'").format(

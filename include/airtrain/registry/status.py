@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from airtrain.registry.versions import registry_table
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, xact_lock
+from airtrain.warehouse.connection import Warehouse, registry_lock
 
 #: the actor of an automatic promotion: the gate decided (who started the run is ``triggered_by``)
 GATE_ACTOR = "airtrain:gate"
@@ -119,7 +119,7 @@ def set_promotion_hold(wh: Warehouse, spec: PipelineSpec, action: str, *, actor:
         raise ValueError(f"unknown promotion hold action {action!r} (hold or release)")
     table = registry_table(spec, "promotion_holds")
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "promote", spec.name)
+        registry_lock(cur, "promote", spec.name)
         mine = _one(cur, sql.SQL("SELECT id, action, actor, reason, run_id, created_at FROM {} WHERE pipeline = %s "
                                  "AND run_id = %s ORDER BY id DESC LIMIT 1").format(table), (spec.name, run_id))
         if mine is not None:  # a retry of this run: its change is already committed

@@ -215,7 +215,8 @@ def _audit_tables(cur, reg: str) -> None:
 
 def plan(cur: Any, spec: PipelineSpec, plan: SchemaPlan) -> None:
     """A feature removed from the spec while a live version (the champion, a running canary's
-    candidate) uses it as a model input is refused, naming the versions (it could no longer score)."""
+    candidate, a challenger awaiting approval) uses it as a model input is refused, naming the versions
+    (it could no longer score)."""
     for col, users in versions_needing(cur, spec, plan.removed).items():
         plan.refused.append(
             f"feature '{col}' was removed from the spec, but {', '.join(users)} use(s) it as a model input: it "

@@ -24,7 +24,7 @@ from airtrain.model.artifacts import (
 )
 from airtrain.registry import estimators
 from airtrain.spec import PipelineSpec
-from airtrain.warehouse.connection import Warehouse, ident, xact_lock
+from airtrain.warehouse.connection import Warehouse, ident, registry_lock
 from airtrain.warehouse.ddl import table_exists
 
 
@@ -84,7 +84,7 @@ def register_version(
     before instead of a new one. ``spec_text``: the spec it was trained under, stored with it.
     """
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "registry", spec.name)
+        registry_lock(cur, "registry", spec.name)
         # Idempotent: the same data, estimator, params, code and spec give the same model (training is
         # seeded), so a retry or a re-run of the same date returns the version registered before.
         cur.execute(
@@ -174,7 +174,7 @@ def resign_artifacts(wh: Warehouse, spec: PipelineSpec, versions: list[int] | No
         raise ArtifactSignatureError("no artifact signing key configured: nothing to sign with")
     done = []
     with wh.connect() as conn, conn.cursor() as cur:
-        xact_lock(cur, "registry", spec.name)
+        registry_lock(cur, "registry", spec.name)
         cur.execute(sql.SQL("SELECT version, artifact, artifact_sha256 FROM {} WHERE pipeline = %s "
                             "AND (%s::int[] IS NULL OR version = ANY(%s::int[])) ORDER BY version").format(
             registry_table(spec, "model_versions")), (spec.name, versions, versions))
@@ -210,10 +210,21 @@ def version_spec(wh: Warehouse, spec: PipelineSpec, version: int) -> dict[str, A
 
 
 def live_versions(cur: Any, spec: PipelineSpec) -> dict[int, str]:
-    """The versions that score now or will without a new decision: the champion and a running
-    canary's candidate ({version: role})."""
+    """The versions that score now or may without a new training: the champion, a running canary's
+    candidate and a challenger waiting for a person's approval (its gate decision says "awaiting
+    approval", no answer recorded yet, asked within ``promotion.approval_timeout_hours`` plus a day:
+    the request of a run killed meanwhile stops counting) ({version: role})."""
     reg = spec.warehouse.registry_schema
     out: dict[int, str] = {}
+    if table_exists(cur, reg, "gate_decisions") and table_exists(cur, reg, "approvals"):
+        cur.execute(sql.SQL(
+            "SELECT DISTINCT g.version FROM {g} g WHERE g.pipeline = %s AND g.outcome = 'awaiting approval' "
+            "AND g.created_at > now() - %s * interval '1 hour' AND NOT EXISTS (SELECT 1 FROM {a} a "
+            "WHERE a.pipeline = g.pipeline AND a.run_id = g.run_id AND a.version = g.version "
+            "AND (a.decision <> 'approved' OR a.promoted IS NOT NULL))").format(
+            g=ident(reg, "gate_decisions"), a=ident(reg, "approvals")),
+            (spec.name, float(spec.promotion.approval_timeout_hours) + 24))
+        out.update({int(r[0]): "awaiting approval" for r in cur.fetchall()})
     if table_exists(cur, reg, "rollouts"):
         cur.execute(sql.SQL("SELECT candidate_version FROM {} WHERE pipeline = %s AND status = 'running'").format(
             ident(reg, "rollouts")), (spec.name,))

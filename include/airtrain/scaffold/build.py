@@ -254,13 +254,29 @@ def build_spec(cols: list[Column], *, name: str, target: str, key: str | None, d
               "scoring:", "  partitions: 1", "",
               "schedule:", "  start_paused: true   # land the first files, then unpause the DAGs",
               '  retrain: "0 3 * * *"', '  monitor: "0 5 * * *"',
-              f"  start_date: {dt.date.today().isoformat()}",
-              f"  # first_date: {days[0] if days else dt.date.today()}   # the first day with data: no run processes an "
-              "earlier day",
-              "  # last_date: ...          # historical data only: the last day (no scheduled run after it)", ""]
+              *_date_range(days), ""]
     text = "\n".join(lines)
     data = yaml.safe_load(text)
     return text, data
+
+
+#: a sample whose newest day is older than this is historical data, not an extract of a live feed
+HISTORICAL_AFTER_DAYS = 7
+
+
+def _date_range(days: list[dt.date]) -> list[str]:
+    """The schedule's dates. A sample of historical data (its newest day more than
+    :data:`HISTORICAL_AFTER_DAYS` ago) gets its range written out: ``first_date`` .. ``last_date`` (no
+    scheduled run waits for a file after it) and a ``start_date`` within it; a recent one, today."""
+    today = dt.date.today()
+    if days and (today - days[-1]).days > HISTORICAL_AFTER_DAYS:
+        return [f"  start_date: {days[0].isoformat()}",
+                f"  first_date: {days[0].isoformat()}   # the first day with data: no run processes an earlier day",
+                f"  last_date: {days[-1].isoformat()}   # the sample's last day ({(today - days[-1]).days} days ago: "
+                "historical data) - no scheduled run after it; remove it if the data keeps arriving"]
+    return [f"  start_date: {today.isoformat()}",
+            f"  # first_date: {days[0] if days else today}   # the first day with data: no run processes an earlier day",
+            "  # last_date: ...          # historical data only: the last day (no scheduled run after it)"]
 
 
 def main(argv: list[str] | None = None) -> int:

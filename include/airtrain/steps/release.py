@@ -283,7 +283,16 @@ def record_approval(wh: Warehouse, spec: PipelineSpec, *, run_id: str, version: 
 def promote_approved(wh: Warehouse, spec: PipelineSpec, promotion: dict[str, Any], evaluation: dict[str, Any], *,
                      run_id: str, approver: str, comment: str | None, as_of: dt.date | None = None,
                      triggered_by: str | None = None) -> dict[str, Any]:
-    """Promote the challenger a person approved (the same locked, logged path; approver and comment logged)."""
+    """Promote the challenger a person approved (the same locked, logged path; approver and comment logged).
+    A version that cannot score under the current spec (the spec changed while the request waited) is
+    refused before anything changes (:class:`airtrain.serving.can_score.VersionCannotScoreError`), the
+    refusal recorded with the approval."""
+    version = int(promotion["version"])
+    problems = [] if champions.champion_version(wh, spec) == version else score_problems(wh, spec, version, as_of)
+    if problems:
+        approvals.record_outcome(wh, spec, run_id=run_id, version=version, promoted=False,
+                                 outcome="not promoted: it cannot score under the current spec: " + "; ".join(problems))
+        require_can_score(wh, spec, version, as_of, what=f"the approved promotion of v{version}")
     return approvals.promote_approved(wh, spec, promotion, evaluation, run_id=run_id, approver=approver,
                                       comment=comment, as_of=as_of, triggered_by=triggered_by)
 
@@ -296,5 +305,9 @@ def promotion_hold(wh: Warehouse, spec: PipelineSpec, action: str, *, actor: str
 
 def decide_canary(wh: Warehouse, spec: PipelineSpec, action: str, *, reason: str, actor: str, run_id: str,
                   on: dt.date | None = None) -> dict[str, Any]:
-    """A person graduates or aborts the running canary (``canary_action`` with a reason)."""
+    """A person graduates or aborts the running canary (``canary_action`` with a reason). A candidate that
+    cannot score under the current spec is not graduated (the canary keeps running; abort it)."""
+    if action == "graduate" and (rollout := release.running(wh, spec)) is not None:
+        require_can_score(wh, spec, rollout.candidate_version, on,
+                          what=f"graduating the canary of v{rollout.candidate_version}")
     return release.decide_manually(wh, spec, action, reason=reason, actor=actor, run_id=run_id, on=on)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -79,9 +80,50 @@ def advisory_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def xact_lock(cur: Any, *parts: str) -> None:
-    """Take a transaction-scoped advisory lock (released at commit/rollback)."""
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(*parts),))
+class LockTimeoutError(RuntimeError):
+    """An advisory lock was not granted within its timeout: another session holds it (a long
+    promotion, or a session that took it by hand and stays connected). The transaction is rolled back;
+    the task fails and Airflow retries it."""
+
+
+#: how long a registry lock (registering a version, promoting, a canary, a status change) waits for
+#: another session's; ``$AIRTRAIN_REGISTRY_LOCK_TIMEOUT_S`` overrides. Those transactions last
+#: milliseconds to seconds: a wait longer than this is a stuck or foreign holder, not a queue.
+REGISTRY_LOCK_TIMEOUT_S = 120.0
+
+
+def registry_lock_timeout() -> float:
+    value = os.environ.get("AIRTRAIN_REGISTRY_LOCK_TIMEOUT_S", "").strip()
+    return float(value) if value else REGISTRY_LOCK_TIMEOUT_S
+
+
+def xact_lock(cur: Any, *parts: str, timeout_s: float | None = None) -> None:
+    """Take a transaction-scoped advisory lock (released at commit/rollback). ``timeout_s``: wait at
+    most that long (``lock_timeout`` for this one statement, or the session's if that is stricter; the
+    transaction's own setting is restored after), then raise :class:`LockTimeoutError` naming the lock."""
+    key = advisory_key(*parts)
+    if timeout_s is None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        return
+    # pg_settings.setting is in milliseconds: a stricter lock_timeout of the session (or transaction) wins
+    cur.execute("SELECT current_setting('lock_timeout'), setting::bigint FROM pg_settings WHERE name = 'lock_timeout'")
+    before, before_ms = cur.fetchone()
+    wait_ms = max(1, int(timeout_s * 1000))
+    wait_ms = min(wait_ms, int(before_ms)) if before_ms else wait_ms
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
+    try:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+    except psycopg2.errors.LockNotAvailable:
+        raise LockTimeoutError(
+            f"the {'/'.join(parts)} lock was not granted within {wait_ms / 1000:g} s: another session holds it "
+            f"(pg_locks: locktype 'advisory', classid::bigint << 32 | objid::bigint = {key}; its pid in "
+            "pg_stat_activity); nothing was changed") from None
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
+
+
+def registry_lock(cur: Any, *parts: str) -> None:
+    """:func:`xact_lock` for the registry's locks, bounded by :func:`registry_lock_timeout`."""
+    xact_lock(cur, *parts, timeout_s=registry_lock_timeout())
 
 
 def read_frame(wh: Warehouse, query: sql.Composable, params: dict[str, Any] | tuple[Any, ...] | None = None):

@@ -49,6 +49,9 @@ class SchemaReport:
     columns_widened: list[str] = field(default_factory=list)
     columns_kept: list[str] = field(default_factory=list)  # features removed from the spec (never dropped)
     warnings: list[str] = field(default_factory=list)
+    #: "schema.table" of the tables that existed before this migration (None: not known): a column is
+    #: reported as added only to one of them - a table created now gets its later columns silently
+    existing_tables: set[str] | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         added = f", columns added: {self.columns_added}" if self.columns_added else ""
@@ -151,7 +154,8 @@ def add_missing_columns(cur, schema: str, table: str, columns: list[tuple[str, s
         if name not in have:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                 ident(schema, table), ident(name), sql.SQL(typ)))
-            report.columns_added.append(f"{schema}.{table}.{name}")
+            if report.existing_tables is None or f"{schema}.{table}" in report.existing_tables:
+                report.columns_added.append(f"{schema}.{table}.{name}")
 
 
 def comment(cur, what: str, target: sql.Composable, text: str) -> None:
@@ -229,8 +233,12 @@ def apply_schema(wh: Warehouse, spec: PipelineSpec, parts: Sequence[SchemaPart])
         refuse(spec, plan)
         report.columns_widened = apply_widenings(cur, plan)
         report.columns_kept = plan.removed
-        for schema in dict.fromkeys([w.raw_schema, w.features_schema, w.quarantine_schema, w.registry_schema,
-                                     w.predictions_schema, w.monitoring_schema]):
+        schemas = list(dict.fromkeys([w.raw_schema, w.features_schema, w.quarantine_schema, w.registry_schema,
+                                      w.predictions_schema, w.monitoring_schema]))
+        cur.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                    "WHERE table_schema = ANY(%s)", (schemas,))
+        report.existing_tables = {r[0] for r in cur.fetchall()}  # the first migrate adds no column "to" a new table
+        for schema in schemas:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
         _migrations_table(cur, spec, report)
         for part in parts:

@@ -17,21 +17,24 @@ MASK = "***"
 _KNOWN_SECRETS: set[str] = set()
 
 
-_SECRET_NAME = (r"(?:[A-Za-z0-9]*[_.-])*(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|"
+_SECRET_NAME = (r"(?:[A-Za-z0-9]*[_.-])*[A-Za-z0-9]*?(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|"
                 r"access[_-]?key|private[_-]?key|fernet[_-]?key|signing[_-]?key|credentials?)(?:[_.-][A-Za-z0-9]*)*")
 
 
 #: scheme://[user]:<password>@host - the password may be empty-user (``redis://:pw@``), hold spaces, '@',
 #: ':' or '/' (unencoded): everything up to the last '@' before a host on the same line, never
-#: reaching into the next URI
+#: reaching into the next URI. The host may be an IPv6 literal (``@[::1]:5432``) or empty, as in
+#: Airflow's AWS connection URIs (``aws://KEY:SECRET@/?region_name=...``)
 _URI_PASSWORD = re.compile(
     r"(?P<pre>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]*:)(?P<pw>(?:(?!://)[^\n])*)"
-    r"@(?=[\w.%\[\]-]+(?::\d*)?(?:[/?#\s'\"),;]|$))")
+    r"@(?=(?:\[[\w:.%-]*\]|[\w.%-]*)(?::\d*)?(?:[/?#\s'\"),;]|$))")
 
 
-#: key=value (libpq DSNs, query strings, env lines, CLI flags): password=..., ?token=...&, SECRET_KEY='...'
+#: key=value (libpq DSNs, query strings, env lines, CLI flags): password=..., ?token=...&, SECRET_KEY='...',
+#: PGPASSWORD=...; and key: value (YAML, INI, logs): ``password: x``, ``aws_secret_access_key: x`` (the
+#: value on the same line: an empty ``password:`` never reaches into the next line)
 _KV_SECRET = re.compile(
-    r"(?P<key>(?<![\w])" + _SECRET_NAME + r")(?P<sep>\s*=\s*|=)(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\"]+)",
+    r"(?P<key>(?<![\w])" + _SECRET_NAME + r")(?P<sep>\s*=\s*|=|[ \t]*:(?!//)[ \t]*)(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\"]+)",
     re.IGNORECASE)
 
 

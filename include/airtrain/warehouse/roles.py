@@ -40,36 +40,54 @@ LARGE_OBJECT_WRITERS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oi
                         "lo_truncate(integer, integer)", "lo_truncate64(integer, bigint)")
 
 
+def advisory_lock_functions(cur) -> list[str]:
+    """The functions that TAKE an advisory lock (``pg_advisory_lock``, ``pg_try_advisory_xact_lock_shared``,
+    ...; every signature), as ``regprocedure`` text. Every role may run them by default: a reader that
+    holds ``pg_advisory_lock(<key of the promotion lock>)`` in an idle session blocks promotion,
+    registration and partition writes for as long as it stays connected. Unlocking is harmless (a
+    session can only release its own locks) and stays open."""
+    cur.execute("SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'pg_catalog' AND p.proname ~ '^pg_(try_)?advisory_(xact_)?lock(_shared)?$' "
+                "ORDER BY 1")
+    return [r[0] for r in cur.fetchall()]
+
+
 def reader_write_privileges(cur, role: str) -> list[str]:
-    """What ``role`` can still write outside the tables: temporary tables in this database, large
-    objects. Empty for a properly read-only role."""
+    """What ``role`` can still write (or lock) outside the tables: temporary tables in this database,
+    large objects, advisory locks that block the pipelines' writers. Empty for a properly read-only role."""
     left = []
     cur.execute("SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", (role,))
     if cur.fetchone()[0]:
         left.append("TEMPORARY on the database")
-    for fn in LARGE_OBJECT_WRITERS:
+    for fn in (*LARGE_OBJECT_WRITERS, *advisory_lock_functions(cur)):
         cur.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, fn))
         if cur.fetchone()[0]:
             left.append(f"EXECUTE on {fn}")
     return left
 
 
-def harden_reader(cur, role: str) -> list[str]:
+def harden_reader(cur, role: str, owners: tuple[str, ...] = ()) -> list[str]:
     """Take from a read-only role what every role gets through PUBLIC and it must not have: temporary
-    tables (``CREATE TEMP TABLE``) and the large-object functions that write (``lo_create`` ...).
-    PostgreSQL has no per-role deny, so both are revoked from PUBLIC and TEMPORARY is granted back
-    to the current login (the owner of the airtrain objects; the task login is its member). Other
-    roles of this database that need temporary tables or large objects need an explicit GRANT
-    (docs/SQL.md "A login for analysts"). Needs the database owner / a superuser: with less, nothing is changed and
-    the returned list says what the reader can still do (``airtrain migrate`` prints it)."""
+    tables (``CREATE TEMP TABLE``), the large-object functions that write (``lo_create`` ...) and the
+    advisory-lock functions (:func:`advisory_lock_functions`: a reader holding the promotion lock
+    blocks every writer). PostgreSQL has no per-role deny, so all are revoked from PUBLIC, and
+    TEMPORARY and the advisory locks are granted back to the current login and ``owners`` (the owner
+    of the airtrain objects; the task login is its member). Other roles of this database that need
+    temporary tables, large objects or advisory locks need an explicit GRANT (docs/SQL.md "A login for
+    analysts"). Needs the database owner / a superuser: with less, nothing is changed and the returned
+    list says what the reader can still do (``airtrain migrate`` prints it)."""
     if not reader_write_privileges(cur, role):
         return []
     cur.execute("SELECT current_database(), current_user")
     db, me = cur.fetchone()
-    steps = [[sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(me)),
+    keep = sql.SQL(", ").join(sql.Identifier(r) for r in dict.fromkeys((me, *owners)))
+    locks = advisory_lock_functions(cur)
+    steps = [[sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(db), keep),
               sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db))],
              [sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(fn))
-              for fn in LARGE_OBJECT_WRITERS]]
+              for fn in LARGE_OBJECT_WRITERS],
+             [*(sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.{} TO {}").format(sql.SQL(fn), keep) for fn in locks),
+              *(sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(fn)) for fn in locks)]]
     for statements in steps:  # each on its own: a database owner that is no superuser still takes TEMPORARY
         cur.execute("SAVEPOINT airtrain_harden_reader")
         try:
@@ -168,7 +186,9 @@ def setup_roles(wh: Warehouse, *, owner_role: str, task_login: str, task_passwor
         db = sql.Identifier(cur.fetchone()[0])
         cur.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, ident(owner_role)))
         cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, ident(task_login)))
+        for fn in advisory_lock_functions(cur):  # the registry's and partitions' locks (revoked from PUBLIC below)
+            cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.{} TO {}").format(sql.SQL(fn), ident(owner_role)))
         done.append(f"{task_login}: member of {owner_role} (its sessions run as it), no role attributes")
         for role in reader_roles:
-            done += harden_reader(cur, role) or [f"{role}: read-only outside the tables too"]
+            done += harden_reader(cur, role, (owner_role,)) or [f"{role}: read-only outside the tables too"]
     return done
