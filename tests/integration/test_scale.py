@@ -67,3 +67,104 @@ def test_a_date_in_several_files_is_read_in_batches_in_name_order(wh, tmp_path):
     with pytest.raises(ingest.SourceFormatError, match="the same columns"):
         ingest.ingest_partition(wh, MULTI, D, "r2", project_root=tmp_path, batch_bytes=1024)
     assert fetch(wh, "SELECT _run_id, count(*) FROM raw.churn_batches GROUP BY 1") == [("r1", 300)]
+
+
+def _both(wh, spec, d, csv_text: str, tmp_path, **kw):
+    """The in-memory reference (validate_batch on the raw partition) and the in-warehouse validation of
+    the same landed file: (reference outcome, warehouse outcome, warehouse quarantine {row: reasons})."""
+    from airtrain.data.inwarehouse import validate_partition
+    from airtrain.data.validation import validate_batch
+
+    path = tmp_path / "data/landing/churn" / f"{d}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(csv_text)
+    ingest.ingest_partition(wh, spec, d, "r", project_root=tmp_path, batch_bytes=kw.pop("batch_bytes", 1 << 20))
+    ref = validate_batch(ingest.read_partition(wh, spec, d), spec, d, "r", today=d, **kw)
+    out, _kept, _rid = validate_partition(wh, spec, d, "r", today=d, **kw)
+    got = dict(fetch(wh, "SELECT _row_number, reasons FROM quarantine.churn WHERE _partition_date = %s", (d,)))
+    return ref, out, got
+
+
+def _same(ref, out, got):
+    assert (out.blocked, out.rows_total, out.rows_valid, out.rows_quarantined) == (
+        ref.blocked, ref.rows_total, ref.rows_valid, ref.rows_quarantined), (out.block_reasons, ref.block_reasons)
+    # GX orders its results its own way (table-level first): the same results, reasons and messages
+    assert sorted(out.block_reasons) == sorted(ref.block_reasons) and sorted(out.warnings) == sorted(ref.warnings)
+    # each row's reasons: the same texts (in the warehouse in the spec's rule order, in memory in GX's order)
+    assert {k: sorted(v) for k, v in got.items()} == {
+        int(r["_row_number"]): sorted(r["reasons"]) for r in ref.quarantine.to_dict("records")}
+    assert sorted((r["expectation"], r["column"], r["label"], r["success"], r["unexpected_count"])
+                  for r in out.results) == sorted(
+        (r["expectation"], r["column"], r["label"], r["success"], r["unexpected_count"]) for r in ref.results)
+
+
+def _bad_day(d, rows=400):
+    import numpy as np
+
+    df = simulate.simulate_day(d, rows=rows)[0].astype(object)
+    rng = np.random.default_rng(7)
+    for kind in ("nulls", "wrong_type"):
+        df = simulate.corrupt(df, kind, rng).astype(object)
+    df.loc[0, "monthly_charges"] = "nan"
+    df.loc[1, "total_charges"] = "inf"
+    df.loc[2, "tenure_months"] = "1.5"
+    df.loc[3, "monthly_charges"] = " "
+    df.loc[4, "senior_citizen"] = "Yes"
+    df.loc[5, "senior_citizen"] = "maybe"
+    df.loc[6, "region"] = " north"
+    df.loc[7, "contract_type"] = "One_Year"
+    df.loc[8, "as_of_date"] = "2099-01-01"
+    df.loc[9, "as_of_date"] = "2026-02-30"
+    df.loc[10, "monthly_charges"] = "it's \"odd\""
+    df.loc[11, "tenure_months"] = "1e400"
+    df.loc[12, "customer_id"] = df.loc[13, "customer_id"]
+    df.loc[14, "customer_id"] = None
+    df.loc[15, "tenure_months"] = "x'y"
+    df.loc[16, "tenure_months"] = "500"
+    df.loc[17, "region"] = "mars"
+    df.loc[18, "num_support_tickets"] = "-1"
+    return df
+
+
+@pytest.mark.e2e  # ~40 s: the in-memory reference runs GX on pandas five times
+def test_in_warehouse_validation_gives_the_reference_outcome_row_by_row(wh, tmp_path):
+    ref, out, got = _both(wh, SPEC, D, _bad_day(D).to_csv(index=False), tmp_path)
+    assert out.rows_quarantined > 40 and not out.blocked, out.block_reasons
+    _same(ref, out, got)
+    assert fetch(wh, "SELECT count(*) FROM features.churn WHERE as_of_date = %s", (D,)) == [(out.rows_valid,)]
+    # blocked (too many bad rows, a missing column), warn rules, a hand-written suite, labels in the batch
+    day = D + dt.timedelta(days=1)
+    _same(*_both(wh, SPEC, day, simulate.simulate_day(day, rows=150)[0].assign(monthly_charges="x").to_csv(
+        index=False), tmp_path))
+    _same(*_both(wh, SPEC, day, simulate.simulate_day(day, rows=150)[0].drop(columns=["region"]).to_csv(index=False),
+                 tmp_path))
+    data = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+    data["validation"] = {**data.get("validation", {}), "row_count": {"min": 1000, "on_fail": "warn"}}
+    for f in data["features"]:
+        if f["name"] in ("region", "tenure_months"):
+            f["on_fail"] = "warn"
+    warn = parse_spec(data)
+    suite = tmp_path / "suite.json"
+    suite.write_text('[{"type": "expect_column_values_to_be_between", "kwargs": {"column": "monthly_charges", '
+                     '"max_value": 90}, "severity": "quarantine", "description": "charges at most 90"}, '
+                     '{"type": "expect_column_mean_to_be_between", "kwargs": {"column": "monthly_charges", '
+                     '"min_value": 500}, "severity": "warn", "description": "mean charges plausible"}]')
+    day = D + dt.timedelta(days=2)
+    ref, out, got = _both(wh, warn, day, _bad_day(day).to_csv(index=False), tmp_path, extra_suites=[suite])
+    assert any("charges at most 90" in r for rs in got.values() for r in rs) and out.warnings
+    _same(ref, out, got)
+    data = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+    data.pop("labels")
+    data["target"].update(label_delay_days=0, positive=["Yes"], negative=["No"])
+    data["date_format"] = "%d-%m-%Y"
+    labeled = parse_spec(data)
+    apply_schema(wh, labeled)
+    df = _bad_day(day).assign(churned=["Yes", "No", " ", None] * 100)
+    df.loc[20:24, "churned"] = "Maybe"
+    df["as_of_date"] = [day.strftime("%d-%m-%Y")] * 390 + [day.isoformat()] * 5 + ["31-02-2026", "1-1", "x", "",
+                                                                                    day.strftime("%d-%m-%Y")]
+    ref, out, got = _both(wh, labeled, day, df.to_csv(index=False), tmp_path)
+    _same(ref, out, got)
+    assert not out.blocked and out.rows_labeled == ref.rows_labeled > 0
+    assert fetch(wh, "SELECT count(*) FROM features.churn_labels WHERE as_of_date = %s", (day,)) == [
+        (out.rows_labeled,)]

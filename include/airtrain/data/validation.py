@@ -192,8 +192,13 @@ def _extra_columns(raw: pd.DataFrame) -> list[str]:
     """Names of the columns that landed but are not in the spec (ingest keeps them in ``_extra``)."""
     if "_extra" not in raw.columns:
         return []
+    return _extra_columns_of(raw["_extra"].dropna().head(1000))
+
+
+def _extra_columns_of(values: Any) -> list[str]:
+    """The keys of the first ``_extra`` values (dicts or JSON text), in order of appearance."""
     names: dict[str, None] = {}
-    for v in raw["_extra"].dropna().head(1000):
+    for v in values:
         obj = json.loads(v) if isinstance(v, str) else v
         if isinstance(obj, dict):
             names.update(dict.fromkeys(obj))

@@ -21,12 +21,10 @@ from airtrain.data.ingest import (
     ingest_partition,
     landing_deadline,
     missing_landing_files,
-    read_partition,
     source_relpath,
 )
+from airtrain.data.inwarehouse import validate_partition
 from airtrain.data.labels import load_labels
-from airtrain.data.quarantine import passed_before, store_validation
-from airtrain.data.validation import validate_batch
 from airtrain.model import explain, fairness, training
 from airtrain.model.artifacts import dump_model
 from airtrain.model.evaluation import evaluate as eval_model
@@ -82,13 +80,17 @@ def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: st
     summaries = []
     outcomes = []
     for d in dates:
-        raw = read_partition(wh, spec, d)
-        outcome = validate_batch(raw, spec, d, run_id, today=today, extra_suites=[
-            Path(p) for p in spec.validation.suites])
-        # a blocked re-run of a date that passed before keeps that validation (and its report) in force
-        report_id = f"{d.isoformat()}.blocked" if outcome.blocked and passed_before(wh, spec, d) else d.isoformat()
-        location = store.save(spec.name, "validation", report_id, outcome.html_report)
-        kept = store_validation(wh, spec, d, run_id, outcome, location)
+        # in the warehouse: the rules compiled to SQL, GX on a SQL data source, INSERT … SELECT (issue 22)
+        saved: dict[str, str] = {}
+
+        def save(report_id: str, text: str, saved: dict[str, str] = saved) -> str:
+            saved["location"] = store.save(spec.name, "validation", report_id, text)
+            return saved["location"]
+
+        outcome, kept, report_id = validate_partition(
+            wh, spec, d, run_id, today=today, extra_suites=[Path(p) for p in spec.validation.suites],
+            save_report=save)
+        location = saved["location"]
         summary = {"date": d.isoformat(), **outcome.summary(), "report_id": report_id, "report": location,
                    **({"kept": kept} if kept else {})}
         if kept:
