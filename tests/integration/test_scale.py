@@ -69,6 +69,33 @@ def test_a_date_in_several_files_is_read_in_batches_in_name_order(wh, tmp_path):
     assert fetch(wh, "SELECT _run_id, count(*) FROM raw.churn_batches GROUP BY 1") == [("r1", 300)]
 
 
+def test_a_date_larger_than_the_batch_with_bad_rows_in_several_batches(wh, tmp_path):
+    """Ingest in batches of 1 KB (about ten rows), bad rows spread over the batches; validation in the
+    warehouse quarantines exactly those rows, with their reasons, and stores every other row."""
+    from airtrain.data.inwarehouse import validate_partition
+
+    df = simulate.simulate_day(D, rows=300)[0].astype(object)
+    bad = {5: ("monthly_charges", "n/a"), 151: ("tenure_months", "500"), 290: ("region", "mars"),
+           299: ("senior_citizen", "maybe")}
+    for rn, (col, value) in bad.items():
+        df.loc[rn - 1, col] = value
+    path = tmp_path / "data/landing/churn" / f"{D}.csv"
+    path.parent.mkdir(parents=True)
+    df.to_csv(path, index=False)
+    assert path.stat().st_size > 20 * 1024
+    res = ingest.ingest_partition(wh, SPEC, D, "r", project_root=tmp_path, batch_bytes=1024)
+    assert res.rows == 300 and res.source_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    out, kept, report_id = validate_partition(wh, SPEC, D, "r", today=D)
+    assert not out.blocked and kept is None and report_id == D.isoformat()
+    assert (out.rows_total, out.rows_valid, out.rows_quarantined) == (300, 296, 4)
+    assert dict(fetch(wh, "SELECT _row_number, reasons FROM quarantine.churn ORDER BY 1")) == {
+        5: ["monthly_charges: 'n/a' is not a valid float"], 151: ["tenure_months: outside the allowed range 0..120"],
+        290: ["region: not one of ['north', 'south', 'east', 'west']"],
+        299: ["senior_citizen: 'maybe' is not a valid bool"]}
+    assert fetch(wh, "SELECT row_data->>'region' FROM quarantine.churn WHERE _row_number = 290") == [("mars",)]
+    assert fetch(wh, "SELECT count(*), count(DISTINCT customer_id) FROM features.churn") == [(296, 296)]
+
+
 def _both(wh, spec, d, csv_text: str, tmp_path, **kw):
     """The in-memory reference (validate_batch on the raw partition) and the in-warehouse validation of
     the same landed file: (reference outcome, warehouse outcome, warehouse quarantine {row: reasons})."""

@@ -129,22 +129,22 @@ def _date_parts(fmt: str) -> tuple[str, list[str]]:
     return "".join(out) + "$", groups
 
 
-def _typed(kind: str, t: sql.Composable, spec: PipelineSpec) -> tuple[sql.Composable, sql.Composable]:
-    """(typed value, the value failed to cast) of the trimmed, blank-is-null text ``t``."""
+def _typed(kind: str, t: sql.Composable, p: sql.Composable, spec: PipelineSpec
+           ) -> tuple[sql.Composable | None, sql.Composable]:
+    """(the parse of the trimmed, blank-is-null text ``t`` - a number, the date's parts - or None, the typed
+    value from that parse ``p``). The parse runs once per value (its own query level): the value
+    expression refers to it several times. A value failed to cast when ``t`` is not null but the
+    typed value is."""
     if kind in ("int", "float"):
-        num = sql.SQL("CASE WHEN {t} ~ {re} THEN {t}::numeric END").format(t=t, re=_lit(_NUM_RE))
-        ok = sql.SQL("(abs({n}) <= 1.7976931348623157e308)").format(n=num)
+        prep = sql.SQL("CASE WHEN {t} ~ {re} THEN {t}::numeric END").format(t=t, re=_lit(_NUM_RE))
         if kind == "int":
-            ok = sql.SQL("({ok} AND {n} = trunc({n}) AND abs({n}) < 9223372036854775808)").format(ok=ok, n=num)
-            value = sql.SQL("CASE WHEN {ok} THEN {n}::bigint END").format(ok=ok, n=num)
-        else:
-            value = sql.SQL("CASE WHEN {ok} THEN (CASE WHEN abs({n}) < 2.3e-308 THEN 0 ELSE {n} END)::float8 END"
-                            ).format(ok=ok, n=num)
-        return value, sql.SQL("({t} IS NOT NULL AND {v} IS NULL)").format(t=t, v=value)
+            return prep, sql.SQL("CASE WHEN abs({n}) < 9223372036854775808 AND {n} = trunc({n}) THEN {n}::bigint END"
+                                 ).format(n=p)
+        return prep, sql.SQL("CASE WHEN abs({n}) <= 1.7976931348623157e308 THEN (CASE WHEN abs({n}) < 2.3e-308 "
+                             "THEN 0 ELSE {n} END)::float8 END").format(n=p)
     if kind == "bool":
-        value = sql.SQL("CASE WHEN lower({t}) = ANY({tr}) THEN true WHEN lower({t}) = ANY({fa}) THEN false END"
-                        ).format(t=t, tr=_lit(_TRUE), fa=_lit(_FALSE))
-        return value, sql.SQL("({t} IS NOT NULL AND {v} IS NULL)").format(t=t, v=value)
+        return None, sql.SQL("CASE WHEN lower({t}) = ANY({tr}) THEN true WHEN lower({t}) = ANY({fa}) THEN false END"
+                             ).format(t=t, tr=_lit(_TRUE), fa=_lit(_FALSE))
     if kind == "label":
         target = spec.target
         if target.positive:
@@ -155,30 +155,26 @@ def _typed(kind: str, t: sql.Composable, spec: PipelineSpec) -> tuple[sql.Compos
         else:
             value = sql.SQL("CASE WHEN lower({t}) = ANY({tr}) THEN 1 WHEN lower({t}) = ANY({fa}) THEN 0 END"
                             ).format(t=t, tr=_lit(_TRUE), fa=_lit(_FALSE))
-        value = sql.SQL("({})::smallint").format(value)
-        return value, sql.SQL("({t} IS NOT NULL AND {v} IS NULL)").format(t=t, v=value)
+        return None, sql.SQL("({})::smallint").format(value)
     if kind == "date":
         regex, groups = _date_parts(spec.date_format or "%Y-%m-%d")
-        m = sql.SQL("regexp_match({t}, {re})").format(t=t, re=_lit(regex))
+        prep = sql.SQL("regexp_match({t}, {re})::int[]").format(t=t, re=_lit(regex))  # the groups are digits
 
         def part(tok: str) -> sql.Composable:
-            return sql.SQL("({m})[{i}]::int").format(m=m, i=sql.Literal(groups.index(tok) + 1))
+            return sql.SQL("{m}[{i}]").format(m=p, i=sql.Literal(groups.index(tok) + 1))
 
         year = part("Y") if "Y" in groups else sql.SQL("(CASE WHEN {y} < 69 THEN 2000 ELSE 1900 END + {y})").format(
             y=part("y"))
-        checks = [sql.SQL("{} IS NOT NULL").format(m), sql.SQL("{y} BETWEEN 1 AND 9999").format(y=year),
-                  sql.SQL("{mo} BETWEEN 1 AND 12").format(mo=part("m")),
-                  sql.SQL("{d} BETWEEN 1 AND extract(day FROM make_date({y}, {mo}, 1) + interval '1 month - 1 day')"
-                          ).format(d=part("d"), y=year, mo=part("m"))]
+        checks = [sql.SQL("{y} BETWEEN 1 AND 9999").format(y=year),
+                  sql.SQL("{mo} BETWEEN 1 AND 12").format(mo=part("m"))]
         checks += [sql.SQL("{} < {}").format(part(tok), sql.Literal(limit))
                    for tok, limit in (("H", 24), ("M", 60), ("S", 62)) if tok in groups]
-        ok = sql.SQL("(CASE WHEN {c0} THEN (CASE WHEN {rest} THEN true ELSE false END) ELSE false END)").format(
-            c0=checks[0], rest=sql.SQL(" AND ").join(checks[1:]))
-        # CASE nesting: each check runs only when the ones before it held (make_date never sees a bad month)
-        value = sql.SQL("CASE WHEN {ok} THEN make_date({y}, {mo}, {d}) END").format(
-            ok=ok, y=year, mo=part("m"), d=part("d"))
-        return value, sql.SQL("({t} IS NOT NULL AND {v} IS NULL)").format(t=t, v=value)
-    return t, sql.SQL("false")
+        # nested CASEs: make_date never sees a month or a year out of range
+        return prep, sql.SQL(
+            "CASE WHEN {m} IS NOT NULL THEN (CASE WHEN {c} THEN (CASE WHEN {d} BETWEEN 1 AND extract(day FROM "
+            "make_date({y}, {mo}, 1) + interval '1 month - 1 day') THEN make_date({y}, {mo}, {d}) END) END) END"
+        ).format(m=p, c=sql.SQL(" AND ").join(checks), d=part("d"), y=year, mo=part("m"))
+    return None, t
 
 
 def _kinds(spec: PipelineSpec) -> dict[str, str]:
@@ -345,28 +341,43 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
                             "NULL ORDER BY _row_number LIMIT 1000) s").format(raw), (d,))
         extra = _extra_columns_of(r[0] for r in cur.fetchall())
 
-        # 1. the typed partition, with each row's reasons
-        trims, typed, type_reasons = [], [], []
+        # 1. the typed partition, with each row's reasons: trimmed text (t), its parse (p), the typed value
+        # (v), each level computed once per row (OFFSET 0 keeps PostgreSQL from inlining, and so repeating,
+        # the expressions of one level in the next)
+        trims, preps, values, typed, type_reasons = [], [], [], [], []
         for i, (col, kind) in enumerate(kinds.items()):
             if col not in present:
                 continue
-            tcol = sql.Identifier(f"t{i}")
-            trims.append(sql.SQL("NULLIF(btrim(r.{}, {}), '') AS {}").format(ident(col), _lit(_WS), tcol))
-            tref = sql.SQL("t.{}").format(tcol)
             if col in inactive and col in absent:
                 typed.append(sql.SQL("NULL::{} AS {}").format(sql.SQL(_sql_type(kind)), ident(col)))
                 continue
-            value, bad = _typed(kind, tref, spec)
-            typed.append(sql.SQL("{} AS {}").format(value, ident(col)))
-            type_reasons.append(sql.SQL("CASE WHEN {bad} THEN {c} || {rp} || {w} END").format(
-                bad=bad, c=_lit(f"{col}: "), rp=_pyrepr(sql.SQL("r.{}").format(ident(col))),
+            tref = sql.SQL("t.{}").format(sql.Identifier(f"t{i}"))
+            trims.append(sql.SQL("NULLIF(btrim(r.{}, {}), '') AS {}").format(ident(col), _lit(_WS),
+                                                                             sql.Identifier(f"t{i}")))
+            prep, value = _typed(kind, tref, sql.SQL("p.{}").format(sql.Identifier(f"p{i}")), spec)
+            if prep is not None:
+                preps.append(sql.SQL("{} AS {}").format(prep, sql.Identifier(f"p{i}")))
+            if kind == "text":
+                typed.append(sql.SQL("{} AS {}").format(tref, ident(col)))
+                continue
+            vref = sql.SQL("v.{}").format(sql.Identifier(f"v{i}"))
+            values.append(sql.SQL("{} AS {}").format(value, sql.Identifier(f"v{i}")))
+            typed.append(sql.SQL("{} AS {}").format(vref, ident(col)))
+            type_reasons.append(sql.SQL("CASE WHEN {t} IS NOT NULL AND {v} IS NULL THEN {c} || {rp} || {w} END").format(
+                t=tref, v=vref, c=_lit(f"{col}: "), rp=_pyrepr(sql.SQL("r.{}").format(ident(col))),
                 w=_lit(f" is not a valid {_what(spec, kind)}")))
         treasons = (sql.SQL("array_remove(ARRAY[{}]::text[], NULL)").format(sql.SQL(", ").join(type_reasons))
                     if type_reasons else sql.SQL("'{}'::text[]"))
+        levels = [sql.SQL("LATERAL (SELECT {} OFFSET 0) {}").format(sql.SQL(", ").join(items), sql.Identifier(name))
+                  for items, name in ((trims, "t"), (preps, "p"), (values, "v")) if items]
         typed_query = sql.SQL(
-            "SELECT r._row_number, {typed}, {treasons} AS _type_reasons FROM {raw} r, LATERAL (SELECT {trims}) t "
-            "WHERE r._partition_date = {d}").format(typed=sql.SQL(", ").join(typed), treasons=treasons, raw=raw,
-                                                   trims=sql.SQL(", ").join(trims), d=_lit(d))
+            "SELECT r._row_number, {typed}, {treasons} AS _type_reasons FROM {raw} r{levels} "
+            "WHERE r._partition_date = {d}").format(
+            typed=sql.SQL(", ").join(typed), treasons=treasons, raw=raw,
+            levels=sql.SQL("").join(sql.SQL(", ") + lv for lv in levels), d=_lit(d))
+        # GX reads the partition on its own connection: the typed rows only when a user suite needs them
+        gx_query = typed_query if extra_suites else sql.SQL(
+            "SELECT _row_number FROM {} WHERE _partition_date = {}").format(raw, _lit(d))
         rules = _row_rules(spec, d, present)
         key, date = spec.entity_key, spec.date_column
         dup = (sql.SQL("count(*) OVER (PARTITION BY {}, {})").format(ident(key), ident(date))
@@ -375,7 +386,7 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
         # 3. (first: GX reads the committed raw partition on its own connection) batch-level expectations
         try:
             batch_rules = _batch_rules(spec, [Path(p) for p in extra_suites or []])
-            gx_results = parse_gx_results(_gx_sql(wh, typed_query.as_string(cur), batch_rules), batch_rules, None)
+            gx_results = parse_gx_results(_gx_sql(wh, gx_query.as_string(cur), batch_rules), batch_rules, None)
         except PermanentError:
             raise
         except Exception as exc:  # noqa: BLE001 - GX and SQLAlchemy raise many types; never print the URL
