@@ -44,13 +44,6 @@ class LandingFilesTrigger(BaseTrigger):
         root = storage_path(self.root_url, self.conn_id)
         return [p for p in self.paths if not _there(root / p)]
 
-
-def _there(path: Any) -> bool:
-    """A landing file is there; a glob pattern (a date in several files) is there when one file matches."""
-    if not set("*?[") & set(path.name):
-        return path.is_file()
-    return path.parent.is_dir() and any(p.is_file() for p in path.parent.glob(path.name))
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = dt.datetime.fromisoformat(self.deadline)
         pause = 1.0
@@ -68,3 +61,10 @@ def _there(path: Any) -> bool:
                               self.deadline)
             await asyncio.sleep(min(pause, self.poke_interval, left))
             pause *= 2
+
+
+def _there(path: Any) -> bool:
+    """A landing file is there; a glob pattern (a date in several files) is there when one file matches."""
+    if not set("*?[") & set(path.name):
+        return path.is_file()
+    return path.parent.is_dir() and any(p.is_file() for p in path.parent.glob(path.name))

@@ -49,6 +49,9 @@ def test_a_date_in_several_files_is_read_in_batches_in_name_order(wh, tmp_path):
     feats.iloc[:5].to_csv(folder / f"{D + dt.timedelta(days=1)}-part-1.csv", index=False)  # another date
     assert ingest.missing_landing_files(MULTI, [D, D + dt.timedelta(days=2)], tmp_path) == [
         (D + dt.timedelta(days=2), folder / f"{D + dt.timedelta(days=2)}-part-*.csv")]
+    from airtrain_airflow.triggers import _there  # what the deferred landing wait checks
+
+    assert _there(folder / f"{D}-part-*.csv") and not _there(folder / f"{D + dt.timedelta(days=2)}-part-*.csv")
     res = ingest.ingest_partition(wh, MULTI, D, "r1", project_root=tmp_path, batch_bytes=1024)
     assert res.rows == 300 and res.columns_missing == [] and res.columns_extra == []
     names = [f"{D}-part-{i}.csv" for i in (10, 11, 2)]

@@ -1,5 +1,9 @@
 """Validate a raw partition with Great Expectations 1.x; split it into valid rows and quarantine.
 
+The daily step validates in the warehouse (:mod:`airtrain.data.inwarehouse`: these rules compiled to
+SQL, the same reasons); this in-memory version is the reference on small frames (a test compares the
+two row by row) and what the pure unit tests exercise.
+
 ``validate_batch(raw, spec, partition_date, run_id)`` is pure (no database I/O):
 
 1. **Typing.** The raw partition arrives as text. Blank and whitespace-only values are null. Each
