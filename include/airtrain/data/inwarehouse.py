@@ -157,8 +157,18 @@ def _typed(kind: str, t: sql.Composable, p: sql.Composable, spec: PipelineSpec
                             ).format(t=t, tr=_lit(_TRUE), fa=_lit(_FALSE))
         return None, sql.SQL("({})::smallint").format(value)
     if kind == "date":
-        regex, groups = _date_parts(spec.date_format or "%Y-%m-%d")
-        prep = sql.SQL("regexp_match({t}, {re})::int[]").format(t=t, re=_lit(regex))  # the groups are digits
+        fmt = spec.date_format or "%Y-%m-%d"
+        regex, groups = _date_parts(fmt)
+        literals = "".join(dict.fromkeys(re.sub(r"%.", "", fmt) + ("%" if "%%" in fmt else "")))
+        if re.search(r"%[^%](?=%[^%])", fmt) or any(ch.isdigit() for ch in literals) or not literals:
+            # directives side by side (%Y%m%d): only a capturing regex splits them (slower, ~100 µs a value)
+            prep = sql.SQL("regexp_match({t}, {re})::int[]").format(t=t, re=_lit(regex))
+        else:
+            # match without capturing (fast), then split on the format's literal characters: the digit
+            # groups are the directives' values, in order
+            prep = sql.SQL("CASE WHEN {t} ~ {re} THEN array_remove(string_to_array(translate({t}, {lits}, {commas}), "
+                           "','), '')::int[] END").format(t=t, re=_lit(regex.replace("(", "(?:")),
+                                                          lits=_lit(literals), commas=_lit("," * len(literals)))
 
         def part(tok: str) -> sql.Composable:
             return sql.SQL("{m}[{i}]").format(m=p, i=sql.Literal(groups.index(tok) + 1))
