@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status check replay pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery bench-estimation bench-trigger lock clean
+.PHONY: help venv run stop status check replay pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery bench-estimation bench-trigger bench-scale lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ bench-shards: venv ## scoring one date of 10M rows in 1, 2 and 4 shard processes
 
 bench-celery: venv ## one date of 10M rows in 1, 2 and 4 shards through the Celery stack (own copy, ~30 min; ROWS=1000000 for less)
 	@$(BIN)/python bench/celery_shards.py $(if $(ROWS),--rows $(ROWS),)
+
+bench-scale: venv ## one date of 1M rows through the scheduler: per task time, rows/s, peak RSS, ratios to in-warehouse floors (ROWS=10000000 for the 10M-row date)
+	@$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS),)
 
 bench-daily: venv ## only the daily-run benchmark (a daily run through the real scheduler, ~4 min)
 	@$(BIN)/python bench/daily_run.py

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -38,11 +38,11 @@ class LandingFilesTrigger(BaseTrigger):
 
     def _missing(self) -> list[str]:
         if not self.root_url:
-            return [p for p in self.paths if not os.path.isfile(p)]
+            return [p for p in self.paths if not _there(Path(p))]
         from airtrain_airflow.storage import storage_path
 
         root = storage_path(self.root_url, self.conn_id)
-        return [p for p in self.paths if not (root / p).is_file()]
+        return [p for p in self.paths if not _there(root / p)]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = dt.datetime.fromisoformat(self.deadline)
@@ -61,3 +61,10 @@ class LandingFilesTrigger(BaseTrigger):
                               self.deadline)
             await asyncio.sleep(min(pause, self.poke_interval, left))
             pause *= 2
+
+
+def _there(path: Any) -> bool:
+    """A landing file is there; a glob pattern (a date in several files) is there when one file matches."""
+    if not set("*?[") & set(path.name):
+        return path.is_file()
+    return path.parent.is_dir() and any(p.is_file() for p in path.parent.glob(path.name))

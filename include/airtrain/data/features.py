@@ -31,11 +31,18 @@ def coerce_features(df, spec: PipelineSpec):
     return out
 
 
+def sample_per_date(spec: PipelineSpec) -> int | None:
+    """Rows each date of the training window gives at most (``training.sample_rows`` / ``window_days``)."""
+    n = spec.training.sample_rows
+    return None if n is None else -(-n // spec.training.window_days)
+
+
 def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.date | None = None,
-                  end: dt.date | None = None):
+                  end: dt.date | None = None, per_date: int | None = None):
     """Validated features of dates up to ``as_of`` joined to the labels known on ``as_of`` (their
     ``label_available_on``), optionally within [start, end]: what was known on that date, whatever
-    later days the warehouse holds."""
+    later days the warehouse holds. ``per_date``: at most that many rows of each date, the first by
+    ``md5(key|date)`` (a deterministic sample chosen in the warehouse; only the sample is read)."""
     fs, ft = spec.table("features")
     ls, lt = spec.table("labels")
     key, date, target = spec.entity_key, spec.date_column, spec.target.name
@@ -50,7 +57,15 @@ def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.d
                     "ORDER BY f.{d}, f.{k}").format(
         cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
         cond=sql.SQL(" AND ").join(cond))
-    df = read_frame(wh, query, {"as_of": as_of, "start": start, "end": end})
+    if per_date is not None:
+        names = sql.SQL(", ").join(ident(c) for c in [key, date, *spec.feature_names, target])
+        query = sql.SQL(
+            "SELECT {names} FROM (SELECT {cols}, row_number() OVER (PARTITION BY f.{d} ORDER BY md5(f.{k}::text || '|' "
+            "|| f.{d}::text), f.{k}) AS _sample_rank FROM {f} f JOIN {l} l ON l.{k} = f.{k} AND l.{d} = f.{d} WHERE "
+            "{cond}) s WHERE _sample_rank <= %(per_date)s ORDER BY {d}, {k}").format(
+            names=names, cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
+            cond=sql.SQL(" AND ").join(cond))
+    df = read_frame(wh, query, {"as_of": as_of, "start": start, "end": end, "per_date": per_date})
     df = coerce_features(df, spec)
     if len(df):
         df[target] = df[target].astype("float64" if spec.target.task == "regression" else "int64")

@@ -131,7 +131,7 @@ class ValidationResultError(PermanentError, RuntimeError):
     """GX's result does not hold what the adapter asked for (its result shape changed?)."""
 
 
-def parse_gx_results(results: list[Any], rules: list[_Rule], typed: pd.DataFrame) -> list[dict[str, Any]]:
+def parse_gx_results(results: list[Any], rules: list[_Rule], typed: pd.DataFrame | None) -> list[dict[str, Any]]:
     """Our rows from GX's ``ExpectationValidationResult`` list, failing closed.
 
     Every result must carry the ``airtrain_rule`` tag in its expectation's ``meta`` (the only link
@@ -154,7 +154,12 @@ def parse_gx_results(results: list[Any], rules: list[_Rule], typed: pd.DataFrame
         result = er.result or {}
         rows = []
         for item in result.get("unexpected_index_list") or []:
-            rows.append(int(item["_row_number"]) if isinstance(item, dict) else int(typed["_row_number"].iloc[item]))
+            if isinstance(item, dict):
+                rows.append(int(item["_row_number"]))
+            elif typed is not None:
+                rows.append(int(typed["_row_number"].iloc[item]))
+            else:
+                problems.append(f"a {cfg.type} result lists a row by position, not by _row_number")
         out.append({"expectation": cfg.type, "column": rule.column, "label": rule.label, "severity": rule.severity,
                     "success": bool(er.success), "unexpected_count": int(result.get("unexpected_count") or len(rows)),
                     "unexpected_percent": float(result.get("unexpected_percent") or 0.0),

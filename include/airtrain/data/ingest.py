@@ -8,7 +8,10 @@
   (``source:`` in the spec, else the warehouse name) and stored under the warehouse name. Unknown
   columns go to ``_extra`` (jsonb); expected columns that are absent stay NULL and are reported
   (the target only when labels come from the batch; a missing date column is filled with the
-  partition date).
+  partition date). A date may arrive as several files: a glob ``pattern`` (``{date}-part-*.csv``) reads
+  every matching file in name order, numbering the rows on across them (``_source`` names each row's
+  file). Files are streamed: pyarrow reads them in record batches (``BATCH_BYTES`` of CSV,
+  ``BATCH_ROWS`` of Parquet) and each batch is COPYed as it is read, so memory is bounded by the batch.
 * postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
 
 A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
@@ -105,74 +108,239 @@ def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime
     return (day_end + dt.timedelta(minutes=spec.source.wait_minutes)).astimezone(dt.UTC)
 
 
+def is_glob(spec: PipelineSpec) -> bool:
+    """Whether a date may arrive as several files (``source.pattern`` has ``*``, ``?`` or ``[...]``)."""
+    return isinstance(spec.source, FilesSource) and bool(_GLOB & set(spec.source.pattern))
+
+
+def source_files(spec: PipelineSpec, partition_date: dt.date, project_root: Any) -> list[tuple[str, Any]]:
+    """The landing files of a date, (path relative to the landing root, path), in name order: the one file
+    of the pattern, or every file its glob matches (a date delivered in several parts)."""
+    path = source_path(spec, partition_date, project_root)
+    rel = PurePosixPath(source_relpath(spec, partition_date))
+    if not is_glob(spec):
+        return [(str(rel), path)] if path.is_file() else []
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    found = sorted((p for p in parent.glob(rel.name) if p.is_file()), key=lambda p: p.name)
+    return [(str(rel.parent / p.name), p) for p in found]
+
+
 def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Any
                           ) -> list[tuple[dt.date, Any]]:
-    """The (date, expected path) of every date whose landing file is not there (files sources only)."""
+    """The (date, expected path) of every date whose landing file is not there (files sources only);
+    with a glob pattern, a date is there when at least one file matches."""
     if not isinstance(spec.source, FilesSource):
         return []
-    return [(d, p) for d in dates if not (p := source_path(spec, d, project_root)).is_file()]
+    return [(d, source_path(spec, d, project_root)) for d in dates if not source_files(spec, d, project_root)]
 
 
-def _read_csv(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:
+#: bytes of CSV per record batch (pyarrow's block size), rows per Parquet record batch: what bounds an
+#: ingest's memory, whatever the size of the file
+BATCH_BYTES = 16 << 20
+BATCH_ROWS = 100_000
+_GLOB = set("*?[")
+
+
+def _utf8_error(path: Any) -> SourceFormatError | None:
+    """Where a file stops being UTF-8, None when it is UTF-8 (streamed: on the error path only)."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk[: exc.start].count(b"\n")
+                return SourceFormatError(f"{path}: not valid UTF-8 at line {line} (byte {offset + exc.start}); fix "
+                                         "the file's encoding and re-run this date")
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    return None
+
+
+class _Hashing:
+    """A read-only stream that hashes what is read through it and remembers the last byte."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha, self.last, self.closed = f, hashlib.sha256(), b"", False
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        if b:
+            self.sha.update(b)
+            self.last = b[-1:]
+        return b
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _csv_batches(path: Any, batch_bytes: int) -> Any:
+    """(header, iterator of record batches of text columns ``c0..cn``, hashing stream) of a CSV file,
+    read in blocks of ``batch_bytes``: the whole file is never in memory. Empty values are nulls."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    f = path.open("rb")
+    stream = _Hashing(f)
+    first = stream.read(1 << 16)
+    if not first.strip():
+        rest = stream.read(1 << 16)
+        if not rest.strip() and not stream.read(1):
+            f.close()
+            return [], iter(()), stream
+        first += rest
+    while b"\n" not in first and (more := stream.read(1 << 16)):
+        first += more
+    head, _, tail = first.partition(b"\n")
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise SourceFormatError(f"{path}: not valid UTF-8 at line {line} (byte {exc.start}); fix the file's "
-                                "encoding and re-run this date") from None
-    if not text.strip():
-        return [], []
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        header_line = head.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        f.close()
+        raise _utf8_error(path) or SourceFormatError(f"{path}: the header is not valid UTF-8") from None
+    header = [h.strip() for h in next(csv.reader([header_line.rstrip("\r")]), [])]
+    names = [f"c{i}" for i in range(len(header))]
+    bad: list[Any] = []
+
+    def invalid(row: Any) -> str:  # pyarrow stops at the first bad row; its text may not even be UTF-8
+        bad.append(row)
+        return "error"
+
+    class _Rest:  # the bytes after the header line, then the rest of the stream
+        def __init__(self) -> None:
+            self.buf, self.closed = tail, False
+
+        def read(self, n: int = -1) -> bytes:
+            if self.buf:
+                out, self.buf = (self.buf, b"") if n < 0 or n >= len(self.buf) else (self.buf[:n], self.buf[n:])
+                return out
+            return stream.read(n)
+
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            self.closed = True
+
     try:
-        header = next(reader)
-        rows = []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise SourceFormatError(
-                    f"{path}: line {reader.line_num} has {len(row)} fields but the header has {len(header)} "
-                    "(truncated or malformed file); fix or re-deliver the file and re-run this date")
-            rows.append([v if v != "" else None for v in row])
-    except csv.Error as exc:
-        raise SourceFormatError(f"{path}: line {reader.line_num}: {exc}; fix the file and re-run this date") from None
-    if not text.endswith(("\n", "\r")) and rows:
-        # a file cut in the middle of its last line usually still has the right field count;
-        # a well-formed CSV ends with a newline, so refuse the partial last line.
-        raise SourceFormatError(f"{path}: the last line ({reader.line_num}) has no line end: the file looks "
-                                "truncated; re-deliver it and re-run this date")
-    return [h.strip() for h in header], rows
+        reader = pacsv.open_csv(
+            pa.PythonFile(_Rest(), mode="r"),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=batch_bytes, use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), null_values=[""],
+                                                 strings_can_be_null=True, quoted_strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        f.close()
+        if "Empty CSV file" in str(exc):
+            return header, iter(()), stream
+        raise _csv_error(path, exc, bad, len(header)) from None
+
+    def batches() -> Any:
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except pa.ArrowInvalid as exc:
+                    raise _csv_error(path, exc, bad, len(header)) from None
+                yield batch
+        finally:
+            f.close()
+
+    return header, batches(), stream
 
 
-def _read_parquet(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:
+def _csv_error(path: Any, exc: Exception, bad: list[Any], width: int) -> SourceFormatError:
+    """The message of a CSV that pyarrow refused: not UTF-8 first (as a whole-file decode said), then a
+    row with the wrong number of fields, then pyarrow's own words."""
+    if (enc := _utf8_error(path)) is not None:
+        return enc
+    if bad:
+        row = bad[0]
+        line = row.number + 1 if row.number is not None else "?"
+        return SourceFormatError(
+            f"{path}: line {line} has {row.actual_columns} fields but the header has {width} "
+            "(truncated or malformed file); fix or re-deliver the file and re-run this date")
+    return SourceFormatError(f"{path}: {exc}; fix the file and re-run this date")
+
+
+def _text(col: Any) -> Any:
+    """A Parquet column as the text ingest keeps (floats as Python writes them, booleans True/False)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    if pa.types.is_boolean(col.type):
+        return pc.if_else(col, "True", "False")
+    if pa.types.is_integer(col.type) or pa.types.is_date(col.type):
+        return col.cast(pa.string())
+    if pa.types.is_floating(col.type):
+        return pa.array([None if v is None else repr(float(v)) for v in col.to_pylist()], pa.string())
+    return pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+
+
+def _parquet_batches(path: Any, batch_rows: int) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    f = path.open("rb")
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        pf = pq.ParquetFile(f)
+        header = list(pf.schema_arrow.names)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        f.close()
         raise SourceFormatError(f"{path}: not a readable Parquet file ({exc}); re-deliver it") from None
-    cols = []
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_floating(col.type):
-            values = [None if v is None else repr(float(v)) for v in col.to_pylist()]
-        elif pa.types.is_boolean(col.type):
-            values = [None if v is None else str(v) for v in col.to_pylist()]
-        else:
-            values = [None if v is None else str(v) for v in col.to_pylist()]
-        cols.append(values)
-    rows = [list(r) for r in zip(*cols, strict=True)] if cols else []
-    return list(table.column_names), rows
+
+    def batches() -> Any:
+        try:
+            it = pf.iter_batches(batch_size=batch_rows)
+            while True:
+                try:
+                    b = next(it)
+                except StopIteration:
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    raise SourceFormatError(f"{path}: not a readable Parquet file ({exc}); re-deliver it") from None
+                yield pa.RecordBatch.from_arrays([_text(c) for c in b.columns],
+                                                 names=[f"c{i}" for i in range(len(header))])
+        finally:
+            f.close()
+
+    return header, batches()
 
 
-def _copy_rows(cur: Any, table: sql.Composable, columns: list[str], rows: list[list[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    for r in rows:
-        w.writerow(["\\N" if v is None else v for v in r])
+def _file_sha256(path: Any) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _copy_batch(cur: Any, table: sql.Composable, columns: list[str], batch: Any) -> None:
+    """COPY one Arrow record batch (text columns) into ``table``, inside the caller's transaction:
+    the CSV is written by pyarrow (C++), never row by row in Python. Nulls are unquoted empty fields."""
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()
+    pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     buf.seek(0)
-    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
+    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         table, sql.SQL(", ").join(ident(c) for c in columns)).as_string(cur), buf)
 
 
@@ -188,36 +356,85 @@ def _record(cur: Any, spec: PipelineSpec, res: IngestResult, run_id: str) -> Non
          res.source_sha256))
 
 
-def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, project_root: Any) -> IngestResult:
-    path = source_path(spec, d, project_root)
-    if not path.is_file():
+def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, project_root: Any, *,
+                 batch_bytes: int = BATCH_BYTES, batch_rows: int = BATCH_ROWS) -> IngestResult:
+    import pyarrow as pa
+
+    files = source_files(spec, d, project_root)
+    if not files:
         raise SourceMissingError(
-            f"no source file for {spec.name} on {d}: expected {path}. Either the file has not landed yet "
-            f"(re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
-    data = path.read_bytes()
-    header, rows = (_read_parquet if spec.source.format == "parquet" else _read_csv)(data, path)
+            f"no source file for {spec.name} on {d}: expected {source_path(spec, d, project_root)}. Either the file "
+            f"has not landed yet (re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
     expected = expected_columns(spec)
     sources = spec.source_columns()
-    pos = {h: i for i, h in enumerate(header)}
     used = {sources[c] for c in expected}
-    extra = [h for h in header if h not in used]
-    missing = [c for c in expected if sources[c] not in pos and c not in optional_columns(spec, d)]
+    optional = optional_columns(spec, d)
     rel = source_relpath(spec, d)
-    # a file without a date column is the partition's (its name says so): every row gets that date
-    fill = ({spec.date_column: d.strftime(spec.date_format) if spec.date_format else d.isoformat()}
-            if sources[spec.date_column] not in pos else {})
-    out_rows = []
-    for n, r in enumerate(rows, start=1):
-        vals = [r[pos[sources[c]]] if sources[c] in pos else fill.get(c) for c in expected]
-        extras = json.dumps({h: r[pos[h]] for h in extra}) if extra else None
-        out_rows.append([d.isoformat(), n, run_id, rel, *vals, extras])
-    res = IngestResult(d, rel, len(out_rows), missing, extra, hashlib.sha256(data).hexdigest())
     rs, rt = spec.table("raw")
+    table = ident(rs, rt)
+    out_cols = ["_partition_date", "_row_number", "_run_id", "_source", *expected, "_extra"]
+    rows, digests = 0, []
+    first: tuple[str, set[str]] | None = None
+    missing: list[str] = []
+    extra: list[str] = []
     with wh.connect() as conn, conn.cursor() as cur:
         xact_lock(cur, "ingest", spec.name, d.isoformat())
-        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(ident(rs, rt)), (d,))
-        _copy_rows(cur, ident(rs, rt), ["_partition_date", "_row_number", "_run_id", "_source", *expected, "_extra"],
-                   out_rows)
+        cur.execute(sql.SQL("DELETE FROM {} WHERE _partition_date = %s").format(table), (d,))
+        for file_rel, path in files:
+            stream = None
+            if spec.source.format == "parquet":
+                header, batches = _parquet_batches(path, batch_rows)
+            else:
+                header, batches, stream = _csv_batches(path, batch_bytes)
+            if first is None:
+                first = (file_rel, set(header))
+                pos = {h: i for i, h in enumerate(header)}
+                extra = [h for h in header if h not in used]
+                missing = [c for c in expected if sources[c] not in pos and c not in optional]
+            elif set(header) != first[1]:
+                raise SourceFormatError(
+                    f"{path}: the files of one date must have the same columns, but {file_rel} has "
+                    f"{sorted(set(header) ^ first[1])} where {first[0]} differs; re-deliver them and re-run this date")
+            pos = {h: i for i, h in enumerate(header)}
+            # a file without a date column is the partition's (its name says so): every row gets that date
+            fill = (d.strftime(spec.date_format) if spec.date_format else d.isoformat())
+            extra_idx = {h: pos[h] for h in extra}
+            file_rows = 0
+            for batch in batches:
+                m = batch.num_rows
+                if not m:
+                    continue
+                cols = [pa.repeat(d.isoformat(), m), pa.array(range(rows + 1, rows + m + 1), pa.int64()),
+                        pa.repeat(run_id, m), pa.repeat(file_rel, m)]
+                for c in expected:
+                    if sources[c] in pos:
+                        cols.append(batch.column(pos[sources[c]]))
+                    elif c == spec.date_column:
+                        cols.append(pa.repeat(fill, m))
+                    else:
+                        cols.append(pa.nulls(m, pa.string()))
+                if extra_idx:
+                    values = {h: batch.column(i).to_pylist() for h, i in extra_idx.items()}
+                    cols.append(pa.array([json.dumps({h: values[h][j] for h in extra_idx}) for j in range(m)],
+                                         pa.string()))
+                else:
+                    cols.append(pa.nulls(m, pa.string()))
+                _copy_batch(cur, table, out_cols, pa.RecordBatch.from_arrays(cols, names=out_cols))
+                rows += m
+                file_rows += m
+            if stream is not None:
+                if file_rows and stream.last not in (b"\n", b"\r"):
+                    # a file cut in the middle of its last line usually still has the right field count;
+                    # a well-formed CSV ends with a newline, so refuse the partial last line.
+                    raise SourceFormatError(f"{path}: the last line ({file_rows + 1}) has no line end: the file looks "
+                                            "truncated; re-deliver it and re-run this date")
+                digests.append((stream.sha.hexdigest(), file_rel))
+            else:
+                digests.append((_file_sha256(path), file_rel))
+        # one file: its own sha256; several: the sha256 of their "sha256  name" lines (as sha256sum prints)
+        sha = digests[0][0] if len(digests) == 1 else hashlib.sha256(
+            "".join(f"{h}  {n}\n" for h, n in digests).encode()).hexdigest()
+        res = IngestResult(d, rel, rows, missing, extra, sha)
         _record(cur, spec, res, run_id)
         failpoint("ingest.before_commit")
     failpoint("ingest.after_commit")
@@ -267,11 +484,14 @@ def _ingest_table(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str) ->
 
 
 def ingest_partition(wh: Warehouse, spec: PipelineSpec, partition_date: dt.date, run_id: str, *,
-                     project_root: Any) -> IngestResult:
+                     project_root: Any, batch_bytes: int = BATCH_BYTES, batch_rows: int = BATCH_ROWS) -> IngestResult:
     """Replace ``partition_date``'s rows in the raw table with the source's, as received.
-    ``project_root``: the landing root (a folder, or a pathlib-like object-storage path)."""
+    ``project_root``: the landing root (a folder, or a pathlib-like object-storage path). Files are read
+    and COPYed in record batches (``batch_bytes`` of CSV, ``batch_rows`` of Parquet): memory is bounded
+    by the batch, not by the file."""
     if isinstance(spec.source, FilesSource):
-        return _ingest_file(wh, spec, partition_date, run_id, _root(project_root))
+        return _ingest_file(wh, spec, partition_date, run_id, _root(project_root), batch_bytes=batch_bytes,
+                            batch_rows=batch_rows)
     return _ingest_table(wh, spec, partition_date, run_id)
 
 

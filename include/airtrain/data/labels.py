@@ -81,3 +81,21 @@ def store_batch_labels(cur: Any, spec: PipelineSpec, d: Any, valid: Any) -> int:
         "{y} = EXCLUDED.{y}, label_available_on = EXCLUDED.label_available_on, _loaded_at = now()").format(
         t=ident(ls, lt), k=ident(key), d=ident(date), y=ident(target)).as_string(cur), rows, page_size=5000)
     return len(rows)
+
+
+def store_batch_labels_sql(cur: Any, spec: PipelineSpec, d: Any, table: str, valid: str, has_target: bool) -> int:
+    """:func:`store_batch_labels` inside the warehouse: the valid rows of the (temporary) ``table``
+    (``valid``: a condition on its columns) that carry a target value, by ``INSERT … SELECT``."""
+    ls, lt = spec.table("labels")
+    key, date, target = spec.entity_key, spec.date_column, spec.target.name
+    if spec.labels_from_batch:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident(ls, lt), ident(date)), (d,))
+    if not has_target:
+        return 0
+    cur.execute(sql.SQL(
+        "INSERT INTO {t} ({k}, {d}, {y}, label_available_on) SELECT {k}, {d}, {y}, %s FROM {src} WHERE {valid} AND "
+        "{y} IS NOT NULL ON CONFLICT ({k}, {d}) DO UPDATE SET {y} = EXCLUDED.{y}, label_available_on = "
+        "EXCLUDED.label_available_on, _loaded_at = now()").format(
+        t=ident(ls, lt), k=ident(key), d=ident(date), y=ident(target), src=sql.Identifier(table),
+        valid=sql.SQL(valid)), (d,))
+    return cur.rowcount

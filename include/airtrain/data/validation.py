@@ -1,5 +1,9 @@
 """Validate a raw partition with Great Expectations 1.x; split it into valid rows and quarantine.
 
+The daily step validates in the warehouse (:mod:`airtrain.data.inwarehouse`: these rules compiled to
+SQL, the same reasons); this in-memory version is the reference on small frames (a test compares the
+two row by row) and what the pure unit tests exercise.
+
 ``validate_batch(raw, spec, partition_date, run_id)`` is pure (no database I/O):
 
 1. **Typing.** The raw partition arrives as text. Blank and whitespace-only values are null. Each
@@ -192,8 +196,13 @@ def _extra_columns(raw: pd.DataFrame) -> list[str]:
     """Names of the columns that landed but are not in the spec (ingest keeps them in ``_extra``)."""
     if "_extra" not in raw.columns:
         return []
+    return _extra_columns_of(raw["_extra"].dropna().head(1000))
+
+
+def _extra_columns_of(values: Any) -> list[str]:
+    """The keys of the first ``_extra`` values (dicts or JSON text), in order of appearance."""
     names: dict[str, None] = {}
-    for v in raw["_extra"].dropna().head(1000):
+    for v in values:
         obj = json.loads(v) if isinstance(v, str) else v
         if isinstance(obj, dict):
             names.update(dict.fromkeys(obj))

@@ -52,7 +52,9 @@ class FilesSource(SpecModel):
     format: Literal["csv", "parquet"] = Field("csv", description='(files) `csv` or `parquet`.')
     pattern: str = Field(
         default="{date}.csv",
-        description="file name per partition; '{date}' is replaced by YYYY-MM-DD",
+        description="file name per partition; '{date}' is replaced by YYYY-MM-DD. A glob ('*', '?', '[...]', e.g. "
+                    "'{date}-part-*.csv') delivers a date in several files: all that match, read in name order, "
+                    "with the same columns",
     )
     wait_minutes: Annotated[float, Field(ge=0, le=10080)] = Field(360.0, description=(
         "(files) How long after the end of a partition's day (in schedule.timezone) its landing file may "

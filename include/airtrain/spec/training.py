@@ -42,6 +42,11 @@ class TrainingSpec(SpecModel):
     min_rows: Annotated[int, Field(ge=10)] = Field(500, description=(
         'Fewer training rows than this fails training with a clear message.'))
     random_state: int = Field(42, description='Seed passed to the estimator and the search.')
+    sample_rows: Annotated[int, Field(ge=100)] | None = Field(500_000, description=(
+        'At most this many labeled rows of the window are read for training and evaluation: a deterministic, '
+        'per-date stratified sample (each date of the window gives at most sample_rows / window_days rows, '
+        'those first by md5(key|date), as the monitor samples), recorded in the version\'s lineage (rows per '
+        'date, rows, hash), so a retrain reads the same rows. null: the whole window (memory grows with it).'))
     search: SearchSpec | None = Field(None, description=(
         'Optional hyperparameter search (time-series CV).'))
     cadence: Literal["daily", "on_trigger"] = Field("daily", description=(

@@ -16,17 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airtrain.data.features import labeled_frame, last_labeled_date
+from airtrain.data.features import labeled_frame, last_labeled_date, sample_per_date
 from airtrain.data.ingest import (
     ingest_partition,
     landing_deadline,
     missing_landing_files,
-    read_partition,
     source_relpath,
 )
+from airtrain.data.inwarehouse import validate_partition
 from airtrain.data.labels import load_labels
-from airtrain.data.quarantine import passed_before, store_validation
-from airtrain.data.validation import validate_batch
 from airtrain.model import calibration, explain, fairness, training
 from airtrain.model.artifacts import dump_model
 from airtrain.model.evaluation import evaluate as eval_model
@@ -82,13 +80,17 @@ def validate(wh: Warehouse, spec: PipelineSpec, dates: list[dt.date], run_id: st
     summaries = []
     outcomes = []
     for d in dates:
-        raw = read_partition(wh, spec, d)
-        outcome = validate_batch(raw, spec, d, run_id, today=today, extra_suites=[
-            Path(p) for p in spec.validation.suites])
-        # a blocked re-run of a date that passed before keeps that validation (and its report) in force
-        report_id = f"{d.isoformat()}.blocked" if outcome.blocked and passed_before(wh, spec, d) else d.isoformat()
-        location = store.save(spec.name, "validation", report_id, outcome.html_report)
-        kept = store_validation(wh, spec, d, run_id, outcome, location)
+        # in the warehouse: the rules compiled to SQL, GX on a SQL data source, INSERT … SELECT (issue 22)
+        saved: dict[str, str] = {}
+
+        def save(report_id: str, text: str, saved: dict[str, str] = saved) -> str:
+            saved["location"] = store.save(spec.name, "validation", report_id, text)
+            return saved["location"]
+
+        outcome, kept, report_id = validate_partition(
+            wh, spec, d, run_id, today=today, extra_suites=[Path(p) for p in spec.validation.suites],
+            save_report=save)
+        location = saved["location"]
         summary = {"date": d.isoformat(), **outcome.summary(), "report_id": report_id, "report": location,
                    **({"kept": kept} if kept else {})}
         if kept:
@@ -128,7 +130,8 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
             f"{spec.target.label_delay_days} days later); ingest older partitions first or wait"
         )
     start = end - dt.timedelta(days=spec.training.window_days - 1)
-    df = labeled_frame(wh, spec, as_of, start, end)
+    per_date = sample_per_date(spec)
+    df = labeled_frame(wh, spec, as_of, start, end, per_date=per_date)
     clock.lap("read")
     train_df, holdout_df, window = training.split_by_time(df, spec, end)
 
@@ -152,6 +155,12 @@ def train(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, run_id: str) -> dic
                "inputs_dropped": [{"feature": c, "reason": f"no observed value in the training days "
                                    f"{window['train_start']}..{window['train_end']}"} for c in dropped],
                "holdout_rows": len(holdout_df), "labels_loaded": labels,
+               # which rows: the window's labeled rows known on as_of, per date the first per_date by
+               # md5(key|date); how many; their hash (the train rows': data_hash; the holdout's below)
+               "sample": {"rows_per_date": per_date, "order": "md5(key|date), key", "rows": len(df),
+                          "train_rows": len(train_df), "holdout_rows": len(holdout_df),
+                          "train_hash": result.data_hash,
+                          "holdout_hash": training.data_hash(holdout_df, spec) if len(holdout_df) else None},
                "library_versions": artifact.versions}
     version = versions.register_version(
         wh, spec, artifact=artifact.data, artifact_sha256=artifact.sha256, artifact_format=artifact.format,
@@ -196,7 +205,9 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, version: int, run_id: str, as_of
     window = challenger.lineage.get("window", {})
     h_start = dt.date.fromisoformat(str(window["holdout_start"]))
     h_end = dt.date.fromisoformat(str(window["holdout_end"]))
-    holdout = labeled_frame(wh, spec, as_of, h_start, h_end)
+    # the holdout the version was trained beside: the same per-date sample (its lineage says how many)
+    sample = challenger.lineage.get("sample") or {}
+    holdout = labeled_frame(wh, spec, as_of, h_start, h_end, per_date=sample.get("rows_per_date"))
     if holdout.empty:
         raise ValueError(f"{spec.name}: the holdout {h_start}..{h_end} has no labeled rows")
     clock = _Clock()
