@@ -110,8 +110,8 @@ def _psi(ref: pd.Series, cur: pd.Series) -> float:
 def test_benign_drift_moves_the_inputs_but_not_the_models_quality():
     """Inputs drift where the model is still right: a model trained before the drift ranks (ROC AUC)
     and calibrates (mean score vs churn rate) the drifted days as well as the days before."""
-    from airtrain.evaluation import compute_metrics, predict_scores
-    from airtrain.training import train
+    from airtrain.model.evaluation import compute_metrics, predict_scores
+    from airtrain.model.training import train
 
     def days(first, last):
         parts = []

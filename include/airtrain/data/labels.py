@@ -1,20 +1,6 @@
-"""Land one partition from the spec's source into ``raw.<name>_batches``, exactly as received.
-
-* files source: ``<landing root>/<source.path>/<pattern with {date}>`` (CSV or Parquet). The root is
-  the project folder (a :class:`~pathlib.Path`) or any pathlib-like object-storage path (the Airflow
-  layer passes ``ObjectStoragePath($AIRTRAIN_LANDING_URL)``: ``file://``, ``s3://``, ...). Every value
-  is kept as text — '0042' stays '0042' — so that typing problems are validation's to find and
-  quarantine, and the raw table shows what arrived. Columns are matched by their source name
-  (``source:`` in the spec, else the warehouse name) and stored under the warehouse name. Unknown
-  columns go to ``_extra`` (jsonb); expected columns that are absent stay NULL and are reported
-  (the target only when labels come from the batch; a missing date column is filled with the
-  partition date).
-* postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
-
-A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
-advisory lock, so readers see the old rows or the new ones, never none. Landing files are never
-moved or deleted: the bytes as received stay where they landed.
-"""
+"""Labels into ``features.<name>_labels``: from the spec's label source, only those known on a date
+(``available_on`` <= as_of: :func:`load_labels`), or carried by a validated batch (the target column of
+the valid rows: :func:`store_batch_labels`). Re-loading replaces, never duplicates."""
 
 from __future__ import annotations
 

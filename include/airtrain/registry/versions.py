@@ -217,14 +217,16 @@ def live_versions(cur: Any, spec: PipelineSpec) -> dict[int, str]:
     reg = spec.warehouse.registry_schema
     out: dict[int, str] = {}
     if table_exists(cur, reg, "gate_decisions") and table_exists(cur, reg, "approvals"):
+        # two plain reads (not one anti-join, which PostgreSQL skips the inner side of when nothing awaits):
+        # the task's lineage says it reads both tables, and it does on every run
+        cur.execute(sql.SQL("SELECT run_id, version FROM {} WHERE pipeline = %s AND (decision <> 'approved' OR "
+                            "promoted IS NOT NULL)").format(ident(reg, "approvals")), (spec.name,))
+        answered = {(r[0], int(r[1])) for r in cur.fetchall()}
         cur.execute(sql.SQL(
-            "SELECT DISTINCT g.version FROM {g} g WHERE g.pipeline = %s AND g.outcome = 'awaiting approval' "
-            "AND g.created_at > now() - %s * interval '1 hour' AND NOT EXISTS (SELECT 1 FROM {a} a "
-            "WHERE a.pipeline = g.pipeline AND a.run_id = g.run_id AND a.version = g.version "
-            "AND (a.decision <> 'approved' OR a.promoted IS NOT NULL))").format(
-            g=ident(reg, "gate_decisions"), a=ident(reg, "approvals")),
+            "SELECT DISTINCT run_id, version FROM {} WHERE pipeline = %s AND outcome = 'awaiting approval' "
+            "AND created_at > now() - %s * interval '1 hour'").format(ident(reg, "gate_decisions")),
             (spec.name, float(spec.promotion.approval_timeout_hours) + 24))
-        out.update({int(r[0]): "awaiting approval" for r in cur.fetchall()})
+        out.update({int(v): "awaiting approval" for run_id, v in cur.fetchall() if (run_id, int(v)) not in answered})
     if table_exists(cur, reg, "rollouts"):
         cur.execute(sql.SQL("SELECT candidate_version FROM {} WHERE pipeline = %s AND status = 'running'").format(
             ident(reg, "rollouts")), (spec.name,))
