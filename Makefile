@@ -72,8 +72,9 @@ test-stack: venv ## the local stack itself (~6 min): starts its own copy on free
 scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill on 2 workers, shards split, invariants (~25 min)
 	@$(BIN)/python -m pytest tests/e2e/test_celery_scale.py -m e2e -s $(PYTEST_ARGS)
 
-lint: venv ## ruff (with Airflow's AIR rules)
+lint: venv ## ruff (with Airflow's AIR rules) and the import contracts (import-linter, pyproject.toml)
 	@$(BIN)/ruff check .
+	@$(BIN)/lint-imports --no-logo
 
 bench: venv ## benchmarks; results in docs/BENCHMARKS.md
 	@$(BIN)/python bench/daily_run.py

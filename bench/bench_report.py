@@ -36,7 +36,7 @@ def render(results: list[dict], machine: str) -> str:
         "columns and primary key — no client involved, the upper bound for a writer.",
         "* **write-back**: the frame of predictions → Arrow record batches → ADBC binary COPY into an "
         "unattached stage table → primary key → `ATTACH PARTITION` in one transaction (what "
-        "`airtrain.scoring.publish` does).",
+        "`airtrain.serving.publish.publish` does).",
         "* **to_sql**: `DataFrame.to_sql(chunksize=50000)` (SQLAlchemy 2 + psycopg2, batched executemany) of the same frame.",
         "* **score end-to-end**: features streamed out of `features.churn` with ADBC, scored by the "
         "champion (HistGradientBoosting pipeline) batch by batch, streamed back and swapped in.",

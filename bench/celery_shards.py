@@ -385,16 +385,16 @@ def main() -> int:
         # the champion is signed with the stack's key, so the workers can verify it
         os.environ["AIRTRAIN_ARTIFACT_SECRET_KEYS"] = stack.cfg()["AIRTRAIN_ARTIFACT_SECRET_KEYS"]
         import psycopg2
-        from airtrain import registry
-        from airtrain.db import Warehouse
+        from airtrain.registry import champions
         from airtrain.spec import load_spec
+        from airtrain.warehouse.connection import Warehouse
         from run import setup as bench_setup
 
         url = stack.pg_url("warehouse")
         print("== training a champion (real pipeline steps)", flush=True)
         bench_setup(url)
         spec = load_spec(ROOT / "include/pipelines/churn.yaml")
-        champion = registry.champion_version(Warehouse(url), spec)
+        champion = champions.champion_version(Warehouse(url), spec)
         print(f"== generating {args.rows:,} feature rows of {AS_OF} inside PostgreSQL", flush=True)
         t1 = time.monotonic()
         conn = psycopg2.connect(url)

@@ -177,25 +177,26 @@ class Stack:
 
 def bootstrap(stack: Stack, spec, first: dt.date, days: int, rows: int) -> None:
     """History + a first champion, with the pipeline's own steps (not measured)."""
-    from airtrain import simulate, steps
-    from airtrain.db import Warehouse
-    from airtrain.schema import apply_schema
+    from airtrain import simulate
+    from airtrain.steps import release, retrain
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import Warehouse
 
     wh = Warehouse(stack.env["AIRFLOW_CONN_WAREHOUSE"])
     apply_schema(wh, spec)
     landing = stack.project / spec.source.path
     simulate.generate_demo(wh, landing, start=first, days=days, rows_per_day=rows, label_delay_days=1)
     dates = [first + dt.timedelta(days=i) for i in range(days)]
-    steps.ingest(wh, spec, dates, "bench-bootstrap", stack.project)
-    steps.validate(wh, spec, dates, "bench-bootstrap", today=dates[-1], reports_root=stack.project / "reports")
-    out = steps.train(wh, spec, dates[-1], "bench-bootstrap")
-    ev = steps.evaluate(wh, spec, out["version"], "bench-bootstrap", dates[-1])
-    steps.promote(wh, spec, ev, run_id="bench-bootstrap", actor="bench")
+    retrain.ingest(wh, spec, dates, "bench-bootstrap", stack.project)
+    retrain.validate(wh, spec, dates, "bench-bootstrap", today=dates[-1], reports_root=stack.project / "reports")
+    out = retrain.train(wh, spec, dates[-1], "bench-bootstrap")
+    ev = retrain.evaluate(wh, spec, out["version"], "bench-bootstrap", dates[-1])
+    release.promote(wh, spec, ev, run_id="bench-bootstrap", actor="bench")
 
 
 def land_day(stack: Stack, spec, day: dt.date, first: dt.date, rows: int) -> None:
     from airtrain import simulate
-    from airtrain.db import Warehouse
+    from airtrain.warehouse.connection import Warehouse
 
     feats, labels = simulate.simulate_day(day, rows=rows, start=first, label_delay_days=1)
     simulate.write_landing_file(feats, stack.project / spec.source.path, day)
@@ -259,8 +260,10 @@ def _union_seconds(spans: list[tuple[float, float]]) -> float:
 
 def in_process_work(stack: Stack, spec, day: dt.date) -> dict[str, float]:
     """The same steps for the same day in this (warm) process: the work, without the fixed cost."""
-    from airtrain import scoring, steps
-    from airtrain.db import Warehouse
+    from airtrain.serving import publish, scoring
+    from airtrain.serving.target import NoModelError
+    from airtrain.steps import release, retrain, schema
+    from airtrain.warehouse.connection import Warehouse
 
     wh = Warehouse(stack.env["AIRFLOW_CONN_WAREHOUSE"])
     run_id = f"bench_inprocess__{day}"
@@ -272,20 +275,20 @@ def in_process_work(stack: Stack, spec, day: dt.date) -> dict[str, float]:
         out[name] = out.get(name, 0.0) + time.perf_counter() - t0
         return res
 
-    timed("prepare", steps.prepare, wh, spec)
-    timed("ingest", steps.ingest, wh, spec, [day], run_id, stack.project)
-    timed("validate", steps.validate, wh, spec, [day], run_id, today=day + dt.timedelta(days=1),
+    timed("prepare", schema.prepare, wh, spec)
+    timed("ingest", retrain.ingest, wh, spec, [day], run_id, stack.project)
+    timed("validate", retrain.validate, wh, spec, [day], run_id, today=day + dt.timedelta(days=1),
           reports_root=stack.project / "reports")
-    trained = timed("train", steps.train, wh, spec, day, run_id)
-    ev = timed("evaluate", steps.evaluate, wh, spec, trained["version"], run_id, day)
-    timed("promote", steps.promote, wh, spec, ev, run_id=run_id, actor="bench", dry_run=True)
+    trained = timed("train", retrain.train, wh, spec, day, run_id)
+    ev = timed("evaluate", retrain.evaluate, wh, spec, trained["version"], run_id, day)
+    timed("promote", release.promote, wh, spec, ev, run_id=run_id, actor="bench", dry_run=True)
     shards = spec.scoring.partitions
     target = timed("begin_scoring", scoring.begin, wh, spec, day, "champion")
     results = [timed("score", scoring.score_shard, wh, spec, target, run_id=run_id, shard=s, shards=shards)
                for s in range(shards)]
-    timed("publish_predictions", scoring.publish, wh, spec, target, sum(r["rows"] for r in results))
+    timed("publish_predictions", publish.publish, wh, spec, target, sum(r["rows"] for r in results))
     if spec.scoring.shadow:
-        with suppress(scoring.NoModelError):
+        with suppress(NoModelError):
             timed("score_shadow", scoring.score_date, wh, spec, day, run_id=run_id, model="challenger", role="shadow")
     return out
 

@@ -3,7 +3,7 @@
 
 For each size, in fresh subprocesses (so peak RSS is that measurement's):
 
-* **sampled** - :func:`airtrain.monitoring.run_check` as the monitor DAG runs it: count the window,
+* **sampled** - :func:`airtrain.monitoring.check.run_check` as the monitor DAG runs it: count the window,
   read a deterministic sample of ``monitoring.sample_rows`` (50,000) rows, score it with the
   champion, Evidently per-column drift + prediction drift, HTML report, metrics and decision
   written to PostgreSQL;
@@ -39,9 +39,9 @@ def child(url: str, n: int, mode: str) -> dict:
     import evidently  # noqa: F401 - imported before timing: a worker pays it once per process
     import_s = time.monotonic() - t_imp
 
-    from airtrain.db import Warehouse
-    from airtrain.monitoring import run_check
+    from airtrain.monitoring.check import run_check
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     if mode == "full":
@@ -57,14 +57,14 @@ def child(url: str, n: int, mode: str) -> dict:
 
 
 def build_reference(url: str) -> None:
-    from airtrain import registry
-    from airtrain.db import Warehouse
-    from airtrain.monitoring import ensure_reference
+    from airtrain.monitoring.reference import ensure_reference
+    from airtrain.registry import champions
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     wh = Warehouse(url)
-    ensure_reference(wh, spec, registry.champion_version(wh, spec))
+    ensure_reference(wh, spec, champions.champion_version(wh, spec))
 
 
 def load_window(url: str, n: int) -> None:
@@ -108,7 +108,7 @@ def main() -> int:
                                                       "WAREHOUSE_URL": url,
                                                       "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"})
                 if proc.returncode != 0:
-                    from airtrain.db import redact_text
+                    from airtrain.warehouse.redaction import redact_text
 
                     print(redact_text(proc.stderr[-4000:]), file=sys.stderr)
                     return 1
@@ -147,7 +147,7 @@ def write_report(path: Path, results: list[dict]) -> None:
     imp = [r["evidently_import_s"] for r in results]
     lines += [
         "",
-        "* **sampled**: `airtrain.monitoring.run_check` exactly as the `drift_check` task runs it — count the "
+        "* **sampled**: `airtrain.monitoring.check.run_check` exactly as the `drift_check` task runs it — count the "
         "window, read a deterministic sample (`ORDER BY md5(key|date) LIMIT monitoring.sample_rows`), score it with "
         "the champion, Evidently `ValueDrift` per feature + prediction drift, HTML report, metrics and decision "
         "written in one transaction.",

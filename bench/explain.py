@@ -3,18 +3,18 @@
 Trains the demo spec's model (include/pipelines/churn.yaml: HistGradientBoosting, 9 features) on
 simulated days, then times on a holdout of N rows, in one process, side by side:
 
-* **evaluation** (baseline) - :func:`airtrain.evaluation.evaluate`: scores and metrics overall and
+* **evaluation** (baseline) - :func:`airtrain.model.evaluation.evaluate`: scores and metrics overall and
   per slice, what ``evaluate`` always did for one model;
-* **importance** - :func:`airtrain.explain.permutation_importances` on the seeded sample of
+* **importance** - :func:`airtrain.model.explain.permutation_importances` on the seeded sample of
   ``explain.importance_rows`` rows with ``explain.importance_repeats`` shuffles per feature;
-* **fairness** - scoring + :func:`airtrain.fairness.evaluate` (one fairlearn MetricFrame per
+* **fairness** - scoring + :func:`airtrain.model.fairness.evaluate` (one fairlearn MetricFrame per
   sensitive attribute, ``fairness.sensitive`` of the spec).
 
 The ``evaluate`` task does each once per model (challenger and, when there is one, the champion).
 Writes the table between the ``explain`` markers of docs/BENCHMARKS.md.
 
 Then **per-prediction explanations at scoring** (``scoring.explain``): on a throw-away PostgreSQL
-server, one date of N feature rows is scored end to end (:func:`airtrain.scoring.score_date`:
+server, one date of N feature rows is scored end to end (:func:`airtrain.serving.scoring.score_date`:
 features streamed out by ADBC, scored, ADBC COPY into the stage table, primary key, partition swap)
 with explanations off (the baseline) and on (``top_k`` of the churn spec), each in a fresh process
 (its peak RSS), side by side in the same run. Written between the ``explain_scoring`` markers.
@@ -55,10 +55,11 @@ def best_of(fn, n: int = 3) -> float:
 
 def measure(sizes: list[int]) -> list[dict]:
     import pandas as pd
-    from airtrain import explain, fairness, simulate, training
-    from airtrain.evaluation import evaluate, predict_scores
+    from airtrain import simulate
+    from airtrain.data.features import coerce_features
+    from airtrain.model import explain, fairness, training
+    from airtrain.model.evaluation import evaluate, predict_scores
     from airtrain.spec import load_spec
-    from airtrain.steps import coerce_features
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     start = dt.date(2026, 1, 1)
@@ -98,7 +99,7 @@ def write(results: list[dict]) -> None:
         lines.append(f"| {r['rows']:,} | {r['evaluation']:.2f} | {r['importance']:.2f} | "
                      f"{r['importance'] / r['evaluation']:.1f}× | {r['fairness']:.2f} | "
                      f"{r['fairness'] / r['evaluation']:.1f}× |")
-    lines += ["", f"* **evaluation**: `airtrain.evaluation.evaluate` (scores, {len(spec.evaluation.metrics)} metrics "
+    lines += ["", f"* **evaluation**: `airtrain.model.evaluation.evaluate` (scores, {len(spec.evaluation.metrics)} metrics "
               f"overall and per slice of {spec.evaluation.slices}).",
               f"* **permutation importance**: `explain.importance_rows` = {spec.explain.importance_rows} sampled rows "
               f"× `explain.importance_repeats` = {spec.explain.importance_repeats} shuffles × each feature: a "
@@ -121,9 +122,10 @@ def write(results: list[dict]) -> None:
 def scoring_child(url: str, n: int, mode: str) -> dict:
     """Score one date of ``n`` rows with explanations ``mode`` ("off"/"on"), in its own process."""
     import psycopg2
-    from airtrain import registry, scoring
-    from airtrain.db import Warehouse
+    from airtrain.registry import champions
+    from airtrain.serving import scoring
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
     from run import AS_OF, _features_sql  # type: ignore[import-not-found]
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
@@ -141,7 +143,7 @@ def scoring_child(url: str, n: int, mode: str) -> dict:
             cur.execute(_features_sql(spec, n))
             cur.execute("VACUUM ANALYZE features.churn")
     t0 = time.perf_counter()
-    res = scoring.score_date(wh, spec, AS_OF, run_id=f"bench-{mode}", model=registry.champion_version(wh, spec),
+    res = scoring.score_date(wh, spec, AS_OF, run_id=f"bench-{mode}", model=champions.champion_version(wh, spec),
                              shards=1)
     seconds = time.perf_counter() - t0
     with conn.cursor() as cur:
@@ -156,10 +158,9 @@ def scoring_child(url: str, n: int, mode: str) -> dict:
 
 
 def measure_scoring(sizes: list[int]) -> list[dict]:
-    from airtrain import steps
-    from airtrain.db import Warehouse
-    from airtrain.schema import apply_schema
     from airtrain.spec import load_spec
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import Warehouse
     from airtrain_dev.localpg import LocalPostgres, free_port
     from bench_setup import train_champion  # type: ignore[import-not-found]
 
@@ -173,7 +174,7 @@ def measure_scoring(sizes: list[int]) -> list[dict]:
         spec = load_spec(ROOT / "include/pipelines/churn.yaml")
         wh = Warehouse(url)
         apply_schema(wh, spec)
-        train_champion(wh, spec, steps)
+        train_champion(wh, spec)
         for n in sizes:
             row: dict = {"rows": n}
             # side by side, same data, same server; small sizes alternate twice (best of 2: less noise)
@@ -185,7 +186,7 @@ def measure_scoring(sizes: list[int]) -> list[dict]:
                                           env={**os.environ, "PYTHONPATH": str(ROOT / "include"),
                                                "WAREHOUSE_URL": url})
                     if proc.returncode != 0:
-                        from airtrain.db import redact_text
+                        from airtrain.warehouse.redaction import redact_text
 
                         raise RuntimeError(redact_text(proc.stderr[-4000:]))
                     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
@@ -210,7 +211,7 @@ def write_scoring(results: list[dict]) -> None:
     lines = ["## Per-prediction explanations at scoring", "",
              f"Measured {dt.date.today()} on {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, one OpenMP thread (`python bench/explain.py`). One date of N rows "
-             "scored end to end by `airtrain.scoring.score_date` (ADBC read, HistGradientBoosting "
+             "scored end to end by `airtrain.serving.scoring.score_date` (ADBC read, HistGradientBoosting "
              f"`predict_proba`, ADBC COPY into the stage table, primary key, partition swap), one shard, with "
              f"`scoring.explain` off and on (`top_k: {k}`, baseline substitution over "
              f"{len(spec.model_feature_names)} model inputs), each in a fresh process, side by side on the same "

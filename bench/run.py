@@ -4,7 +4,7 @@ Every figure is measured in the same run, on the same throw-away PostgreSQL serv
 as rows/s and as a ratio to baselines measured right next to it:
 
 * write-back: the project's path (ADBC binary COPY into a stage table + primary key + partition
-  swap, :mod:`airtrain.scoring`) vs (a) ``pandas.DataFrame.to_sql`` of the same frame into an
+  swap, :mod:`airtrain.serving.scoring`) vs (a) ``pandas.DataFrame.to_sql`` of the same frame into an
   identically indexed table and (b) the server-side limit, ``INSERT ... SELECT`` of the same number
   of rows inside PostgreSQL into an identically indexed table;
 * end-to-end scoring: features streamed out, scored with a trained churn model, written back;
@@ -37,7 +37,7 @@ AS_OF = dt.date(2026, 6, 1)
 
 def _features_sql(spec, n: int) -> str:
     """Server-side generation of n plausible churn feature rows for AS_OF."""
-    from airtrain.db import ident  # noqa: F401 - identifiers below are fixed, allow-listed names
+    from airtrain.warehouse.connection import ident  # noqa: F401 - identifiers below are fixed, allow-listed names
 
     schema, table = spec.table("features")
     return f"""
@@ -58,16 +58,17 @@ def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
     import pandas as pd
     import psycopg2
     import pyarrow as pa
-    from airtrain import registry, scoring
-    from airtrain.db import Warehouse
+    from airtrain.registry import champions
+    from airtrain.serving import publish, scoring
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     # the plain scoring path; per-prediction explanations (scoring.explain) are measured against it
     # side by side in bench/explain.py
     spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"explain": None})})
     wh = Warehouse(url)
-    version = registry.champion_version(wh, spec)
+    version = champions.champion_version(wh, spec)
     out: dict = {"rows": n, "mode": mode}
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -109,7 +110,7 @@ def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
                 acur.adbc_ingest(target.stage, pa.RecordBatchReader.from_batches(
                     schema, table.to_batches(max_chunksize=100_000)), mode="append", db_schema_name=target.schema)
             ac.commit()
-        scoring.publish(wh, spec, target, n)
+        publish.publish(wh, spec, target, n)
         out["writeback_s"] = time.perf_counter() - t0
         del table
         if with_to_sql:  # (a) pandas.to_sql of the same frame into an identical table
@@ -129,17 +130,16 @@ def child(url: str, n: int, mode: str, with_to_sql: bool) -> dict:
 
 def setup(url: str) -> None:
     """Schema + a trained champion from simulated data (the real training path)."""
-    from airtrain import steps
-    from airtrain.db import Warehouse
-    from airtrain.schema import apply_schema
     from airtrain.spec import load_spec
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     wh = Warehouse(url)
     apply_schema(wh, spec)
     from bench_setup import train_champion  # type: ignore[import-not-found]
 
-    train_champion(wh, spec, steps)
+    train_champion(wh, spec)
 
 
 def main() -> int:
@@ -175,7 +175,7 @@ def main() -> int:
                 proc = subprocess.run(cmd, capture_output=True, text=True,
                                       env={**os.environ, "PYTHONPATH": str(ROOT / "include"), "WAREHOUSE_URL": url})
                 if proc.returncode != 0:
-                    from airtrain.db import redact_text
+                    from airtrain.warehouse.redaction import redact_text
 
                     print(redact_text(proc.stderr[-4000:]), file=sys.stderr)
                     return 1

@@ -36,12 +36,13 @@ from run import AS_OF, _features_sql, setup  # noqa: E402
 
 
 def shard_child(url: str, target: str, shard: int, shards: int) -> dict:
-    from airtrain import scoring
-    from airtrain.db import Warehouse
+    from airtrain.serving import scoring
+    from airtrain.serving.target import ScoringTarget
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
-    t = scoring.ScoringTarget.from_dict(json.loads(target))
+    t = ScoringTarget.from_dict(json.loads(target))
     t0 = time.perf_counter()
     res = scoring.score_shard(Warehouse(url), spec, t, run_id="bench-shards", shard=shard, shards=shards)
     res["wall_s"] = time.perf_counter() - t0
@@ -50,13 +51,14 @@ def shard_child(url: str, target: str, shard: int, shards: int) -> dict:
 
 
 def measure(url: str, rows: int, shards: int) -> dict:
-    from airtrain import registry, scoring
-    from airtrain.db import Warehouse
+    from airtrain.registry import champions
+    from airtrain.serving import publish, scoring
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     wh = Warehouse(url)
-    version = registry.champion_version(wh, spec)
+    version = champions.champion_version(wh, spec)
     t0 = time.perf_counter()
     target = scoring.begin(wh, spec, AS_OF, version, run_id=f"bench-{shards}")
     procs = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(target.as_dict()), str(s),
@@ -67,11 +69,11 @@ def measure(url: str, rows: int, shards: int) -> dict:
     for p in procs:
         out, err = p.communicate()
         if p.returncode:
-            from airtrain.db import redact_text
+            from airtrain.warehouse.redaction import redact_text
 
             raise RuntimeError(redact_text(err[-3000:]))
         parts.append(json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1][7:]))
-    pub = scoring.publish(wh, spec, target, sum(p["rows"] for p in parts))
+    pub = publish.publish(wh, spec, target, sum(p["rows"] for p in parts))
     wall = time.perf_counter() - t0
     assert pub["rows"] == rows, (pub, rows)
     return {"shards": shards, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall,

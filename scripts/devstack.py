@@ -77,7 +77,7 @@ GENERATED = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "AIRFLOW_FERNET_KEY": lambda: __import__("base64").urlsafe_b64encode(os.urandom(32)).decode(),
-    # the model-artifact signing key (<id>:<secret>; README "Model artifacts are signed")
+    # the model-artifact signing key (<id>:<secret>; docs/DEPLOYING.md "Model artifacts are signed")
     "AIRTRAIN_ARTIFACT_SECRET_KEYS": lambda: f"local1:{secrets.token_urlsafe(32)}",
 }
 
@@ -229,7 +229,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
         # a new pipeline's DAGs wait for their data; `up` unpauses the demo's after queueing its runs
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": cfg["AIRFLOW_FERNET_KEY"],
-        # SimpleAuthManager's roles, plus per-user DAG restrictions (AIRFLOW_USERS in .env; README "Users")
+        # SimpleAuthManager's roles, plus per-user DAG restrictions (AIRFLOW_USERS in .env; docs/OPERATING.md "Users")
         "AIRFLOW__CORE__AUTH_MANAGER": "airtrain_airflow.auth.PipelineAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join([f"{user}:admin",
                                                              *(f"{n}:{r}" for n, r, _ in extra_users(cfg))]),
@@ -273,7 +273,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
     if executor(cfg) == "celery":
         env.update(celery_env(cfg))
     env.update(dotenv_settings(cfg))
-    # OpenLineage (README "Lineage"): one JSON file per event under .local/logs/openlineage (no server
+    # OpenLineage (docs/DEPLOYING.md "Lineage"): one JSON file per event under .local/logs/openlineage (no server
     # needed; append=false, so the scheduler and task processes never interleave lines in one file).
     # Point it at Marquez with AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "http", "url": "http://localhost:5000"}'
     # in .env; AIRFLOW__OPENLINEAGE__DISABLED=true turns it off.
@@ -285,7 +285,7 @@ def airflow_env(cfg: dict[str, str]) -> dict[str, str]:
 
 
 #: prefixes of the settings in .env that every component gets (and that win over this script's defaults):
-#: Airflow's own configuration, connections and variables, and airtrain's settings (README: "Settings reach every component")
+#: Airflow's own configuration, connections and variables, and airtrain's settings (docs/OPERATING.md: "Settings reach every component")
 PASSED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRTRAIN_")
 #: .env keys that configure this script itself, not the components
 DEVSTACK_ONLY = frozenset({"AIRTRAIN_EXECUTOR", "AIRTRAIN_LOCAL_DIR", "AIRTRAIN_ENV_FILE", "AIRTRAIN_DATA_ROOT"})
@@ -756,7 +756,7 @@ def deliver_landing(cfg: dict[str, str], env: dict[str, str]) -> None:
         deadline = time.monotonic() + 60
         while not tcp_ok("127.0.0.1", port) and time.monotonic() < deadline:
             time.sleep(0.5)
-    from airtrain.db import redact_text
+    from airtrain.warehouse.redaction import redact_text
 
     say(redact_text(f"delivering the demo's landing files to {env['AIRTRAIN_LANDING_URL']}"))
     dev = os.pathsep.join(p for p in (str(ROOT / "dev"), env.get("PYTHONPATH", "")) if p)
@@ -951,14 +951,14 @@ def _stream_demo(cmd: list[str], env: dict[str, str]) -> int:
 def redact(text: str) -> str:
     """``text`` safe to print: airtrain's one redaction function (URI passwords, key=value secrets, ...)
     plus every secret of this stack's .env it was told about (:func:`remember_secrets`)."""
-    from airtrain.db import redact_text
+    from airtrain.warehouse.redaction import redact_text
 
     return redact_text(text)
 
 
 def remember_secrets(cfg: dict[str, str]) -> None:
     """Make :func:`redact` mask the stack's secrets wherever they appear."""
-    from airtrain.db import remember_secret
+    from airtrain.warehouse.redaction import remember_secret
 
     for key, value in cfg.items():
         if key in GENERATED or any(w in key for w in ("PASSWORD", "SECRET", "FERNET", "TOKEN")):

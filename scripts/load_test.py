@@ -30,8 +30,8 @@ def main() -> int:
     args = ap.parse_args()
     import psycopg2
     from airtrain import invariants
-    from airtrain.db import Warehouse
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
     from devstack import airflow_env, load_dotenv
 
     cfg = load_dotenv()

@@ -32,7 +32,7 @@ for _p in ("include", "plugins", "dev"):
     if str(PROJECT_ROOT / _p) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT / _p))
 
-from airtrain.db import Warehouse  # noqa: E402
+from airtrain.warehouse.connection import Warehouse  # noqa: E402
 from airtrain_dev.localpg import LocalPostgres, free_port  # noqa: E402
 
 #: the DAG bundle of every stack (scripts/devstack.py, docker-compose.yaml): one generated DAG file per spec

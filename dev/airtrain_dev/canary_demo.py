@@ -28,8 +28,8 @@ CANARY_OVERRIDES: dict[str, Any] = {
 
 def realized_per_arm(wh, spec, day: dt.date) -> dict[str, tuple[int, float | None]]:
     """Rows and realized AUC of each arm's predictions of ``day`` (all labels known by now)."""
-    from airtrain.evaluation import compute_metrics
-    from airtrain.steps import read_frame
+    from airtrain.model.evaluation import compute_metrics
+    from airtrain.warehouse.connection import read_frame
     from psycopg2 import sql
 
     ps, pt = spec.table("predictions")
@@ -48,9 +48,9 @@ def realized_per_arm(wh, spec, day: dt.date) -> dict[str, tuple[int, float | Non
 def run(wh, project_root: Path, spec_dir: Path, *, history_days: int = 12, days: int = 10, rows: int = 2000,
         seed: int = 42, progress=print) -> dict[str, Any]:
     import pandas as pd
-    from airtrain import registry
-    from airtrain.schema import apply_schema
+    from airtrain.registry import champions
     from airtrain.simulate import Scenario, load_labels, simulate_day, write_landing_file
+    from airtrain.steps.schema import apply_schema
     from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
     from airtrain_airflow.runtime import spec_for
 
@@ -91,13 +91,13 @@ def run(wh, project_root: Path, spec_dir: Path, *, history_days: int = 12, days:
         if i:
             _run(lambda: build_retrain_dag(spec), {"date": str(day)})
         _run(lambda: build_monitor_dag(spec), {"date": str(day)})
-        from airtrain.steps import read_frame
+        from airtrain.warehouse.connection import read_frame
         from psycopg2 import sql
 
         ev = read_frame(wh, sql.SQL("SELECT decision, n_candidate, n_champion, ci_low, ci_high FROM "
                                     "monitoring.canary_evaluations WHERE pipeline = 'churn' AND evaluated_on = %s"),
                         (day,))
-        row = {"date": day, "champion": registry.champion_version(wh, spec),
+        row = {"date": day, "champion": champions.champion_version(wh, spec),
                **({} if ev.empty else ev.iloc[0].to_dict())}
         table.append(row)
         progress(f"day {i + 1:>2}/{days} {day}: {row.get('decision') or '-'} (champion v{row['champion']})")
@@ -152,7 +152,8 @@ def chart_png(table: list[dict[str, Any]]) -> bytes:
 
 def main(args: Any) -> int:
     from airtrain.spec import spec_dir
-    from airtrain_airflow.runtime import project_root, report_store, spec_for, warehouse_for
+    from airtrain_airflow.runtime import spec_for, warehouse_for
+    from airtrain_airflow.storage import project_root, report_store
 
     wh = warehouse_for(spec_for(args.pipeline))
     out = run(wh, project_root(), spec_dir(), days=min(args.days, 12))

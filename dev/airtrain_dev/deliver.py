@@ -3,7 +3,7 @@
     python -m airtrain_dev.deliver SRC_FOLDER REL_PATH
 
 copies every file under SRC_FOLDER to ``<landing root>/<REL_PATH>/...`` through the same
-ObjectStoragePath and connection the tasks read them with (:func:`airtrain_airflow.runtime.landing_root`),
+ObjectStoragePath and connection the tasks read them with (:func:`airtrain_airflow.storage.landing_root`),
 e.g. the demo's files into the local S3 server of ``make run EXECUTOR=celery``. A missing bucket or an
 unreachable store fails with the one-line message naming the URL and the connection.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def deliver(src: Path, rel: str, attempts: int = 5) -> int:
-    from airtrain_airflow.runtime import ObjectStoreError, landing_root, landing_url
+    from airtrain_airflow.storage import ObjectStoreError, landing_root, landing_url
 
     for attempt in range(attempts):  # the store may have just started (its bucket comes a moment later)
         try:
@@ -30,7 +30,7 @@ def deliver(src: Path, rel: str, attempts: int = 5) -> int:
     files = sorted(p for p in src.rglob("*") if p.is_file())
     for f in files:
         (target / f.relative_to(src).as_posix()).write_bytes(f.read_bytes())
-    from airtrain.db import redact_text
+    from airtrain.warehouse.redaction import redact_text
 
     print(redact_text(f"delivered {len(files)} landing file(s) to {landing_url().rstrip('/')}/{rel.strip('/')}"),
           flush=True)
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    from airtrain_airflow.runtime import ObjectStoreError
+    from airtrain_airflow.storage import ObjectStoreError
 
     try:
         deliver(Path(argv[0]), argv[1])

@@ -144,8 +144,8 @@ def _one(wh, query, params) -> Any:
 
 def day_facts(wh, spec, day: Day) -> None:
     """Fill a day's counts from the warehouse (what a person would query)."""
-    from airtrain import registry
-    from airtrain.db import ident
+    from airtrain.registry import champions
+    from airtrain.warehouse.connection import ident
     from psycopg2 import sql
 
     mon = spec.warehouse.monitoring_schema
@@ -162,7 +162,7 @@ def day_facts(wh, spec, day: Day) -> None:
         day.rows_quarantined, day.blocked = int(row[0]), bool(row[1])
     if dec:
         day.decision, day.reason, day.drift_share = dec[0], dec[1], dec[2]
-    day.champion = registry.champion_version(wh, spec)
+    day.champion = champions.champion_version(wh, spec)
     ps, pt = spec.table("predictions")
     day.predictions = int(_one(wh, sql.SQL("SELECT count(*) FROM {} WHERE as_of_date = %s AND model_version = %s").format(
         ident(ps, pt)), (day.date, day.champion or 0)) or 0)
@@ -171,8 +171,8 @@ def day_facts(wh, spec, day: Day) -> None:
 def realized_auc(wh, spec, date: dt.date, version: int | None) -> float | None:
     """AUC of ``version``'s stored predictions of ``date`` against the labels (known by now)."""
     import numpy as np
-    from airtrain.db import ident
-    from airtrain.evaluation import compute_metrics
+    from airtrain.model.evaluation import compute_metrics
+    from airtrain.warehouse.connection import ident
     from psycopg2 import sql
 
     if version is None:
@@ -198,10 +198,10 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
               progress: Callable[[str], None] = print) -> Month:
     """Simulate the data, then run the DAGs day by day. The caller has pointed AIRTRAIN_SPEC_DIR,
     AIRTRAIN_PROJECT_ROOT and AIRFLOW_CONN_WAREHOUSE at the demo's spec, folder and warehouse."""
-    from airtrain import registry
-    from airtrain.db import ident
-    from airtrain.schema import apply_schema
+    from airtrain.registry import champions
     from airtrain.simulate import SCENARIOS, Scenario, load_labels, simulate_day, write_landing_file
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import ident
     from airtrain_airflow.factory import build_monitor_dag, build_retrain_dag
     from psycopg2 import sql
 
@@ -238,7 +238,7 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
     progress(f"bootstrap: {spec.retrain_dag_id} over {start}..{first - dt.timedelta(days=1)} (first champion)")
     state, tasks = _run(retrain, {"date": start.isoformat(), "end_date": (first - dt.timedelta(days=1)).isoformat(),
                                   "force_train": True, "trigger_reason": "demo bootstrap"})
-    month.bootstrap = {"state": state, "champion": registry.champion_version(wh, spec)}
+    month.bootstrap = {"state": state, "champion": champions.champion_version(wh, spec)}
     if state != "success":
         raise RuntimeError(f"bootstrap run failed: {tasks}")
     for i in range(days):
@@ -248,7 +248,7 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
         m_state, m_tasks = _run(monitor, {"date": day.date.isoformat()})
         if r_state != "success" or m_state != "success":
             progress(f"  {day.date}: retrain {r_state} {r_tasks} / monitor {m_state} {m_tasks}")
-        from airtrain.monitoring import retrain_run_id
+        from airtrain.monitoring.windows import retrain_run_id
 
         run_id = retrain_run_id(day.date)
         decided = _one(wh, sql.SQL("SELECT triggered_run_id FROM {} WHERE pipeline = %s AND window_end = %s AND "
@@ -260,9 +260,9 @@ def run_month(wh, project_root: Path, *, pipeline: str = "churn", scenario: str 
         if conf is not None and run_id not in month.triggered_runs:
             month.triggered_runs.append(run_id)
             progress(f"  {day.date}: monitor triggered {spec.retrain_dag_id} run {run_id}; running it")
-            before = registry.champion_version(wh, spec)
+            before = champions.champion_version(wh, spec)
             t_state, t_tasks = _run(retrain, conf)
-            after = registry.champion_version(wh, spec)
+            after = champions.champion_version(wh, spec)
             day.retrain = {"run_id": run_id, "state": t_state, "conf": conf, "champion_before": before,
                            "champion_after": after, "tasks": t_tasks}
         day_facts(wh, spec, day)
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         from airtrain_dev import canary_demo
 
         return canary_demo.main(args)
-    from airtrain_airflow.runtime import project_root, report_store, reports_url, spec_for, warehouse_for
+    from airtrain_airflow.runtime import spec_for, warehouse_for
+    from airtrain_airflow.storage import project_root, report_store, reports_url
 
     wh = warehouse_for(spec_for(args.pipeline))
     month = run_month(wh, project_root(), pipeline=args.pipeline, scenario=args.scenario, days=args.days,

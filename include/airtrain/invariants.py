@@ -22,13 +22,19 @@ the local stack) prints every invariant of every pipeline with its result and ex
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
+import psycopg2
 from psycopg2 import sql
 
-from airtrain.db import Warehouse, ident
-from airtrain.spec import PipelineSpec
+from airtrain.spec import PipelineSpec, load_specs
+from airtrain.warehouse.connection import Warehouse, ident
+from airtrain.warehouse.redaction import redact_text
 
 
 def _all(cur: Any, query: sql.Composable, params: tuple = ()) -> list[tuple]:
@@ -157,15 +163,6 @@ def _check(wh: Warehouse, spec: PipelineSpec, starts: list[int]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``airtrain check``: every invariant of every pipeline with its result; exit 1 when one fails, 2 when
     the warehouse cannot be read (the error is printed without the password)."""
-    import argparse
-    import os
-    import sys
-    from pathlib import Path
-
-    import psycopg2
-
-    from airtrain.db import redact_text
-    from airtrain.spec import load_specs
 
     ap = argparse.ArgumentParser(prog="airtrain check", description="check the warehouse invariants of every "
                                  "pipeline spec (docs/RELIABILITY.md) and print each with its result")

@@ -41,7 +41,7 @@ def task_tables(spec: PipelineSpec, dag_kind: str, task_id: str) -> tuple[list[T
         promotion = [champions, log, versions, cards, *([rollouts] if canary else [])]
         table: dict[str, tuple[list[Table], list[Table]]] = {
             # the schema plan: which versions are live (champion, a running canary's candidate) - a removed
-            # feature they need is refused (airtrain.evolution)
+            # feature they need is refused (airtrain.registry.tables.plan)
             "prepare": ([champions, rollouts], []),
             "ingest": (source, [t("raw"), (mon, "ingest_runs")]),
             "validate": ([t("raw"), (mon, "ingest_runs")],

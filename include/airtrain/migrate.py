@@ -1,6 +1,6 @@
 """Deploy-time schema migration: ``airtrain migrate`` / ``python -m airtrain.migrate``.
 
-Applies every spec's warehouse DDL (:func:`airtrain.schema.apply_schema`: idempotent, additive,
+Applies every spec's warehouse DDL (:func:`airtrain.warehouse.ddl.apply_schema`: idempotent, additive,
 one locked transaction per pipeline) and records its fingerprint in
 ``registry.schema_migrations``. Run it at deploy (``make run`` and compose's ``airflow-init`` do)
 as a login that may create tables and roles; the daily runs then only verify the fingerprint and
@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from airtrain import invariants
+from airtrain.model.artifacts import ArtifactSignatureError
+from airtrain.registry.versions import resign_artifacts
+from airtrain.spec import scan_specs
+from airtrain.steps.schema import apply_schema, verify_schema
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.ddl import SchemaBehindError
+from airtrain.warehouse.redaction import redact_exception, redact_text
+from airtrain.warehouse.roles import ReaderLoginError, create_reader_login, setup_roles
 
 
 def _valid_specs(spec_dir: str | None) -> tuple[list, int]:
     """The specs that load; each one that does not is named on stderr (its file, key and fix) - one
     broken spec never stops the others. Returns (specs, number of broken ones)."""
-    from airtrain.spec import scan_specs
-
     scan = scan_specs(Path(spec_dir) if spec_dir else None)
     for err in scan.errors:  # one line each: the file, the key(s), what is wrong
         print(f"error: invalid pipeline spec {err.path}: {'; '.join(err.problems)} (skipped; fix the spec and "
@@ -37,9 +47,6 @@ def _url(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from airtrain.db import Warehouse, redact_exception, redact_text
-    from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
-
     ap = argparse.ArgumentParser(prog="airtrain migrate", description="apply the warehouse schema of every "
                                  "pipeline spec (deploy time; idempotent)")
     ap.add_argument("--url", default=None,
@@ -89,23 +96,17 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _commands() -> dict:
-    return {"migrate": main, "create-reader-login": _reader_login, "resign-artifacts": resign,
-            "setup-roles": _setup_roles, "check": _check}
+    return {"migrate": main, "create-reader-login": create_reader_login_cli, "resign-artifacts": resign,
+            "setup-roles": setup_roles_cli, "check": _check}
 
 
 def _check(argv: list[str] | None = None) -> int:
-    from airtrain.invariants import main as check
-
-    return check(argv)
+    return invariants.main(argv)
 
 
 def resign(argv: list[str] | None = None) -> int:
     """``airtrain resign-artifacts``: sign every model version with the newest key in
     ``$AIRTRAIN_ARTIFACT_SECRET_KEYS`` (enabling signing on an existing warehouse, or retiring a key)."""
-    from airtrain.artifacts import ArtifactSignatureError
-    from airtrain.db import Warehouse, redact_text
-    from airtrain.registry import resign_artifacts
-
     ap = argparse.ArgumentParser(prog="airtrain resign-artifacts", description="sign the model artifacts with the "
                                  "newest key in $AIRTRAIN_ARTIFACT_SECRET_KEYS (trusts the rows as they are now)")
     ap.add_argument("--url", default=None, help="warehouse URL (default: $WAREHOUSE_URL, then $AIRFLOW_CONN_WAREHOUSE)")
@@ -125,16 +126,71 @@ def resign(argv: list[str] | None = None) -> int:
     return 1 if broken else 0
 
 
-def _setup_roles(argv: list[str]) -> int:
-    from airtrain.schema import _setup_roles as setup
+def setup_roles_cli(argv: list[str]) -> int:
+    """``airtrain setup-roles``: the owner role and the workers' task login (deploy time, as a superuser)."""
+    ap = argparse.ArgumentParser(prog="airtrain setup-roles", description="deploy time, as the warehouse's "
+                                 "superuser: the owner role of the airtrain objects and the workers' task login "
+                                 "(no CREATEROLE); the connection comes from WAREHOUSE_URL or libpq's PG* "
+                                 "variables, the task password from an environment variable, never argv")
+    ap.add_argument("--owner-role", default="airtrain_owner")
+    ap.add_argument("--task-login", default=os.environ.get("WAREHOUSE_TASK_USER") or "airtrain_task")
+    ap.add_argument("--task-password-env", default="WAREHOUSE_TASK_PASSWORD",
+                    help="the environment variable holding the task login's password")
+    ap.add_argument("--spec-dir", default=None)
+    args = ap.parse_args(argv)
+    password = os.environ.get(args.task_password_env) or ""
+    if not password:
+        print(f"error: set {args.task_password_env} to the task login's password", file=sys.stderr)
+        return 2
+    scan = scan_specs(args.spec_dir)
+    readers = sorted({s.warehouse.reader_role for s in scan.specs} | {"predictions_reader"})
+    try:
+        for line in setup_roles(Warehouse(os.environ.get("WAREHOUSE_URL") or ""), owner_role=args.owner_role,
+                                task_login=args.task_login, task_password=password, reader_roles=readers):
+            print(line)
+    except (ReaderLoginError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
-    return setup(argv)
+
+def _login_uri(url: str, name: str) -> str:
+    """``url`` with its user replaced by ``name`` and no password (for the printed psql command)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    netloc = f"{name}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(("postgresql", netloc, parts.path, "", ""))
 
 
-def _reader_login(argv: list[str]) -> int:
-    from airtrain.schema import main as schema_main
-
-    return schema_main(["create-reader-login", *argv])
+def create_reader_login_cli(argv: list[str]) -> int:
+    """``airtrain create-reader-login <name>``: an analyst's read-only login (inherits the reader role)."""
+    ap = argparse.ArgumentParser(
+        prog="python -m airtrain.schema create-reader-login",
+        description="create a LOGIN role that inherits the read-only reader role (predictions, labels, "
+                    "registry history, validation and drift results)")
+    ap.add_argument("name", help="the login to create (lower-case letters, digits, underscores)")
+    ap.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"), help="warehouse URL of an admin user")
+    ap.add_argument("--reader-role", default="predictions_reader", help="the role to inherit (spec key "
+                    "warehouse.reader_role; default predictions_reader)")
+    ap.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
+                    "generating one")
+    ap.add_argument("--reset-password", action="store_true", help="the login exists: give it a new password")
+    args = ap.parse_args(argv)
+    if not args.url:
+        print("error: pass --url or set WAREHOUSE_URL", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(18)
+    try:
+        done = create_reader_login(Warehouse(args.url), args.name, password, reader_role=args.reader_role,
+                                   reset_password=args.reset_password)
+    except ReaderLoginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{done}: login {args.name} (inherits {args.reader_role}: read-only)")
+    if not args.password_stdin:
+        print(f"password: {password}   (shown once; store it in a password manager or ~/.pgpass)")
+    print(f"connect:  psql '{_login_uri(args.url, args.name)}'")
+    return 0
 
 
 if __name__ == "__main__":  # python -m airtrain.migrate [--url ...] | python -m airtrain.migrate <command> ...

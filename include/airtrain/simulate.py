@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from psycopg2 import sql
 
+from airtrain.warehouse.connection import Warehouse, ident
+
 CONTRACTS = np.array(["month_to_month", "one_year", "two_year"])
 PAYMENTS = np.array(["electronic_check", "mailed_check", "bank_transfer", "credit_card"])
 INTERNET = np.array(["dsl", "fiber", "none"])
@@ -204,8 +206,6 @@ def write_landing_file(df: pd.DataFrame, landing_dir: str | Path, date: dt.date,
 
 def load_labels(warehouse, labels: pd.DataFrame, schema: str = "demo_source", table: str = "churn_labels") -> int:
     """Replace the labels of the dates in ``labels`` in the source table, in one transaction."""
-    from airtrain.db import ident
-
     t = ident(schema, table)
     with warehouse.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
@@ -263,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wh = None
     if args.url:
-        from airtrain.db import Warehouse
 
         wh = Warehouse(args.url)
     else:

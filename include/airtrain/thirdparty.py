@@ -1,8 +1,12 @@
-"""How the project imports its heavy third-party libraries: quietly, and which ones a task needs.
+"""How the project imports its heavy third-party libraries: quietly, late, and which ones a task needs.
 
-:func:`quiet_libraries` turns off telemetry and the INFO chatter some libraries log while they are
-imported (GX logs ~200 "Skipping registering function" lines per import); the adapters call it
-before importing them. :data:`MODULES` is what :mod:`airtrain.preload` imports once per executor.
+:data:`DEFERRED` is the ONE list of libraries a core module may import inside a function (each takes
+from a tenth of a second to ~5 s to import, and a DAG file must parse without them); every other
+import - the core's own modules above all - is at the top of its module (checked by
+``tests/dags/test_imports.py``). :func:`quiet_libraries` turns off telemetry and the INFO chatter some
+libraries log while they are imported (GX logs ~200 "Skipping registering function" lines per
+import); the adapters call it before importing them. :data:`MODULES` is what :mod:`airtrain.preload`
+imports once per executor.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ import importlib
 import logging
 import os
 import warnings
+
+#: the heavy libraries (top-level package names) a core module may import inside a function, to keep
+#: importing the core - and so parsing a DAG file - light
+DEFERRED = ("numpy", "pandas", "pyarrow", "scipy", "sklearn", "skops", "great_expectations", "evidently",
+            "fairlearn", "adbc_driver_postgresql")
 
 #: in import order; each one is what a task of the retrain or monitor DAG imports
 MODULES = (

@@ -133,7 +133,7 @@ def _doc(spec: PipelineSpec, kind: str) -> str:
 
 Manual runs: trigger with parameters (date / range, force promotion with a reason, rollback to a
 version - which rejects the version rolled back from -, hold or release automatic promotions, dry run).
-See README.md → "Manual runs".
+See docs/RELEASING.md → "Manual runs".
 """
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airtrain.db import Warehouse
+from airtrain.warehouse import Warehouse
 
 
 class WarehouseHook(PostgresHook):
-    """A :class:`PostgresHook` that hands the core a :class:`airtrain.db.Warehouse`.
+    """A :class:`PostgresHook` that hands the core a :class:`airtrain.warehouse.Warehouse`.
 
     :param postgres_conn_id: the Airflow connection of the warehouse (the spec's
         ``warehouse.conn_id``; defined by ``AIRFLOW_CONN_<ID>`` or a secrets backend).
@@ -26,7 +26,7 @@ def artifact_keys() -> tuple[tuple[str, bytes], ...]:
     secrets backend - never the warehouse. Empty when unset (the core then reads
     ``$AIRTRAIN_ARTIFACT_SECRET_KEYS``)."""
     from airflow.sdk import Variable
-    from airtrain.artifacts import parse_keys
+    from airtrain.model.artifacts import parse_keys
 
     return parse_keys(Variable.get("airtrain_artifact_secret_keys", default=None))
 

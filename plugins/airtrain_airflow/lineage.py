@@ -47,11 +47,11 @@ def landing_datasets(spec: Any, operator: Any) -> list[Any]:
     """The landing files ``ingest`` reads: one per date of the run's plan (its rendered argument)."""
     import datetime as dt
 
-    from airtrain.ingest import source_relpath
+    from airtrain.data.ingest import source_relpath
     from airtrain.spec import FilesSource
     from openlineage.client.event_v2 import Dataset
 
-    from airtrain_airflow.runtime import landing_root
+    from airtrain_airflow.storage import landing_root
 
     if not isinstance(spec.source, FilesSource):
         return []

@@ -8,7 +8,7 @@ is logged as an error; it never fails the task or hides the other channels.
 
 Used as ``on_failure_callback`` of every task (a failed task: which, why, the run, a link to its
 log) and of every pipeline DAG (a run that failed for another reason), and by the monitor's
-``notify`` task (a triggered retrain).
+``notify`` task (a triggered retrain, :func:`retrain_decision`), fairness breaches and aborted canaries.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from airtrain_airflow import links
+
 log = logging.getLogger("airtrain.alerts")
 
 
 def _redact(text: str) -> str:
-    from airtrain.db import redact_text
+    from airtrain.warehouse import redact_text
 
     return redact_text(text)
 
@@ -41,14 +43,14 @@ def _redact_value(value: Any) -> Any:
 
 def send_alert(pipeline: str, event: str, message: str, details: dict[str, Any] | None = None) -> list[str]:
     """Log the alert and send it to every configured channel. Returns the channels that got it."""
-    from airtrain_airflow.runtime import spec_for
+    from airtrain.spec import load_spec, spec_dir
 
     message = _redact(message)
     details = _redact_value(json.loads(json.dumps(details or {}, default=str)))
     log.warning("ALERT [%s] %s: %s", pipeline, event, message)
     sent = ["log"]
     try:
-        alerts = spec_for(pipeline).alerts
+        alerts = load_spec(spec_dir() / f"{pipeline}.yaml").alerts
     except Exception as exc:  # noqa: BLE001 - an alert must not fail because the spec broke
         log.error("alerts for %s: cannot read the spec (%s); logged only", pipeline, _redact(str(exc)))
         return sent
@@ -206,3 +208,40 @@ class PipelineFailureNotifier(BaseNotifier):
         send_alert(self.pipeline, "task failed", msg, {
             "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
             "try_number": try_number, "error": error, "log_url": url})
+
+
+def retrain_decision(name: str, decision: dict[str, Any], *, failed: str | None = None) -> list[str]:
+    """Alert on a triggered retrain (or, with ``failed``, on a retrain that could not be
+    triggered); nothing to say otherwise."""
+    if not decision or not decision.get("trigger"):
+        return []
+    window = f"window {decision['window_start']}..{decision['window_end']}"
+    report = f"Report: {links.report_url(name, 'drift', decision.get('report_id'))}"
+    details = {k: decision.get(k) for k in (
+        "window_end", "decision", "drift_share", "report_id", "retrain_run_id", "model_version")}
+    if failed:
+        msg = (f"retrain trigger FAILED for {window}: {failed}. Drift: {decision['reason']}. The window is not "
+               f"in cooldown: the next window that drifts triggers again (or trigger the retrain by hand). {report}")
+        return send_alert(name, "retrain trigger failed", msg, {**details, "error": failed})
+    msg = f"retrain triggered for {window} (run {decision['retrain_run_id']}): {decision['reason']}. {report}"
+    return send_alert(name, "retrain triggered", msg, details)
+
+
+def fairness_breach(name: str, monitoring_schema: str, window_end: Any, b: dict[str, Any]) -> list[str]:
+    """Alert on one ``fairness.monitor`` breach of a window (a row of ``fairness_alerts_due``)."""
+    msg = (f"fairness disparity past its threshold on realized labels (window ending {window_end}, champion "
+           f"v{b['model_version']}): {b['reason']}. Per group: {monitoring_schema}."
+           f"fairness_metrics (window_end {window_end}, attribute {b['attribute']}).")
+    details = {"window_end": str(window_end), "attribute": b["attribute"], "metric": b["metric"],
+               "value": b["value"], "threshold": b["threshold"], "model_version": b["model_version"],
+               "labeled_start": str(b["labeled_start"]), "labeled_end": str(b["labeled_end"]),
+               "n_rows": b["n_rows"]}
+    return send_alert(name, "fairness disparity", msg, details)
+
+
+def canary_aborted(name: str, monitoring_schema: str, r: dict[str, Any]) -> list[str]:
+    """Alert on an aborted canary (a row of ``aborted_canaries_due``)."""
+    msg = (f"canary of v{r['candidate_version']} aborted ({r['reason']}); the champion v{r['champion_version']} "
+           f"keeps every entity. Decided by {r['decided_by']} on {r['decided_on']}; per-day metrics: "
+           f"{monitoring_schema}.canary_evaluations (rollout_id = {r['id']}).")
+    return send_alert(name, "canary aborted", msg, {k: str(v) for k, v in r.items()})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +21,7 @@ class LandingFilesTrigger(BaseTrigger):
     :param root_url: when given, ``paths`` are relative to this ObjectStoragePath URL (``file://``,
         ``s3://``, ...) and are looked up through it (``conn_id``: its Airflow connection).
     :param markers: ``source.ready_marker``: path → the path of its ready marker; such a file counts
-        only once it is complete (:func:`airtrain.ingest.file_incomplete`: marker there, size/sha256 match).
+        only once it is complete (:func:`airtrain.data.ingest.file_incomplete`: marker there, size/sha256 match).
     """
 
     def __init__(self, paths: list[str], deadline: str, poke_interval: float = 30.0,
@@ -44,13 +43,13 @@ class LandingFilesTrigger(BaseTrigger):
     def _missing(self) -> list[str]:
         from pathlib import Path
 
-        from airtrain.ingest import file_incomplete
+        from airtrain.data.ingest import file_incomplete
 
         if not self.root_url:
             def at(p: str) -> Any:
                 return Path(p)
         else:
-            from airtrain_airflow.runtime import storage_path
+            from airtrain_airflow.storage import storage_path
 
             root = storage_path(self.root_url, self.conn_id)
 

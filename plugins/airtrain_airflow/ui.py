@@ -19,7 +19,7 @@ as Airflow's own API) **and** the auth manager's per-DAG permission: a pipeline'
 and reports need GET on its ``<name>_monitor`` DAG's task instances, its validations on its
 ``<name>_retrain`` DAG's (``is_authorized_dag``, so FAB/Keycloak/custom managers apply their DAG
 rules); a pipeline the user may read neither of is not listed, and its reports answer 403.
-Reports are read through :mod:`airtrain.reports` only (allow-listed pipeline, kind and id; paths
+Reports are read through :mod:`airtrain.warehouse.reports` only (allow-listed pipeline, kind and id; paths
 checked to stay inside the store) and served with a sandboxing Content-Security-Policy
 (:data:`REPORT_CSP`): they run in an opaque origin, cannot reach the network, the Airflow API or
 its cookies.
@@ -51,14 +51,14 @@ def _specs() -> dict[str, Any]:
 
 def _error_text(exc: BaseException, limit: int = 300) -> str:
     """An error shown on the page: its type and message, redacted (never a connection URI's password)."""
-    from airtrain.db import redact_text
+    from airtrain.warehouse import redact_text
 
     return redact_text(f"{type(exc).__name__}: {exc}")[:limit]
 
 
 def _warehouse(spec: Any):
     """The warehouse from the spec's Airflow connection (env var or secrets backend)."""
-    from airtrain.db import Warehouse
+    from airtrain.warehouse import Warehouse
 
     from airtrain_airflow.hooks import normalize_uri
 
@@ -76,9 +76,9 @@ def read_report(pipeline: str, kind: str, report_id: str, specs: dict[str, Any] 
                 store: Any = None) -> str:
     """A report's HTML, or HTTPException 404 (unknown pipeline or kind, malformed id, not stored), or
     503 when the report store itself cannot be used (the message names its URL and connection)."""
-    from airtrain.reports import ReportNotFound
+    from airtrain.warehouse.reports import ReportNotFound
 
-    from airtrain_airflow.runtime import ObjectStoreError, report_store
+    from airtrain_airflow.storage import ObjectStoreError, report_store
 
     specs = specs if specs is not None else _specs()
     if pipeline not in specs:
@@ -143,20 +143,20 @@ def _allowed(user: Any, rows_for: Any, kind: str):
     return rows
 
 
-def _query(fn_name: str):
+def _query(module: str, fn_name: str):
     def rows(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
-        from airtrain import monitoring
+        import importlib
 
         try:
-            return getattr(monitoring, fn_name)(_warehouse(spec), spec), None
+            return getattr(importlib.import_module(module), fn_name)(_warehouse(spec), spec), None
         except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
             return [], _error_text(exc)
 
     return rows
 
 
-_rows = _query("list_decisions")
-_validations = _query("list_validations")
+_rows = _query("airtrain.monitoring.windows", "list_decisions")
+_validations = _query("airtrain.data.quarantine", "list_validations")
 
 
 STYLE = """
@@ -234,10 +234,10 @@ def pending_approvals(dag_id: str) -> list[dict[str, Any]]:
 
 def _approvals(spec: Any) -> tuple[dict[str, Any], str | None]:
     try:
-        from airtrain import release
+        from airtrain.registry import approvals
 
         return {"pending": pending_approvals(spec.retrain_dag_id),
-                "decided": release.list_approvals(_warehouse(spec), spec, limit=10)}, None
+                "decided": approvals.list_approvals(_warehouse(spec), spec, limit=10)}, None
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
         return {}, _error_text(exc)
 
@@ -268,10 +268,10 @@ def _approvals_table(name: str, spec: Any, data: dict[str, Any]) -> list[str]:
 def _canaries(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
     """The pipeline's canaries (``registry.rollouts``, newest first) with their newest check."""
     try:
-        from airtrain import canary
+        from airtrain.monitoring import canary
 
         wh = _warehouse(spec)
-        return canary.list_rollouts(wh, spec, limit=10, with_last_check=True), None
+        return canary.list_rollouts(wh, spec, limit=10), None
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
         return [], _error_text(exc)
 
@@ -300,11 +300,11 @@ def _canaries_table(name: str, spec: Any, rows: list[dict[str, Any]]) -> list[st
 def _holds(spec: Any) -> tuple[list[dict[str, Any]], str | None]:
     """The pipeline's promotion holds (``registry.promotion_holds``, newest first)."""
     try:
-        from airtrain import registry
+        from airtrain.registry import status
 
-        return registry.promotion_holds(_warehouse(spec), spec, limit=10), None
+        return status.promotion_holds(_warehouse(spec), spec, limit=10), None
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of a 500
-        from airtrain.db import redact_text
+        from airtrain.warehouse import redact_text
 
         return [], redact_text(f"{type(exc).__name__}: {exc}")[:300]
 
@@ -375,7 +375,7 @@ def render_index(specs: dict[str, Any], rows_for: Any, validations_for: Any = No
 
 def read_card(pipeline: str, version: int, specs: dict[str, Any] | None = None) -> dict[str, Any]:
     """A version's model card (registry.model_cards), or HTTPException 404."""
-    from airtrain.modelcard import read
+    from airtrain.registry.cards import read
 
     specs = specs if specs is not None else _specs()
     if pipeline not in specs:
@@ -391,7 +391,7 @@ def read_card(pipeline: str, version: int, specs: dict[str, Any] | None = None) 
 
 def render_card_list(pipeline: str) -> str:
     """The pipeline's model cards, newest version first."""
-    from airtrain.modelcard import list_cards
+    from airtrain.registry.cards import list_cards
 
     e = html.escape
     specs = _specs()
@@ -460,7 +460,7 @@ def create_app() -> FastAPI:
 
     @app.get("/cards/{pipeline}/{version}", response_class=HTMLResponse)
     def card_html(pipeline: str, version: int, user: Any = auth) -> HTMLResponse:
-        from airtrain.modelcard import render_html
+        from airtrain.registry.cards import render_html
 
         card_allowed(user, pipeline)
         return HTMLResponse(render_html(read_card(pipeline, version)))

@@ -8,7 +8,8 @@ tests/integration/test_point_in_time.py (one DAG run) and, step by step, tests/i
 from __future__ import annotations
 
 import pytest
-from airtrain import registry, steps
+from airtrain.registry import champions
+from airtrain.steps import retrain
 
 from tests.integration.dagtest import fetch, template_project
 from tests.integration.test_faults import DAYS, SMALL, START, assert_invariants, day
@@ -55,9 +56,9 @@ def test_a_backfill_gives_the_same_models_and_predictions_whatever_later_days_ar
     # labels (one day late) already loaded into the labels table
     a = project(tmp_path_factory, pg_server, monkeypatch)
     spec, later = a.spec(), [day(i) for i in range(BOOT, BOOT + 6)]
-    steps.ingest(a.warehouse, spec, later, "loaded-before", a.root)
-    steps.validate(a.warehouse, spec, later, "loaded-before", today=later[-1], reports_root=a.root / "reports")
-    from airtrain.ingest import load_labels
+    retrain.ingest(a.warehouse, spec, later, "loaded-before", a.root)
+    retrain.validate(a.warehouse, spec, later, "loaded-before", today=later[-1], reports_root=a.root / "reports")
+    from airtrain.data.labels import load_labels
 
     assert load_labels(a.warehouse, spec, later[-1]) > 0
     first = backfill(a, monkeypatch, dates)
@@ -69,7 +70,7 @@ def test_a_backfill_gives_the_same_models_and_predictions_whatever_later_days_ar
         assert as_of == str(d), (d, first[d])  # trained as of its own date, not the newest loaded one
     assert first == alone, (first, alone)
     # each date was scored by the champion of that date; in date order that is the live one
-    assert [first[d]["predictions"][0] for d in dates] == [[registry.champion_as_of(a.warehouse, spec, d)]
+    assert [first[d]["predictions"][0] for d in dates] == [[champions.champion_as_of(a.warehouse, spec, d)]
                                                            for d in dates]
     # A again: re-running the backfill (its newest champion is live by now) changes nothing
     assert backfill(a, monkeypatch, dates) == first

@@ -226,8 +226,8 @@ def test_backfill_through_two_celery_workers_keeps_the_invariants(stack):
     # 4. the warehouse invariants hold after the parallel backfill
     sys.path.insert(0, str(ROOT / "include"))
     from airtrain import invariants
-    from airtrain.db import Warehouse
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
     problems = invariants.check(Warehouse(stack.postgres().url("warehouse")), spec)

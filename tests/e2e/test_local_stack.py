@@ -267,8 +267,8 @@ def test_a_postgres_restart_is_survived(stack):
     assert stack.wait_run(victim, 900) == "success", stack.task_instances("churn_retrain", victim)
     stack.figures["run_in_flight_succeeded_seconds_after_postgres_is_back"] = round(time.monotonic() - back, 1)
     from airtrain import invariants
-    from airtrain.db import Warehouse
     from airtrain.spec import load_spec
+    from airtrain.warehouse.connection import Warehouse
 
     wh = Warehouse(stack.postgres().url("warehouse"))
     assert invariants.check(wh, load_spec(ROOT / "include/pipelines/churn.yaml")) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from airtrain import registry
+from airtrain.registry import versions
 from airtrain.spec import load_spec
 
 from tests.integration.dagtest import ROOT, Project, fetch
@@ -52,13 +52,13 @@ def test_covariate_drift_month(tmp_path, warehouse, monkeypatch, airflow_db):
     r = retrains[0].retrain
     assert r["state"] == "success" and r["champion_after"] > r["champion_before"], r
     spec = load_spec(p.spec_dir / "churn.yaml")
-    from airtrain.evaluation import evaluate
-    from airtrain.steps import labeled_frame
+    from airtrain.data.features import labeled_frame
+    from airtrain.model.evaluation import evaluate
 
     later = labeled_frame(warehouse, spec, END + dt.timedelta(days=5), retrains[0].date + dt.timedelta(days=1), END)
     assert len(later) > 10_000
-    old = evaluate(registry.load_artifact(warehouse, spec, r["champion_before"]), later, spec).overall["roc_auc"]
-    new = evaluate(registry.load_artifact(warehouse, spec, r["champion_after"]), later, spec).overall["roc_auc"]
+    old = evaluate(versions.load_artifact(warehouse, spec, r["champion_before"]), later, spec).overall["roc_auc"]
+    new = evaluate(versions.load_artifact(warehouse, spec, r["champion_after"]), later, spec).overall["roc_auc"]
     assert new > old, (old, new)
     ev = fetch(warehouse, "SELECT role, value FROM registry.evaluations WHERE pipeline = 'churn' AND metric = 'roc_auc' "
                           "AND slice_column = '' AND version IN (%s, %s) AND holdout_start >= %s",

@@ -24,7 +24,7 @@ def test_evidently_report_renders_under_the_drift_csp_only(tmp_path):
     assert CHROMIUM, "make test-e2e needs Chromium for this check: install Debian's `chromium` or set $CHROMIUM"
     import numpy as np
     import pandas as pd
-    from airtrain.monitoring import PREDICTION, ColumnRule, evidently_drift
+    from airtrain.monitoring.drift import PREDICTION, ColumnRule, evidently_drift
     from airtrain_airflow.ui import REPORT_CSP
 
     rng = np.random.default_rng(1)

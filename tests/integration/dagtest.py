@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from airtrain.db import Warehouse
 from airtrain.spec import load_spec
+from airtrain.warehouse.connection import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -86,7 +86,7 @@ def test_a_failed_task_alerts_once_with_the_error_the_run_and_a_log_link(project
 
 def test_the_failure_alert_redacts_secrets_in_the_error(project, webhook):
     from airflow.sdk.exceptions import AirflowFailException
-    from airtrain.ingest import SourceFormatError
+    from airtrain.data.ingest import SourceFormatError
     from airtrain_airflow.notify import PipelineFailureNotifier
 
     _, received = webhook
@@ -108,7 +108,7 @@ def test_the_failure_alert_redacts_secrets_in_the_error(project, webhook):
 
 
 def test_a_triggered_retrain_alerts_with_its_run_and_report_and_a_quiet_window_does_not(project, webhook):
-    from airtrain_airflow.runtime import notify_decision
+    from airtrain_airflow.notify import retrain_decision as notify_decision
 
     _, received = webhook
     quiet = {"trigger": False, "decision": "no_drift"}

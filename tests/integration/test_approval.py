@@ -200,16 +200,16 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
     assert _approvals(project) == [(new, before, "approved", "bob", "looks good on every slice", True,
                                     "promoted: approved by bob")]
     # issue 20 item 7: the cards are rebuilt after the approval - the new champion's and the old one's
-    from airtrain import modelcard
+    from airtrain.registry import cards
 
-    card = modelcard.read(project.warehouse, project.spec(), new)
-    assert card["is_champion"] is True and "(champion)</h1>" in modelcard.render_html(card)
+    card = cards.read(project.warehouse, project.spec(), new)
+    assert card["is_champion"] is True and "(champion)</h1>" in cards.render_html(card)
     assert [(p["action"], p["actor"], p["to_version"]) for p in card["promotions"]] == [("promote", "user:bob", new)]
     assert [(g["run_id"], g["outcome"]) for g in card["gate_decisions"]] == [(dr.run_id, "promoted (approved by bob)")]
-    assert modelcard.read(project.warehouse, project.spec(), before)["is_champion"] is False
-    # item 8: the README's query for approved promotions returns the approved one only (not the bootstrap's
+    assert cards.read(project.warehouse, project.spec(), before)["is_champion"] is False
+    # item 8: docs/RELEASING.md's query for approved promotions returns the approved one only (not the bootstrap's
     # forced promotion, nor the gate's); the approver is the actor, who started the run is beside it
-    assert [r[1:4] for r in fetch(project.warehouse, _readme_query("-- approved promotions"))] == [
+    assert [r[1:4] for r in fetch(project.warehouse, _doc_query("-- approved promotions"))] == [
         (before, new, "user:bob")]
     assert fetch(project.warehouse, "SELECT triggered_by FROM registry.promotion_log ORDER BY id DESC LIMIT 1") == [
         ("user:dag_test",)]
@@ -219,11 +219,11 @@ def test_approved_through_the_rest_api_promotes_with_the_approver_in_the_log(pro
     assert not problems, "\n".join(problems)
 
 
-def _readme_query(comment: str) -> str:
-    """The SQL statement under ``comment`` in README.md."""
+def _doc_query(comment: str) -> str:
+    """The SQL statement under ``comment`` in docs/RELEASING.md."""
     from tests.integration.dagtest import ROOT
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "RELEASING.md").read_text()
     tail = text[text.index(comment):].split("\n", 1)[1]
     return tail[:tail.index(";")]
 
@@ -305,14 +305,14 @@ def test_approved_with_a_canary_rollout_starts_the_canary_not_a_promotion(projec
 
 def _history(p) -> None:
     """Template setup: FIRST_DAYS landed days ingested and validated, no model yet (a new pipeline)."""
-    from airtrain import steps
-    from airtrain.schema import apply_schema
+    from airtrain.steps import retrain
+    from airtrain.steps.schema import apply_schema
 
     spec, wh = p.spec(), p.warehouse
     apply_schema(wh, spec)
     dates = [START + dt.timedelta(days=i) for i in range(FIRST_DAYS - 1)]
-    steps.ingest(wh, spec, dates, "history", p.root)
-    steps.validate(wh, spec, dates, "history", today=dates[-1], reports_root=p.root / "reports")
+    retrain.ingest(wh, spec, dates, "history", p.root)
+    retrain.validate(wh, spec, dates, "history", today=dates[-1], reports_root=p.root / "reports")
 
 
 FIRST_DAYS = 5

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from airtrain import registry
-from airtrain.artifacts import ArtifactSignatureError, dump_model, parse_keys
-from airtrain.schema import apply_schema
+from airtrain.model.artifacts import ArtifactSignatureError, dump_model, parse_keys
+from airtrain.registry import versions
 from airtrain.spec import load_spec
+from airtrain.steps.schema import apply_schema
 from sklearn.linear_model import LogisticRegression
 
 from tests.integration.dagtest import fetch
@@ -33,7 +33,7 @@ K2 = "k2:" + "b" * 40
 def _register(wh, seed: int) -> int:
     X = np.random.default_rng(seed).normal(size=(60, 3))
     art = dump_model(LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)))
-    return registry.register_version(wh, SPEC, artifact=art.data, artifact_sha256=art.sha256,
+    return versions.register_version(wh, SPEC, artifact=art.data, artifact_sha256=art.sha256,
                                      artifact_format=art.format, run_id=f"run-{seed}", estimator="lr",
                                      params={"seed": seed}, lineage={"data_hash": str(seed),
                                                                      "library_versions": art.versions})
@@ -50,7 +50,7 @@ def test_signed_on_register_and_verified_on_load(wh):
     v = _register(wh, 1)
     (sig,) = fetch(wh, "SELECT artifact_signature FROM registry.model_versions WHERE version = %s", (v,))[0]
     assert sig.startswith("hmac-sha256:k1:")
-    assert registry.load_artifact(wh, SPEC, v).predict_proba(np.zeros((1, 3))).shape == (1, 2)
+    assert versions.load_artifact(wh, SPEC, v).predict_proba(np.zeros((1, 3))).shape == (1, 2)
 
 
 def test_a_swapped_artifact_with_its_own_checksum_is_refused(wh):
@@ -60,17 +60,17 @@ def test_a_swapped_artifact_with_its_own_checksum_is_refused(wh):
         cur.execute("UPDATE registry.model_versions t SET artifact = s.artifact, artifact_sha256 = s.artifact_sha256 "
                     "FROM registry.model_versions s WHERE t.version = %s AND s.version = %s", (v1, v2))
     with pytest.raises(ArtifactSignatureError, match="does not match"):
-        registry.load_artifact(wh, SPEC, v1)
+        versions.load_artifact(wh, SPEC, v1)
     with wh.connect() as conn, conn.cursor() as cur:  # and v2's signature too: it is bound to version 2
         cur.execute("UPDATE registry.model_versions t SET artifact_signature = s.artifact_signature "
                     "FROM registry.model_versions s WHERE t.version = %s AND s.version = %s", (v1, v2))
     with pytest.raises(ArtifactSignatureError, match="does not match"):
-        registry.load_artifact(wh, SPEC, v1)
+        versions.load_artifact(wh, SPEC, v1)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute("UPDATE registry.model_versions SET artifact_signature = NULL WHERE version = %s", (v1,))
     with pytest.raises(ArtifactSignatureError, match="not signed"):
-        registry.load_artifact(wh, SPEC, v1)
-    registry.load_artifact(wh, SPEC, v2)  # the untouched version still loads
+        versions.load_artifact(wh, SPEC, v1)
+    versions.load_artifact(wh, SPEC, v2)  # the untouched version still loads
 
 
 def test_key_rotation_signs_with_the_newest_and_verifies_with_all(wh):
@@ -79,25 +79,25 @@ def test_key_rotation_signs_with_the_newest_and_verifies_with_all(wh):
     new = _register(rotated, 2)
     assert fetch(wh, "SELECT version, split_part(artifact_signature, ':', 2) FROM registry.model_versions "
                      "ORDER BY version") == [(old, "k1"), (new, "k2")]
-    registry.load_artifact(rotated, SPEC, old)
-    registry.load_artifact(rotated, SPEC, new)
+    versions.load_artifact(rotated, SPEC, old)
+    versions.load_artifact(rotated, SPEC, new)
     only_new = dataclasses.replace(wh, artifact_keys=parse_keys(K2))  # k1 retired too early ...
     with pytest.raises(ArtifactSignatureError, match="signed with key 'k1', which is not configured"):
-        registry.load_artifact(only_new, SPEC, old)
-    assert registry.resign_artifacts(rotated, SPEC) == [old, new]  # ... re-sign first, then retire it
-    registry.load_artifact(only_new, SPEC, old)
+        versions.load_artifact(only_new, SPEC, old)
+    assert versions.resign_artifacts(rotated, SPEC) == [old, new]  # ... re-sign first, then retire it
+    versions.load_artifact(only_new, SPEC, old)
 
 
 def test_without_a_key_artifacts_are_unsigned_and_signed_ones_are_refused(wh, warehouse):
     unsigned = _register(warehouse, 1)  # no key anywhere: stored unsigned (logged), checksum-checked
     assert fetch(warehouse, "SELECT artifact_signature FROM registry.model_versions WHERE version = %s",
                  (unsigned,)) == [(None,)]
-    registry.load_artifact(warehouse, SPEC, unsigned)
+    versions.load_artifact(warehouse, SPEC, unsigned)
     with pytest.raises(ArtifactSignatureError, match="not signed but signing keys are configured"):
-        registry.load_artifact(wh, SPEC, unsigned)  # once keys exist, unsigned rows need re-signing
+        versions.load_artifact(wh, SPEC, unsigned)  # once keys exist, unsigned rows need re-signing
     signed = _register(wh, 2)
     with pytest.raises(ArtifactSignatureError, match="which is not configured"):
-        registry.load_artifact(warehouse, SPEC, signed)
+        versions.load_artifact(warehouse, SPEC, signed)
 
 
 def test_keys_from_the_environment(warehouse, monkeypatch):
@@ -105,7 +105,7 @@ def test_keys_from_the_environment(warehouse, monkeypatch):
     monkeypatch.setenv("AIRTRAIN_ARTIFACT_SECRET_KEYS", K2)
     v = _register(warehouse, 3)
     assert fetch(warehouse, "SELECT split_part(artifact_signature, ':', 2) FROM registry.model_versions") == [("k2",)]
-    registry.load_artifact(warehouse, SPEC, v)
+    versions.load_artifact(warehouse, SPEC, v)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -132,4 +132,4 @@ def test_the_airflow_layer_passes_the_variable_key_to_the_core(warehouse, monkey
     v = _register(wh, 4)
     assert fetch(warehouse, "SELECT split_part(artifact_signature, ':', 2) FROM registry.model_versions "
                             "WHERE version = %s", (v,)) == [("kvar",)]
-    registry.load_artifact(wh, SPEC, v)
+    versions.load_artifact(wh, SPEC, v)

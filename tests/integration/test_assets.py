@@ -162,7 +162,9 @@ def test_several_publish_events_in_one_monitor_run_check_every_date_once_in_orde
     from airflow.models.dag import DagModel
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
-    from airtrain import monitoring, scoring, steps
+    from airtrain.monitoring import check
+    from airtrain.serving import scoring
+    from airtrain.steps import retrain
     from airtrain_airflow.assets import predictions_asset, predictions_event_extra
     from airtrain_airflow.factory import build_monitor_dag
     from sqlalchemy import delete, select
@@ -176,11 +178,11 @@ def test_several_publish_events_in_one_monitor_run_check_every_date_once_in_orde
                                    "trigger": {"drift_share": 0.3, "persistence": 2, "cooldown_days": 7}}})
     spec, wh = p.spec(), p.warehouse
     d8, d9, d10, d11 = (START + dt.timedelta(days=i) for i in (8, 9, 10, 11))
-    steps.ingest(wh, spec, [d10, d11], "later", p.root)  # two more days validated and published (d9: bootstrap)
-    steps.validate(wh, spec, [d10, d11], "later", today=d11, reports_root=p.root / "reports")
+    retrain.ingest(wh, spec, [d10, d11], "later", p.root)  # two more days validated and published (d9: bootstrap)
+    retrain.validate(wh, spec, [d10, d11], "later", today=d11, reports_root=p.root / "reports")
     published = {d: scoring.score_date(wh, spec, d, run_id=f"publish-{d}") for d in (d10, d11)}
     published[d9] = {"as_of": d9, "version": 1, "rows": 300, "table": "predictions.churn"}
-    monitoring.run_check(wh, spec, d8, run_id="an earlier monitor run", reports_root=p.root / "reports")
+    check.run_check(wh, spec, d8, run_id="an earlier monitor run", reports_root=p.root / "reports")
     asset = predictions_asset(spec)
     build_monitor_dag(spec).test(logical_date=dt.datetime(2026, 1, 3, 5, tzinfo=dt.UTC))  # syncs the DAGs
     _unpause(spec.retrain_dag_id, spec.monitor_dag_id)

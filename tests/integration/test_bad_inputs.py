@@ -10,9 +10,10 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from airtrain import invariants, simulate, steps
-from airtrain.ingest import IngestError
-from airtrain.validation import BatchBlockedError
+from airtrain import invariants, simulate
+from airtrain.data.ingest import IngestError
+from airtrain.data.validation import BatchBlockedError
+from airtrain.steps import release, retrain
 
 from tests.integration.dagtest import ROOT, Project, fetch
 
@@ -83,8 +84,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server):
-    from airtrain.db import Warehouse
-    from airtrain.schema import apply_schema
+    from airtrain.steps.schema import apply_schema
+    from airtrain.warehouse.connection import Warehouse
     from airtrain_dev.demo import write_demo_spec
 
     wh = Warehouse(pg_server.url(pg_server.create_database("bad")))
@@ -101,11 +102,11 @@ def proj(tmp_path_factory, pg_server):
         simulate.write_landing_file(f, p.landing, d)
         labels.append(lab)
     simulate.load_labels(wh, pd.concat(labels))
-    steps.ingest(wh, spec, dates, "boot", p.root)
-    steps.validate(wh, spec, dates, "boot", today=dates[-1], reports_root=p.root / "reports")
-    trained = steps.train(wh, spec, dates[-1] + dt.timedelta(days=1), "boot")
-    ev = steps.evaluate(wh, spec, trained["version"], "boot", dates[-1] + dt.timedelta(days=1))
-    assert steps.promote(wh, spec, ev, run_id="boot", actor="test")["promoted"]
+    retrain.ingest(wh, spec, dates, "boot", p.root)
+    retrain.validate(wh, spec, dates, "boot", today=dates[-1], reports_root=p.root / "reports")
+    trained = retrain.train(wh, spec, dates[-1] + dt.timedelta(days=1), "boot")
+    ev = retrain.evaluate(wh, spec, trained["version"], "boot", dates[-1] + dt.timedelta(days=1))
+    assert release.promote(wh, spec, ev, run_id="boot", actor="test")["promoted"]
     return p
 
 
@@ -114,11 +115,11 @@ def outcome_of(p: Project, d: dt.date, data: bytes) -> tuple[str, str]:
     p.landing.mkdir(parents=True, exist_ok=True)
     (p.landing / f"{d.isoformat()}.csv").write_bytes(data)
     try:
-        steps.ingest(wh, spec, [d], f"bad-{d}", p.root)
+        retrain.ingest(wh, spec, [d], f"bad-{d}", p.root)
     except IngestError as exc:
         return "refused", str(exc)
     try:
-        summary = steps.validate(wh, spec, [d], f"bad-{d}", today=d, reports_root=p.root / "reports")[0]
+        summary = retrain.validate(wh, spec, [d], f"bad-{d}", today=d, reports_root=p.root / "reports")[0]
     except BatchBlockedError as exc:
         return "block", str(exc)
     if summary["rows_quarantined"]:

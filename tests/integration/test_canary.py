@@ -82,7 +82,7 @@ def test_another_challenger_is_logged_not_started_and_arms_are_stable(project):
     assert "canary of v2" in rows[1][6] and _champion(project) == 1
     a1, a2 = _arms(project, D1), _arms(project, D2)
     assert all(a1[k][0] == a2[k][0] for k in set(a1) & set(a2))  # an entity seen on both days keeps its arm
-    from airtrain.canary import arm_of
+    from airtrain.serving.arms import arm_of
 
     # the assignment of both days is the same date-independent function of the stored salt and the key
     salt = rows[0][4]
@@ -138,9 +138,9 @@ def test_the_monitor_aborts_a_worse_candidate_and_alerts(project):
 
 
 def _start(project, version: int, newer_only: bool = True) -> int:
-    from airtrain import canary
+    from airtrain.registry import release
 
-    res = canary.start(project.warehouse, project.spec(), version, actor="test", reason="test canary",
+    res = release.start(project.warehouse, project.spec(), version, actor="test", reason="test canary",
                        run_id=f"test-{version}", expected_champion=_champion(project), newer_only=newer_only, as_of=D1)
     assert res["canary"] == "started", res
     return res["rollout"]["id"]
@@ -177,11 +177,12 @@ def test_manual_graduate_needs_a_reason_and_goes_through_the_promotion_log(proje
 
 
 def test_manual_abort_and_max_days_abort_keep_the_champion(project):
-    from airtrain import canary
+    from airtrain.monitoring import canary
+    from airtrain.registry import release
 
     spec = project.spec()
     rid = _start(project, 2, newer_only=False)
-    res = canary.decide_manually(project.warehouse, spec, "abort", reason="marketing freeze", actor="user:ann",
+    res = release.decide_manually(project.warehouse, spec, "abort", reason="marketing freeze", actor="user:ann",
                                  run_id="manual-1")
     assert res["decision"] == "abort" and _champion(project) == 3
     assert fetch(project.warehouse, "SELECT status, decided_by FROM registry.rollouts WHERE id = %s", (rid,))[0] == (
@@ -206,15 +207,16 @@ def test_manual_abort_and_max_days_abort_keep_the_champion(project):
 def test_a_canary_publish_retried_after_its_commit_recognises_its_own_work(project):
     """Both arms' partitions are swapped in by one transaction; a retry after that commit (the stage
     tables are gone) finds exactly this run's rows in both and succeeds without writing anything."""
-    from airtrain import canary, invariants
+    from airtrain import invariants
+    from airtrain.serving import canary
 
     spec = project.spec()
     _start(project, 2, newer_only=False)
     d3, run = D2 + dt.timedelta(days=1), "manual__canary-retry"
-    from airtrain import steps
+    from airtrain.steps import retrain
 
-    steps.ingest(project.warehouse, spec, [d3], run, project.root)  # the day the retrain DAG would score
-    steps.validate(project.warehouse, spec, [d3], run, today=d3, reports_root=project.root / "reports")
+    retrain.ingest(project.warehouse, spec, [d3], run, project.root)  # the day the retrain DAG would score
+    retrain.validate(project.warehouse, spec, [d3], run, today=d3, reports_root=project.root / "reports")
     target = canary.begin(project.warehouse, spec, d3, run_id=run)
     shards = [canary.score_shard(project.warehouse, spec, target, run_id=run, shard=s, shards=target["shards"])
               for s in range(target["shards"])]
@@ -233,12 +235,13 @@ def test_a_canary_started_scored_and_published_each_retried_after_its_commit_in_
     changes: ``promote`` (starting the canary), the arms' ``score`` shards and ``publish`` each fail
     right after their commit and are retried; the canary is started once and the date holds one row
     per entity, in both arms, from this run."""
-    from airtrain import canary, invariants
+    from airtrain import invariants
+    from airtrain.registry import release
 
     from tests.integration.dagtest import land_days
     from tests.integration.test_retries import arm, fired, tries
 
-    canary.decide_manually(project.warehouse, project.spec(), "abort", reason="make room for the next one",
+    release.decide_manually(project.warehouse, project.spec(), "abort", reason="make room for the next one",
                            actor="test", run_id="retry-prep")
     champion = _champion(project)
     d4 = D2 + dt.timedelta(days=2)

@@ -10,7 +10,11 @@ import json
 import time
 
 import pytest
-from airtrain import invariants, registry, scoring, steps
+from airtrain import invariants
+from airtrain.registry import champions, versions
+from airtrain.serving import publish, scoring
+from airtrain.serving.target import target_for
+from airtrain.steps import release, retrain
 
 from tests.integration import forked
 from tests.integration.dagtest import fetch, template_project
@@ -83,31 +87,31 @@ def test_four_runs_of_the_same_and_neighbouring_dates_at_once(proj):
 def test_a_promotion_decided_against_a_champion_that_changed_meanwhile_is_refused(proj):
     spec, wh = proj.spec(), proj.warehouse
     # a challenger evaluated against v1 ...
-    new = steps.train(wh, spec, day(BOOT - 2), "cas-a")
-    ev = steps.evaluate(wh, spec, new["version"], "cas-a", day(BOOT - 2))
+    new = retrain.train(wh, spec, day(BOOT - 2), "cas-a")
+    ev = retrain.evaluate(wh, spec, new["version"], "cas-a", day(BOOT - 2))
     assert ev["expected_champion"] == 1
     # ... while another run changes the champion (an older model, forced: not an out-of-order case)
-    other = steps.train(wh, spec, day(BOOT - 4), "cas-b")["version"]
-    registry.promote(wh, spec, other, action="force_promote", actor="test", reason="meanwhile", run_id="cas-b")
+    other = retrain.train(wh, spec, day(BOOT - 4), "cas-b")["version"]
+    champions.promote(wh, spec, other, action="force_promote", actor="test", reason="meanwhile", run_id="cas-b")
     log = fetch(wh, "SELECT id FROM registry.promotion_log")
-    out = steps.promote(wh, spec, ev, run_id="cas-a", actor="test", force=True, reason="forced, but stale")
+    out = release.promote(wh, spec, ev, run_id="cas-a", actor="test", force=True, reason="forced, but stale")
     assert out["promoted"] is False and out["refused"] == "champion_changed", out
     assert f"decided against v1, but the champion is v{other} now" in out["message"]
     gate = fetch(wh, "SELECT metrics->'gate' FROM registry.model_versions WHERE version = %s", (new["version"],))[0][0]
     assert gate["refused"] == "champion_changed" and f"the champion is v{other} now" in gate["reason"]
     assert champion(proj) == other and fetch(wh, "SELECT id FROM registry.promotion_log") == log
     # re-evaluated against the champion of now, it goes through
-    ev = steps.evaluate(wh, spec, new["version"], "cas-a2", day(BOOT - 2))
-    assert steps.promote(wh, spec, ev, run_id="cas-a2", actor="test", force=True, reason="re-decided")["promoted"]
+    ev = retrain.evaluate(wh, spec, new["version"], "cas-a2", day(BOOT - 2))
+    assert release.promote(wh, spec, ev, run_id="cas-a2", actor="test", force=True, reason="re-decided")["promoted"]
     assert champion(proj) == new["version"]
     # a rollback planned against another champion is refused the same way, then done when current
-    with pytest.raises(registry.RegistryError, match=rf"rollback to v1 refused: champion changed: .* decided "
+    with pytest.raises(versions.RegistryError, match=rf"rollback to v1 refused: champion changed: .* decided "
                                                      rf"against v{other}, but the champion is v{new['version']}"):
-        steps.rollback(wh, spec, 1, run_id="rb", actor="test", reason="stale plan", expected_champion=other)
+        release.rollback(wh, spec, 1, run_id="rb", actor="test", reason="stale plan", expected_champion=other)
     refusal = fetch(wh, "SELECT metrics->'rollback' FROM registry.model_versions WHERE version = 1")[0][0]
     assert refusal["run_id"] == "rb" and "champion changed" in refusal["refused"]
     assert champion(proj) == new["version"]
-    assert steps.rollback(wh, spec, 1, run_id="rb2", actor="test", reason="current plan",
+    assert release.rollback(wh, spec, 1, run_id="rb2", actor="test", reason="current plan",
                           expected_champion=new["version"])["changed"]
     assert champion(proj) == 1
     assert_invariants(proj)
@@ -118,18 +122,18 @@ def test_orphan_stage_tables_are_dropped_never_a_live_runs(proj):
     d = day(BOOT - 1)
     made = {run: scoring.begin(wh, spec, d, run_id=run).stage for run in ("mine", "live", "dead", "old-live")}
     # "old-live" is still running but its stage is older than any scoring takes: an orphan too
-    created = (dt.datetime.now(dt.UTC) - scoring.STAGE_MAX_AGE - dt.timedelta(hours=1)).isoformat()
+    created = (dt.datetime.now(dt.UTC) - publish.STAGE_MAX_AGE - dt.timedelta(hours=1)).isoformat()
     fetch(wh, f'COMMENT ON TABLE predictions."{made["old-live"]}" IS %s',  # noqa: S608 - a name made above
           (json.dumps({"airtrain_stage": True, "run_id": "old-live", "created_at": created}),))
     fetch(wh, "CREATE TABLE predictions.churn_stage_legacy (LIKE predictions.churn)")  # no comment: pre-upgrade
-    dropped = scoring.drop_orphan_stages(wh, spec, keep_run="mine", is_live=lambda run: run in {"live", "old-live"})
+    dropped = publish.drop_orphan_stages(wh, spec, keep_run="mine", is_live=lambda run: run in {"live", "old-live"})
     assert sorted(dropped) == sorted(f"predictions.{made[r]}" for r in ("dead", "old-live")) + [
         "predictions.churn_stage_legacy"], dropped
     assert stages(proj) == sorted([made["mine"], made["live"]])
     for run in ("mine", "live"):  # both still usable
-        t = scoring.target_for(spec, d, champion(proj), run_id=run)
+        t = target_for(spec, d, champion(proj), run_id=run)
         rows = scoring.score_shard(wh, spec, t, run_id=run)["rows"]
-        assert scoring.publish(wh, spec, t, rows, run_id=run)["rows"] == 400
+        assert publish.publish(wh, spec, t, rows, run_id=run)["rows"] == 400
     assert stages(proj) == []
     assert_invariants(proj)
 
@@ -138,7 +142,7 @@ def _publish_when_both_are_ready(spec, wh, target, rows, run_id, barrier, result
     """A forked child: publish one scored stage the moment the other child is ready too."""
     try:
         barrier.wait(30)
-        res = scoring.publish(wh, spec, target, rows, run_id=run_id)
+        res = publish.publish(wh, spec, target, rows, run_id=run_id)
         results.put((run_id, "ok", res["rows"]))
     except Exception as exc:  # noqa: BLE001 - the test shows what happened
         results.put((run_id, type(exc).__name__, str(exc)[:500]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from airtrain import registry
+from airtrain.registry import versions
 
 from tests.integration.dagtest import Project, fetch
 
@@ -29,10 +29,10 @@ SHORT = {"training": {"cadence": "on_trigger", "holdout_days": 1, "window_days":
 
 def test_drift_triggers_one_retrain_and_a_better_champion(tmp_path, warehouse, monkeypatch, airflow_db):
     import pandas as pd
-    from airtrain.evaluation import evaluate
+    from airtrain.data.features import coerce_features
+    from airtrain.model.evaluation import evaluate
     from airtrain.simulate import Scenario, simulate_day
     from airtrain.spec import load_spec
-    from airtrain.steps import coerce_features
     from airtrain_dev.demo import count_runs, run_month
 
     p = Project(tmp_path, warehouse)
@@ -67,8 +67,8 @@ def test_drift_triggers_one_retrain_and_a_better_champion(tmp_path, warehouse, m
                                      label_delay_days=1)
         frames.append(feats.merge(labels[["customer_id", "as_of_date", "churned"]], on=["customer_id", "as_of_date"]))
     unseen = coerce_features(pd.concat(frames, ignore_index=True), spec)
-    old = evaluate(registry.load_artifact(warehouse, spec, r["champion_before"]), unseen, spec).overall["roc_auc"]
-    new = evaluate(registry.load_artifact(warehouse, spec, r["champion_after"]), unseen, spec).overall["roc_auc"]
+    old = evaluate(versions.load_artifact(warehouse, spec, r["champion_before"]), unseen, spec).overall["roc_auc"]
+    new = evaluate(versions.load_artifact(warehouse, spec, r["champion_after"]), unseen, spec).overall["roc_auc"]
     print(f"AUC on unseen drifted days: old champion {old:.4f}, new champion {new:.4f}")
     assert new > old + 0.01, (old, new)
     # predictions every day, by the champion of that day

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airtrain import registry, steps
-from airtrain.schema import apply_schema
+from airtrain.registry import champions, versions
+from airtrain.steps import release, retrain
+from airtrain.steps.schema import apply_schema
 
 from tests.integration.dagtest import fetch, land_days, module_project
 
@@ -55,11 +56,11 @@ def proj(tmp_path_factory, pg_server):
     spec, wh = p.spec(), p.warehouse
     apply_schema(wh, spec)
     dates = [day(i) for i in range(5, DAYS)]
-    steps.ingest(wh, spec, dates, "boot", p.root)
-    steps.validate(wh, spec, dates, "boot", today=dates[-1], reports_root=p.root / "reports")
-    out = steps.train(wh, spec, day(15), "champ")
-    ev = steps.evaluate(wh, spec, out["version"], "champ", day(15))
-    res = steps.promote(wh, spec, ev, run_id="champ", actor="test")
+    retrain.ingest(wh, spec, dates, "boot", p.root)
+    retrain.validate(wh, spec, dates, "boot", today=dates[-1], reports_root=p.root / "reports")
+    out = retrain.train(wh, spec, day(15), "champ")
+    ev = retrain.evaluate(wh, spec, out["version"], "champ", day(15))
+    res = release.promote(wh, spec, ev, run_id="champ", actor="test")
     assert res["promoted"], res  # the first model: no champion to compare disparities with
     yield p
     mp.undo()
@@ -67,12 +68,12 @@ def proj(tmp_path_factory, pg_server):
 
 def test_importance_is_stored_per_version_for_both_roles_on_the_same_rows_and_compared(proj):
     spec, wh = proj.spec(), proj.warehouse
-    champion = registry.champion_version(wh, spec)
+    champion = champions.champion_version(wh, spec)
     # the first model: its own importances, one per model input (age_band is kept but not used)
     first = fetch(wh, "SELECT feature FROM registry.feature_importance WHERE run_id = 'champ' ORDER BY feature")
     assert sorted(f for (f,) in first) == sorted(spec.model_feature_names) and ("age_band",) not in first
-    new = steps.train(wh, spec, day(16), "chal")
-    ev = steps.evaluate(wh, spec, new["version"], "chal", day(16))
+    new = retrain.train(wh, spec, day(16), "chal")
+    ev = retrain.evaluate(wh, spec, new["version"], "chal", day(16))
     rows = fetch(wh, "SELECT role, version, count(*), min(n_rows), max(n_rows), min(holdout_start), "
                      "max(holdout_end), min(scoring), min(n_repeats) FROM registry.feature_importance "
                      "WHERE run_id = 'chal' GROUP BY role, version ORDER BY role")
@@ -93,7 +94,7 @@ def test_importance_is_stored_per_version_for_both_roles_on_the_same_rows_and_co
         assert r["delta"] == pytest.approx(imp[r["feature"]] - champ_imp[r["feature"]])
     assert set(cmp["gained"]) | set(cmp["lost"]) <= set(imp)
     # a re-run of the evaluation replaces its rows (same seed: same numbers), never duplicates them
-    steps.evaluate(wh, spec, new["version"], "chal", day(16))
+    retrain.evaluate(wh, spec, new["version"], "chal", day(16))
     again = dict(fetch(wh, "SELECT feature, importance_mean FROM registry.feature_importance WHERE run_id = 'chal' "
                            "AND role = 'challenger'"))
     assert again == pytest.approx(imp)
@@ -101,13 +102,13 @@ def test_importance_is_stored_per_version_for_both_roles_on_the_same_rows_and_co
 
 def test_fairness_groups_and_disparities_are_stored_and_a_challenger_that_widens_the_gap_is_refused(proj):
     spec, wh = proj.spec(), proj.warehouse
-    champion = registry.champion_version(wh, spec)
+    champion = champions.champion_version(wh, spec)
     # the challenger uses age_band directly (same data, same params: still a new version)
     biased_spec = proj.spec().model_copy(update={"features": [
         f.model_copy(update={"model_input": True}) if f.name == "age_band" else f for f in spec.features]})
-    new = steps.train(wh, biased_spec, day(16), "biased")
+    new = retrain.train(wh, biased_spec, day(16), "biased")
     assert new["version"] != champion
-    ev = steps.evaluate(wh, biased_spec, new["version"], "biased", day(16))
+    ev = retrain.evaluate(wh, biased_spec, new["version"], "biased", day(16))
     groups = fetch(wh, "SELECT role, group_value, n_rows FROM registry.fairness WHERE run_id = 'biased' AND "
                        "attribute = 'age_band' AND metric = 'selection_rate' ORDER BY role, group_value")
     assert [(r, g) for r, g, _ in groups] == [(role, g) for role in ("challenger", "champion")
@@ -128,25 +129,25 @@ def test_fairness_groups_and_disparities_are_stored_and_a_challenger_that_widens
         dp["champion"], abs=1e-6)
     assert dp["challenger"] > dp["champion"] + 0.05, dp  # using age_band widens the gap
     # the gate refuses it, with the reason, and the champion stays
-    out = steps.promote(wh, biased_spec, ev, run_id="biased", actor="test")
+    out = release.promote(wh, biased_spec, ev, run_id="biased", actor="test")
     assert out["promoted"] is False and "demographic_parity_difference:age_band" in out["gate_reason"]
     gate = fetch(wh, "SELECT metrics->'gate' FROM registry.model_versions WHERE version = %s", (new["version"],))[0][0]
     failed = [c for c in gate["checks"] if not c["passed"]]
     assert [(c["metric"], c["kind"]) for c in failed] == [("demographic_parity_difference:age_band",
                                                            "max_regression_abs")], gate
-    assert registry.champion_version(wh, spec) == champion
+    assert champions.champion_version(wh, spec) == champion
     # same semantics as the other gates: a person can force it, and the log says who and why
-    forced = steps.promote(wh, biased_spec, ev, run_id="biased", actor="user:ann", force=True,
+    forced = release.promote(wh, biased_spec, ev, run_id="biased", actor="user:ann", force=True,
                            reason="age_band is allowed for this campaign")
     assert forced["promoted"] and forced["action"] == "force_promote"
-    log = registry.promotion_log(wh, spec)[-1]
+    log = champions.promotion_log(wh, spec)[-1]
     assert log["action"] == "force_promote" and "age_band is allowed" in log["reason"]
     assert "demographic_parity_difference:age_band" in log["reason"]
 
 
 def test_a_disparity_that_cannot_be_computed_fails_the_gate_instead_of_passing():
     """Fail closed: a group too small for a disparity gives no value, and no value never means fair."""
-    from airtrain.gate import fairness_checks
+    from airtrain.model.gate import fairness_checks
     from airtrain.spec import FairnessGateSpec
 
     gates = [FairnessGateSpec(metric="equalized_odds_difference", threshold=0.1)]
@@ -162,18 +163,18 @@ def test_the_model_card_says_what_the_model_is_how_it_did_and_why_it_is_live(pro
     import shutil
     import subprocess
 
-    from airtrain import modelcard
-    from airtrain.schema import spec_hash
+    from airtrain.registry import cards
+    from airtrain.spec.hashing import spec_hash
 
     spec, wh = proj.spec(), proj.warehouse
-    version = registry.champion_version(wh, spec)
+    version = champions.champion_version(wh, spec)
     card = fetch(wh, "SELECT card FROM registry.model_cards WHERE pipeline = 'churn' AND version = %s",
                  (version,))[0][0]
-    assert card == modelcard.read(wh, spec, version) and card["is_champion"] is True
+    assert card == cards.read(wh, spec, version) and card["is_champion"] is True
     assert card["data"]["train"] == [str(day(6)), str(day(12))] and card["data"]["train_rows"] == 1400
     # the features as this version was trained: the forced challenger used age_band, the old champion did not
     assert {"name": "age_band", "type": "category", "model_input": True, "description": ""} in card["features"]
-    old_card = modelcard.read(wh, spec, 1)
+    old_card = cards.read(wh, spec, 1)
     assert {"name": "age_band", "type": "category", "model_input": False, "description": ""} in old_card["features"]
     assert card["estimator"] == spec.training.estimator and card["params"]["max_iter"] == 150
     assert card["gate"]["passed"] is False and "demographic_parity_difference:age_band" in card["gate"]["reason"]
@@ -184,12 +185,12 @@ def test_the_model_card_says_what_the_model_is_how_it_did_and_why_it_is_live(pro
     assert {r["feature"] for r in card["importance"]["rows"]} >= {"age_band", "contract_type"}
     assert any(r["metric"] == "demographic_parity_difference" for r in card["fairness"]["rows"])
     lin = card["lineage"]
-    assert lin["artifact_sha256"] == registry.get_version(wh, spec, version).artifact_sha256
+    assert lin["artifact_sha256"] == versions.get_version(wh, spec, version).artifact_sha256
     assert lin["spec_sha256"] and lin["spec_sha256"] != spec_hash(spec)  # trained with age_band as an input
     assert lin["library_versions"]["sklearn"] and lin["code_version"]
     # the replaced champion's card now says it is not live any more
     assert old_card["is_champion"] is False
-    page = modelcard.render_html(card)
+    page = cards.render_html(card)
     for heading in ("Model", "Data", "Features", "Metrics", "Feature importance (permutation)", "Fairness",
                     "Gate decision", "Promotions and approvals", "Lineage"):
         assert f"<h2>{heading}</h2>" in page

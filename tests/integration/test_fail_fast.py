@@ -98,9 +98,9 @@ def test_a_blocked_batch_fails_without_retries(proj):
 
 def test_only_permanent_errors_skip_the_retries():
     from airflow.sdk.exceptions import AirflowFailException
+    from airtrain.data.ingest import SourceFormatError
     from airtrain.dates import PartitionUndefinedError
-    from airtrain.ingest import SourceFormatError
-    from airtrain.registry import RegistryError
+    from airtrain.registry.versions import RegistryError
     from airtrain_airflow.runtime import fail_fast
 
     for permanent in (SourceFormatError("bad file"), PartitionUndefinedError("no date"), RegistryError("no v9")):

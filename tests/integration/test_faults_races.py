@@ -11,7 +11,7 @@ import time
 
 import pytest
 from airtrain import invariants
-from airtrain.db import Warehouse
+from airtrain.warehouse.connection import Warehouse
 
 from tests.integration import forked
 from tests.integration.dagtest import Project, fetch, land_days
@@ -37,14 +37,14 @@ def proj(tmp_path_factory, pg_server, airflow_db):
 
 
 def test_a_retried_shard_that_had_committed_does_not_duplicate(proj):
-    from airtrain import scoring
+    from airtrain.serving import publish, scoring
 
     spec, wh = proj.spec(), proj.warehouse
     t = scoring.begin(wh, spec, day(BOOT - 1))
     first = [scoring.score_shard(wh, spec, t, run_id="r", shard=s, shards=2) for s in (0, 1)]
     again = scoring.score_shard(wh, spec, t, run_id="r-retry", shard=1, shards=2)  # retry after commit
     assert again["rows"] == first[1]["rows"]
-    res = scoring.publish(wh, spec, t, first[0]["rows"] + again["rows"])
+    res = publish.publish(wh, spec, t, first[0]["rows"] + again["rows"])
     assert res["rows"] == 400
     assert_invariants(proj)
 
@@ -79,12 +79,12 @@ def test_an_out_of_order_backfill_does_not_demote_the_champion(proj):
 
 
 def test_an_out_of_order_challenger_is_refused_with_the_reason(proj):
-    from airtrain import steps
+    from airtrain.steps import release, retrain
 
     spec, wh = proj.spec(), proj.warehouse
-    old = steps.train(wh, spec, day(BOOT - 3), "ooo")
-    ev = steps.evaluate(wh, spec, old["version"], "ooo", day(BOOT - 3))
-    out = steps.promote(wh, spec, ev, run_id="ooo", actor="test")
+    old = retrain.train(wh, spec, day(BOOT - 3), "ooo")
+    ev = retrain.evaluate(wh, spec, old["version"], "ooo", day(BOOT - 3))
+    out = release.promote(wh, spec, ev, run_id="ooo", actor="test")
     assert out["promoted"] is False and "out-of-order backfill" in out["message"]
     assert_invariants(proj)
 
@@ -109,8 +109,8 @@ def test_a_tampered_artifact_is_refused_and_nothing_changes(proj):
 
 
 def test_a_library_version_mismatch_is_reported_clearly(proj):
-    from airtrain import registry
-    from airtrain.artifacts import LibraryVersionMismatchError
+    from airtrain.model.artifacts import LibraryVersionMismatchError
+    from airtrain.registry import versions
 
     wh, spec = proj.warehouse, proj.spec()
     champ = state(proj)["champion"][0][0]
@@ -118,7 +118,7 @@ def test_a_library_version_mismatch_is_reported_clearly(proj):
               "'\"0.19.2\"') WHERE pipeline = 'churn' AND version = %s", (champ,))
     try:
         with pytest.raises(LibraryVersionMismatchError, match=r"trained with scikit-learn 0\.19\.2 but"):
-            registry.load_artifact(wh, spec, champ)
+            versions.load_artifact(wh, spec, champ)
         # and a run that needs the model fails with that message, changing nothing
         before = state(proj)
         dr, states = proj.run({"date": str(day(BOOT + len(FAILPOINTS) + 2))})
@@ -130,7 +130,7 @@ def test_a_library_version_mismatch_is_reported_clearly(proj):
         fetch(wh, "UPDATE registry.model_versions SET lineage = jsonb_set(lineage, "
                   "'{library_versions,sklearn}', %s::jsonb) WHERE pipeline = 'churn' AND version = %s",
               (json.dumps(sklearn.__version__), champ))
-    registry.load_artifact(wh, spec, champ)
+    versions.load_artifact(wh, spec, champ)
     assert_invariants(proj)
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-from airtrain import ingest, simulate
-from airtrain.schema import apply_schema
+from airtrain import simulate
+from airtrain.data import ingest, labels
 from airtrain.spec import load_spec, parse_spec
+from airtrain.steps.schema import apply_schema
 
 from tests.integration.dagtest import fetch
 
@@ -107,9 +108,9 @@ def test_parquet_and_postgres_sources(wh, tmp_path):
 
 def test_labels_respect_availability_and_are_idempotent(wh, tmp_path):
     simulate.generate_demo(wh, tmp_path / "land", start=D, days=3, rows_per_day=100)
-    assert ingest.load_labels(wh, SPEC, D + dt.timedelta(days=30)) == 100
-    assert ingest.load_labels(wh, SPEC, D + dt.timedelta(days=30)) == 0
-    assert ingest.load_labels(wh, SPEC, D + dt.timedelta(days=40)) == 200
+    assert labels.load_labels(wh, SPEC, D + dt.timedelta(days=30)) == 100
+    assert labels.load_labels(wh, SPEC, D + dt.timedelta(days=30)) == 0
+    assert labels.load_labels(wh, SPEC, D + dt.timedelta(days=40)) == 200
     assert fetch(wh, "SELECT count(*) FROM features.churn_labels") == [(300,)]
 
 

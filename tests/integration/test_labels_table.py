@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airtrain import ingest
-from airtrain.schema import apply_schema
+from airtrain.data import labels
 from airtrain.spec import parse_spec
+from airtrain.steps.schema import apply_schema
 
 from tests.integration.dagtest import fetch
 
@@ -39,7 +39,7 @@ def test_the_labels_table_is_created_from_the_spec_and_mapped_on_load(warehouse)
     assert pk == [("as_of_date",), ("customer_id",)]
     fetch(warehouse, "INSERT INTO crm.churn_outcomes VALUES (1, %s, 'Yes', %s), (2, %s, 'No', %s), "
                      "(3, %s, 'Maybe', %s), (4, %s, 'Yes', %s)", (D, D, D, D, D, D, D, D + dt.timedelta(days=5)))
-    assert ingest.load_labels(warehouse, spec, D) == 2  # 'Maybe' maps to nothing; row 4 is not known yet
+    assert labels.load_labels(warehouse, spec, D) == 2  # 'Maybe' maps to nothing; row 4 is not known yet
     assert fetch(warehouse, "SELECT customer_id, churned, label_available_on FROM features.churn_labels "
                             "ORDER BY 1") == [(1, 1, D), (2, 0, D)]
     apply_schema(warehouse, spec)  # idempotent: the table and its rows stay
@@ -55,4 +55,4 @@ def test_an_existing_labels_table_is_left_as_its_owner_made_it(warehouse):
                             "table_name = 'churn_outcomes'") == [(5,)]
     fetch(warehouse, "INSERT INTO crm.churn_outcomes VALUES (1, %s, 1, %s, 'x'), (2, %s, NULL, %s, 'unknown')",
           (D, D, D, D))
-    assert ingest.load_labels(warehouse, spec, D) == 1  # a NULL label is no label
+    assert labels.load_labels(warehouse, spec, D) == 1  # a NULL label is no label

@@ -27,7 +27,7 @@ ROWS = 300
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, pg_server, airflow_db):
-    from airtrain.schema import apply_schema
+    from airtrain.steps.schema import apply_schema
 
     p, mp = module_project(tmp_path_factory, pg_server, "marker", SPEC)
     apply_schema(p.warehouse, p.spec())
@@ -58,8 +58,8 @@ def raw_rows(p, d: dt.date) -> int:
 
 
 def test_a_half_file_is_refused_without_its_marker_or_against_it_and_taken_whole_with_it(proj):
+    from airtrain.data.ingest import LandingIncompleteError, ingest_partition
     from airtrain.errors import PermanentError
-    from airtrain.ingest import LandingIncompleteError, ingest_partition
 
     d = OLD
     half, whole = halves(proj, d)

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 
 import pytest
-from airtrain.monitoring import retrain_run_id
+from airtrain.monitoring.windows import retrain_run_id
 from airtrain.simulate import Scenario
 
 from tests.integration.dagtest import TEST_SPEC, Project, fetch, merged, template_project

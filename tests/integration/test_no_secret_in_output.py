@@ -179,8 +179,8 @@ def test_errors_handed_to_airflow_are_redacted_and_keep_their_type(warehouse):
     error becomes AirflowFailException (not retried), anything else stays itself (retried)."""
     import psycopg2
     from airflow.sdk.exceptions import AirflowFailException
-    from airtrain.db import Warehouse
-    from airtrain.ingest import SourceFormatError
+    from airtrain.data.ingest import SourceFormatError
+    from airtrain.warehouse.connection import Warehouse
     from airtrain_airflow.notify import _error_text
     from airtrain_airflow.runtime import fail_fast
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airtrain.db import Warehouse
 from airtrain.spec import load_spec
+from airtrain.warehouse.connection import Warehouse
 
 from tests.integration.dagtest import Project, fetch
 
@@ -152,7 +152,7 @@ def test_a_camelcase_yes_no_label_in_file_csv_trains_and_scores_with_only_a_spec
 
 
 def test_rerunning_a_day_with_a_corrected_file_replaces_its_labels(telco):
-    from airtrain import steps
+    from airtrain.steps import retrain
 
     p, rows, _, _ = telco
     spec, wh = p.spec(), p.warehouse
@@ -162,8 +162,8 @@ def test_rerunning_a_day_with_a_corrected_file_replaces_its_labels(telco):
     with open(p.landing / f"{BAD_DAY.isoformat()}.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([HEADER, *fixed])
     try:
-        steps.ingest(wh, spec, [BAD_DAY], "fix", p.root)
-        steps.validate(wh, spec, [BAD_DAY], "fix", today=BAD_DAY, reports_root=p.root / "reports")
+        retrain.ingest(wh, spec, [BAD_DAY], "fix", p.root)
+        retrain.validate(wh, spec, [BAD_DAY], "fix", today=BAD_DAY, reports_root=p.root / "reports")
         got = dict(fetch(wh, "SELECT customer_id, churn FROM features.telco_labels WHERE as_of_date = %s", (BAD_DAY,)))
         want = {r[0]: int(r[-1] == "Yes") for i, r in enumerate(fixed) if i != 1}  # row 2 is still not an int
         assert got == want
@@ -175,8 +175,8 @@ def test_rerunning_a_day_with_a_corrected_file_replaces_its_labels(telco):
 def test_the_scaffold_writes_a_spec_that_takes_the_file_as_it_is(telco, tmp_path, pg_server):
     """`make new-pipeline` on one day's file: the spec loads, maps every header, and validating the
     other days with it quarantines nothing but the two bad rows."""
-    from airtrain import steps
     from airtrain.scaffold import main
+    from airtrain.steps import retrain
 
     p, _, _, _ = telco
     out = tmp_path / "pipelines" / "telco.yaml"
@@ -196,12 +196,12 @@ def test_the_scaffold_writes_a_spec_that_takes_the_file_as_it_is(telco, tmp_path
     assert main([str(p.landing / f"{START.isoformat()}.csv"), "--name", "telco", "--target", "Churn",
                  "--out", str(out)]) == 2  # never overwrites without --force
     # the scaffolded spec validates the other days as they are (own warehouse, same files)
-    from airtrain.schema import apply_schema
+    from airtrain.steps.schema import apply_schema
 
     wh = Warehouse(pg_server.url(pg_server.create_database("telco_scaffold")))
     apply_schema(wh, spec)
     days = [START + dt.timedelta(days=i) for i in range(1, DAYS)]
-    steps.ingest(wh, spec, days, "scaffold", p.root)
-    out_v = steps.validate(wh, spec, days, "scaffold", today=days[-1], reports_root=tmp_path / "reports")
+    retrain.ingest(wh, spec, days, "scaffold", p.root)
+    out_v = retrain.validate(wh, spec, days, "scaffold", today=days[-1], reports_root=tmp_path / "reports")
     assert [v["rows_quarantined"] for v in out_v] == [2, 0, 0], out_v
     assert [v["rows_labeled"] for v in out_v] == [ROWS - 2, ROWS, ROWS]

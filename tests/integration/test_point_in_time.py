@@ -8,7 +8,9 @@ tests/e2e/test_backfill_point_in_time.py."""
 from __future__ import annotations
 
 import pytest
-from airtrain import registry, scoring, steps
+from airtrain.registry import champions
+from airtrain.serving import scoring
+from airtrain.steps import retrain
 
 from tests.integration.dagtest import fetch, template_project
 from tests.integration.test_faults import DAYS, SMALL, START, assert_invariants, day
@@ -34,21 +36,21 @@ def test_a_rerun_of_a_backfilled_date_trains_and_scores_as_of_that_date(tmp_path
                             bootstrap={"date": str(START), "end_date": str(day(BOOT - 1))}, monkeypatch=monkeypatch)
     spec, wh, d = p.spec(), p.warehouse, day(BOOT)
     later = [day(i) for i in range(BOOT, BOOT + 4)]  # D and three later days: ingested, validated, labeled
-    steps.ingest(wh, spec, later, "backfill", p.root)
-    steps.validate(wh, spec, later, "backfill", today=later[-1], reports_root=p.root / "reports")
-    from airtrain.ingest import load_labels
+    retrain.ingest(wh, spec, later, "backfill", p.root)
+    retrain.validate(wh, spec, later, "backfill", today=later[-1], reports_root=p.root / "reports")
+    from airtrain.data.labels import load_labels
 
     assert load_labels(wh, spec, later[-1]) > 0
     # the backfill's first pass of D: the steps its run took (train as of D, promote, score D) ...
-    first = steps.train(wh, spec, d, "first")
-    registry.promote(wh, spec, first["version"], action="force_promote", actor="test", reason="first pass",
+    first = retrain.train(wh, spec, d, "first")
+    champions.promote(wh, spec, first["version"], action="force_promote", actor="test", reason="first pass",
                      run_id="first")
     scoring.score_date(wh, spec, d, run_id="first")
     scored = predictions_md5(wh, d)
     assert scored[0] == [first["version"]]
     # ... then a later day of the backfill promoted a newer champion
-    newer = steps.train(wh, spec, later[-1], "newer")["version"]
-    registry.promote(wh, spec, newer, action="force_promote", actor="test", reason="a later day", run_id="newer")
+    newer = retrain.train(wh, spec, later[-1], "newer")["version"]
+    champions.promote(wh, spec, newer, action="force_promote", actor="test", reason="a later day", run_id="newer")
     # the re-run of D, drift-triggered, through the DAG
     dr, states = p.run({"date": str(d), "trigger_reason": DRIFT})
     assert str(dr.state) == "success", states
@@ -56,7 +58,7 @@ def test_a_rerun_of_a_backfilled_date_trains_and_scores_as_of_that_date(tmp_path
     assert (trained["version"], trained["as_of"], trained["data_hash"]) == (first["version"], str(d),
                                                                            first["data_hash"]), trained
     assert predictions_md5(wh, d) == scored  # scored by the champion of D, not the live one
-    assert registry.champion_version(wh, spec) == newer and registry.champion_as_of(wh, spec, d) == first["version"]
+    assert champions.champion_version(wh, spec) == newer and champions.champion_as_of(wh, spec, d) == first["version"]
     gate = fetch(wh, "SELECT metrics->'gate'->>'refused' FROM registry.model_versions WHERE version = %s",
                  (first["version"],))[0][0]
     assert gate in ("out_of_order", "no_fair_comparison"), gate  # the re-run never demotes the newer champion

@@ -16,10 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain import explain, registry, scoring
-from airtrain.schema import SchemaBehindError, apply_schema, table_columns, verify_schema
+from airtrain.model import explain
+from airtrain.model.training import features_frame
+from airtrain.registry import champions, versions
+from airtrain.serving import scoring
+from airtrain.serving.tables import table_columns
 from airtrain.spec import parse_spec
-from airtrain.training import features_frame
+from airtrain.steps.schema import apply_schema, verify_schema
+from airtrain.warehouse.ddl import SchemaBehindError
 
 from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, merged, template_project
 
@@ -48,10 +52,10 @@ SPEC = merged(TEST_SPEC, {
 def _score_more_days(p: Project) -> None:
     """The champion scores the days after its training window (the real scoring path, no DAG)."""
     spec, wh = p.spec(), p.warehouse
-    from airtrain import steps
+    from airtrain.steps import retrain
 
-    steps.ingest(wh, spec, SCORED[1:], "more", p.root)
-    steps.validate(wh, spec, SCORED[1:], "more", today=SCORED[-1], reports_root=p.root / "reports")
+    retrain.ingest(wh, spec, SCORED[1:], "more", p.root)
+    retrain.validate(wh, spec, SCORED[1:], "more", today=SCORED[-1], reports_root=p.root / "reports")
     for d in SCORED[1:]:
         scoring.score_date(wh, spec, d, run_id=f"more_{d}", shards=2)
 
@@ -88,8 +92,8 @@ def test_every_scored_row_has_exactly_top_k_spec_features_largest_first(proj):
 
 def test_stored_contributions_agree_with_a_recomputation_by_the_method(proj):
     spec, wh = proj.spec(), proj.warehouse
-    version = registry.champion_version(wh, spec)
-    model = registry.load_artifact(wh, spec, version)
+    version = champions.champion_version(wh, spec)
+    model = versions.load_artifact(wh, spec, version)
     cols = ", ".join(["customer_id", *spec.feature_names])
     feats = pd.DataFrame(fetch(wh, f"SELECT {cols} FROM features.churn WHERE as_of_date = %s "  # noqa: S608
                                    "ORDER BY customer_id LIMIT 5", (SCORED[0],)),

@@ -1,8 +1,9 @@
 """What readers of the warehouse see: the latest-predictions view through champion changes, one
-shadow version per date, and an analyst's read-only login running every query of the README.
+shadow version per date, and an analyst's read-only login running every query of docs/SQL.md and
+every other documentation page.
 
-One module-scoped project (real dag.test() runs, real PostgreSQL), dated so that the README's
-``current_date - 1`` is its last scored day:
+One module-scoped project (real dag.test() runs, real PostgreSQL), dated so that the documented
+queries' ``current_date - 1`` is its last scored day:
 
 * run 1 - a range ending the day before yesterday; its challenger v1 is force-promoted (the gate
   of this module refuses every model on its own, so later challengers stay challengers);
@@ -23,13 +24,15 @@ from urllib.parse import urlsplit
 import psycopg2
 import psycopg2.errors
 import pytest
-from airtrain import invariants, registry, scoring
+from airtrain import invariants
+from airtrain.registry import champions
+from airtrain.serving import scoring
 
 from tests.integration.dagtest import ROOT, fetch, land_days, module_project
 
 pytestmark = pytest.mark.integration
 
-END = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the README's queries ask for current_date - 1
+END = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the documented queries ask for current_date - 1
 DAYS = 12
 START = END - dt.timedelta(days=DAYS - 1)
 ROWS = 300
@@ -68,7 +71,7 @@ def test_the_shadow_holds_the_runs_own_challenger_one_version_per_date(runs):
         assert runs[run]["score_shadow"] == "success", runs[run]
     trained = fetch(p.warehouse, "SELECT version, run_id FROM registry.model_versions ORDER BY 1")
     assert [v for v, _ in trained] == [1, 2, 3], trained
-    assert registry.champion_version(p.warehouse, p.spec()) == 1
+    assert champions.champion_version(p.warehouse, p.spec()) == 1
     # run 2 shadowed yesterday with v2; run 3 (same date) with ITS challenger v3, replacing v2's rows
     assert versions_by_date(p, "churn_shadow") == {END: [3]}
     assert versions_by_date(p, "churn") == {END - dt.timedelta(days=1): [1], END: [1]}
@@ -78,21 +81,35 @@ def test_the_shadow_holds_the_runs_own_challenger_one_version_per_date(runs):
 
 
 # ---------------------------------------------------------------------------------------------
-# the README's SQL, run by an analyst's login
+# the documented SQL, run by an analyst's login
 # ---------------------------------------------------------------------------------------------
 
 OWNER_ONLY = re.compile(r"\bquarantine\.")  # quarantined rows are raw data as received: owner only
+#: on the other pages also the registry's versions (the model artifacts), which docs/SQL.md says the
+#: reader cannot read
+OWNER_ONLY_ELSEWHERE = re.compile(r"\bquarantine\.|\bregistry\.model_versions\b")
+SQL_PAGE = ROOT / "docs" / "SQL.md"
 
 
-def readme_queries() -> list[str]:
-    """Every SQL statement of README.md's "Reading the tables with SQL" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Reading the tables with SQL", 1)[1].split("\n## ", 1)[0]
+def doc_queries(page) -> list[str]:
+    """Every SQL statement of a documentation page's ```sql blocks."""
     statements = []
-    for block in re.findall(r"```sql\n(.*?)```", section, flags=re.S):
+    for block in re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S):
         body = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
         statements += [s.strip() for s in body.split(";") if s.strip()]
     return statements
+
+
+def other_pages_queries() -> dict[str, list[str]]:
+    """The SQL of every other page (README.md, docs/*.md), by page."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return {page.name: q for page in pages if page != SQL_PAGE and (q := doc_queries(page))}
+
+
+def run_as_owner(p, query: str) -> list[tuple]:
+    with p.warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(query)  # no parameters: a documented query's % and ? are SQL, not placeholders
+        return cur.fetchall()
 
 
 def login_url(uri: str, name: str, password: str) -> str:
@@ -118,11 +135,16 @@ def reader_login(runs, pg_server):
         cur.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_every_readme_query_works_for_a_reader_login(runs, reader_login):
+def test_every_documented_query_works_for_a_reader_login(runs, reader_login):
+    """Every query of docs/SQL.md works for an analyst's login (only the quarantine one needs the
+    owner), and so does every query of the other pages, except those reading what the reader may
+    not (quarantine, the model versions): refused for it, they work for the owner."""
     p = runs["project"]
     _, url = reader_login
-    queries = readme_queries()
-    assert len(queries) >= 10, queries  # the section was found and parsed
+    queries = doc_queries(SQL_PAGE)
+    assert len(queries) >= 10, queries  # the page was found and parsed
+    elsewhere = other_pages_queries()
+    assert len(elsewhere.get("RELEASING.md", [])) >= 10, elsewhere  # the release queries are on that page
     shadow_rows = None
     conn = psycopg2.connect(url)  # a real login over TCP with its password (scram)
     conn.autocommit = True
@@ -134,12 +156,24 @@ def test_every_readme_query_works_for_a_reader_login(runs, reader_login):
                 if OWNER_ONLY.search(q):
                     with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                         cur.execute(q)
-                    fetch(p.warehouse, q)  # the README says it needs the owner: it works for the owner
+                    run_as_owner(p, q)  # the page says it needs the owner: it works for the owner
                     continue
                 cur.execute(q)
                 rows = cur.fetchall()
                 if "churn_shadow" in q:
                     shadow_rows = rows
+            for page, page_queries in elsewhere.items():
+                for q in page_queries:
+                    if OWNER_ONLY_ELSEWHERE.search(q):
+                        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                            cur.execute(q)
+                        run_as_owner(p, q)
+                        continue
+                    try:
+                        cur.execute(q)
+                    except psycopg2.Error as e:
+                        raise AssertionError(f"{page}: {q}\n{e}") from e
+                    cur.fetchall()
     finally:
         conn.close()
     # champion vs shadow: one row per entity, for yesterday's scores
@@ -196,7 +230,7 @@ def test_the_latest_view_never_empties_when_the_champion_changes(runs):
     before = latest(p)
     assert before and {r[2] for r in before} == {1}
     # a promotion: v2 is champion, but has not scored anything yet - readers keep v1's predictions
-    registry.promote(wh, spec, 2, action="force_promote", actor="test", reason="new champion", run_id="t1")
+    champions.promote(wh, spec, 2, action="force_promote", actor="test", reason="new champion", run_id="t1")
     assert latest(p) == before
     # v2 scores yesterday: its rows replace v1's of that date in the same swap (a date holds one
     # scoring: no entity is served the older version's score of it); one row per entity
@@ -207,7 +241,7 @@ def test_the_latest_view_never_empties_when_the_champion_changes(runs):
     assert {r[2] for r in after if r[1] < END} == {1}
     assert versions_by_date(p, "churn")[END] == [2]
     # a rollback to v1: v2's rows stay visible until v1 has re-scored, then v1's are the newest
-    registry.promote(wh, spec, 1, action="rollback", actor="test", reason="back to v1", run_id="t3")
+    champions.promote(wh, spec, 1, action="rollback", actor="test", reason="back to v1", run_id="t3")
     assert latest(p) == after
     scoring.score_date(wh, spec, END, run_id="t4")
     assert latest(p) == before and versions_by_date(p, "churn")[END] == [1]

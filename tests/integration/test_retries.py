@@ -135,18 +135,19 @@ def test_every_retrain_step_retried_after_its_commit_succeeds_in_the_same_run(re
 def test_a_publish_retried_after_its_commit_recognises_its_own_work_only(retrain_proj):
     """The core of the publish retry: the stage is gone and the partition holds this run's rows →
     done; any other run's rows → a clear error, nothing changed."""
-    from airtrain import scoring
+    from airtrain.serving import publish, scoring
+    from airtrain.serving.target import ScoringError
 
     p = retrain_proj
     spec, wh = p.spec(), p.warehouse
     d = D - dt.timedelta(days=1)  # validated in the template
     t = scoring.begin(wh, spec, d, run_id="run-a")
     rows = scoring.score_shard(wh, spec, t, run_id="run-a")["rows"]
-    first = scoring.publish(wh, spec, t, rows, run_id="run-a")
-    again = scoring.publish(wh, spec, t, rows, run_id="run-a")  # the retry
+    first = publish.publish(wh, spec, t, rows, run_id="run-a")
+    again = publish.publish(wh, spec, t, rows, run_id="run-a")  # the retry
     assert again["already_published"] is True and again["rows"] == first["rows"] == rows
-    with pytest.raises(scoring.ScoringError, match="does not exist and .* not .* rows of run run-b"):
-        scoring.publish(wh, spec, t, rows, run_id="run-b")
+    with pytest.raises(ScoringError, match="does not exist and .* not .* rows of run run-b"):
+        publish.publish(wh, spec, t, rows, run_id="run-b")
     assert_invariants(p)
 
 

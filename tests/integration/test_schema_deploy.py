@@ -21,10 +21,15 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import yaml
-from airtrain import migrate, scoring, steps
-from airtrain.db import Warehouse
-from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
+from airtrain import migrate
+from airtrain.serving import publish as publishing
+from airtrain.serving import scoring
+from airtrain.serving.target import ScoringTarget, target_for
 from airtrain.spec import load_spec, parse_spec
+from airtrain.steps import release, retrain, schema
+from airtrain.steps.schema import apply_schema, verify_schema
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.ddl import SchemaBehindError
 from psycopg2 import sql
 
 from tests.integration.dagtest import TEST_SPEC, Project, fetch, land_days, merged
@@ -54,12 +59,12 @@ def test_prepare_verifies_and_names_the_migrate_command(warehouse, tmp_path, cap
     spec_dir = _spec_dir(tmp_path)
     spec = load_spec(spec_dir / "churn.yaml")
     with pytest.raises(SchemaBehindError, match="airtrain migrate"):
-        steps.prepare(warehouse, spec, auto_migrate=False)  # nothing applied yet: the daily run creates nothing
+        schema.prepare(warehouse, spec, auto_migrate=False)  # nothing applied yet: the daily run creates nothing
     assert fetch(warehouse, "SELECT to_regclass('registry.schema_migrations')") == [(None,)]
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir), "--check"]) == 1
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0
     assert migrate.main(["--url", warehouse.uri, "--spec-dir", str(spec_dir)]) == 0  # idempotent
-    assert steps.prepare(warehouse, spec, auto_migrate=False)["schema"] == "verified"
+    assert schema.prepare(warehouse, spec, auto_migrate=False)["schema"] == "verified"
     (row,) = fetch(warehouse, "SELECT pipeline, schema_sha256 IS NOT NULL, applied_by = current_user, "
                               "airtrain_version FROM registry.schema_migrations")
     assert row[:3] == ("churn", True, True) and row[3]
@@ -74,7 +79,7 @@ def test_prepare_verifies_and_names_the_migrate_command(warehouse, tmp_path, cap
     data["training"]["random_state"] = 4242
     assert verify_schema(warehouse, parse_spec(data))["schema"] == "verified"
     # the switch for tests and throw-away warehouses applies it instead
-    assert steps.prepare(warehouse, grown, auto_migrate=True)["schema"] == "applied"
+    assert schema.prepare(warehouse, grown, auto_migrate=True)["schema"] == "applied"
     assert verify_schema(warehouse, grown)["schema"] == "verified"
 
 
@@ -120,12 +125,12 @@ def test_task_user_without_createrole_runs_the_daily_steps_beside_a_long_reader(
         # what the old daily prepare did (apply every DDL) waits behind the reader: the view's lock
         with pytest.raises(psycopg2.errors.LockNotAvailable):
             apply_schema(task, spec)
-        assert steps.prepare(task, spec, auto_migrate=False)["schema"] == "verified"  # no DDL: no lock to wait for
-        steps.ingest(task, spec, days, "run-1", p.root)
-        steps.validate(task, spec, days, "run-1", today=days[-1], reports_root=tmp_path / "reports")
-        trained = steps.train(task, spec, days[-1], "run-1")
-        evaluation = steps.evaluate(task, spec, int(trained["version"]), "run-1", days[-1])
-        promoted = steps.promote(task, spec, evaluation, run_id="run-1", actor="test")
+        assert schema.prepare(task, spec, auto_migrate=False)["schema"] == "verified"  # no DDL: no lock to wait for
+        retrain.ingest(task, spec, days, "run-1", p.root)
+        retrain.validate(task, spec, days, "run-1", today=days[-1], reports_root=tmp_path / "reports")
+        trained = retrain.train(task, spec, days[-1], "run-1")
+        evaluation = retrain.evaluate(task, spec, int(trained["version"]), "run-1", days[-1])
+        promoted = release.promote(task, spec, evaluation, run_id="run-1", actor="test")
         assert promoted["promoted"], promoted
         out = scoring.score_date(task, spec, days[-1], run_id="run-1")  # first partition: ATTACH only
         assert out["rows"] == 200
@@ -139,8 +144,8 @@ def test_publish_steps_back_behind_a_long_reader_and_never_queues_readers(wareho
     apply_schema(warehouse, spec)
     as_of = dt.date(2026, 3, 1)
 
-    def staged(run_id: str, score: float, n: int = 50) -> scoring.ScoringTarget:
-        t = scoring.target_for(spec, as_of, 1, "champion", run_id)
+    def staged(run_id: str, score: float, n: int = 50) -> ScoringTarget:
+        t = target_for(spec, as_of, 1, "champion", run_id)
         with warehouse.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
                 sql.Identifier(t.schema, t.stage), sql.Identifier(t.schema, t.table)))
@@ -149,7 +154,7 @@ def test_publish_steps_back_behind_a_long_reader_and_never_queues_readers(wareho
                 sql.Identifier(t.schema, t.stage)), (as_of, score, run_id, n))
         return t
 
-    scoring.publish(warehouse, spec, staged("run-a", 0.1), 50)
+    publishing.publish(warehouse, spec, staged("run-a", 0.1), 50)
     reader = psycopg2.connect(warehouse.uri)
     rc = reader.cursor()
     rc.execute("SELECT count(*) FROM predictions.churn")  # holds ACCESS SHARE until its transaction ends
@@ -157,7 +162,7 @@ def test_publish_steps_back_behind_a_long_reader_and_never_queues_readers(wareho
 
     def publish() -> None:
         try:
-            result["out"] = scoring.publish(warehouse, spec, staged("run-b", 0.9), 50, lock_timeout_ms=200,
+            result["out"] = publishing.publish(warehouse, spec, staged("run-b", 0.9), 50, lock_timeout_ms=200,
                                             max_wait_s=60, backoff_s=0.1)
         except BaseException as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
@@ -187,18 +192,18 @@ def test_publish_gives_up_with_a_clear_retryable_error(warehouse, tmp_path):
     as_of = dt.date(2026, 3, 2)
     targets = []
     for run_id in ("run-a", "run-b"):
-        t = scoring.target_for(spec, as_of, 1, "champion", run_id)
+        t = target_for(spec, as_of, 1, "champion", run_id)
         with warehouse.connect() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
                 sql.Identifier(t.schema, t.stage), sql.Identifier(t.schema, t.table)))
         targets.append(t)
-    scoring.publish(warehouse, spec, targets[0], 0)
+    publishing.publish(warehouse, spec, targets[0], 0)
     reader = psycopg2.connect(warehouse.uri, application_name="analyst")
     try:
         reader.cursor().execute("SELECT count(*) FROM predictions.churn")
-        with pytest.raises(scoring.SwapLockTimeout, match=r"held by pid \d+ \(\w+, analyst"):
-            scoring.publish(warehouse, spec, targets[1], 0, lock_timeout_ms=100, max_wait_s=0.5, backoff_s=0.1)
+        with pytest.raises(publishing.SwapLockTimeout, match=r"held by pid \d+ \(\w+, analyst"):
+            publishing.publish(warehouse, spec, targets[1], 0, lock_timeout_ms=100, max_wait_s=0.5, backoff_s=0.1)
     finally:
         reader.close()
     # nothing was published and the stage is intact: the retry publishes it
-    assert scoring.publish(warehouse, spec, targets[1], 0)["replaced"]
+    assert publishing.publish(warehouse, spec, targets[1], 0)["replaced"]

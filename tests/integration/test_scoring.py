@@ -8,8 +8,11 @@ import time
 
 import psycopg2
 import pytest
-from airtrain import registry, scoring, steps
+from airtrain.registry import champions
+from airtrain.serving import publish, scoring
+from airtrain.serving.target import NoModelError, ScoringError, ScoringTarget
 from airtrain.spec import load_spec
+from airtrain.steps import release, retrain, schema
 
 from tests.integration.dagtest import ROOT, TEST_SPEC, fetch, template_project
 
@@ -24,13 +27,13 @@ ROWS = 600
 def _validate_and_promote(p) -> None:
     """Template set-up (real steps, no DAG): every day validated, a champion trained as of LAST."""
     spec, wh = p.spec(), p.warehouse
-    steps.prepare(wh, spec)
+    schema.prepare(wh, spec)
     dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
-    steps.ingest(wh, spec, dates, "setup", p.root)
-    steps.validate(wh, spec, dates, "setup", today=LAST, reports_root=p.root / "reports")
-    out = steps.train(wh, spec, LAST, "setup")
-    ev = steps.evaluate(wh, spec, out["version"], "setup", LAST)
-    assert steps.promote(wh, spec, ev, run_id="setup", actor="test")["promoted"]
+    retrain.ingest(wh, spec, dates, "setup", p.root)
+    retrain.validate(wh, spec, dates, "setup", today=LAST, reports_root=p.root / "reports")
+    out = retrain.train(wh, spec, LAST, "setup")
+    ev = retrain.evaluate(wh, spec, out["version"], "setup", LAST)
+    assert release.promote(wh, spec, ev, run_id="setup", actor="test")["promoted"]
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ def test_shards_partition_the_entities_exactly_once(trained):
     target = scoring.begin(wh, spec, LAST)
     parts = [scoring.score_shard(wh, spec, target, run_id="r", shard=s, shards=4) for s in range(4)]
     assert sum(p["rows"] for p in parts) == ROWS and all(p["rows"] > 0 for p in parts)
-    scoring.publish(wh, spec, target, ROWS)
+    publish.publish(wh, spec, target, ROWS)
     assert len(keys(wh, LAST)) == ROWS
 
 
@@ -137,8 +140,8 @@ def test_reader_never_sees_zero_rows_or_mixed_runs_during_rewrites(trained):
 
 def test_missing_champion_is_a_clear_error_and_writes_nothing(warehouse):
     spec = load_spec(ROOT / "include/pipelines/churn.yaml")
-    steps.prepare(warehouse, spec)
-    with pytest.raises(scoring.NoModelError, match="no champion model yet"):
+    schema.prepare(warehouse, spec)
+    with pytest.raises(NoModelError, match="no champion model yet"):
         scoring.score_date(warehouse, spec, LAST, run_id="x")
     assert fetch(warehouse, "SELECT count(*) FROM predictions.churn") == [(0,)]
     assert fetch(warehouse, "SELECT count(*) FROM pg_tables WHERE schemaname = 'predictions' "
@@ -156,19 +159,19 @@ def test_bad_feature_columns_are_a_clear_error_and_write_nothing(trained, ddl, m
     before = fetch(wh, "SELECT customer_id, score, run_id FROM predictions.churn ORDER BY 1")
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(ddl)
-    with pytest.raises(scoring.ScoringError, match=message):
+    with pytest.raises(ScoringError, match=message):
         scoring.score_date(wh, spec, LAST, run_id="after")
     assert fetch(wh, "SELECT customer_id, score, run_id FROM predictions.churn ORDER BY 1") == before
 
 
 def test_shadow_scoring_uses_the_challenger(trained):
     wh, spec = trained
-    with pytest.raises(scoring.NoModelError, match="no challenger"):
+    with pytest.raises(NoModelError, match="no challenger"):
         scoring.score_date(wh, spec, LAST, run_id="s", model="challenger", role="shadow")
     worse = spec.model_copy(update={"training": spec.training.model_copy(update={
         "estimator": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.001, "max_iter": 50}})})
-    v2 = steps.train(wh, worse, LAST, "challenger-run")["version"]  # same data, another estimator
-    assert registry.champion_version(wh, spec) == 1 and v2 == 2
+    v2 = retrain.train(wh, worse, LAST, "challenger-run")["version"]  # same data, another estimator
+    assert champions.champion_version(wh, spec) == 1 and v2 == 2
     res = scoring.score_date(wh, spec, LAST, run_id="s", model="challenger", role="shadow")
     assert res["table"] == "predictions.churn_shadow" and res["version"] == 2 and res["rows"] == ROWS
     assert fetch(wh, "SELECT count(*) FROM predictions.churn") == [(0,)]
@@ -214,11 +217,11 @@ def test_shards_follow_the_rows_of_the_date_with_a_max(trained):
     three = with_scoring(rows_per_shard=250)
     target = scoring.begin(wh, three, LAST, run_id="three")
     assert (target.shards, target.rows) == (3, ROWS)
-    assert scoring.ScoringTarget.from_dict(target.as_dict()) == target  # survives XCom
+    assert ScoringTarget.from_dict(target.as_dict()) == target  # survives XCom
     parts = [scoring.score_shard(wh, three, target, run_id="three", shard=s, shards=target.shards)
              for s in range(target.shards)]
     assert sum(p["rows"] for p in parts) == ROWS and all(p["rows"] > 0 for p in parts)
-    assert scoring.publish(wh, three, target, ROWS)["rows"] == ROWS
+    assert publish.publish(wh, three, target, ROWS)["rows"] == ROWS
     assert len(keys(wh, LAST)) == ROWS
     capped = scoring.begin(wh, with_scoring(rows_per_shard=250, max_shards=2), LAST, run_id="capped")
     assert capped.shards == 2

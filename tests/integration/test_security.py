@@ -172,14 +172,16 @@ for k in ("GX_ANALYTICS_ENABLED", "DO_NOT_TRACK", "EVIDENTLY_DISABLE_TELEMETRY")
 sys.path.insert(0, "include")
 import numpy as np, pandas as pd
 from airtrain.spec import load_spec
-from airtrain import simulate, validation, monitoring
+from airtrain import simulate
+from airtrain.data import validation
+from airtrain.monitoring import drift
 spec = load_spec("include/pipelines/churn.yaml")
 d = dt.date(2026, 1, 1)
 raw = simulate.simulate_day(d, rows=200)[0].astype(str)
 validation.validate_batch(raw, spec, d, "t", today=d)
 rng = np.random.default_rng(0)
 ref = pd.DataFrame({"a": rng.normal(size=300)}); cur = pd.DataFrame({"a": rng.normal(size=300)})
-monitoring.evidently_drift(ref, cur, [monitoring.ColumnRule("a", "numerical", "psi", 0.2)], 0.5)
+drift.evidently_drift(ref, cur, [drift.ColumnRule("a", "numerical", "psi", 0.2)], 0.5)
 import great_expectations as gx
 from evidently import telemetry
 print("GX", os.environ.get("GX_ANALYTICS_ENABLED"), gx.get_context(mode="ephemeral").config.analytics_enabled)

@@ -14,9 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain import evolution, migrate, modelcard, monitoring, registry, scoring, steps
-from airtrain.schema import SchemaBehindError, apply_schema, verify_schema
-from airtrain.validation import BatchBlockedError
+from airtrain import migrate
+from airtrain.data.validation import BatchBlockedError
+from airtrain.monitoring import check
+from airtrain.registry import cards, champions
+from airtrain.serving import can_score, publish, scoring
+from airtrain.serving.target import ScoringTarget, target_for
+from airtrain.spec import hashing
+from airtrain.steps import release, retrain, schema
+from airtrain.steps.schema import apply_schema, verify_schema
+from airtrain.warehouse.ddl import SchemaBehindError
 from psycopg2 import sql
 
 from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, template_project
@@ -47,8 +54,8 @@ def _migrate(p: Project) -> int:
 def _validate(p: Project, run_id: str, *, ingest: bool = False) -> list[dict]:
     spec = p.spec()
     if ingest:
-        steps.ingest(p.warehouse, spec, [LAST], run_id, p.root)
-    return steps.validate(p.warehouse, spec, [LAST], run_id, today=LAST, reports_root=p.root / "reports")
+        retrain.ingest(p.warehouse, spec, [LAST], run_id, p.root)
+    return retrain.validate(p.warehouse, spec, [LAST], run_id, today=LAST, reports_root=p.root / "reports")
 
 
 def test_migrate_widens_int_to_float_and_refuses_any_other_type_change(project, capsys):
@@ -70,12 +77,12 @@ def test_migrate_widens_int_to_float_and_refuses_any_other_type_change(project, 
     project.respec(TEST_SPEC, {"features": features(tenure_months={"type": "float"})})
     spec = project.spec()
     with pytest.raises(SchemaBehindError, match=r"widen features\.churn\.tenure_months bigint -> double precision"):
-        steps.prepare(wh, spec, auto_migrate=False)
+        schema.prepare(wh, spec, auto_migrate=False)
     assert _migrate(project) == 0
     assert "columns widened: ['features.churn.tenure_months bigint -> double precision'" in capsys.readouterr().out
     assert fetch(wh, types) == [("features", "double precision"), ("monitoring", "double precision")]
     assert fetch(wh, "SELECT count(*), sum(tenure_months)::bigint FROM features.churn") == before
-    assert steps.prepare(wh, spec, auto_migrate=False)["schema"] == "verified"
+    assert schema.prepare(wh, spec, auto_migrate=False)["schema"] == "verified"
     [summary] = _validate(project, "float-rerun")  # the daily COPY of float values works
     assert not summary["blocked"] and summary["rows_valid"] == ROWS
 
@@ -93,9 +100,9 @@ def test_a_feature_a_live_version_uses_cannot_be_removed_and_a_rollback_checks_f
     project.respec(TEST_SPEC, {"features": features(payment_method={"model_input": False})})
     spec = project.spec()
     assert _migrate(project) == 0
-    v2 = steps.train(wh, spec, LAST, "no-payment")["version"]
-    ev = steps.evaluate(wh, spec, v2, "no-payment", LAST)
-    assert steps.promote(wh, spec, ev, run_id="no-payment", actor="test", force=True,
+    v2 = retrain.train(wh, spec, LAST, "no-payment")["version"]
+    ev = retrain.evaluate(wh, spec, v2, "no-payment", LAST)
+    assert release.promote(wh, spec, ev, run_id="no-payment", actor="test", force=True,
                          reason="payment_method is retired")["promoted"]
     # now it may go: no live version needs it (the column stays, NULL for the dates validated from now on)
     project.respec(TEST_SPEC, {"features": features(payment_method=None)})
@@ -107,11 +114,11 @@ def test_a_feature_a_live_version_uses_cannot_be_removed_and_a_rollback_checks_f
                  (LAST,)) == [(0, ROWS)]
     assert scoring.score_date(wh, spec, LAST, run_id="after-removal")["rows"] == ROWS  # v2 scores without it
     # a rollback to v1, which needs it, is refused before the champion changes
-    assert evolution.score_problems(wh, spec, 1) == [
+    assert can_score.score_problems(wh, spec, 1) == [
         "its model input 'payment_method' is no longer in the spec (validation does not fill it)"]
-    with pytest.raises(evolution.VersionCannotScoreError, match="the rollback to v1 was refused"):
-        steps.rollback(wh, spec, 1, run_id="rb", actor="test", reason="try v1 again")
-    assert registry.champion_version(wh, spec) == v2 and len(registry.promotion_log(wh, spec)) == 2
+    with pytest.raises(can_score.VersionCannotScoreError, match="the rollback to v1 was refused"):
+        release.rollback(wh, spec, 1, run_id="rb", actor="test", reason="try v1 again")
+    assert champions.champion_version(wh, spec) == v2 and len(champions.promotion_log(wh, spec)) == 2
 
 
 def test_a_version_whose_input_has_no_values_on_the_date_cannot_be_rolled_back_to(project):
@@ -119,13 +126,13 @@ def test_a_version_whose_input_has_no_values_on_the_date_cannot_be_rolled_back_t
     spec = project.spec()
     with wh.connect() as conn, conn.cursor() as cur:  # the source stopped filling it (until: would say so)
         cur.execute("UPDATE features.churn SET region = NULL WHERE as_of_date = %s", (LAST,))
-    assert evolution.score_problems(wh, spec, 1, LAST) == [f"its model input 'region' has no value in the {ROWS} "
+    assert can_score.score_problems(wh, spec, 1, LAST) == [f"its model input 'region' has no value in the {ROWS} "
                                                            f"rows of {LAST}"]
-    assert evolution.score_problems(wh, spec, 1, LAST - dt.timedelta(days=1)) == []
+    assert can_score.score_problems(wh, spec, 1, LAST - dt.timedelta(days=1)) == []
 
 
-def _staged(wh, spec, as_of: dt.date, version: int, run_id: str, keys: range) -> scoring.ScoringTarget:
-    t = scoring.target_for(spec, as_of, version, "champion", run_id)
+def _staged(wh, spec, as_of: dt.date, version: int, run_id: str, keys: range) -> ScoringTarget:
+    t = target_for(spec, as_of, version, "champion", run_id)
     with wh.connect() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
             sql.Identifier(t.schema, t.stage), sql.Identifier(t.schema, t.table)))
@@ -142,10 +149,10 @@ def test_a_re_score_of_a_date_replaces_every_other_version_of_that_date(warehous
     spec = load_spec(write_demo_spec(ROOT / "include/pipelines/churn.yaml", tmp_path, TEST_SPEC))
     apply_schema(warehouse, spec)
     d = dt.date(2026, 3, 1)
-    scoring.publish(warehouse, spec, _staged(warehouse, spec, d - dt.timedelta(days=1), 1, "day-before", range(1, 51)))
-    scoring.publish(warehouse, spec, _staged(warehouse, spec, d, 1, "first", range(1, 51)))
+    publish.publish(warehouse, spec, _staged(warehouse, spec, d - dt.timedelta(days=1), 1, "day-before", range(1, 51)))
+    publish.publish(warehouse, spec, _staged(warehouse, spec, d, 1, "first", range(1, 51)))
     # the date re-run under new rules: 10 of its entities are quarantined now, a new champion scores it
-    out = scoring.publish(warehouse, spec, _staged(warehouse, spec, d, 2, "rerun", range(1, 41)))
+    out = publish.publish(warehouse, spec, _staged(warehouse, spec, d, 2, "rerun", range(1, 41)))
     assert out["superseded"] == [f"churn_p{d:%Y%m%d}_v1"]
     assert fetch(warehouse, "SELECT as_of_date, model_version, count(*) FROM predictions.churn GROUP BY 1, 2 "
                             "ORDER BY 1") == [(d - dt.timedelta(days=1), 1, 50), (d, 2, 40)]
@@ -186,13 +193,13 @@ def test_a_spec_change_that_keeps_the_data_is_a_new_version_carrying_its_spec(pr
     wh = project.warehouse
     project.respec(TEST_SPEC, {"validation": {"max_quarantine_fraction": 0.25}})
     spec = project.spec()
-    assert steps.train(wh, spec, LAST, "looser")["version"] == 2  # same data, estimator, params, code: not v1
+    assert retrain.train(wh, spec, LAST, "looser")["version"] == 2  # same data, estimator, params, code: not v1
     (text,), = fetch(wh, "SELECT spec_text FROM registry.model_versions WHERE version = 2")
     assert "max_quarantine_fraction: 0.25" in text and yaml.safe_load(text)["name"] == "churn"
-    card = modelcard.build(wh, spec, 2)
+    card = cards.build(wh, spec, 2)
     assert card["spec"] == {"sha256": card["lineage"]["spec_sha256"], "text": text,
-                            "model_spec_sha256": evolution.model_spec_sha256(spec)}
-    assert "max_quarantine_fraction: 0.25" in modelcard.render_html(card)
+                            "model_spec_sha256": hashing.model_spec_sha256(spec)}
+    assert "max_quarantine_fraction: 0.25" in cards.render_html(card)
 
 
 def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, capsys):
@@ -214,7 +221,7 @@ def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, c
     [summary] = _validate(project, "rerun", ingest=True)
     assert not summary["blocked"] and summary["rows_quarantined"] == int((charges > cap).sum()) > 0
     # the monitor, with the champion v1 (trained under the old rules): the tighter max is not drift ...
-    res = monitoring.run_check(wh, spec, LAST, run_id="monitor", reports_root=project.root / "reports")
+    res = check.run_check(wh, spec, LAST, run_id="monitor", reports_root=project.root / "reports")
     drifted = dict(fetch(wh, "SELECT column_name, drifted FROM monitoring.drift_metrics WHERE window_end = %s "
                              "AND metric LIKE 'drift.%%'", (LAST,)))
     assert drifted["monthly_charges"] is False and drifted["loyalty_score"] is None
@@ -226,14 +233,14 @@ def test_edit_the_spec_migrate_re_run_an_old_date_monitor_and_retrain(project, c
     assert details["reference_rows_excluded"]["monthly_charges"] > 0
     assert details["rule_changes"]["loyalty_score"] == ["added to the spec"]
     # retraining: loyalty_score has no value in the training days - dropped and recorded, never trained as NULLs
-    trained = steps.train(wh, spec, LAST, "retrain")
+    trained = retrain.train(wh, spec, LAST, "retrain")
     assert trained["inputs_dropped"] == ["loyalty_score"]
     (lineage,), = fetch(wh, "SELECT lineage FROM registry.model_versions WHERE version = %s", (trained["version"],))
     assert "loyalty_score" not in lineage["model_inputs"] and "tenure_months" in lineage["model_inputs"]
     assert lineage["inputs_dropped"][0]["feature"] == "loyalty_score"
-    card = modelcard.build(wh, spec, trained["version"])
+    card = cards.build(wh, spec, trained["version"])
     assert [f["model_input"] for f in card["features"] if f["name"] == "loyalty_score"] == [False]
-    assert "no observed value in the training days" in modelcard.render_html(card)
+    assert "no observed value in the training days" in cards.render_html(card)
 
 
 def test_a_rollback_run_to_a_version_that_cannot_score_is_refused_by_check_params(project, airflow_db, capfd):
@@ -244,4 +251,4 @@ def test_a_rollback_run_to_a_version_that_cannot_score_is_refused_by_check_param
     assert str(dr.state) == "failed" and states["check_params"] == "failed" and states["rollback"] != "success"
     assert ("rollback_version 1 cannot score under the current spec: its model input 'payment_method' is no longer "
             "in the spec") in out + err
-    assert len(registry.promotion_log(project.warehouse, project.spec())) == 1
+    assert len(champions.promotion_log(project.warehouse, project.spec())) == 1

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-from airtrain.reports import ReportStore
-from airtrain.schema import apply_schema
 from airtrain.spec import load_specs
+from airtrain.steps.schema import apply_schema
+from airtrain.warehouse.reports import ReportStore
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +145,7 @@ def test_a_user_restricted_to_one_pipeline_in_the_local_stack_cannot_see_another
         manager.init()
         auth = TestClient(manager.get_fastapi_app())  # what the API server mounts at /auth
 
-        def login(user: str) -> dict[str, str]:  # POST /auth/token, as the README says
+        def login(user: str) -> dict[str, str]:  # POST /auth/token, as docs/RELEASING.md says
             r = auth.post("/token", json={"username": user, "password": passwords[user]})
             assert r.status_code == 201, r.text
             return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from airtrain.monitoring import (
+from airtrain.data.gx import ValidationResultError, _rules, gx_validate, parse_gx_results
+from airtrain.data.validation import _type_frame
+from airtrain.monitoring.drift import (
     METHOD_THRESHOLDS,
     PREDICTION,
     ColumnRule,
@@ -26,7 +28,6 @@ from airtrain.monitoring import (
 )
 from airtrain.simulate import simulate_day
 from airtrain.spec import load_spec
-from airtrain.validation import ValidationResultError, _rules, _type_frame, gx_validate, parse_gx_results
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "include/pipelines/churn.yaml")

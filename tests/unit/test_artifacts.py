@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from airtrain import artifacts
-from airtrain.artifacts import (
+from airtrain.model import artifacts
+from airtrain.model.artifacts import (
     ArtifactIntegrityError,
     LibraryVersionMismatchError,
     UntrustedArtifactError,
@@ -107,10 +107,10 @@ def test_the_pipelines_specs_build_need_only_trusted_types(estimator, params):
     from pathlib import Path
 
     import yaml
+    from airtrain.data.features import coerce_features
+    from airtrain.model.training import build_pipeline
     from airtrain.simulate import simulate_day
     from airtrain.spec import parse_spec
-    from airtrain.steps import coerce_features
-    from airtrain.training import build_pipeline
 
     data = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/churn.yaml").read_text())
     data["training"] = {**data["training"], "estimator": estimator, "params": params}

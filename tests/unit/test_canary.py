@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from airtrain.canary import arm_of, decide
+from airtrain.monitoring.canary import decide
+from airtrain.serving.arms import arm_of
 from airtrain.spec import RolloutSpec
 
 RULE = RolloutSpec(strategy="canary", min_labeled=200, bootstrap_samples=400, seed=7)
@@ -46,7 +47,7 @@ def test_margin_makes_it_non_inferiority() -> None:
 
 
 def test_bootstrap_auc_matches_sklearn_on_the_point_estimate() -> None:
-    from airtrain.canary import _samples
+    from airtrain.monitoring.canary import _samples
     from sklearn.metrics import roc_auc_score
 
     y, s = _arm(300, 1.0, 8)

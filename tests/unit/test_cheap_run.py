@@ -29,7 +29,7 @@ warnings.simplefilter("error")
 
 
 @pytest.mark.parametrize("code, ok", [
-    pytest.param("from airtrain.artifacts import skops_io; skops_io()", True, id="through-the-adapter"),
+    pytest.param("from airtrain.model.artifacts import skops_io; skops_io()", True, id="through-the-adapter"),
     pytest.param("import skops.io", False, id="plain-import-warns"),
 ])
 def test_skops_is_imported_without_its_warning_per_scipy_ufunc(code, ok):
@@ -43,7 +43,7 @@ def test_skops_is_imported_without_its_warning_per_scipy_ufunc(code, ok):
 
 
 def test_great_expectations_is_imported_quietly():
-    from airtrain.validation import _gx
+    from airtrain.data.gx import _gx
 
     logging.getLogger("great_expectations").setLevel(logging.INFO)
     _gx()

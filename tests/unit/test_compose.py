@@ -594,7 +594,7 @@ def test_the_tested_celery_stack_keeps_the_three_locations_in_its_s3_bucket_as_c
 
 
 def test_every_documented_setting_in_env_reaches_every_component_of_the_local_stack(monkeypatch):
-    """Issue 20 item 11: a setting in .env (.env.example documents them; README "Configuration") is
+    """Issue 20 item 11: a setting in .env (.env.example documents them; docs/OPERATING.md "Settings reach every component") is
     what each component the supervisor starts runs with - for both executors, workers included."""
     documented = set(re.findall(r"^#?\s*((?:AIRTRAIN|AIRFLOW_CONN|AIRFLOW_VAR|AIRFLOW_)_?\w+)=", EXAMPLE, re.M))
     settings = {k for k in documented if k.startswith(("AIRTRAIN_", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))}

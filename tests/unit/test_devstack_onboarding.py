@@ -82,18 +82,30 @@ def test_check_and_pg_restart_are_make_targets_and_commands(devstack):
     assert exit_.value.code == 0
 
 
-def test_the_readme_says_how_to_get_the_token_its_rest_examples_use():
-    """Every ``$TOKEN`` in the README comes after the command that gets one (``POST /auth/token`` of
-    Airflow 3's SimpleAuthManager, whose route and body the installed Airflow has)."""
+def test_the_docs_say_how_to_get_the_token_their_rest_examples_use():
+    """Every ``$TOKEN`` of docs/RELEASING.md's REST examples comes after the command that gets one
+    (``POST /auth/token`` of Airflow 3's SimpleAuthManager, whose route and body the installed Airflow
+    has), and any other page that uses ``$TOKEN`` links there; the commands and settings of the local
+    stack are documented on the pages the README links."""
     from airflow.api_fastapi.auth.managers.simple.datamodels.login import LoginBody
     from airflow.api_fastapi.auth.managers.simple.routes.login import login_router
 
-    readme = (ROOT / "README.md").read_text()
-    get = readme.index('TOKEN=$(curl -s -X POST "$AIRFLOW/auth/token"')
-    assert readme.index("$TOKEN") > get
-    assert '\\"username\\": \\"admin\\", \\"password\\": \\"$AIRFLOW_ADMIN_PASSWORD\\"' in readme[get:get + 300]
+    releasing = (ROOT / "docs/RELEASING.md").read_text()
+    get = releasing.index('TOKEN=$(curl -s -X POST "$AIRFLOW/auth/token"')
+    assert releasing.index("$TOKEN") > get
+    assert '\\"username\\": \\"admin\\", \\"password\\": \\"$AIRFLOW_ADMIN_PASSWORD\\"' in releasing[get:get + 300]
+    assert "### Answering through the REST API" in releasing[:get]
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if "$TOKEN" in text and page.name != "RELEASING.md":
+            assert "RELEASING.md#answering-through-the-rest-api)" in text, f"{page.name} uses $TOKEN: say how to get it"
     assert ("POST", "/token") in {(m, r.path) for r in login_router.routes for m in r.methods}
     assert set(LoginBody.model_fields) == {"username", "password"}
-    for text in ("make check", "make pg-restart", "AIRFLOW_USERS=vera:viewer,alice:viewer:telco_*", "DEMO_DAYS=0",
-                 "**Consecutive windows** are windows that follow each other without overlapping"):
-        assert text in readme, text
+    readme = (ROOT / "README.md").read_text()
+    for page, text in [("docs/OPERATING.md", "make check"), ("docs/OPERATING.md", "make pg-restart"),
+                       ("docs/OPERATING.md", "AIRFLOW_USERS=vera:viewer,alice:viewer:telco_*"),
+                       ("README.md", "DEMO_DAYS=0"),
+                       ("docs/MONITORING.md", "**Consecutive windows** are windows that follow each other without "
+                                              "overlapping")]:
+        assert text in (ROOT / page).read_text(), (page, text)
+        assert page == "README.md" or f"]({page})" in readme, f"the README does not link {page}"

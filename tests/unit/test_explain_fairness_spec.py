@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airtrain.explain import Importance, compare
+from airtrain.model.explain import Importance, compare
 from airtrain.spec import SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

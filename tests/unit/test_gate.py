@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from airtrain.gate import decide, fair_window, trained_window
+from airtrain.model.gate import decide, fair_window, trained_window
 from airtrain.spec import GateSpec
 
 AUC = GateSpec(metric="roc_auc", threshold=0.7, max_regression_abs=0.01)

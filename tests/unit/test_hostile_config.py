@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airtrain.db import ident
 from airtrain.spec import SpecError, parse_spec
+from airtrain.warehouse.connection import ident
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())

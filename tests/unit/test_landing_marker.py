@@ -12,8 +12,7 @@ import json
 import logging
 
 import pytest
-from airtrain.ingest import (
-    file_incomplete,
+from airtrain.data.ingest import (
     incomplete_landing_files,
     landing_incomplete,
     marker_relpath,
@@ -23,7 +22,7 @@ from airtrain.spec import SpecError, parse_spec
 
 D = dt.date(2026, 3, 4)
 FULL = b"customer_id,tenure_months\n1,5\n2,7\n3,9\n"
-HALF = FULL[: FULL.index(b"2,7") ]  # cut at a line end: a well-formed CSV with fewer rows
+HALF = FULL[: FULL.index(b"2,7")]  # cut at a line end: a well-formed CSV with fewer rows
 BUCKET = "airtrain-marker-test"
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain.monitoring import ColumnRule, PastWindow, column_rules, decide, evidently_drift, prediction_rule
+from airtrain.monitoring.drift import ColumnRule, column_rules, evidently_drift, prediction_rule
+from airtrain.monitoring.windows import PastWindow, decide
 from airtrain.spec import SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +103,10 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one(tmp_path):
     assert rules[3].drifted(scores["prediction"]) is False
     # the report is written the way the monitor writes it, and it is a real Evidently report
 
-    from airtrain.monitoring import Decision, report_html
-    from airtrain.reports import ReportStore
+    from airtrain.monitoring.check import report_html
+    from airtrain.monitoring.windows import Decision
     from airtrain.spec import load_spec
+    from airtrain.warehouse.reports import ReportStore
 
     spec = load_spec(Path(__file__).resolve().parents[2] / "include/pipelines/churn.yaml")
     day = dt.date(2026, 3, 1)

@@ -15,9 +15,9 @@ import traceback
 from pathlib import Path
 
 import pytest
-from airtrain.ingest import missing_landing_files, source_path, source_relpath
-from airtrain.reports import ReportNotFound
+from airtrain.data.ingest import missing_landing_files, source_path, source_relpath
 from airtrain.spec import parse_spec
+from airtrain.warehouse.reports import ReportNotFound
 
 D = dt.date(2026, 1, 5)
 BUCKET = "airtrain-test"
@@ -63,7 +63,7 @@ def files_spec():
 
 
 def test_default_store_is_the_reports_folder_as_a_file_url(tmp_path, monkeypatch):
-    from airtrain_airflow.runtime import report_store, reports_url
+    from airtrain_airflow.storage import report_store, reports_url
 
     monkeypatch.delenv("AIRTRAIN_REPORTS_URL", raising=False)
     monkeypatch.setenv("AIRTRAIN_REPORTS_DIR", str(tmp_path / "reports"))
@@ -101,7 +101,7 @@ def ui_client(monkeypatch):
 
 
 def test_a_report_a_worker_wrote_to_s3_is_served_by_the_ui(tmp_path, monkeypatch, s3, ui_client):
-    from airtrain_airflow.runtime import report_store
+    from airtrain_airflow.storage import report_store
 
     local = tmp_path / "reports"
     monkeypatch.setenv("AIRTRAIN_REPORTS_DIR", str(local))  # set, but the URL wins
@@ -129,7 +129,7 @@ def test_a_report_a_worker_wrote_to_s3_is_served_by_the_ui(tmp_path, monkeypatch
 
 def test_a_wrong_bucket_fails_naming_the_url_and_the_connection_never_a_credential(monkeypatch, s3_endpoint,
                                                                                    ui_client, caplog):
-    from airtrain_airflow.runtime import ObjectStoreError, landing_root, report_store
+    from airtrain_airflow.storage import ObjectStoreError, landing_root, report_store
 
     secret = "s3cr3t-Key-0f-the-store"  # noqa: S105 - the credential that must never be printed
     monkeypatch.setenv("AIRFLOW_CONN_STORE", json.dumps({
@@ -158,7 +158,7 @@ def test_a_wrong_bucket_fails_naming_the_url_and_the_connection_never_a_credenti
 
 @pytest.mark.parametrize("remote", [pytest.param(False, id="file-url"), pytest.param(True, id="s3-url")])
 def test_landing_files_are_found_and_read_through_the_landing_url(tmp_path, monkeypatch, s3, remote):
-    from airtrain_airflow.runtime import landing_root
+    from airtrain_airflow.storage import landing_root
     from airtrain_airflow.triggers import LandingFilesTrigger
 
     spec = files_spec()

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain.explain import ExplainError, contributions, explanation_arrays, reference_values, top_k
+from airtrain.model.explain import ExplainError, contributions, explanation_arrays, reference_values, top_k
+from airtrain.model.training import build_pipeline, features_frame
 from airtrain.spec import SpecError, parse_spec
-from airtrain.training import build_pipeline, features_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())

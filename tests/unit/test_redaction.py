@@ -1,4 +1,4 @@
-"""No secret in any output: the one redaction function (``airtrain.db.redact_text``) and the error paths
+"""No secret in any output: the one redaction function (``airtrain.warehouse.redact_text``) and the error paths
 that print keys or connection strings without a database (the ones with one are in
 tests/integration/test_no_secret_in_output.py)."""
 
@@ -9,8 +9,9 @@ import traceback
 
 import psycopg2
 import pytest
-from airtrain.artifacts import ArtifactSignatureError, parse_keys
-from airtrain.db import Warehouse, redact_exception, redact_text
+from airtrain.model.artifacts import ArtifactSignatureError, parse_keys
+from airtrain.warehouse.connection import Warehouse
+from airtrain.warehouse.redaction import redact_exception, redact_text
 
 SECRET = "Zq9-hunter2-SEEDED"
 

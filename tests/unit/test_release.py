@@ -8,7 +8,8 @@ import datetime as dt
 
 import pytest
 import yaml
-from airtrain import release
+from airtrain.monitoring import windows
+from airtrain.registry import approvals
 from airtrain.spec import SpecError, parse_spec
 
 from tests.unit.test_spec import GOOD
@@ -24,7 +25,7 @@ def test_every_published_date_of_this_pipeline_is_a_window_oldest_first_once():
     extras = [{"pipeline": "churn", "date": "2026-03-02"}, {"pipeline": "other", "date": "2026-03-09"},
               {"pipeline": "churn", "date": "2026-03-04"}, {"pipeline": "churn", "date": "2026-03-03"},
               {"pipeline": "churn", "date": "2026-03-02"}]  # a date published twice (a re-run) is checked once
-    assert release.dates_from_events("churn", extras) == [dt.date(2026, 3, 2), dt.date(2026, 3, 3),
+    assert windows.dates_from_events("churn", extras) == [dt.date(2026, 3, 2), dt.date(2026, 3, 3),
                                                           dt.date(2026, 3, 4)]
 
 
@@ -32,8 +33,8 @@ def test_every_published_date_of_this_pipeline_is_a_window_oldest_first_once():
                                     [{"pipeline": "churn", "date": "yesterday"}], [None]],
                          ids=["none", "other-pipeline", "no-date", "bad-date", "no-extra"])
 def test_events_without_a_published_date_fail_closed(extras):
-    with pytest.raises(release.NoPublishedDateError, match="trigger it again with a 'date'"):
-        release.dates_from_events("churn", extras)
+    with pytest.raises(windows.NoPublishedDateError, match="trigger it again with a 'date'"):
+        windows.dates_from_events("churn", extras)
 
 
 @pytest.mark.parametrize(("chosen", "by", "params", "expected"), [
@@ -45,7 +46,7 @@ def test_events_without_a_published_date_fail_closed(extras):
                  {"decision": "timed_out", "responded_by": None, "comment": None}, id="timeout-default"),
 ])
 def test_decision_from_a_hitl_response(chosen, by, params, expected):
-    assert release.decision_from_response(chosen, by, params) == expected
+    assert approvals.decision_from_response(chosen, by, params) == expected
 
 
 def test_the_request_body_compares_every_metric_and_lists_the_checks():
@@ -54,7 +55,7 @@ def test_the_request_body_compares_every_metric_and_lists_the_checks():
     evaluation = {"version": 3, "champion_version": 2, "challenger": {m: 0.8 for m in metrics},
                   "challenger_compared": {m: 0.81 for m in metrics}, "champion": {m: 0.79 for m in metrics},
                   "comparison": {"compared": ["2026-03-01", "2026-03-07"], "rows": 700}}
-    body = release.approval_body(spec, evaluation, {"passed": True, "checks": [{"message": "roc_auc ok | <b>"}]},
+    body = approvals.approval_body(spec, evaluation, {"passed": True, "checks": [{"message": "roc_auc ok | <b>"}]},
                                  [{"slice": "region=south", "challenger": 0.7, "champion": 0.75, "n_rows": 90}],
                                  {"Validation report 2026-03-07": "/airtrain/reports/churn/validation/2026-03-07"})
     assert "promote challenger **v3** over champion **v2**" in body

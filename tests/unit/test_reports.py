@@ -1,9 +1,9 @@
-"""The report store (airtrain.reports): the one place reports are written and read."""
+"""The report store (airtrain.warehouse.reports): the one place reports are written and read."""
 
 from __future__ import annotations
 
 import pytest
-from airtrain.reports import ReportNotFound, ReportStore, with_title
+from airtrain.warehouse.reports import ReportNotFound, ReportStore, with_title
 
 
 def test_save_then_read_replaces_and_stays_inside_the_root(tmp_path):

@@ -122,7 +122,7 @@ def test_the_spec_written_for_a_sample_reads_its_dates_as_validation_does(tmp_pa
     import datetime as dt
 
     import pandas as pd
-    from airtrain.validation import _cast
+    from airtrain.data.validation import _cast
 
     sample = bike_sample(tmp_path, days=3)
     _, data = build_spec(read_sample(sample), name="bikes", target="cnt", key="instant", date_column=None,

@@ -177,7 +177,7 @@ def test_derived_names_fit_postgres_for_the_longest_pipeline_name():
         assert len(table.encode()) <= 63 and check_identifier(table)
     import datetime as dt
 
-    from airtrain.scoring import target_for
+    from airtrain.serving.target import target_for
 
     t = target_for(s, dt.date(2026, 1, 1), 99999, "shadow")
     assert len(f"{t.partition}_pkey") <= 63 and len(f"{t.stage}_pkey") <= 63
@@ -298,7 +298,7 @@ def test_an_unset_drop_trigger_is_off_for_a_metric_in_the_targets_units():
 
 
 def test_a_drop_is_towards_worse_for_either_direction():
-    from airtrain.monitoring import performance_drop
+    from airtrain.monitoring.performance import performance_drop
 
     assert performance_drop("rmse", 80.0, 40.0) == 40.0  # the error rose: a drop of 40 in RMSE units
     assert performance_drop("rmse", 30.0, 40.0) == -10.0  # better

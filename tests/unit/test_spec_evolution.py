@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from airtrain import evolution
-from airtrain.ingest import optional_columns
-from airtrain.monitoring import ColumnRule, _drift_notes, evidently_drift
+from airtrain.data.ingest import optional_columns
+from airtrain.data.validation import validate_batch
+from airtrain.model import training
+from airtrain.monitoring import drift, reference
+from airtrain.monitoring.check import _drift_notes
+from airtrain.monitoring.drift import ColumnRule, evidently_drift
 from airtrain.simulate import simulate_day
-from airtrain.spec import SpecError, load_spec, parse_spec
-from airtrain.validation import validate_batch
+from airtrain.spec import SpecError, hashing, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = json.loads(load_spec(ROOT / "include/pipelines/churn.yaml").model_dump_json(by_alias=True))
@@ -81,15 +83,15 @@ def test_until_lets_a_column_stop_arriving(day):
 
 
 def test_inputs_without_observed_values_are_found_and_dropped():
-    from airtrain.training import train
+    from airtrain.model.training import train
 
     spec = spec_with({"name": "loyalty_score", "type": "float", "nullable": True},
                      training={"min_rows": 10, "params": {"max_iter": 10}})
     rng = np.random.default_rng(0)
     parts = [simulate_day(D + dt.timedelta(days=i), rows=60)[0] for i in range(3)]
     df = pd.concat(parts, ignore_index=True).assign(loyalty_score=np.nan, churned=rng.integers(0, 2, 180))
-    assert evolution.unobserved_inputs(df, spec) == ["loyalty_score"]
-    eff = evolution.without_inputs(spec, ["loyalty_score"])
+    assert training.unobserved_inputs(df, spec) == ["loyalty_score"]
+    eff = training.without_inputs(spec, ["loyalty_score"])
     assert "loyalty_score" not in eff.model_feature_names and "loyalty_score" in eff.feature_names
     result = train(eff, df)
     assert "loyalty_score" not in list(result.model.feature_names_in_)
@@ -107,7 +109,7 @@ def test_a_column_without_values_in_the_reference_is_skipped_not_drift():
     rules = [ColumnRule("a", "numerical", "psi", 0.2), ColumnRule("c", "categorical", "jensenshannon", 0.1)]
     scores, _ = evidently_drift(ref, cur, [*rules, ColumnRule("prediction", "numerical", "psi", 0.2)], 0.5)
     assert scores["c"] is None and scores["a"] is not None  # all-NULL vs values is not "drift"
-    skipped = evolution.drift_skips(ref, cur, rules)
+    skipped = drift.drift_skips(ref, cur, rules)
     assert skipped == {"c": "0 observed values in the reference"}
     note = _drift_notes(3, skipped, {}, {}, [])
     assert note == ["not checked: c (0 observed values in the reference of v3)"]
@@ -132,17 +134,17 @@ def test_the_reference_is_filtered_by_the_current_rules_and_rule_changes_are_nam
                         "internet_service": ["dsl"] * 6,
                         "monthly_charges": [50.0, 99.0, 150.0, 400.0, 20.0, 30.0],
                         "region": ["north", "west", "south", "east", "north", "west"]})
-    kept, excluded = evolution.under_current_rules(ref, tight)
+    kept, excluded = reference.under_current_rules(ref, tight)
     assert kept["customer_id"].tolist() == [0, 4]
     assert excluded == {"monthly_charges": 2, "region": 2}
-    assert evolution.under_current_rules(ref, parse_spec(old))[1] == {}  # the old rules keep every row
+    assert reference.under_current_rules(ref, parse_spec(old))[1] == {}  # the old rules keep every row
     for f in data["features"]:  # a warn rule keeps its failing rows in every window: it filters nothing
         f["on_fail"] = "warn" if f["name"] == "monthly_charges" else f.get("on_fail", "quarantine")
-    assert evolution.under_current_rules(ref, parse_spec(data))[1] == {"region": 2}
-    changes = evolution.rule_changes(old, tight)
+    assert reference.under_current_rules(ref, parse_spec(data))[1] == {"region": 2}
+    changes = reference.rule_changes(old, tight)
     assert changes == {"monthly_charges": ["max 500 -> 100"],
                        "region": ["allowed ['north', 'south', 'east', 'west'] -> ['north', 'south', 'east']"]}
-    assert evolution.rule_changes(None, tight) == {}  # a version older than stored specs: nothing to compare
+    assert reference.rule_changes(None, tight) == {}  # a version older than stored specs: nothing to compare
     note = _drift_notes(1, {}, excluded, changes, ["monthly_charges"])
     assert "rules changed since v1 was trained (monthly_charges: max 500 -> 100" in note[0]
     assert note[0].endswith("drifted despite that: monthly_charges")
@@ -160,17 +162,17 @@ def test_the_reference_is_filtered_by_the_current_rules_and_rule_changes_are_nam
     pytest.param({"training": {"params": {"max_iter": 10}}}, False, id="params"),
 ])
 def test_the_reuse_key_covers_what_shapes_the_model(change, same):
-    assert (evolution.model_spec_sha256(spec_with(**change)) == evolution.model_spec_sha256(spec_with())) is same
+    assert (hashing.model_spec_sha256(spec_with(**change)) == hashing.model_spec_sha256(spec_with())) is same
 
 
 def test_feature_rules_and_types_change_the_reuse_key_and_the_spec_text_round_trips():
-    base = evolution.model_spec_sha256(spec_with())
+    base = hashing.model_spec_sha256(spec_with())
     data = json.loads(json.dumps(BASE))
     data["features"][0]["max"] = 60
-    assert evolution.model_spec_sha256(parse_spec(data)) != base
+    assert hashing.model_spec_sha256(parse_spec(data)) != base
     data = json.loads(json.dumps(BASE))
     data["features"][0]["type"] = "float"
-    assert evolution.model_spec_sha256(parse_spec(data)) != base
-    text = evolution.spec_text(load_spec(ROOT / "include/pipelines/churn.yaml"))
+    assert hashing.model_spec_sha256(parse_spec(data)) != base
+    text = hashing.spec_text(load_spec(ROOT / "include/pipelines/churn.yaml"))
     assert parse_spec(yaml.safe_load(text)) == load_spec(ROOT / "include/pipelines/churn.yaml")
     assert "random_state: 42" in text and "sample_rows: 50000" in text

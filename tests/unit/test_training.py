@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from airtrain.evaluation import evaluate, predict_scores
+from airtrain.model.evaluation import evaluate, predict_scores
+from airtrain.model.training import InsufficientDataError, TrainingError, build_pipeline, split_by_time, train
 from airtrain.simulate import simulate_day
 from airtrain.spec import load_spec, parse_spec
-from airtrain.training import InsufficientDataError, TrainingError, build_pipeline, split_by_time, train
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = json.loads(load_spec(ROOT / "include/pipelines/churn.yaml").model_dump_json(by_alias=True))
@@ -124,7 +124,7 @@ def test_regression_task(frame):
     pytest.param(pd.Series(["True", "false", None], dtype=object), [1.0, 0.0, None], id="text"),
 ])
 def test_bool_features_keep_their_values_in_every_representation(frame, column, expected):
-    from airtrain.training import features_frame
+    from airtrain.model.training import features_frame
 
     df = frame.head(3).copy()
     df["senior_citizen"] = column.to_numpy()
@@ -135,7 +135,7 @@ def test_bool_features_keep_their_values_in_every_representation(frame, column, 
 
 def test_no_feature_is_lost_to_all_missing_in_training(frame):
     """Every numeric/bool feature must reach the model (the imputer learns a statistic for each)."""
-    from airtrain.steps import coerce_features
+    from airtrain.data.features import coerce_features
 
     spec = spec_with()
     df = coerce_features(frame, spec)  # the dtypes training sees when it reads the warehouse

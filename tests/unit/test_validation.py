@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from airtrain.data.validation import BatchBlockedError, validate_batch
 from airtrain.simulate import corrupt, simulate_day
 from airtrain.spec import load_spec, parse_spec
-from airtrain.validation import BatchBlockedError, validate_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "include/pipelines/churn.yaml")

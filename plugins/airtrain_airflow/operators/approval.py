@@ -1,5 +1,5 @@
 """Human approval of a promotion, on Airflow's own human-in-the-loop operator (spec key
-``promotion.approval: required``; see :mod:`airtrain.release`)."""
+``promotion.approval: required``; see :mod:`airtrain.registry.approvals`)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         return {k: v for k, v in super().serialized_params.items() if k in self.FORM}
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        from airtrain import release
+        from airtrain.steps import release
 
         from airtrain_airflow.runtime import record_approval
 

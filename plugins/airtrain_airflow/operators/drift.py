@@ -1,4 +1,4 @@
-"""Drift monitoring operator (see :mod:`airtrain.monitoring`)."""
+"""Drift monitoring operator (see :mod:`airtrain.steps.monitor` and :mod:`airtrain.monitoring`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 
+from airtrain_airflow import links
+
 
 def report_url(pipeline: str, report_id: str | None) -> str:
     """Where the UI plugin serves a drift report (``/airtrain/reports/<pipeline>/drift/<report_id>``)."""
-    from airtrain_airflow.links import report_url as _url
-
-    return _url(pipeline, "drift", report_id)
+    return links.report_url(pipeline, "drift", report_id)
 
 
 class DriftReportLink(BaseOperatorLink):
@@ -51,10 +51,11 @@ class DriftCheckOperator(BaseOperator):
         self.window_end = window_end
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airtrain import monitoring
         from airtrain.dates import resolve_partition
+        from airtrain.steps import monitor
 
-        from airtrain_airflow.runtime import fail_fast, report_store, spec_for, warehouse_for
+        from airtrain_airflow.runtime import fail_fast, spec_for, warehouse_for
+        from airtrain_airflow.storage import report_store
 
         with fail_fast():
             spec = spec_for(self.pipeline)
@@ -65,8 +66,8 @@ class DriftCheckOperator(BaseOperator):
 
             raise AirflowFailException(str(exc)) from exc
         with fail_fast():
-            result = monitoring.check_windows(warehouse_for(spec), spec, ends, run_id=context["run_id"],
-                                              reports_root=report_store())
+            result = monitor.check_windows(warehouse_for(spec), spec, ends, run_id=context["run_id"],
+                                           reports_root=report_store())
         result["report_url"] = report_url(spec.name, result.get("report_id"))
         for w in result["windows"]:
             self.log.info("%s window %s: %s", spec.name, w["window_end"], w["decision"])
@@ -80,26 +81,24 @@ class DriftCheckOperator(BaseOperator):
         monitor run was busy - plus any published date after the newest checked one that no monitor
         run checked; else (a time run) the day before the logical date, checked only once its
         predictions are published (with the same catch-up)."""
-        from airtrain import monitoring, release
+        from airtrain.steps import monitor
 
-        from airtrain_airflow.runtime import triggering_extras, warehouse_for
+        from airtrain_airflow.runtime import run_instant, triggering_extras, warehouse_for
 
         if self.window_end:
             return [resolve_partition(self.window_end, None, spec.schedule.timezone)]
         extras = triggering_extras(context)
         wh = warehouse_for(spec)
         if extras:
-            dates = release.dates_from_events(spec.name, extras)
+            dates = monitor.dates_from_events(spec.name, extras)
             if len(dates) > 1:
                 self.log.info("this run consumed publish events of %s dates: checking each, oldest first: %s",
                               len(dates), ", ".join(str(d) for d in dates))
-            return monitoring.windows_to_check(wh, spec, dates, run_id=context["run_id"])
-        from airtrain_airflow.runtime import run_instant
-
+            return monitor.windows_to_check(wh, spec, dates, run_id=context["run_id"])
         end = resolve_partition(None, run_instant(context), spec.schedule.timezone)
-        if not release.is_published(wh, spec, end):
+        if not monitor.is_published(wh, spec, end):
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"predictions of {end} are not published yet: the window is not checked "
                                        "(the publish event will start a monitor run)")
-        return monitoring.windows_to_check(wh, spec, [end], run_id=context["run_id"])
+        return monitor.windows_to_check(wh, spec, [end], run_id=context["run_id"])

@@ -1,4 +1,4 @@
-"""Waiting for landing files that may still arrive (see :func:`airtrain.ingest.landing_deadline`)."""
+"""Waiting for landing files that may still arrive (see :func:`airtrain.data.ingest.landing_deadline`)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,15 @@ class LandingFileSensor(BaseOperator):
         import datetime as dt
 
         from airflow.sdk.exceptions import AirflowFailException
-        from airtrain.ingest import incomplete_landing_files, landing_deadline, marker_relpath, source_relpath
+        from airtrain.steps.retrain import (
+            incomplete_landing_files,
+            landing_deadline,
+            marker_relpath,
+            source_relpath,
+        )
 
-        from airtrain_airflow.runtime import landing_root, landing_url, spec_for
+        from airtrain_airflow.runtime import spec_for
+        from airtrain_airflow.storage import landing_root, landing_url
         from airtrain_airflow.triggers import LandingFilesTrigger
 
         spec = spec_for(self.pipeline)

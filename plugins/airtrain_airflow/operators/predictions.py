@@ -1,4 +1,4 @@
-"""Batch predictions written back to the warehouse (see :mod:`airtrain.scoring`)."""
+"""Batch predictions written back to the warehouse (see :mod:`airtrain.steps.serving`)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 
-def _target(value: Any):
-    from airtrain.scoring import ScoringTarget
-
-    return value if isinstance(value, ScoringTarget) else ScoringTarget.from_dict(dict(value))
-
-
 class BatchPredictionOperator(BaseOperator):
     """Score one date of a pipeline's validated features with a registry model and write the
     predictions to ``predictions.<pipeline>`` (or the ``_shadow`` table).
 
     Standalone (``target`` not given) it does everything: create a stage table, score every shard,
     swap the stage table in as the date's partition in one transaction. Scaled out, a task creates
-    the stage table (:func:`airtrain.scoring.begin`), this operator is mapped over ``shard`` with
+    the stage table (:func:`airtrain.steps.serving.begin_scoring`), this operator is mapped over ``shard`` with
     ``.partial(target=...).expand(shard=[...])``, and :class:`PublishPredictionsOperator` swaps it in.
 
     :param pipeline: the spec name (``include/pipelines/<pipeline>.yaml``).
@@ -60,7 +54,7 @@ class BatchPredictionOperator(BaseOperator):
     def _score(self, spec: Any, context: Context) -> dict[str, Any]:
         import datetime as dt
 
-        from airtrain import scoring
+        from airtrain.steps import serving
 
         from airtrain_airflow.runtime import warehouse_for
 
@@ -70,23 +64,16 @@ class BatchPredictionOperator(BaseOperator):
             if not self.as_of:
                 raise ValueError("as_of is required when the operator runs standalone")
             try:
-                result = scoring.score_date(wh, spec, dt.date.fromisoformat(str(self.as_of)), run_id=run_id,
+                result = serving.score_date(wh, spec, dt.date.fromisoformat(str(self.as_of)), run_id=run_id,
                                             model=self.model, role=self.role, shards=self.shards)
-            except scoring.NoModelError as exc:
+            except serving.NoModelError as exc:
                 if not self.skip_if_no_model:
                     raise
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException(str(exc)) from exc
-        elif "canary" in dict(self.target):  # a running canary: both arms (airtrain.canary)
-            from airtrain import canary
-
-            result = canary.score_shard(wh, spec, dict(self.target), run_id=run_id, shard=self.shard,
-                                        shards=int(dict(self.target).get("shards") or self.shards))
-        else:
-            target = _target(self.target)
-            shards = target.shards if "shards" in dict(self.target) else self.shards
-            result = scoring.score_shard(wh, spec, target, run_id=run_id, shard=self.shard, shards=shards)
+        else:  # a shard of the target begin_scoring made (both arms of a running canary)
+            result = serving.score_shard(wh, spec, self.target, run_id=run_id, shard=self.shard, shards=self.shards)
         self.log.info("predictions: %s", result)
         return result
 
@@ -95,7 +82,7 @@ class PublishPredictionsOperator(BaseOperator):
     """Swap a scored stage table in as the date's prediction partition (one transaction).
 
     :param pipeline: the spec name.
-    :param target: the stage created by :func:`airtrain.scoring.begin` (dict). (templated)
+    :param target: the stage created by ``begin_scoring`` (dict). (templated)
     :param shard_results: the mapped :class:`BatchPredictionOperator` results; their row counts must
         add up to the stage table's, or nothing is published. (templated)
     """
@@ -110,23 +97,14 @@ class PublishPredictionsOperator(BaseOperator):
         self.shard_results = shard_results
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airtrain import scoring
+        from airtrain.steps import serving
 
         from airtrain_airflow.runtime import fail_fast, spec_for, warehouse_for
 
-        expected = None
-        if self.shard_results is not None:
-            expected = sum(int(r["rows"]) for r in self.shard_results)
         with fail_fast():
             spec = spec_for(self.pipeline)
-            if isinstance(self.target, dict) and "canary" in self.target:  # both arms in one swap
-                from airtrain import canary
-
-                result = canary.publish(warehouse_for(spec), spec, self.target, self.shard_results,
-                                        run_id=context["run_id"])
-            else:
-                result = scoring.publish(warehouse_for(spec), spec, _target(self.target), expected,
-                                         run_id=context["run_id"])
+            result = serving.publish_predictions(warehouse_for(spec), spec, self.target, self.shard_results,
+                                                 run_id=context["run_id"])
         self.log.info("published %s", result)
         self._announce(spec, result, context)
         return result

@@ -30,7 +30,7 @@ class ValidationReportLink(BaseOperatorLink):
 
 
 class ValidateOperator(BaseOperator):
-    """Validate the run's partitions (``airtrain.steps.validate``): valid rows to the features table,
+    """Validate the run's partitions (``airtrain.steps.retrain.validate``): valid rows to the features table,
     failing rows to quarantine with their reasons, results to ``monitoring.validation_runs``, an HTML
     report per partition. A blocked partition fails the task at once (no retries) after everything
     was stored; nothing downstream runs.
