@@ -59,7 +59,8 @@ class LandingFileSensor(BaseOperator):
         if not waiting:
             return {"dates": len(dates), "waited": event is not None}
         now = dt.datetime.now(dt.UTC)
-        late_until = dict(late_until or {})  # a file being written after its deadline: waited for until then
+        # a file being written after its deadline: waited for until then (also echoed back in the event)
+        late_until = dict(late_until or (event or {}).get("late_until") or {})
         until: dict[str, dt.datetime] = {}
         late = []
         for d, path, why in waiting:
@@ -85,6 +86,6 @@ class LandingFileSensor(BaseOperator):
         self.defer(trigger=LandingFilesTrigger([source_relpath(spec, d) for d, _, _ in waiting], first.isoformat(),
                                                self.poke_interval, root_url=landing_url(),
                                                conn_id=os.environ.get("AIRTRAIN_LANDING_CONN_ID") or None,
-                                               markers=markers or None),
+                                               markers=markers or None, late_until=late_until or None),
                    method_name="execute", kwargs={"late_until": late_until} if late_until else None)
         return {}  # not reached: defer() raises
