@@ -681,9 +681,17 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     if args.faults == "off":
-        ref_path.write_text(json.dumps(result, indent=1, default=str))
+        tmp = ref_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(ref_path)
         say(f"reference written: {ref_path}")
         return 0
+    deadline = time.monotonic() + 3600  # a reference running alongside (another process) may still be going
+    while not ref_path.exists() and time.monotonic() < deadline:
+        time.sleep(10)
+    if not ref_path.exists():
+        say(f"no reference at {ref_path}: nothing to compare with")
+        return 1
     cmp = compare(result, json.loads(ref_path.read_text()))
     result["summary"] = summary(result, cmp)
     out = OUT / f"soak-{args.seed}-{args.days}-{args.executor}.json"

@@ -155,3 +155,26 @@ def test_the_trigger_waits_for_the_marker_through_the_landing_url(tmp_path, monk
     classpath, kwargs = trig.serialize()
     kwargs.pop("markers")
     assert asyncio.run(anext(LandingFilesTrigger(**kwargs).run())).payload["status"] == "arrived"
+
+
+def test_the_trigger_echoes_the_sensors_late_delivery_deadlines_in_its_events(tmp_path):
+    """Regression (found by the soak's landing fault): the sensor keeps, per late file, the moment it
+    stops waiting in its defer kwargs; a runner that resumes it with the event alone (``dag.test()``)
+    lost them, so the sensor set a new deadline on every resume and waited forever. The trigger now
+    carries them through serialisation and back in every event."""
+    from airtrain_airflow.triggers import LandingFilesTrigger
+
+    late = {"landing/churn/2026-03-04.csv": "2026-03-04T00:00:00+00:00"}
+    path = tmp_path / "2026-03-04.csv"
+    trig = LandingFilesTrigger([str(path)], "2000-01-01T00:00:00+00:00", 0.01, late_until=late)
+    classpath, kwargs = trig.serialize()
+    again = LandingFilesTrigger(**kwargs)
+
+    async def first(t):
+        async for ev in t.run():
+            return ev.payload
+
+    payload = asyncio.run(first(again))
+    assert payload["status"] == "deadline" and payload["late_until"] == late
+    path.write_bytes(FULL)
+    assert asyncio.run(first(again)) == {"status": "arrived", "paths": [str(path)], "late_until": late}
