@@ -79,10 +79,11 @@ SPEC_OVERRIDES: dict[str, Any] = {
     "schedule": {"start_paused": True, "start_date": "2099-01-01", "retries": 4, "retry_delay_minutes": 0.05,
                  "max_active_runs": 4},
 }
-TIME_FAULTS = {  # kind: weight (the injector's random choice)
-    "kill9_task": 30, "pg_restart_fast": 7, "pg_restart_immediate": 7, "restart_scheduler": 8,
-    "restart_api_server": 6, "restart_triggerer": 6, "manual_same_date": 10, "manual_neighbour_date": 10,
-    "long_reader": 16,
+TIME_FAULTS = {  # kind: weight (the injector's random choice). A component or PostgreSQL restart costs the
+    # stack 30-90 s of recovery on 2 shared cores and a manual run a whole run: weighted so the days still advance
+    "kill9_task": 34, "pg_restart_fast": 5, "pg_restart_immediate": 5, "restart_scheduler": 4,
+    "restart_api_server": 4, "restart_triggerer": 4, "manual_same_date": 4, "manual_neighbour_date": 4,
+    "long_reader": 20,
 }
 #: faults after which a run failing (after its retries, or at once) is expected: they cannot heal by retrying
 PERMANENT = {"corrupt_artifact"}
@@ -360,6 +361,12 @@ class Injector(threading.Thread):
         entry: dict[str, Any] = {"kind": kind, "running": [f"{r[1]}/{r[2]}[{r[3]}]#{r[4]}" for r in running]}
         if kind == "kill9_task":
             victims = [r for r in running if r[5]]
+            deadline = time.monotonic() + 20  # between two tasks: the next one to start is the victim
+            while not victims and time.monotonic() < deadline and not self.stop_event.is_set():
+                time.sleep(0.5)
+                running = self.running_tasks()
+                victims = [r for r in running if r[5]]
+            entry["running"] = [f"{r[1]}/{r[2]}[{r[3]}]#{r[4]}" for r in running]
             if not victims:
                 entry["skipped"] = "no task running"
                 return entry
@@ -628,7 +635,9 @@ def soak(args: argparse.Namespace) -> dict:
 
 def compare(result: dict, ref: dict) -> dict:
     """Per date: predictions md5 equal to the reference's; rows lost and duplicated."""
-    got, want = result["digests"], ref["digests"]
+    got = result["digests"]
+    last = str(START + dt.timedelta(days=HISTORY + result["days"] - 1))  # a longer reference: its first days
+    want = {d: v for d, v in ref["digests"].items() if d <= last}
     different, lost, duplicated = [], 0, 0
     for d in sorted(set(got) | set(want)):
         g, w = got.get(d, {"rows": 0, "keys": 0, "md5": None}), want.get(d, {"rows": 0, "keys": 0, "md5": None})
@@ -657,18 +666,48 @@ def summary(result: dict, cmp: dict | None) -> dict:
             "releases": result.get("releases")}
 
 
+def render(result: dict) -> str:
+    """The figures table of docs/RELIABILITY.md from a soak result."""
+    s = result["summary"]
+    runs = s.get("runs") or {}
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(s["faults_by_kind"].items(), key=lambda kv: -kv[1]))
+    rel = s.get("releases") or {}
+    rows = [
+        ("seed, days, executor", f"{result['seed']}, {result['days']} days ({result['start']} on, {ROWS} rows a day; "
+                                 f"+ the bootstrap over {HISTORY} days), {result['executor']}"),
+        ("runs", ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))),
+        ("task instances", f"{s.get('task_instances')} ({s.get('retries')} retries taken)"),
+        ("faults injected", f"**{s['faults_total']}** of **{s['kinds']}** kinds: {kinds} "
+                            f"({s['faults_skipped']} drawn but not applicable at their moment, e.g. no task running)"),
+        ("drift retrains, approvals, canary", f"{len(rel.get('drift_retrains', []))} drift retrain run(s) "
+                                              f"{rel.get('drift_retrains')}; approvals {rel.get('approvals')}; "
+                                              f"rollouts {rel.get('rollouts')}; promotion log {rel.get('promotions')}"),
+        ("runs failed after their retries", "; ".join(f"{r}: {w}" for r, w in s["failed_runs"]) or "none"),
+        ("invariant violations", f"**{s['invariant_violations']}** (checked after each of the {result['days']} days "
+                                 "and at the end)"),
+        ("rows lost / duplicated", f"**{s['rows_lost']} / {s['rows_duplicated']}**"),
+        ("partitions different from the fault-free run", f"**{len(s['partitions_different'])}** of {s['dates']} "
+                                                          f"{s['partitions_different'] or ''}"),
+        ("wall time", f"{s['wall_s']:.0f} s in all ({s['soak_wall_s']:.0f} s for the days under faults)"),
+    ]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--executor", choices=("local", "celery"), default="local")
     ap.add_argument("--faults", choices=("on", "off"), default="on")
-    ap.add_argument("--mean-gap", type=float, default=8.0, help="mean seconds between two timed faults")
+    ap.add_argument("--mean-gap", type=float, default=12.0, help="mean seconds between two timed faults")
     ap.add_argument("--p-halves", type=float, default=0.3, help="share of days whose file lands in two halves")
     ap.add_argument("--p-corrupt", type=float, default=0.15, help="share of days run against a corrupted artifact")
     ap.add_argument("--keep", action="store_true", help="leave the stack running (to look at it)")
     ap.add_argument("--reference", type=Path, default=None, help="the fault-free result to compare with")
     args = ap.parse_args(argv)
+    if args.executor == "celery":  # the worker-kill fault and the shard check are not built yet (issue 23)
+        print("make soak EXECUTOR=celery is not implemented yet: the LocalExecutor soak only", file=sys.stderr)
+        return 2
     OUT.mkdir(parents=True, exist_ok=True)
     ref_path = args.reference or OUT / f"reference-{args.seed}-{args.days}.json"
     if args.faults == "on" and not ref_path.exists() and args.reference is None:
@@ -696,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     result["summary"] = summary(result, cmp)
     out = OUT / f"soak-{args.seed}-{args.days}-{args.executor}.json"
     out.write_text(json.dumps(result, indent=1, default=str))
+    out.with_suffix(".md").write_text(render(result))
     print(json.dumps(result["summary"], indent=1, default=str))
+    print(render(result))
     s = result["summary"]
     ok = (s["invariant_violations"] == 0 and not s["partitions_different"] and s["rows_lost"] == 0
           and s["rows_duplicated"] == 0 and all("permanent" in why for _, why in s["failed_runs"]))
