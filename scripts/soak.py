@@ -81,9 +81,9 @@ SPEC_OVERRIDES: dict[str, Any] = {
 }
 TIME_FAULTS = {  # kind: weight (the injector's random choice). A component or PostgreSQL restart costs the
     # stack 30-90 s of recovery on 2 shared cores and a manual run a whole run: weighted so the days still advance
-    "kill9_task": 34, "pg_restart_fast": 5, "pg_restart_immediate": 5, "restart_scheduler": 4,
-    "restart_api_server": 4, "restart_triggerer": 4, "manual_same_date": 4, "manual_neighbour_date": 4,
-    "long_reader": 20,
+    "kill9_task": 40, "pg_restart_fast": 3, "pg_restart_immediate": 3, "restart_scheduler": 3,
+    "restart_api_server": 3, "restart_triggerer": 3, "manual_same_date": 3, "manual_neighbour_date": 3,
+    "long_reader": 25,
 }
 #: faults after which a run failing (after its retries, or at once) is expected: they cannot heal by retrying
 PERMANENT = {"corrupt_artifact"}
@@ -599,6 +599,8 @@ def soak(args: argparse.Namespace) -> dict:
             day_log["t"] = round(time.monotonic() - t_soak, 1)
             result["days_log"].append(day_log)
             say(f"day {i + 1}/{args.days} {d}: {st}; invariants {'hold' if not problems else problems}")
+            partial = OUT / f"{'soak' if faults_on else 'reference'}-{args.seed}-{args.days}-partial.json"
+            partial.write_text(json.dumps({**result, "faults_log": injector.log if injector else []}, default=str))
         if injector:
             injector.stop_event.set()
             with injector.pause:
