@@ -11,6 +11,16 @@
   partition date).
 * postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
 
+**When is a landing file complete?** A file an upstream system is still writing must never be
+ingested as the day. Two conventions are supported (docs/OPERATING.md "Landing files"): write-then-rename (the
+writer fills ``<name>.tmp`` and renames it into place - a rename is atomic, so the file is complete
+once it exists; the default) and a **ready marker** (``source.ready_marker``, Hadoop's ``_SUCCESS``
+style: a second file written once the data file is complete). With a marker, a file without it is
+not complete (:func:`landing_incomplete`): the landing sensor waits, and ingest refuses it
+(:class:`LandingIncompleteError`, retried). A marker may carry the file's ``size`` and ``sha256``
+(:func:`parse_marker`); the bytes ingested must then match it, so even a marker written before the
+data cannot let a half file in.
+
 A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
 advisory lock, so readers see the old rows or the new ones, never none. Landing files are never
 moved or deleted: the bytes as received stay where they landed.
@@ -23,6 +33,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,6 +59,12 @@ class SourceMissingError(IngestError):
 
 class SourceFormatError(IngestError):
     """The source file cannot be parsed (malformed, truncated or not UTF-8)."""
+
+
+class LandingIncompleteError(RuntimeError):
+    """The landing file is there but not complete yet: its ready marker (``source.ready_marker``) is
+    missing, or the file does not match the size/sha256 the marker carries - the upstream system is
+    still writing it. Not permanent: the task is retried (the raw table is unchanged)."""
 
 
 @dataclass
@@ -97,6 +114,96 @@ def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Any) 
     return root
 
 
+def marker_relpath(spec: PipelineSpec, partition_date: dt.date) -> str | None:
+    """The ready marker of a date's landing file relative to the landing root (None: no marker convention)."""
+    assert isinstance(spec.source, FilesSource)
+    if not spec.source.ready_marker:
+        return None
+    return str(PurePosixPath(spec.source.path) / spec.source.ready_marker.replace("{date}", partition_date.isoformat()))
+
+
+def under_root(project_root: Any, relpath: str) -> Any:
+    """``relpath`` (a POSIX path) under the landing root (a Path or an object-storage path)."""
+    root = _root(project_root)
+    for part in PurePosixPath(relpath).parts:
+        root = root / part
+    return root
+
+
+_SHA256SUM = re.compile(r"([0-9a-fA-F]{64})(?:[ \t]+\*?\S.*)?")
+
+
+def parse_marker(data: bytes) -> dict[str, Any]:
+    """What a ready marker says about its data file: ``{}`` (an empty marker: "complete"), or ``size``
+    (bytes) and/or ``sha256`` (hex) from a JSON object (``{"size": 1234, "sha256": "..."}``, other keys
+    ignored) or a ``sha256sum`` line (``<hex>  <file name>``). Raises ValueError for anything else."""
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        out: dict[str, Any] = {}
+        size, sha = obj.get("size"), obj.get("sha256")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"'size' must be a whole number of bytes, not {size!r}")
+            out["size"] = size
+        if sha is not None:
+            if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+                raise ValueError("'sha256' must be 64 hexadecimal digits")
+            out["sha256"] = sha.lower()
+        return out
+    m = _SHA256SUM.fullmatch(text.splitlines()[0].strip())
+    if m is None:
+        raise ValueError("expected nothing, a JSON object with 'size'/'sha256', or a sha256sum line")
+    return {"sha256": m.group(1).lower()}
+
+
+def marker_mismatch(data: bytes, expected: dict[str, Any]) -> str | None:
+    """Why ``data`` is not the file its marker describes (None: it is)."""
+    if "size" in expected and len(data) != expected["size"]:
+        return f"{len(data)} bytes, but its ready marker says {expected['size']}"
+    if "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        return "its sha256 differs from its ready marker's"
+    return None
+
+
+def file_incomplete(data: Any, marker: Any | None) -> str | None:
+    """Why the landing file ``data`` is not complete yet (None: it is): ``"missing"`` when it does not
+    exist; with a ``marker`` (a path), the marker is missing or unreadable, or the file does not match
+    the size/sha256 it carries. Paths are Paths or object-storage paths; used by the landing sensor
+    and its trigger (the bytes ingest reads are checked again by ingest itself)."""
+    if not data.is_file():
+        return "missing"
+    if marker is None:
+        return None
+    if not marker.is_file():
+        return f"no ready marker {marker.name} yet"
+    try:
+        expected = parse_marker(marker.read_bytes())
+    except ValueError as exc:
+        return f"its ready marker {marker.name} is unreadable: {exc}"
+    if not expected:
+        return None
+    if "sha256" not in expected:  # a size alone: no need to read the file
+        try:
+            size = int(data.stat().st_size)
+        except (AttributeError, TypeError, ValueError, OSError):
+            size = len(data.read_bytes())
+        return None if size == expected["size"] else f"{size} bytes, but its ready marker says {expected['size']}"
+    return marker_mismatch(data.read_bytes(), expected)
+
+
+def landing_incomplete(spec: PipelineSpec, partition_date: dt.date, project_root: Any) -> str | None:
+    """Why a date's landing file is not complete yet (None: it is; ``"missing"``: not there at all)."""
+    marker = marker_relpath(spec, partition_date)
+    return file_incomplete(source_path(spec, partition_date, project_root),
+                           under_root(project_root, marker) if marker else None)
+
+
 def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime:
     """Until when the landing file of ``partition_date`` may still arrive (UTC): the end of that day
     in the pipeline's timezone plus ``source.wait_minutes``."""
@@ -111,6 +218,20 @@ def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root
     if not isinstance(spec.source, FilesSource):
         return []
     return [(d, p) for d in dates if not (p := source_path(spec, d, project_root)).is_file()]
+
+
+def incomplete_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Any
+                             ) -> list[tuple[dt.date, Any, str]]:
+    """(date, expected path, why) of every date whose landing file is not complete: missing, or - with
+    ``source.ready_marker`` - without its marker or not matching it (files sources only)."""
+    if not isinstance(spec.source, FilesSource):
+        return []
+    out = []
+    for d in dates:
+        why = landing_incomplete(spec, d, project_root)
+        if why is not None:
+            out.append((d, source_path(spec, d, project_root), why))
+    return out
 
 
 def _read_csv(data: bytes, path: Path) -> tuple[list[str], list[list[str | None]]]:
@@ -194,7 +315,23 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
         raise SourceMissingError(
             f"no source file for {spec.name} on {d}: expected {path}. Either the file has not landed yet "
             f"(re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
+    marker_rel = marker_relpath(spec, d)
+    expected: dict[str, Any] = {}
+    if marker_rel is not None:  # the marker first: a file it vouches for is complete, whatever comes after
+        marker = under_root(project_root, marker_rel)
+        if not marker.is_file():
+            raise LandingIncompleteError(
+                f"{path} has no ready marker ({marker}) yet: the upstream system has not finished writing it "
+                "(source.ready_marker); not ingested, retried")
+        try:
+            expected = parse_marker(marker.read_bytes())
+        except ValueError as exc:
+            raise LandingIncompleteError(f"the ready marker {marker} of {path} is unreadable ({exc}); not ingested, "
+                                         "retried (re-deliver the marker)") from None
     data = path.read_bytes()
+    if expected and (why := marker_mismatch(data, expected)) is not None:
+        raise LandingIncompleteError(f"{path} does not match its ready marker: {why} (still being written, or "
+                                     "re-delivered without a new marker); not ingested, retried")
     header, rows = (_read_parquet if spec.source.format == "parquet" else _read_csv)(data, path)
     expected = expected_columns(spec)
     sources = spec.source_columns()
