@@ -97,6 +97,11 @@ def checked_store(url: str, conn_id: str | None, what: str, setting: str):
         return path
     _require_connection(conn_id or getattr(path, "conn_id", None), what, setting)
     try:
+        # the truth, not a listing an fsspec filesystem cached earlier in this process (s3fs caches its
+        # bucket list: a bucket created since would read as missing)
+        invalidate = getattr(path.fs, "invalidate_cache", None)
+        if callable(invalidate):
+            invalidate()
         found = path.fs.exists(bucket)
     except Exception as exc:  # noqa: BLE001 - re-raised as one line without the library's traceback
         raise ObjectStoreError(redact_text(

@@ -1,4 +1,5 @@
-"""The drift story in short, on every `make test`: real dag.test() runs of the retrain and monitor
+"""The drift story in short (`make test-e2e`: ~2 min of DAG runs, since each monitor window also estimates
+the champion's performance; `make test` keeps each of its parts in its own module): real dag.test() runs of the retrain and monitor
 DAGs day by day (real GX, Evidently, scikit-learn, PostgreSQL) over a dense simulated fortnight —
 quiet, then covariate drift, exactly one drift-triggered retrain, then a cooldown — and the new
 champion is better than the old one on the drifted days it had not seen. The full simulated months
@@ -13,7 +14,7 @@ from airtrain.registry import versions
 
 from tests.integration.dagtest import Project, fetch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 END = dt.date(2026, 5, 20)
 HISTORY, DAYS, DRIFT_DAY = 10, 8, 3

@@ -153,7 +153,10 @@ def write_window(wh: Warehouse, spec: PipelineSpec, *, window: tuple[dt.date, dt
             "report_path = EXCLUDED.report_path, "
             # triggered_run_id is recorded by record_trigger once the run exists (never here, before the
             # trigger); a retrain triggered for this window stays recorded even if a re-run decides otherwise
-            "details = EXCLUDED.details || jsonb_strip_nulls(jsonb_build_object('trigger', "
+            # and an alert-only drift alert sent for this window stays sent (a re-run does not alert again)
+            "details = (CASE WHEN EXCLUDED.details ? 'alert' AND {t}.details->'alert' ? 'alerted' THEN "
+            "jsonb_set(EXCLUDED.details, '{{alert,alerted}}', {t}.details->'alert'->'alerted') ELSE EXCLUDED.details "
+            "END) || jsonb_strip_nulls(jsonb_build_object('trigger', "
             "{t}.details->'trigger')), created_at = now()").format(
             ident(mon, "drift_decisions"), t=ident("drift_decisions")),
             (spec.name, start, end, version, run_id, decision.decision, decision.reason, decision.drifted,
