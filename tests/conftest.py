@@ -259,3 +259,14 @@ def airflow_db(pg_server: PgServer) -> None:
     """This worker's Airflow metadata database: a copy of one migrated once per session."""
     template = pg_server.template("airflow", lambda name: _migrate_airflow(pg_server, name))
     pg_server.create_database(name=str(_STATE["meta_db"]), template=template)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_object_stores() -> Generator[None, None, None]:
+    """Airflow caches an object store (its filesystem, endpoint and credentials) per connection id for the
+    life of the process; a test module that starts its own S3 server and sets ``AIRFLOW_CONN_AWS_DEFAULT``
+    must not get the filesystem of the server an earlier module on the same worker stopped."""
+    yield
+    store = sys.modules.get("airflow.sdk.io.store")
+    if store is not None:
+        store._STORE_CACHE.clear()  # noqa: SLF001 - the cache has no public reset
