@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # two cores: the DAG runs spend part of their time waiting on PostgreSQL and on forked children
 TEST_WORKERS ?= 3
 
-.PHONY: help venv run stop status check replay pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test lint bench bench-daily bench-shards bench-celery bench-estimation bench-trigger bench-scale lock clean
+.PHONY: help venv run stop status check replay pg-restart demo demo-data ui-check load-test reader-login new-pipeline test test-e2e test-unit test-stack scale-test soak soak-test lint bench bench-daily bench-shards bench-celery bench-estimation bench-trigger bench-scale lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,7 +64,7 @@ test: venv ## the test-suite: unit, DAG, integration on a real PostgreSQL, real 
 	@$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-e2e: venv ## the long end-to-end runs (simulated months, canary months, the local and Celery stacks): before a release
-	@$(BIN)/python -m pytest -m e2e -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -m "e2e and not soak" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-unit: venv ## only the fast tests that need no database
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
@@ -74,6 +74,14 @@ test-stack: venv ## the local stack itself (~6 min): starts its own copy on free
 
 scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill on 2 workers, shards split, invariants (~25 min)
 	@$(BIN)/python -m pytest tests/e2e/test_celery_scale.py -m e2e -s $(PYTEST_ARGS)
+
+SEED ?= 1
+DAYS ?= 30
+soak: venv ## a seeded chaos soak through the real scheduler on its own stack: make soak SEED=1 DAYS=30 [EXECUTOR=celery] (docs/RELIABILITY.md)
+	@$(BIN)/python scripts/soak.py --seed $(SEED) --days $(DAYS) --executor $(or $(EXECUTOR),local) $(SOAK_ARGS)
+
+soak-test: venv ## the short seeded chaos soak (tests/e2e/test_soak.py, ~15-25 min): the acceptance test of issue 23, not yet passing
+	@$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 lint: venv ## ruff (with Airflow's AIR rules) and the import contracts (import-linter, pyproject.toml)
 	@$(BIN)/ruff check .

@@ -391,6 +391,9 @@ persistence {t.persistence} window(s), cooldown {t.cooldown_days} days. Fairness
             trigger_dag_id=spec.retrain_dag_id,
             # one retrain per window: a second firing for the same window finds the run and skips
             trigger_run_id="{{ " + xcom + "['retrain_run_id'] }}",
+            # no logical date (like a manual run): with "now" as its logical date, a retrain DAG whose
+            # schedule.start_date is later got no task instance and "succeeded" at once (found by the soak)
+            logical_date=None,
             conf={
                 "date": "{{ " + xcom + "['window_end'] }}",
                 "trigger_reason": "drift: {{ " + xcom + "['reason'][:280] }}",

@@ -114,6 +114,19 @@ def test_drift_triggers_one_retrain_even_when_fired_twice(monitored, caplog):
     conf = queued_trigger_conf("churn_retrain", triggered)
     assert conf["date"] == str(DRIFT) and conf["force_train"] is True
     assert conf["trigger_reason"].startswith("drift: ") and conf["drift_report_id"] == rep_id
+    # found by the soak: with a logical date of "now", a retrain DAG whose schedule.start_date is later
+    # got a run without any task instance (Airflow creates none before a task's start_date), which
+    # "succeeded" at once; without a logical date every task is created, whatever the start date
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        triggered_run = session.query(DagRun).filter(DagRun.dag_id == "churn_retrain",
+                                                     DagRun.run_id == triggered).one()
+        n_tis = session.query(TaskInstance).filter(TaskInstance.dag_id == "churn_retrain",
+                                                   TaskInstance.run_id == triggered).count()
+        assert triggered_run.logical_date is None and n_tis > 0, (triggered_run.logical_date, n_tis)
     assert any("retrain triggered" in r.getMessage() for r in caplog.records)
     # the same window again (a retry, a manual re-run): still one retrain run
     dr, states = run_monitor(monitored, DRIFT)

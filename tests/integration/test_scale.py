@@ -49,9 +49,9 @@ def test_a_date_in_several_files_is_read_in_batches_in_name_order(wh, tmp_path):
     feats.iloc[:5].to_csv(folder / f"{D + dt.timedelta(days=1)}-part-1.csv", index=False)  # another date
     assert ingest.missing_landing_files(MULTI, [D, D + dt.timedelta(days=2)], tmp_path) == [
         (D + dt.timedelta(days=2), folder / f"{D + dt.timedelta(days=2)}-part-*.csv")]
-    from airtrain_airflow.triggers import _there  # what the deferred landing wait checks
-
-    assert _there(folder / f"{D}-part-*.csv") and not _there(folder / f"{D + dt.timedelta(days=2)}-part-*.csv")
+    # what the deferred landing wait checks
+    assert ingest.file_incomplete(folder / f"{D}-part-*.csv", None) is None
+    assert ingest.file_incomplete(folder / f"{D + dt.timedelta(days=2)}-part-*.csv", None) == "missing"
     res = ingest.ingest_partition(wh, MULTI, D, "r1", project_root=tmp_path, batch_bytes=1024)
     assert res.rows == 300 and res.columns_missing == [] and res.columns_extra == []
     names = [f"{D}-part-{i}.csv" for i in (10, 11, 2)]
@@ -245,3 +245,27 @@ def test_the_training_sample_is_in_the_lineage_and_a_retrain_reproduces_the_mode
     assert np.array_equal(np.asarray(p1), np.asarray(p2))
     ev = retrain.evaluate(wh, spec, first["version"], "e1", as_of)
     assert ev["holdout_rows"] == a["sample"]["holdout_rows"]
+
+
+def test_a_date_in_several_files_is_ingested_only_as_its_marker_lists_them(wh, tmp_path):
+    """A date in several parts with a ``sha256sum`` marker: a part that is not the one the marker lists
+    (still being written) is refused as the bytes stream, in the same transaction, so the date keeps
+    what it had; once every part matches, the date is taken whole."""
+    spec = spec_with(source={"pattern": "{date}-part-*.csv", "ready_marker": "{date}.sha256"})
+    folder = tmp_path / "data/landing/churn"
+    folder.mkdir(parents=True)
+    feats = simulate.simulate_day(D, rows=200)[0]
+    bodies = {f"{D}-part-{i}.csv": feats.iloc[i * 100:(i + 1) * 100].to_csv(index=False).encode() for i in (0, 1)}
+    (folder / f"{D}.sha256").write_text("".join(f"{hashlib.sha256(b).hexdigest()}  {n}\n" for n, b in bodies.items()))
+    name0, name1 = bodies
+    (folder / name0).write_bytes(bodies[name0])
+    with pytest.raises(ingest.LandingIncompleteError, match="not there yet"):
+        ingest.ingest_partition(wh, spec, D, "r1", project_root=tmp_path, batch_bytes=1024)
+    half = bodies[name1][: bodies[name1].index(b"\n", len(bodies[name1]) // 2) + 1]
+    (folder / name1).write_bytes(half)  # a well-formed CSV, half the rows
+    with pytest.raises(ingest.LandingIncompleteError, match=f"{name1} does not match its ready marker"):
+        ingest.ingest_partition(wh, spec, D, "r2", project_root=tmp_path, batch_bytes=1024)
+    assert fetch(wh, "SELECT count(*) FROM raw.churn_batches") == [(0,)]
+    (folder / name1).write_bytes(bodies[name1])
+    assert ingest.ingest_partition(wh, spec, D, "r3", project_root=tmp_path, batch_bytes=1024).rows == 200
+    assert fetch(wh, "SELECT _run_id, count(*) FROM raw.churn_batches GROUP BY 1") == [("r3", 200)]

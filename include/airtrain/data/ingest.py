@@ -14,6 +14,17 @@
   ``BATCH_ROWS`` of Parquet) and each batch is COPYed as it is read, so memory is bounded by the batch.
 * postgres source: ``INSERT … SELECT col::text …`` inside the server; no data passes through Python.
 
+**When is a landing file complete?** A file an upstream system is still writing must never be
+ingested as the day. Two conventions are supported (docs/OPERATING.md "Landing files"): write-then-rename (the
+writer fills ``<name>.tmp`` and renames it into place - a rename is atomic, so the file is complete
+once it exists; the default) and a **ready marker** (``source.ready_marker``, Hadoop's ``_SUCCESS``
+style: a second file written once the data file is complete). With a marker, a file without it is
+not complete (:func:`landing_incomplete`): the landing sensor waits, and ingest refuses it
+(:class:`LandingIncompleteError`, retried). A marker may carry the file's ``size`` and ``sha256``,
+or - a date in several files - one ``sha256sum`` line per file (:func:`parse_marker`); the bytes
+ingested must then match it, checked as they stream, so even a marker written before the data cannot
+let a half file in.
+
 A re-run of a date replaces that date's rows in ONE transaction (delete + bulk COPY), under an
 advisory lock, so readers see the old rows or the new ones, never none. Landing files are never
 moved or deleted: the bytes as received stay where they landed.
@@ -26,6 +37,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -51,6 +63,12 @@ class SourceMissingError(IngestError):
 
 class SourceFormatError(IngestError):
     """The source file cannot be parsed (malformed, truncated or not UTF-8)."""
+
+
+class LandingIncompleteError(RuntimeError):
+    """The landing file is there but not complete yet: its ready marker (``source.ready_marker``) is
+    missing, or the file does not match the size/sha256 the marker carries - the upstream system is
+    still writing it. Not permanent: the task is retried (the raw table is unchanged)."""
 
 
 @dataclass
@@ -100,6 +118,154 @@ def source_path(spec: PipelineSpec, partition_date: dt.date, project_root: Any) 
     return root
 
 
+def marker_relpath(spec: PipelineSpec, partition_date: dt.date) -> str | None:
+    """The ready marker of a date's landing file relative to the landing root (None: no marker convention)."""
+    assert isinstance(spec.source, FilesSource)
+    if not spec.source.ready_marker:
+        return None
+    return str(PurePosixPath(spec.source.path) / spec.source.ready_marker.replace("{date}", partition_date.isoformat()))
+
+
+def under_root(project_root: Any, relpath: str) -> Any:
+    """``relpath`` (a POSIX path) under the landing root (a Path or an object-storage path)."""
+    root = _root(project_root)
+    for part in PurePosixPath(relpath).parts:
+        root = root / part
+    return root
+
+
+_SHA256SUM = re.compile(r"([0-9a-fA-F]{64})(?:[ \t]+\*?(\S.*))?")
+
+
+def parse_marker(data: bytes) -> dict[str, Any]:
+    """What a ready marker says about its data: ``{}`` (an empty marker: "complete"); ``size`` (bytes)
+    and/or ``sha256`` (hex) of the one file, from a JSON object (``{"size": 1234, "sha256": "..."}``,
+    other keys ignored) or one ``sha256sum`` line (``<hex>  <file name>``); or ``files`` (file name →
+    sha256) from several ``sha256sum`` lines, one per part of a date delivered in several files (a glob
+    ``pattern``), as ``sha256sum part-* > marker`` writes them. Raises ValueError for anything else."""
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        out: dict[str, Any] = {}
+        size, sha = obj.get("size"), obj.get("sha256")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"'size' must be a whole number of bytes, not {size!r}")
+            out["size"] = size
+        if sha is not None:
+            if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+                raise ValueError("'sha256' must be 64 hexadecimal digits")
+            out["sha256"] = sha.lower()
+        return out
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    matches = [_SHA256SUM.fullmatch(ln) for ln in lines]
+    if any(m is None for m in matches):
+        raise ValueError("expected nothing, a JSON object with 'size'/'sha256', or sha256sum lines")
+    if len(matches) == 1:
+        return {"sha256": matches[0].group(1).lower()}
+    files: dict[str, str] = {}
+    for m in matches:
+        if not m.group(2):
+            raise ValueError("several sha256sum lines must each name their file")
+        files[PurePosixPath(m.group(2).strip()).name] = m.group(1).lower()
+    return {"files": files}
+
+
+def _marker_files_mismatch(vouched: dict[str, Any], names: list[str]) -> str | None:
+    """Why the files found (their names) are not the set the marker vouches for (None: they are)."""
+    if "files" in vouched:
+        listed = vouched["files"]
+        if absent := [n for n in listed if n not in names]:
+            return f"{len(absent)} file(s) its ready marker lists are not there yet (e.g. {absent[0]})"
+        if unlisted := [n for n in names if n not in listed]:
+            return f"{len(unlisted)} file(s) are not listed in its ready marker (e.g. {unlisted[0]})"
+        return None
+    if vouched and len(names) > 1:
+        return (f"its ready marker's size/sha256 describe one file, but {len(names)} files match: list each "
+                "file's sha256 in the marker (sha256sum lines)")
+    return None
+
+
+def _vouched_for(vouched: dict[str, Any], name: str) -> dict[str, Any]:
+    """What the marker says about the file ``name`` (its size and/or sha256; {}: nothing)."""
+    if "files" in vouched:
+        return {"sha256": vouched["files"][name]} if name in vouched["files"] else {}
+    return vouched
+
+
+def marker_mismatch(size: int, sha256: str | None, expected: dict[str, Any]) -> str | None:
+    """Why a file of ``size`` bytes and ``sha256`` (None: not computed) is not the file its marker
+    describes (None: it is)."""
+    if "size" in expected and size != expected["size"]:
+        return f"{size} bytes, but its ready marker says {expected['size']}"
+    if "sha256" in expected and sha256 is not None and sha256 != expected["sha256"]:
+        return "its sha256 differs from its ready marker's"
+    return None
+
+
+def _size_and_sha256(path: Any, need_sha: bool) -> tuple[int, str | None]:
+    """A file's size, and its sha256 when ``need_sha`` - read in blocks, never whole."""
+    if not need_sha:
+        try:
+            return int(path.stat().st_size), None
+        except (AttributeError, TypeError, ValueError, OSError):
+            pass
+    sha, n = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            n += len(chunk)
+    return n, sha.hexdigest()
+
+
+def _parts(data: Any) -> list[Any]:
+    """The files of a landing path: itself, or (a glob pattern: a date in several files) its matches."""
+    if not set("*?[") & set(data.name):
+        return [data] if data.is_file() else []
+    parent = data.parent
+    return sorted((p for p in parent.glob(data.name) if p.is_file()), key=lambda p: p.name) if parent.is_dir() else []
+
+
+def file_incomplete(data: Any, marker: Any | None) -> str | None:
+    """Why the landing file ``data`` (a glob pattern: its parts) is not complete yet (None: it is):
+    ``"missing"`` when it does not exist; with a ``marker`` (a path), the marker is missing or
+    unreadable, or the files do not match the size/sha256 it carries. Paths are Paths or
+    object-storage paths; used by the landing sensor and its trigger (ingest checks the bytes it
+    reads again, as it reads them)."""
+    parts = _parts(data)
+    if not parts:
+        return "missing"
+    if marker is None:
+        return None
+    if not marker.is_file():
+        return f"no ready marker {marker.name} yet"
+    try:
+        vouched = parse_marker(marker.read_bytes())
+    except ValueError as exc:
+        return f"its ready marker {marker.name} is unreadable: {exc}"
+    if (why := _marker_files_mismatch(vouched, [p.name for p in parts])) is not None:
+        return why
+    for p in parts:
+        expected = _vouched_for(vouched, p.name)
+        if expected:
+            size, sha = _size_and_sha256(p, "sha256" in expected)
+            if (why := marker_mismatch(size, sha, expected)) is not None:
+                return why if len(parts) == 1 else f"{p.name}: {why}"
+    return None
+
+
+def landing_incomplete(spec: PipelineSpec, partition_date: dt.date, project_root: Any) -> str | None:
+    """Why a date's landing file is not complete yet (None: it is; ``"missing"``: not there at all)."""
+    marker = marker_relpath(spec, partition_date)
+    return file_incomplete(source_path(spec, partition_date, project_root),
+                           under_root(project_root, marker) if marker else None)
+
+
 def landing_deadline(spec: PipelineSpec, partition_date: dt.date) -> dt.datetime:
     """Until when the landing file of ``partition_date`` may still arrive (UTC): the end of that day
     in the pipeline's timezone plus ``source.wait_minutes``."""
@@ -136,6 +302,20 @@ def missing_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root
     return [(d, source_path(spec, d, project_root)) for d in dates if not source_files(spec, d, project_root)]
 
 
+def incomplete_landing_files(spec: PipelineSpec, dates: list[dt.date], project_root: Any
+                             ) -> list[tuple[dt.date, Any, str]]:
+    """(date, expected path, why) of every date whose landing file is not complete: missing, or - with
+    ``source.ready_marker`` - without its marker or not matching it (files sources only)."""
+    if not isinstance(spec.source, FilesSource):
+        return []
+    out = []
+    for d in dates:
+        why = landing_incomplete(spec, d, project_root)
+        if why is not None:
+            out.append((d, source_path(spec, d, project_root), why))
+    return out
+
+
 #: bytes of CSV per record batch (pyarrow's block size), rows per Parquet record batch: what bounds an
 #: ingest's memory, whatever the size of the file
 BATCH_BYTES = 16 << 20
@@ -166,13 +346,14 @@ class _Hashing:
     """A read-only stream that hashes what is read through it and remembers the last byte."""
 
     def __init__(self, f: Any) -> None:
-        self.f, self.sha, self.last, self.closed = f, hashlib.sha256(), b"", False
+        self.f, self.sha, self.last, self.closed, self.n = f, hashlib.sha256(), b"", False, 0
 
     def read(self, n: int = -1) -> bytes:
         b = self.f.read(n)
         if b:
             self.sha.update(b)
             self.last = b[-1:]
+            self.n += len(b)
         return b
 
     def readable(self) -> bool:
@@ -324,14 +505,6 @@ def _parquet_batches(path: Any, batch_rows: int) -> Any:
     return header, batches()
 
 
-def _file_sha256(path: Any) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def _copy_batch(cur: Any, table: sql.Composable, columns: list[str], batch: Any) -> None:
     """COPY one Arrow record batch (text columns) into ``table``, inside the caller's transaction:
     the CSV is written by pyarrow (C++), never row by row in Python. Nulls are unquoted empty fields."""
@@ -365,6 +538,22 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
         raise SourceMissingError(
             f"no source file for {spec.name} on {d}: expected {source_path(spec, d, project_root)}. Either the file "
             f"has not landed yet (re-run this date when it has) or the date is wrong (trigger with a 'date' param)")
+    marker_rel = marker_relpath(spec, d)
+    vouched: dict[str, Any] = {}
+    if marker_rel is not None:  # the marker first: a file it vouches for is complete, whatever comes after
+        marker = under_root(project_root, marker_rel)
+        where = source_path(spec, d, project_root)
+        if not marker.is_file():
+            raise LandingIncompleteError(
+                f"{where} has no ready marker ({marker}) yet: the upstream system has not finished writing it "
+                "(source.ready_marker); not ingested, retried")
+        try:
+            vouched = parse_marker(marker.read_bytes())
+        except ValueError as exc:
+            raise LandingIncompleteError(f"the ready marker {marker} of {where} is unreadable ({exc}); not ingested, "
+                                         "retried (re-deliver the marker)") from None
+        if (why := _marker_files_mismatch(vouched, [p.name for _, p in files])) is not None:
+            raise LandingIncompleteError(f"{where}: {why}; not ingested, retried")
     expected = expected_columns(spec)
     sources = spec.source_columns()
     used = {sources[c] for c in expected}
@@ -429,8 +618,15 @@ def _ingest_file(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str, pro
                     raise SourceFormatError(f"{path}: the last line ({file_rows + 1}) has no line end: the file looks "
                                             "truncated; re-deliver it and re-run this date")
                 digests.append((stream.sha.hexdigest(), file_rel))
+                size = stream.n
             else:
-                digests.append((_file_sha256(path), file_rel))
+                size, sha = _size_and_sha256(path, True)
+                digests.append((sha, file_rel))
+            # the bytes read are the bytes the marker vouches for (or the transaction rolls back)
+            if (vouched_file := _vouched_for(vouched, path.name)) and (
+                    why := marker_mismatch(size, digests[-1][0], vouched_file)) is not None:
+                raise LandingIncompleteError(f"{path} does not match its ready marker: {why} (still being written, "
+                                             "or re-delivered without a new marker); not ingested, retried")
         # one file: its own sha256; several: the sha256 of their "sha256  name" lines (as sha256sum prints)
         sha = digests[0][0] if len(digests) == 1 else hashlib.sha256(
             "".join(f"{h}  {n}\n" for h, n in digests).encode()).hexdigest()

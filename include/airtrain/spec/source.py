@@ -5,6 +5,7 @@ batch, the delayed ``labels``, the ``features`` and the ``target``.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,11 +61,26 @@ class FilesSource(SpecModel):
         "(files) How long after the end of a partition's day (in schedule.timezone) its landing file may "
         'still arrive. Until then a run waits for a missing file (deferred: no worker slot is held, the '
         'triggerer polls); after it a missing file fails the run at once, without retries.'))
+    ready_marker: str | None = Field(None, description=(
+        "(files) The landing completeness convention: a file name with '{date}' (e.g. "
+        "`{date}.csv.ready`, `_SUCCESS_{date}`) that the upstream system writes in the same folder "
+        "once the day's file is complete. Set, a file without its marker is not complete: the run "
+        "waits for the marker, and ingest never reads a file without it. The marker may be empty "
+        "or carry the file's `size` and/or `sha256` (JSON, or a `sha256sum` line; a date in several "
+        "files: one `sha256sum` line per file); the files must "
+        "then match it, so a marker written early does not let a half file in. Unset: a file is "
+        "complete once it exists (deliver by write-then-rename). docs/OPERATING.md \"Landing files\"."))
 
     @model_validator(mode="after")
     def _pattern_has_date(self) -> FilesSource:
         if "{date}" not in self.pattern:
             raise ValueError("source.pattern must contain '{date}', e.g. '{date}.csv'")
+        marker = self.ready_marker
+        # a marker the (glob) pattern matches would be read as a part of the day
+        if marker is not None and ("{date}" not in marker or "/" in marker or "\\" in marker or ".." in marker
+                                   or fnmatch.fnmatchcase(marker.replace("{date}", "D"), self.pattern.replace("{date}", "D"))):
+            raise ValueError(f"source.ready_marker {marker!r} must be a file name with '{{date}}' (no '/', '\\' or "
+                             "'..') that source.pattern does not match, e.g. '{date}.csv.ready' or '_SUCCESS_{date}'")
         if ".." in Path(self.path).parts or Path(self.path).is_absolute() or "\\" in self.path:
             raise ValueError(f"source.path {self.path!r} must be a folder relative to the project root, without "
                              "'..' (e.g. 'data/landing/churn')")

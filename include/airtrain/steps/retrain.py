@@ -18,8 +18,10 @@ from typing import Any
 
 from airtrain.data.features import labeled_frame, last_labeled_date, sample_per_date
 from airtrain.data.ingest import (
+    incomplete_landing_files,
     ingest_partition,
     landing_deadline,
+    marker_relpath,
     missing_landing_files,
     source_relpath,
 )
@@ -37,7 +39,8 @@ from airtrain.spec.hashing import spec_hash
 from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.reports import ReportStore, as_store
 
-__all__ = ["InsufficientDataError", "evaluate", "ingest", "landing_deadline", "missing_landing_files", "source_relpath",
+__all__ = ["InsufficientDataError", "evaluate", "incomplete_landing_files", "ingest", "landing_deadline", "marker_relpath",
+           "missing_landing_files", "source_relpath",
            "train", "training_as_of", "training_requested", "training_skipped", "validate"]
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,51 @@
+"""The chaos soak, short and seeded (issue 23): `scripts/soak.py` (`make soak`) over a few days with a
+fault every few seconds, on its own copies of the local stack (a fault-free reference first, then the
+soak). Slow (~15-25 min on 2 shared cores): its own target, `make soak-test` (marker ``soak``), kept out of
+`make test-e2e` while issue 23 is open (it has not passed yet).
+
+What it proves, against the real scheduler, LocalExecutor, supervisor and PostgreSQL: at least 20
+faults of at least 6 kinds were injected, the warehouse invariants held after every day and at the
+end, no prediction row was lost or doubled, every date's predictions partition has the md5 of the
+fault-free run of the same seed, and a run failed only after a permanent fault (a corrupted artifact,
+refused and never scored)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.soak]
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED, DAYS = 23, 4
+
+
+def test_a_short_seeded_soak_loses_nothing_doubles_nothing_and_matches_the_fault_free_run(tmp_path):
+    ref = tmp_path / "reference.json"
+    common = [sys.executable, str(ROOT / "scripts/soak.py"), "--seed", str(SEED), "--days", str(DAYS)]
+    done = subprocess.run([*common, "--faults", "off", "--reference", str(ref)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = subprocess.run([*common, "--reference", str(ref), "--mean-gap", "5", "--p-halves", "0.5",
+                           "--p-corrupt", "0.34"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    out = ROOT / ".local" / "soak" / f"soak-{SEED}-{DAYS}-local.json"
+    result = json.loads(out.read_text())
+    s = result["summary"]
+    print(json.dumps(s, indent=1, default=str))
+    assert s["faults_total"] >= 20 and s["kinds"] >= 6, s["faults_by_kind"]
+    assert s["invariant_violations"] == 0, [d["invariant_violations"] for d in result["days_log"]]
+    assert s["rows_lost"] == 0 and s["rows_duplicated"] == 0, s
+    assert s["partitions_different"] == [] and s["dates"] == DAYS + 1, s  # + the bootstrap's last day
+    assert all("permanent" in why for _, why in s["failed_runs"]), s["failed_runs"]
+    # a half file was never ingested as the day; a corrupted artifact never scored
+    for f in result["between_run_faults"]:
+        if f["kind"] == "half_landing_file":
+            assert f.get("raw_rows_while_half") == 0, f
+    for d in result["days_log"]:
+        if "corrupt" in d:
+            assert d["corrupt"]["predictions_while_corrupt"] == 0, d
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
