@@ -97,6 +97,9 @@ def test_a_date_larger_than_the_batch_with_bad_rows_in_several_batches(wh, tmp_p
         299: ["senior_citizen: 'maybe' is not a valid bool"]}
     assert fetch(wh, "SELECT row_data->>'region' FROM quarantine.churn WHERE _row_number = 290") == [("mars",)]
     assert fetch(wh, "SELECT count(*), count(DISTINCT customer_id) FROM features.churn") == [(296, 296)]
+    # GX ran on its own connections (its SQL engine): none is left open after the step
+    assert fetch(wh, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                     "pid <> pg_backend_pid()") == [(0,)]
 
 
 def _both(wh, spec, d, csv_text: str, tmp_path, **kw):

@@ -32,6 +32,7 @@ moved or deleted: the bytes as received stay where they landed.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import hashlib
@@ -325,8 +326,6 @@ _GLOB = set("*?[")
 
 def _utf8_error(path: Any) -> SourceFormatError | None:
     """Where a file stops being UTF-8, None when it is UTF-8 (streamed: on the error path only)."""
-    import codecs
-
     dec = codecs.getincrementaldecoder("utf-8")()
     line, offset = 1, 0
     with path.open("rb") as f:
@@ -503,6 +502,19 @@ def _parquet_batches(path: Any, batch_rows: int) -> Any:
             f.close()
 
     return header, batches()
+
+
+def read_rows(path: Any, fmt: str) -> tuple[list[str], list[list[str | None]]]:
+    """The header and every row of one file as text (None: empty), read by the same readers ingest
+    streams with - for a small file (the scaffold's sample); ingest itself never holds a file."""
+    if fmt == "parquet":
+        header, batches = _parquet_batches(path, BATCH_ROWS)
+    else:
+        header, batches, _ = _csv_batches(path, BATCH_BYTES)
+    rows: list[list[str | None]] = []
+    for b in batches:
+        rows.extend(list(r) for r in zip(*(c.to_pylist() for c in b.columns), strict=True))
+    return header, rows
 
 
 def _copy_batch(cur: Any, table: sql.Composable, columns: list[str], batch: Any) -> None:

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from psycopg2 import sql
 
-from airtrain.data.gx import NULL_LABEL, ValidationResultError, _num, _Rule
+from airtrain.data.gx import _GX_LOCK, NULL_LABEL, ValidationResultError, _gx, _num, _Rule, parse_gx_results
 from airtrain.data.ingest import expected_columns
+from airtrain.data.labels import store_batch_labels_sql
 from airtrain.data.validation import BatchBlockedError, _extra_columns_of, missing_column_message, render_html
 from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
@@ -257,8 +259,6 @@ def _gx_sql(wh: Warehouse, query: str, rules: list[_Rule]) -> list[Any]:
     """GX's results of ``rules`` on a query asset over the partition (GX's SQL execution engine).
     Rules that quarantine rows get their failing ``_row_number`` values (COMPLETE result format); the
     others only counts (SUMMARY), so a failing warn rule never brings the day's rows into Python."""
-    from airtrain.data.gx import _GX_LOCK, _gx
-
     if not rules:
         return []
     with _GX_LOCK:
@@ -292,12 +292,18 @@ def _gx_sql(wh: Warehouse, query: str, rules: list[_Rule]) -> list[Any]:
             return out
         finally:
             source.delete_asset(name)
+            # no connection outlives the validation: GX's engines pool them (the datasource's and its
+            # execution engine's); a pooled idle backend per worker process would count against
+            # max_connections and hold the warehouse's catalog snapshot open
+            for close in (lambda: source.get_execution_engine().close(), lambda: source.get_engine().dispose()):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing is best effort; the result above stands
+                    pass
 
 
 def _batch_rules(spec: PipelineSpec, extra_suites: list[Path]) -> list[_Rule]:
     """The row-count rule and the user's suites, as GX expectations (as :func:`airtrain.data.gx._rules`)."""
-    from airtrain.data.gx import _gx
-
     E = _gx().expectations
     v = spec.validation
     rules = [_Rule(E.ExpectTableRowCountToBeBetween(min_value=v.row_count.min, max_value=v.row_count.max),
@@ -324,9 +330,6 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
     docstring). ``save_report(report_id, html) -> location`` stores the HTML report (called inside the
     transaction, before the record that names it). Returns (outcome, the validation kept in force
     when a blocked re-run of a passed date changed nothing, report id)."""
-    from airtrain.data.gx import parse_gx_results
-    from airtrain.data.labels import store_batch_labels_sql
-
     rs, rt = spec.table("raw")
     raw = ident(rs, rt)
     kinds = _kinds(spec)
@@ -495,8 +498,6 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
                                    warnings, results)
 
         # the first quarantined rows, for the report
-        import pandas as pd
-
         row_data = _row_data(expected_columns(spec))
         cur.execute(sql.SQL("SELECT v._row_number, v._reasons, {rd} FROM _airtrain_validated v JOIN {raw} r ON "
                             "r._partition_date = %s AND r._row_number = v._row_number WHERE cardinality(v._reasons) "

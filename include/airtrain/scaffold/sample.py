@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airtrain.data.ingest import _read_csv, _read_parquet
+from airtrain.data.ingest import read_rows
 from airtrain.spec import (
     BOOL_SPELLINGS,
     MAX_IDENT_BYTES,
@@ -116,8 +116,7 @@ def infer_kind(col: Column, max_categories: int) -> str:
 
 
 def read_sample(path: Path) -> list[Column]:
-    data = path.read_bytes()
-    header, rows = (_read_parquet if path.suffix.lower() == ".parquet" else _read_csv)(data, path)
+    header, rows = read_rows(path, "parquet" if path.suffix.lower() == ".parquet" else "csv")
     cols = []
     for i, h in enumerate(header):
         cells = [None if v is None or str(v).strip() == "" else str(v).strip() for v in (r[i] for r in rows)]
