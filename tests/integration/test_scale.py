@@ -159,7 +159,6 @@ def _bad_day(d, rows=400):
     return df
 
 
-@pytest.mark.e2e  # ~40 s: the in-memory reference runs GX on pandas five times
 def test_in_warehouse_validation_gives_the_reference_outcome_row_by_row(wh, tmp_path):
     ref, out, got = _both(wh, SPEC, D, _bad_day(D).to_csv(index=False), tmp_path)
     assert out.rows_quarantined > 40 and not out.blocked, out.block_reasons
@@ -203,7 +202,6 @@ def test_in_warehouse_validation_gives_the_reference_outcome_row_by_row(wh, tmp_
         (out.rows_labeled,)]
 
 
-@pytest.mark.e2e  # nine days ingested, validated, trained twice and evaluated
 def test_the_training_sample_is_in_the_lineage_and_a_retrain_reproduces_the_model(wh, tmp_path):
     """training.sample_rows: a per-date md5(key|date) sample read in the warehouse; the lineage says which
     rows (per date, order), how many and their hash, and a retrain as of the same date reads the same

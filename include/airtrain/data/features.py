@@ -58,12 +58,17 @@ def labeled_frame(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, start: dt.d
         cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
         cond=sql.SQL(" AND ").join(cond))
     if per_date is not None:
+        # per date a top-N by md5 (a bounded heap in the server), not a sort of the whole window
         names = sql.SQL(", ").join(ident(c) for c in [key, date, *spec.feature_names, target])
+        dates = (sql.SQL("SELECT generate_series(%(start)s::date, least(coalesce(%(end)s, %(as_of)s), %(as_of)s)::date, "
+                         "interval '1 day')::date AS _d") if start is not None else
+                 sql.SQL("SELECT DISTINCT f.{d} AS _d FROM {f} f WHERE f.{d} <= least(coalesce(%(end)s, %(as_of)s), "
+                         "%(as_of)s)").format(d=ident(date), f=ident(fs, ft)))
         query = sql.SQL(
-            "SELECT {names} FROM (SELECT {cols}, row_number() OVER (PARTITION BY f.{d} ORDER BY md5(f.{k}::text || '|' "
-            "|| f.{d}::text), f.{k}) AS _sample_rank FROM {f} f JOIN {l} l ON l.{k} = f.{k} AND l.{d} = f.{d} WHERE "
-            "{cond}) s WHERE _sample_rank <= %(per_date)s ORDER BY {d}, {k}").format(
-            names=names, cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
+            "SELECT {names} FROM ({dates}) dd CROSS JOIN LATERAL (SELECT {cols} FROM {f} f JOIN {l} l ON l.{k} = f.{k} "
+            "AND l.{d} = f.{d} WHERE f.{d} = dd._d AND {cond} ORDER BY md5(f.{k}::text || '|' || f.{d}::text), f.{k} "
+            "LIMIT %(per_date)s) s ORDER BY {d}, {k}").format(
+            names=names, dates=dates, cols=cols, f=ident(fs, ft), l=ident(ls, lt), k=ident(key), d=ident(date),
             cond=sql.SQL(" AND ").join(cond))
     df = read_frame(wh, query, {"as_of": as_of, "start": start, "end": end, "per_date": per_date})
     df = coerce_features(df, spec)
