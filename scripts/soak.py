@@ -36,7 +36,6 @@ when it is missing). Rows lost / doubled per date against the reference. Figures
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -747,6 +746,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
+    # SIGTERM (a CI timeout, `kill`) stops the soak like Ctrl-C: the finally blocks take its stack down
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
         raise SystemExit(main())
+    except KeyboardInterrupt:
+        say("interrupted: its stack was taken down")
+        raise SystemExit(130) from None

@@ -18,20 +18,36 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.soak]
+# two soak runs of the stack (reference, then faults): longer than the suite's 15-minute default
+pytestmark = [pytest.mark.e2e, pytest.mark.soak, pytest.mark.timeout(7500)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED, DAYS = 23, 4
 
 
+def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``cmd`` to its end; on a timeout or an interruption it gets SIGTERM (the soak then takes its
+    stack down) before it is killed, so no stack is left running."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_a_short_seeded_soak_loses_nothing_doubles_nothing_and_matches_the_fault_free_run(tmp_path):
     ref = tmp_path / "reference.json"
     common = [sys.executable, str(ROOT / "scripts/soak.py"), "--seed", str(SEED), "--days", str(DAYS)]
-    done = subprocess.run([*common, "--faults", "off", "--reference", str(ref)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=3600)
+    done = run([*common, "--faults", "off", "--reference", str(ref)], timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    done = subprocess.run([*common, "--reference", str(ref), "--mean-gap", "5", "--p-halves", "0.5",
-                           "--p-corrupt", "0.34"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    done = run([*common, "--reference", str(ref), "--mean-gap", "5", "--p-halves", "0.5", "--p-corrupt", "0.34"],
+               timeout=3600)
     out = ROOT / ".local" / "soak" / f"soak-{SEED}-{DAYS}-local.json"
     result = json.loads(out.read_text())
     s = result["summary"]
