@@ -156,6 +156,17 @@ def _bad_day(d, rows=400):
     df.loc[16, "tenure_months"] = "500"
     df.loc[17, "region"] = "mars"
     df.loc[18, "num_support_tickets"] = "-1"
+    # the casts' fast paths (digits, digits.digits, the partition's own date) and their edges
+    df.loc[19, "tenure_months"] = "."
+    df.loc[20, "tenure_months"] = "007"
+    df.loc[21, "monthly_charges"] = "5."
+    df.loc[22, "monthly_charges"] = ".5"
+    df.loc[23, "total_charges"] = "1.2.3"
+    df.loc[24, "num_support_tickets"] = "+3"
+    df.loc[25, "total_charges"] = "12.50"
+    df.loc[26, "tenure_months"] = "99999999999999999999"
+    df.loc[27, "as_of_date"] = f" {d.isoformat()} "
+    df.loc[28, "as_of_date"] = d.isoformat().replace("-0", "-")
     return df
 
 
