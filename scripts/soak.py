@@ -64,6 +64,8 @@ START = dt.date(2026, 6, 1)  # the simulation's first day (fixed: the reference 
 HISTORY = 12  # days before the soak: the bootstrap trains the first champion on them
 ROWS = 600
 DRIFT_START = 20  # simulation day index from which covariate drift applies (ramping over 3 days)
+RETRIES = 4  # the soak spec's schedule.retries: 5 tries per task instance
+KILL_MAX_TRY = RETRIES - 1  # kill -9 hits tries 1..3 of a task instance, never its last two
 SPEC_OVERRIDES: dict[str, Any] = {
     "source": {"ready_marker": "{date}.csv.ready"},
     "target": {"label_delay_days": 1},
@@ -75,7 +77,7 @@ SPEC_OVERRIDES: dict[str, Any] = {
     "rollout": {"strategy": "canary", "canary_fraction": 0.3, "min_labeled": 200, "max_days": 6},
     "monitoring": {"trigger": {"persistence": 2, "cooldown_days": 7}},
     # no scheduled run: only the runs the soak starts; quick retries (a fault is retried like in production)
-    "schedule": {"start_paused": True, "start_date": "2099-01-01", "retries": 4, "retry_delay_minutes": 0.05,
+    "schedule": {"start_paused": True, "start_date": "2099-01-01", "retries": RETRIES, "retry_delay_minutes": 0.05,
                  "max_active_runs": 4},
 }
 TIME_FAULTS = {  # kind: weight (the injector's random choice). A component or PostgreSQL restart costs the
@@ -359,15 +361,21 @@ class Injector(threading.Thread):
         running = self.running_tasks()
         entry: dict[str, Any] = {"kind": kind, "running": [f"{r[1]}/{r[2]}[{r[3]}]#{r[4]}" for r in running]}
         if kind == "kill9_task":
-            victims = [r for r in running if r[5]]
+            # a transient fault within the retry budget: a try is killed only while the task instance
+            # keeps tries for the other faults (restarts also cost tries); more kills than retries is
+            # a permanent fault by construction, which proves nothing about recovery
+            def fair(r: tuple) -> bool:
+                return bool(r[5]) and r[4] <= KILL_MAX_TRY
+
+            victims = [r for r in running if fair(r)]
             deadline = time.monotonic() + 20  # between two tasks: the next one to start is the victim
             while not victims and time.monotonic() < deadline and not self.stop_event.is_set():
                 time.sleep(0.5)
                 running = self.running_tasks()
-                victims = [r for r in running if r[5]]
+                victims = [r for r in running if fair(r)]
             entry["running"] = [f"{r[1]}/{r[2]}[{r[3]}]#{r[4]}" for r in running]
             if not victims:
-                entry["skipped"] = "no task running"
+                entry["skipped"] = "no task running below its kill budget"
                 return entry
             v = rng.choice(victims)
             try:
@@ -404,7 +412,9 @@ class Injector(threading.Thread):
             d = day if kind == "manual_same_date" else day - dt.timedelta(days=1)
             self.n_manual += 1
             run_id = f"soak_manual__{d}__{self.n_manual}"
-            trigger(st, run_id, {"date": str(d), "trigger_reason": f"soak: {kind}"}, f"soak fault {kind}")
+            # the day's own run again (its conf, not a retrain request: a trigger_reason would make an
+            # on_trigger pipeline train, a business event the fault-free run does not have)
+            trigger(st, run_id, {"date": str(d)}, f"soak fault {kind}")
             entry["run_id"] = run_id
             self.state.setdefault("manual_runs", []).append(run_id)
         elif kind == "long_reader":
