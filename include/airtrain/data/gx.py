@@ -66,8 +66,17 @@ def _rules(spec: PipelineSpec, partition_date: dt.date, present: set[str], extra
         if f.allowed:
             rules.append(_Rule(E.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.allowed)), f.on_fail,
                                f"not one of {list(f.allowed)}", f.name))
-    rules.append(_Rule(E.ExpectTableRowCountToBeBetween(min_value=v.row_count.min, max_value=v.row_count.max),
-                       v.row_count.on_fail, f"row count not between {v.row_count.min} and {v.row_count.max}"))
+    rules += batch_rules(spec, extra_suites)
+    return rules
+
+
+def batch_rules(spec: PipelineSpec, extra_suites: list[Path]) -> list[_Rule]:
+    """The batch-level rules: the row count and the user's suites (JSON lists of expectations), as GX
+    expectations; in memory they close :func:`_rules`, in the warehouse they run on a SQL data source."""
+    E = _gx().expectations
+    v = spec.validation
+    rules = [_Rule(E.ExpectTableRowCountToBeBetween(min_value=v.row_count.min, max_value=v.row_count.max),
+                   v.row_count.on_fail, f"row count not between {v.row_count.min} and {v.row_count.max}")]
     for path in extra_suites:
         for item in json.loads(Path(path).read_text()):
             cls_name = "".join(p.capitalize() for p in item["type"].split("_"))

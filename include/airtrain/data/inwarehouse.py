@@ -40,10 +40,19 @@ from typing import Any
 import pandas as pd
 from psycopg2 import sql
 
-from airtrain.data.gx import _GX_LOCK, NULL_LABEL, ValidationResultError, _gx, _num, _Rule, parse_gx_results
+from airtrain.data.gx import (
+    _GX_LOCK,
+    NULL_LABEL,
+    ValidationResultError,
+    _gx,
+    _num,
+    _Rule,
+    batch_rules,
+    parse_gx_results,
+)
 from airtrain.data.ingest import expected_columns
 from airtrain.data.labels import store_batch_labels_sql
-from airtrain.data.validation import BatchBlockedError, _extra_columns_of, missing_column_message, render_html
+from airtrain.data.validation import Judged, _extra_columns_of, missing_column_message, render_html
 from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
 from airtrain.spec import BOOL_SPELLINGS, PipelineSpec
@@ -64,7 +73,7 @@ class DateFormatError(PermanentError, ValueError):
 
 
 @dataclass
-class WarehouseOutcome:
+class WarehouseOutcome(Judged):
     """A partition validated in the warehouse: counts and results (its rows stay in the warehouse).
     ``quarantine`` holds the first quarantined rows (for the report), not all of them."""
 
@@ -79,21 +88,6 @@ class WarehouseOutcome:
     results: list[dict[str, Any]] = field(default_factory=list)
     quarantine: Any = None
     html_report: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        return {"rows_total": self.rows_total, "rows_valid": self.rows_valid,
-                "rows_quarantined": self.rows_quarantined, "rows_labeled": self.rows_labeled,
-                "blocked": self.blocked, "block_reasons": self.block_reasons, "warnings": len(self.warnings),
-                "failed_expectations": sum(1 for r in self.results if not r["success"])}
-
-    def raise_if_blocked(self) -> None:
-        if self.blocked:
-            reasons = "\n  - ".join(self.block_reasons)
-            raise BatchBlockedError(
-                f"partition {self.partition_date} was blocked by validation; the model, the champion and "
-                f"earlier data are untouched, and nothing downstream runs:\n  - {reasons}\n"
-                f"Rejected rows are in the quarantine table; fix the source and re-run this date.",
-                self.summary())
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,23 +310,6 @@ def _gx_sql(wh: Warehouse, query: str, rules: list[_Rule]) -> list[Any]:
                     pass
 
 
-def _batch_rules(spec: PipelineSpec, extra_suites: list[Path]) -> list[_Rule]:
-    """The row-count rule and the user's suites, as GX expectations (as :func:`airtrain.data.gx._rules`)."""
-    E = _gx().expectations
-    v = spec.validation
-    rules = [_Rule(E.ExpectTableRowCountToBeBetween(min_value=v.row_count.min, max_value=v.row_count.max),
-                   v.row_count.on_fail, f"row count not between {v.row_count.min} and {v.row_count.max}")]
-    for path in extra_suites:
-        for item in json.loads(Path(path).read_text()):
-            cls_name = "".join(p.capitalize() for p in item["type"].split("_"))
-            cls = getattr(E, cls_name, None)
-            if cls is None:
-                raise ValueError(f"{path}: unknown expectation type {item['type']!r}")
-            rules.append(_Rule(cls(**item.get("kwargs", {})), item.get("severity", "warn"),
-                               item.get("description", item["type"]), item.get("kwargs", {}).get("column", "")))
-    return rules
-
-
 # --------------------------------------------------------------------------------------------
 # the step
 # --------------------------------------------------------------------------------------------
@@ -420,8 +397,8 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
 
         # 3. (first: GX reads the committed raw partition on its own connection) batch-level expectations
         try:
-            batch_rules = _batch_rules(spec, [Path(p) for p in extra_suites or []])
-            gx_results = parse_gx_results(_gx_sql(wh, gx_query.as_string(cur), batch_rules), batch_rules, None)
+            checks = batch_rules(spec, [Path(p) for p in extra_suites or []])
+            gx_results = parse_gx_results(_gx_sql(wh, gx_query.as_string(cur), checks), checks, None)
         except PermanentError:
             raise
         except Exception as exc:  # noqa: BLE001 - GX and SQLAlchemy raise many types; never print the URL

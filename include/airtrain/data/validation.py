@@ -59,8 +59,29 @@ class BatchBlockedError(PermanentError, ValueError):
         self.summary = summary
 
 
+class Judged:
+    """What a validated partition says of itself (in memory or in the warehouse): its summary, and the
+    error that stops the run when it is blocked."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows_total": self.rows_total, "rows_valid": self.rows_valid,
+                "rows_quarantined": self.rows_quarantined, "rows_labeled": self.rows_labeled,
+                "blocked": self.blocked,
+                "block_reasons": self.block_reasons, "warnings": len(self.warnings),
+                "failed_expectations": sum(1 for r in self.results if not r["success"])}
+
+    def raise_if_blocked(self) -> None:
+        if self.blocked:
+            reasons = "\n  - ".join(self.block_reasons)
+            raise BatchBlockedError(
+                f"partition {self.partition_date} was blocked by validation; the model, the champion and "
+                f"earlier data are untouched, and nothing downstream runs:\n  - {reasons}\n"
+                f"Rejected rows are in the quarantine table; fix the source and re-run this date.",
+                self.summary())
+
+
 @dataclass
-class ValidationOutcome:
+class ValidationOutcome(Judged):
     partition_date: dt.date
     valid: pd.DataFrame
     quarantine: pd.DataFrame  # _row_number, reasons (list[str]), row_data (dict)
@@ -84,22 +105,6 @@ class ValidationOutcome:
         """Valid rows that carried their label (the target column) in the batch."""
         label = self.valid.attrs.get("target")
         return int(self.valid[label].notna().sum()) if label in self.valid.columns else 0
-
-    def summary(self) -> dict[str, Any]:
-        return {"rows_total": self.rows_total, "rows_valid": self.rows_valid,
-                "rows_quarantined": self.rows_quarantined, "rows_labeled": self.rows_labeled,
-                "blocked": self.blocked,
-                "block_reasons": self.block_reasons, "warnings": len(self.warnings),
-                "failed_expectations": sum(1 for r in self.results if not r["success"])}
-
-    def raise_if_blocked(self) -> None:
-        if self.blocked:
-            reasons = "\n  - ".join(self.block_reasons)
-            raise BatchBlockedError(
-                f"partition {self.partition_date} was blocked by validation; the model, the champion and "
-                f"earlier data are untouched, and nothing downstream runs:\n  - {reasons}\n"
-                f"Rejected rows are in the quarantine table; fix the source and re-run this date.",
-                self.summary())
 
 
 def _cast(raw: pd.Series, kind: str, target: TargetSpec | None = None, date_format: str | None = None
