@@ -52,6 +52,7 @@ from airtrain.data.gx import (
 )
 from airtrain.data.ingest import expected_columns
 from airtrain.data.labels import store_batch_labels_sql
+from airtrain.data.quarantine import record_validation
 from airtrain.data.validation import Judged, _extra_columns_of, missing_column_message, render_html
 from airtrain.errors import PermanentError
 from airtrain.faults import failpoint
@@ -550,18 +551,7 @@ def validate_partition(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: st
                     sql.SQL(", ").join(ident(c) if c in present else sql.SQL("NULL") for c in fcols)), (run_id,))
                 store_batch_labels_sql(cur, spec, d, "_airtrain_validated", "cardinality(_reasons) = 0",
                                        label_col is not None)
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
-                    "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-                    "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
-                    "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
-                    "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
-                    "results = EXCLUDED.results, report_path = EXCLUDED.report_path, blocked_attempt = NULL, "
-                    "created_at = now()").format(runs),
-                (spec.name, d, run_id, total, rows_valid, quarantined, blocked,
-                 json.dumps({"results": results, "block_reasons": block, "warnings": warnings}, default=str),
-                 location))
+            record_validation(cur, spec, d, run_id, outcome, location)
         failpoint("validate.before_commit")
     failpoint("validate.after_commit")
     return outcome, kept, report_id

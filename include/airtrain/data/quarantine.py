@@ -79,20 +79,7 @@ def store_validation(wh: Warehouse, spec: PipelineSpec, d: dt.date, run_id: str,
                 valid["_run_id"] = run_id
                 _copy_frame(cur, ident(fs, ft), valid, [*cols, "_run_id"])
                 store_batch_labels(cur, spec, d, outcome.valid)
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
-                    "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-                    "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
-                    "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
-                    "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
-                    "results = EXCLUDED.results, report_path = EXCLUDED.report_path, blocked_attempt = NULL, "
-                    "created_at = now()"
-                ).format(runs),
-                (spec.name, d, run_id, outcome.rows_total, outcome.rows_valid, outcome.rows_quarantined,
-                 outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
-                                              "warnings": outcome.warnings}, default=str), report_path),
-            )
+            record_validation(cur, spec, d, run_id, outcome, report_path)
         failpoint("validate.before_commit")
     failpoint("validate.after_commit")
     return kept
@@ -121,3 +108,22 @@ def list_validations(wh: Warehouse, spec: PipelineSpec, limit: int = 200) -> lis
         ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")), (spec.name, limit))
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def record_validation(cur: Any, spec: PipelineSpec, d: dt.date, run_id: str, outcome: Any, report_path: str) -> None:
+    """``outcome`` (in memory or in the warehouse) becomes the date's validation in force, in the
+    caller's transaction (a blocked attempt after a passed one is recorded apart, by the caller)."""
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (pipeline, partition_date, run_id, rows_total, rows_valid, rows_quarantined, "
+            "blocked, results, report_path, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+            "ON CONFLICT (pipeline, partition_date) DO UPDATE SET run_id = EXCLUDED.run_id, "
+            "rows_total = EXCLUDED.rows_total, rows_valid = EXCLUDED.rows_valid, "
+            "rows_quarantined = EXCLUDED.rows_quarantined, blocked = EXCLUDED.blocked, "
+            "results = EXCLUDED.results, report_path = EXCLUDED.report_path, blocked_attempt = NULL, "
+            "created_at = now()"
+        ).format(ident(spec.warehouse.monitoring_schema, "validation_runs")),
+        (spec.name, d, run_id, outcome.rows_total, outcome.rows_valid, outcome.rows_quarantined,
+         outcome.blocked, json.dumps({"results": outcome.results, "block_reasons": outcome.block_reasons,
+                                      "warnings": outcome.warnings}, default=str), report_path),
+    )
