@@ -77,7 +77,7 @@ scale-test: venv ## the Celery stack (own copy, free ports): a 10-day backfill o
 
 SEED ?= 1
 DAYS ?= 30
-soak: venv ## a seeded chaos soak through the real scheduler on its own stack: make soak SEED=1 DAYS=30 (docs/RELIABILITY.md; EXECUTOR=celery is not built yet)
+soak: venv ## a seeded chaos soak through the real scheduler on its own stack: make soak SEED=1 DAYS=30 (docs/RELIABILITY.md; EXECUTOR=celery DAYS=5: also kills whole workers mid-shard)
 	@$(BIN)/python scripts/soak.py --seed $(SEED) --days $(DAYS) --executor $(or $(EXECUTOR),local) $(SOAK_ARGS)
 
 soak-test: venv ## only the short seeded chaos soak (tests/e2e/test_soak.py, ~16 min; also part of make test-e2e)

@@ -569,7 +569,12 @@ class Supervisor:
         self.log(f"started airflow {name} (pid {proc.pid})")
 
     def ready(self, name: str) -> bool:
-        """May ``name`` (re)start now? PostgreSQL must answer; the scheduler and triggerer also need the API."""
+        """May ``name`` (re)start now? Not while ``.local/run/<name>.hold`` exists (an operator keeps a
+        component down, e.g. a Celery worker being drained or a host taken out; `make soak EXECUTOR=celery`
+        keeps a killed worker down until its shard ran elsewhere). PostgreSQL must answer; the scheduler
+        and triggerer also need the API."""
+        if (RUN / f"{name}.hold").exists():
+            return False
         if name in self.extra and not name.startswith("worker-"):
             return True
         if not tcp_ok("127.0.0.1", self.pg_port):
@@ -1019,7 +1024,8 @@ def cmd_status() -> int:
     print(f"{'postgresql':15} {'running' if pg.running() else 'stopped'} (127.0.0.1:{pg.port})")
     for name in ("supervisor", *all_services(cfg)):
         pid = pid_of(name)
-        print(f"{name:15} {f'running (pid {pid})' if pid else 'stopped'}")
+        held = f" (held: .local/run/{name}.hold)" if (RUN / f"{name}.hold").exists() else ""
+        print(f"{name:15} {f'running (pid {pid})' if pid else 'stopped'}{held}")
     return 0
 
 

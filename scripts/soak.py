@@ -24,6 +24,16 @@ ingested as the day) and ``corrupt_artifact`` (the champion's artifact in the re
 the run must refuse it - a permanent fault, the run fails without scoring - and, once the artifact is
 restored and the run cleared, succeed).
 
+**Celery variant** (``make soak EXECUTOR=celery DAYS=5``): the same on the Celery copy of the stack (two
+workers, Redis broker, S3 object store), plus, on each day (``--p-worker-kill``), ``kill_worker``: while
+one of the day's scoring shards runs, its whole worker (the process tree: the Celery worker, its pool,
+the task supervisor and the task) is killed with SIGKILL, as a lost host would be, and kept down (the
+supervisor's ``.local/run/worker-<name>.hold``) until Airflow has noticed the lost heartbeat, failed
+that try and run the shard's next try on the other worker; then the worker is let back. The oracle also
+checks that each killed shard ended in success on the other worker. The stack's
+``[scheduler] task_instance_heartbeat_timeout`` is 60 s here (Airflow's default, 300 s, would make each
+kill cost five minutes of waiting).
+
 **The oracle**, after every day and at the end: :func:`airtrain.invariants.check` (one champion, one
 prediction per entity and date, no orphan stage table, one retrain per drift window, the promotion
 log a chain ending at the champion, lineage...), and per date the md5 of the predictions partition
@@ -89,6 +99,8 @@ TIME_FAULTS = {  # kind: weight (the injector's random choice). A component or P
 #: faults after which a run failing (after its retries, or at once) is expected: they cannot heal by retrying
 PERMANENT = {"corrupt_artifact"}
 PRED_EXCLUDED = {"run_id", "scored_at"}
+#: the Celery variant: a lost worker's task is failed (then retried) once its heartbeat is this old
+CELERY_HEARTBEAT_TIMEOUT_S = 60
 
 
 def say(msg: str) -> None:
@@ -119,7 +131,8 @@ class Stack:
                  f"AIRTRAIN_SPEC_DIR={self.spec_dir}"]
         if executor == "celery":
             lines += ["AIRTRAIN_EXECUTOR=celery", f"CELERY_BROKER_PORT={free_port()}", f"OBJSTORE_PORT={free_port()}",
-                      f"WORKER_LOG_PORT={free_port()}", "CELERY_WORKERS=2"]
+                      f"WORKER_LOG_PORT={free_port()}", "CELERY_WORKERS=2",
+                      f"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT={CELERY_HEARTBEAT_TIMEOUT_S}"]
         self.env_file.write_text("\n".join(lines) + "\n")
 
     @property
@@ -439,6 +452,89 @@ class Injector(threading.Thread):
             pass  # a PostgreSQL restart ended it early
 
 
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every descendant (a lost host: nothing gets to clean up). The pids killed."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    killed = []
+    for p in procs:
+        try:
+            p.kill()
+            killed.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return killed
+
+
+class WorkerKiller(threading.Thread):
+    """Celery: kill the whole worker running one of ``run_id``'s scoring shards, keep it down until the
+    shard's next try runs (so: on the other worker), then let the supervisor start it again."""
+
+    def __init__(self, stack: Stack, run_id: str, rng: random.Random, entry: dict, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.run_id, self.rng, self.entry, self.stop = stack, run_id, rng, entry, stop
+
+    def shard(self, map_index: int) -> tuple | None:
+        rows = self.stack.query("airflow", "SELECT try_number, hostname, state FROM task_instance WHERE dag_id = %s "
+                                           "AND run_id = %s AND task_id = 'score' AND map_index = %s",
+                                (DAG, self.run_id, map_index))
+        return rows[0] if rows else None
+
+    def run(self) -> None:
+        st, entry = self.stack, self.entry
+        workers = {"w1", "w2"}  # the stack's CELERY_WORKERS=2 (task_instance.hostname: airtrain_dev.workername)
+        deadline, victims = time.monotonic() + 1200, []
+        while not victims and time.monotonic() < deadline and not self.stop.is_set():
+            victims = [r for r in st.query("airflow", "SELECT map_index, try_number, hostname FROM task_instance "
+                                                      "WHERE dag_id = %s AND run_id = %s AND task_id = 'score' AND "
+                                                      "state = 'running' AND try_number <= %s",
+                                           (DAG, self.run_id, KILL_MAX_TRY)) if r[2] in workers]
+            if not victims:
+                time.sleep(0.3)
+        if not victims:
+            entry["skipped"] = "no scoring shard seen running"
+            return
+        map_index, tried, host = self.rng.choice(victims)
+        name = f"worker-{host}"
+        hold = st.local / "run" / f"{name}.hold"
+        hold.write_text(f"soak: {name} killed while it ran {self.run_id}/score[{map_index}]#{tried}\n")
+        try:
+            pid = st.pid(name)
+            killed = kill_tree(pid) if pid else []
+            entry.update(worker=host, shard=f"{self.run_id}/score[{map_index}]", killed_try=tried,
+                         map_index=map_index, pids_killed=len(killed), at=round(time.time(), 1))
+            say(f"fault kill_worker: {name} (pid {pid}, {len(killed)} processes) killed while it ran "
+                f"{self.run_id}/score[{map_index}]#{tried}; held down until the shard runs again")
+            wait_until = time.monotonic() + 900  # the heartbeat timeout, the retry delay, a busy machine
+            while time.monotonic() < wait_until and not self.stop.is_set():
+                now = self.shard(map_index)
+                if now and now[0] > tried and now[2] in ("running", "success"):
+                    entry["rerun"] = {"try": now[0], "worker": now[1], "state": now[2],
+                                      "after_s": round(time.time() - entry["at"], 1)}
+                    break
+                time.sleep(1)
+        finally:
+            hold.unlink(missing_ok=True)  # the supervisor starts the worker again
+
+    def verdict(self) -> str | None:
+        """None when the killed shard ran again on another worker and succeeded, else what went wrong."""
+        e = self.entry
+        if e.get("skipped"):
+            return None
+        final = self.shard(e["map_index"])
+        e["final"] = {"try": final[0], "worker": final[1], "state": final[2]} if final else None
+        if not final or final[2] != "success":
+            return f"kill_worker {e['shard']}: the shard did not succeed after the kill ({e['final']})"
+        if "rerun" not in e or e["rerun"]["worker"] == e["worker"] or final[0] <= e["killed_try"]:
+            return f"kill_worker {e['shard']}: no later try on the other worker ({e.get('rerun')}, {e['final']})"
+        return None
+
+
 # ------------------------------------------------------------------------------------------- oracle
 
 
@@ -496,7 +592,7 @@ def soak(args: argparse.Namespace) -> dict:
     write_spec(stack)
     result: dict[str, Any] = {"seed": args.seed, "days": args.days, "executor": args.executor, "faults": args.faults,
                               "start": str(START + dt.timedelta(days=HISTORY)), "rows_per_day": ROWS,
-                              "between_run_faults": [], "approvals": [], "days_log": [], "failed_runs": []}
+                              "between_run_faults": [], "approvals": [], "days_log": [], "failed_runs": [], "worker_kills": []}
     say(f"starting the stack in {base} (PostgreSQL :{stack.pg_port}, API :{stack.ui_port})")
     up = stack.devstack("up")
     if up.returncode != 0:
@@ -518,6 +614,7 @@ def soak(args: argparse.Namespace) -> dict:
         if run_state(stack, boot) != "success":
             raise RuntimeError(f"the bootstrap run {boot} did not succeed: {run_state(stack, boot)}")
         rng = random.Random(args.seed * 7919 + 1)
+        rng_workers = random.Random(args.seed * 7919 + 2)  # its own stream: the local variant's days stay the same
         state: dict[str, Any] = {"t0": time.time(), "day": None}
         t_soak = time.monotonic()
         if faults_on:
@@ -530,7 +627,11 @@ def soak(args: argparse.Namespace) -> dict:
             run_id = f"soak__{d}"
             corrupt = faults_on and i > 0 and rng.random() < args.p_corrupt
             halves = faults_on and rng.random() < args.p_halves
-            saved = None
+            saved, killer = None, None
+            if faults_on and args.executor == "celery" and rng_workers.random() < args.p_worker_kill:
+                killer = WorkerKiller(stack, run_id, random.Random(rng_workers.random()), {"kind": "kill_worker",
+                                      "day": str(d)}, injector.stop_event)
+                killer.start()
             if corrupt:
                 with injector.pause:
                     (champ,), = stack.query("warehouse", "SELECT version FROM registry.champions WHERE pipeline = 'churn'")
@@ -602,6 +703,14 @@ def soak(args: argparse.Namespace) -> dict:
             day_log["final_state"] = st
             day_log["busy_at_timeout"] = left
             problems = invariants(stack)
+            if killer is not None:
+                killer.join(timeout=60)
+                wrong = killer.verdict()
+                if not killer.entry.get("skipped"):
+                    result["between_run_faults"].append(killer.entry)
+                result["worker_kills"].append(killer.entry)
+                if wrong:
+                    problems.append(wrong)
             day_log["invariant_violations"] = problems
             if problems:
                 say(f"INVARIANT VIOLATIONS after {d}: {problems}")
@@ -674,7 +783,9 @@ def summary(result: dict, cmp: dict | None) -> dict:
             "runs": result.get("metadata", {}).get("runs"),
             "task_instances": result.get("metadata", {}).get("task_instances"),
             "retries": result.get("metadata", {}).get("retries"),
-            "releases": result.get("releases")}
+            "releases": result.get("releases"),
+            "worker_kills": [{k: f.get(k) for k in ("shard", "worker", "killed_try", "rerun", "final", "skipped")}
+                             for f in result.get("worker_kills", [])]}
 
 
 def render(result: dict) -> str:
@@ -693,6 +804,10 @@ def render(result: dict) -> str:
         ("drift retrains, approvals, canary", f"{len(rel.get('drift_retrains', []))} drift retrain run(s) "
                                               f"{rel.get('drift_retrains')}; approvals {rel.get('approvals')}; "
                                               f"rollouts {rel.get('rollouts')}; promotion log {rel.get('promotions')}"),
+        *([("Celery worker kills (whole process tree, mid-shard)", "; ".join(
+            f"{k['shard']}#{k['killed_try']} on {k['worker']} -> try {k['final']['try']} on {k['final']['worker']}: "
+            f"{k['final']['state']}" if not k.get("skipped") and k.get("final") else f"skipped ({k.get('skipped')})"
+            for k in s["worker_kills"]))] if result["executor"] == "celery" else []),
         ("runs failed after their retries", "; ".join(f"{r}: {w}" for r, w in s["failed_runs"]) or "none"),
         ("invariant violations", f"**{s['invariant_violations']}** (checked after each of the {result['days']} days "
                                  "and at the end)"),
@@ -704,6 +819,16 @@ def render(result: dict) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
+def find_reference(seed: int, days: int) -> Path:
+    """The fault-free result of this seed: the shortest one cached that covers ``days`` (its first days are
+    the same run: the simulation is seeded per date, drift starts on a fixed day; the predictions do not
+    depend on the executor, so the Celery soak compares with a LocalExecutor reference), else the path a
+    new reference of exactly ``days`` is written to."""
+    have = sorted((int(p.stem.split("-")[2]), p) for p in OUT.glob(f"reference-{seed}-*.json")
+                  if len(p.stem.split("-")) == 3 and p.stem.split("-")[2].isdigit())  # not a -partial
+    return next((p for n, p in have if n >= days), OUT / f"reference-{seed}-{days}.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -713,14 +838,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mean-gap", type=float, default=12.0, help="mean seconds between two timed faults")
     ap.add_argument("--p-halves", type=float, default=0.3, help="share of days whose file lands in two halves")
     ap.add_argument("--p-corrupt", type=float, default=0.15, help="share of days run against a corrupted artifact")
+    ap.add_argument("--p-worker-kill", type=float, default=1.0,
+                    help="Celery: share of days on which a worker is killed while it runs a scoring shard")
     ap.add_argument("--keep", action="store_true", help="leave the stack running (to look at it)")
     ap.add_argument("--reference", type=Path, default=None, help="the fault-free result to compare with")
     args = ap.parse_args(argv)
-    if args.executor == "celery":  # the worker-kill fault and the shard check are not built yet (issue 23)
-        print("make soak EXECUTOR=celery is not implemented yet: the LocalExecutor soak only", file=sys.stderr)
-        return 2
     OUT.mkdir(parents=True, exist_ok=True)
-    ref_path = args.reference or OUT / f"reference-{args.seed}-{args.days}.json"
+    ref_path = args.reference or (find_reference(args.seed, args.days) if args.faults == "on"
+                                  else OUT / f"reference-{args.seed}-{args.days}.json")
     if args.faults == "on" and not ref_path.exists() and args.reference is None:
         say(f"no fault-free reference for seed {args.seed}, {args.days} days: running it first")
         if main([*(argv if argv is not None else sys.argv[1:]), "--faults", "off"]) != 0:

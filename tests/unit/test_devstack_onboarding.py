@@ -113,3 +113,29 @@ def test_the_docs_say_how_to_get_the_token_their_rest_examples_use():
                                               "overlapping")]:
         assert text in (ROOT / page).read_text(), (page, text)
         assert page == "README.md" or f"]({page})" in readme, f"the README does not link {page}"
+
+
+def test_a_held_component_is_not_restarted_until_released(devstack, tmp_path, monkeypatch):
+    """`.local/run/<name>.hold` keeps a component down (an operator draining a worker; the Celery soak keeps
+    a killed worker down until its shard ran on the other one); removing the file lets the supervisor
+    restart it as usual."""
+    monkeypatch.setattr(devstack, "RUN", tmp_path / "run")
+    monkeypatch.setattr(devstack, "LOGS", tmp_path / "logs")
+    (tmp_path / "run").mkdir()
+    sup = devstack.Supervisor({}, pg_port=1, health_url="http://127.0.0.1:1/",
+                              extra={"broker": ([sys.executable, "-c", "pass"], {}, tmp_path)})
+    sup.start("broker")
+    first = sup.components["broker"].proc
+    first.wait(timeout=30)
+    (tmp_path / "run" / "broker.hold").write_text("soak")
+    sup.check()  # it exited: a restart is planned...
+    c = sup.components["broker"]
+    assert c.proc is None and c.restart_at is not None
+    c.restart_at = 0.0  # ...and due, but the hold keeps it down
+    sup.check()
+    assert c.proc is None
+    (tmp_path / "run" / "broker.hold").unlink()
+    sup.check()
+    assert c.proc is not None and c.proc.pid != first.pid
+    c.proc.wait(timeout=30)
+    sup.shutdown()
