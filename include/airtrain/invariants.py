@@ -109,10 +109,10 @@ def _check(wh: Warehouse, spec: PipelineSpec, starts: list[int]) -> list[str]:
                                 "validated rows")
         # 3. no stage table attached as a partition
         starts.append(len(problems))
+        # (a date's partition and its shards' sub-partitions: every level of the tree)
         stages = _all(cur, sql.SQL(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
-            "WHERE n.nspname = %s AND p.relname = %s AND c.relname LIKE %s"), (ps, pt, "%stage%"))
+            "SELECT c.relname FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid "
+            "WHERE t.level > 0 AND c.relname LIKE %s"), (f'"{ps}"."{pt}"', "%stage%"))
         if stages:
             problems.append(f"stage tables attached to {ps}.{pt}: {stages}")
         # 4. one champion, artifact intact

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg2
 
-_STAGE = re.compile(r"^(?P<table>.+)_stage_[0-9a-f]{8}$")
+_STAGE = re.compile(r"^(?P<table>.+)_stage_[0-9a-f]{8}(_s[0-9]+)?$")  # a stage, or a shard's table of it
 
 _SNAPSHOT = """
 SELECT c.oid, n.nspname, c.relname, c.relispartition,

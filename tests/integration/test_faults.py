@@ -108,7 +108,7 @@ def test_killed_mid_write_then_retried(proj, i, point):
             assert rows[0][2] == 400
         if step == "score":  # the killed shard's rows were rolled back: the stage tables hold nothing
             stages = fetch(proj.warehouse, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                                           "c.relnamespace WHERE n.nspname = 'predictions' AND c.relkind = 'r' "
+                                           "c.relnamespace WHERE n.nspname = 'predictions' AND c.relkind IN ('r', 'p') "
                                            "AND c.relname LIKE %s", ("%stage%",))
             assert stages, "the killed run had created its stage table"
             for (stage,) in stages:

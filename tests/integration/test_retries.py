@@ -121,6 +121,13 @@ def test_every_retrain_step_retried_after_its_commit_succeeds_in_the_same_run(re
                               "WHERE as_of_date = %s AND model_version = %s", (D, champion)) == [(400, [run])]
     assert fetch(p.warehouse, "SELECT count(*) FROM pg_tables WHERE schemaname = 'predictions' "
                               "AND tablename LIKE '%%stage%%'") == [(0,)]
+    # the date's partition is the two shards' sub-partitions (each written and indexed by its shard task;
+    # the retried shard's second try replaced its first's table), attached once by the retried publish
+    part = f"churn_p{D:%Y%m%d}_v{champion}"
+    leaves = fetch(p.warehouse, "SELECT c.relname, (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) FROM "
+                                "pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid WHERE t.level = 1 "
+                                "ORDER BY 1", (f"predictions.{part}",))
+    assert leaves == [(f"{part}_s0", 3), (f"{part}_s1", 3)], leaves
     assert_invariants(p)
     # and a rollback retried after its commit: one rollback row, the earlier champion back
     arm(monkeypatch, tmp_path / "rb", "rollback.after_commit")

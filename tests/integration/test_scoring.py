@@ -83,7 +83,10 @@ def test_rerun_three_times_is_identical(trained):
     # one partition for (date, version); no stage table left behind
     tables = fetch(wh, "SELECT tablename FROM pg_tables WHERE schemaname = 'predictions' "
                        "AND tablename NOT IN ('churn', 'churn_shadow') ORDER BY 1")
-    assert tables == [(f"churn_p{LAST:%Y%m%d}_v1",)]
+    part = f"churn_p{LAST:%Y%m%d}_v1"
+    assert tables == [(part,), (f"{part}_s0",), (f"{part}_s1",)]  # the date's partition and its two shards'
+    assert fetch(wh, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                     "WHERE i.inhparent = 'predictions.churn'::regclass") == [(part,)]
 
 
 def test_grants_and_views_survive_rewrites(trained):
@@ -226,3 +229,63 @@ def test_shards_follow_the_rows_of_the_date_with_a_max(trained):
     capped = scoring.begin(wh, with_scoring(rows_per_shard=250, max_shards=2), LAST, run_id="capped")
     assert capped.shards == 2
     scoring.abort(wh, capped)
+
+
+def _leaf_stats(wh, names: list[str]) -> dict[str, tuple]:
+    """Per table: (its oid, its index oids, sequential scans so far). Statistics reach pg_stat_user_tables
+    when a backend ends: wait until this test's is the only one on the database."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and fetch(wh, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                                    "current_database() AND pid <> pg_backend_pid()")[0][0]:
+        time.sleep(0.2)
+    out = {}
+    for name in names:
+        (oid, idx, scans), = fetch(wh, "SELECT c.oid, (SELECT array_agg(indexrelid ORDER BY indexrelid) FROM pg_index "
+                                       "WHERE indrelid = c.oid), s.seq_scan FROM pg_class c JOIN pg_stat_user_tables s "
+                                       "ON s.relid = c.oid WHERE c.oid = %s::regclass", (f"predictions.{name}",))
+        out[name] = (oid, idx, scans)
+    return out
+
+
+def test_each_shard_writes_and_indexes_its_own_sub_partition_and_publish_only_attaches_them(trained):
+    """Item 4 of the 10M-row day: the shards build their tables' primary keys and indexes (in parallel,
+    as mapped tasks); publish attaches them to the stage and the stage to the table without building an
+    index or scanning a row (their CHECK constraints prove the bounds), so the table lock is short."""
+    wh, spec = trained
+    target = scoring.begin(wh, spec, LAST, run_id="sub")
+    parts = [scoring.score_shard(wh, spec, target, run_id="sub", shard=s, shards=3) for s in range(3)]
+    assert sum(p["rows"] for p in parts) == ROWS and all(p["rows"] > 0 for p in parts)
+    names = [target.shard_table(s) for s in range(3)]
+    # each shard's table holds exactly its hash bucket of the stage, under its primary key and the indexes
+    for s, name in enumerate(names):
+        assert fetch(wh, f'SELECT count(*) FROM predictions."{name}" WHERE NOT satisfies_hash_partition('  # noqa: S608
+                         "%s::regclass::oid, 3, %s, customer_id)", (f"predictions.{target.stage}", s)) == [(0,)]
+    before = _leaf_stats(wh, names)
+    assert all(len(idx) == 3 for _, idx, _ in before.values()), before  # pkey, (as_of_date), (version, as_of_date)
+    res = publish.publish(wh, spec, target, ROWS, run_id="sub")
+    assert res["rows"] == ROWS
+    leaves = [target.leaf(s) for s in range(3)]
+    after = _leaf_stats(wh, leaves)
+    for name, leaf in zip(names, leaves, strict=True):
+        oid, idx, scans = before[name]
+        assert after[leaf] == (oid, idx, scans), (name, before[name], after[leaf])  # same table, same indexes, no scan
+    # the date is one partition of the table, made of the three sub-partitions; no stage and no CHECK left
+    tree = fetch(wh, "SELECT c.relname, t.level FROM pg_partition_tree('predictions.churn') t JOIN pg_class c ON "
+                     "c.oid = t.relid WHERE t.level > 0 ORDER BY 2, 1")
+    assert tree == [(target.partition, 1), *[(leaf, 2) for leaf in leaves]]
+    assert fetch(wh, "SELECT count(*) FROM pg_constraint WHERE contype = 'c' AND conrelid = ANY(%s::regclass[])",
+                 ([f"predictions.{leaf}" for leaf in leaves],)) == [(0,)]
+    assert keys(wh, LAST) == fetch(wh, "SELECT customer_id FROM features.churn WHERE as_of_date = %s ORDER BY 1",
+                                   (LAST,))
+
+
+def test_publish_refuses_a_stage_with_a_shard_missing_and_publishes_nothing(trained):
+    wh, spec = trained
+    target = scoring.begin(wh, spec, LAST, run_id="half")
+    rows = scoring.score_shard(wh, spec, target, run_id="half", shard=1, shards=2)["rows"]
+    with pytest.raises(ScoringError, match=r"shard\(s\) \[0\] of 2 .* were not scored: nothing was published"):
+        publish.publish(wh, spec, target, rows, run_id="half")
+    assert keys(wh, LAST) == []
+    # the missing shard scored (a retry), the publish goes through
+    rows += scoring.score_shard(wh, spec, target, run_id="half", shard=0, shards=2)["rows"]
+    assert publish.publish(wh, spec, target, rows, run_id="half")["rows"] == ROWS

@@ -181,6 +181,9 @@ def test_derived_names_fit_postgres_for_the_longest_pipeline_name():
 
     t = target_for(s, dt.date(2026, 1, 1), 99999, "shadow")
     assert len(f"{t.partition}_pkey") <= 63 and len(f"{t.stage}_pkey") <= 63
+    for shard in (0, 255):  # a shard's table and the published leaf (scoring.partitions: at most 256)
+        assert len(f"{t.shard_table(shard)}_pkey") <= 63 and len(f"{t.leaf(shard)}_pkey") <= 63
+    assert len({t.shard_table(s) for s in range(256)} | {t.leaf(s) for s in range(256)}) == 512
 
 
 def test_duplicate_names_in_a_directory(tmp_path):

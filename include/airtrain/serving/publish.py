@@ -1,6 +1,7 @@
-"""Publishing a date's predictions: the stage table swapped in as the (date, version) partition in ONE
-transaction under an advisory lock (readers see the old or the new partition, never a half-written
-one), orphan stage tables dropped, and whether a date is published (and by which run).
+"""Publishing a date's predictions: the shards' tables attached to the stage as its hash sub-partitions,
+the stage swapped in as the (date, version) partition in ONE transaction under an advisory lock
+(readers see the old or the new partition, never a half-written one), orphan stage tables dropped,
+and whether a date is published (and by which run).
 """
 
 from __future__ import annotations
@@ -56,6 +57,33 @@ def _lock_holders(cur: Any, target: ScoringTarget) -> str:
 
 #: a stage table older than this is an orphan whatever its run's state (no run scores for that long)
 STAGE_MAX_AGE = dt.timedelta(days=2)
+#: the CHECK constraints a shard's table carries until it is attached (then dropped: BUCKET names the
+#: stage's oid): the range partition's bounds, and the shard's hash bucket of the stage
+BOUNDS, BUCKET = "airtrain_bounds", "airtrain_bucket"
+
+
+def stage_comment(run_id: str, **more: Any) -> str:
+    """A stage's (or a shard table's) table comment: whose it is, for :func:`drop_orphan_stages`."""
+    return json.dumps({"airtrain_stage": True, "run_id": run_id, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                       **more})
+
+
+def shard_tables(cur: Any, target: ScoringTarget) -> list[tuple[str, dict[str, Any] | None]]:
+    """(name, comment) of the tables the shards of ``target`` wrote and that are not attached yet."""
+    prefix = target.shard_table(0)[:-1]  # "<stage>_s"
+    cur.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n ON "
+                "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition AND "
+                "starts_with(c.relname, %s) ORDER BY 1", (target.schema, prefix))
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for name, text in cur.fetchall():
+        if not name[len(prefix):].isdigit():
+            continue
+        try:
+            meta = json.loads(text or "")
+        except ValueError:
+            meta = None
+        out.append((name, meta if isinstance(meta, dict) else None))
+    return out
 
 
 def drop_orphan_stages(wh: Warehouse, spec: PipelineSpec, *, is_live: Any, keep_run: str = "",
@@ -73,9 +101,10 @@ def drop_orphan_stages(wh: Warehouse, spec: PipelineSpec, *, is_live: Any, keep_
     for kind in ("predictions", "shadow_predictions"):
         schema, table = spec.table(kind)
         with wh.connect() as conn, conn.cursor() as cur:
+            # a stage (partitioned) and its shards' tables not attached yet (each with its run's comment)
             cur.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
-                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s "
-                        "AND NOT c.relispartition", (schema, table.replace("_", "\\_") + "\\_stage\\_%"))
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname "
+                        "LIKE %s AND NOT c.relispartition", (schema, table.replace("_", "\\_") + "\\_stage\\_%"))
             stages = cur.fetchall()
         for name, comment in stages:
             try:
@@ -133,7 +162,6 @@ def publish(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, expected_r
         if not all(present):
             raise ScoringError(f"only some stage tables of {target.as_of} exist ({[t.stage for t, _ in targets]}): "
                                "nothing was published; re-run the scoring from begin_scoring")
-        cur.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the primary-key build below sorts in memory
         rows = [_ready_stage(cur, spec, t, n) for t, n in targets]  # (2)
         keep = {t.partition for t, _ in targets}
         # a date holds the versions of ONE scoring: a shadow date one version, a canary date its two arms,
@@ -188,26 +216,51 @@ def _combined(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ready_stage(cur: Any, spec: PipelineSpec, target: ScoringTarget, expected_rows: int | None) -> int:
-    """Primary key, row count check and the CHECK constraint matching the partition bounds (so ATTACH
-    does not rescan); returns the stage's rows."""
+    """Attach every shard's table to the stage as its hash sub-partition (each carries its primary key,
+    its indexes and the CHECK constraints of its bucket and of the partition's bounds, built by the
+    shard: nothing is scanned or indexed here) and add the stage's primary key (it adopts the
+    shards'). Refused - nothing published - unless the shards form one complete set, each bucket
+    exactly once, and their rows add up to ``expected_rows``. Returns the stage's rows."""
+    cur.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s", (target.schema, target.stage))
+    kind = cur.fetchone()
+    if kind is None or kind[0] != "p":
+        raise ScoringError(f"stage table {target.schema}.{target.stage} is not partitioned by shard (made by an "
+                           "earlier version of airtrain): nothing was published; re-run the scoring from "
+                           "begin_scoring (clear the run's scoring tasks)")
+    shards = shard_tables(cur, target)
+    unreadable = [name for name, meta in shards if not meta or not {"shard", "shards", "rows"} <= meta.keys()]
+    counts = {int(meta["shards"]) for _, meta in shards if meta and "shards" in meta}
+    if unreadable or len(counts) > 1:
+        raise ScoringError(f"the shard tables of {target.stage} do not belong together ({unreadable or sorted(counts)}"
+                           "): nothing was published; re-run the scoring from begin_scoring")
+    n = counts.pop() if counts else int(target.shards)
+    have = sorted(int(meta["shard"]) for _, meta in shards)  # type: ignore[index]
+    if have != list(range(n)):
+        missing = sorted(set(range(n)) - set(have))
+        raise ScoringError(f"shard(s) {missing} of {n} of {target.schema}.{target.stage} were not scored: nothing "
+                           "was published")
     stage = ident(target.schema, target.stage)
-    # The primary-key build scans the whole stage table and records the exact number of rows
-    # it saw in pg_class.reltuples, so the count check needs no extra pass over the data.
-    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, as_of_date, model_version)").format(
-        stage, ident(f"{target.stage}_pkey"), ident(spec.entity_key)))
-    cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                (f'"{target.schema}"."{target.stage}"',))
-    rows = int(cur.fetchone()[0])
-    if expected_rows is None or rows != expected_rows:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
-        rows = int(cur.fetchone()[0])
+    rows = 0
+    for name, meta in shards:
+        assert meta is not None
+        # reltuples: exact, recorded by the shard's index builds (no pass over the rows)
+        cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (f'"{target.schema}"."{name}"',))
+        n_rows = int(cur.fetchone()[0])
+        if n_rows != int(meta["rows"]):
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(target.schema, name)))
+            n_rows = int(cur.fetchone()[0])
+        if n_rows != int(meta["rows"]):
+            raise ScoringError(f"shard table {name} has {n_rows} rows but its shard wrote {meta['rows']}; nothing "
+                               "was published")
+        rows += n_rows
+        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES WITH (MODULUS {}, REMAINDER {})").format(
+            stage, ident(target.schema, name), sql.Literal(n), sql.Literal(int(meta["shard"]))))
     if expected_rows is not None and rows != expected_rows:
         raise ScoringError(f"stage table {target.stage} has {rows} rows but the shards reported {expected_rows}; "
                            "nothing was published")
-    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (as_of_date IS NOT NULL AND "
-                        "model_version IS NOT NULL AND as_of_date = {} AND model_version = {})").format(
-        stage, ident(f"{target.table}_bounds"[:63]), sql.Literal(target.as_of.isoformat()),
-        sql.Literal(target.version)))
+    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, as_of_date, model_version)").format(
+        stage, ident(f"{target.stage}_pkey"), ident(spec.entity_key)))
     return rows
 
 
@@ -230,14 +283,24 @@ def _swap_in(cur: Any, parent: sql.Composable, target: ScoringTarget, keep: set[
     for name in superseded:
         cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, ident(target.schema, name)))
         cur.execute(sql.SQL("DROP TABLE {}").format(ident(target.schema, name)))
+    # the shards' tables (attached to the stage by _ready_stage), by bucket
+    cur.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON "
+                "c.oid = i.inhrelid WHERE i.inhparent = %s::regclass", (f'"{target.schema}"."{target.stage}"',))
+    leaves = [(name, int(bound.rsplit("remainder", 1)[1].strip(" )"))) for name, bound in cur.fetchall()]
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident(target.schema, target.stage),
                                                              ident(target.partition)))
+    # the leaves' CHECK constraints prove the bounds: ATTACH scans nothing, and finds every index built
     cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM {} TO {}").format(
         parent, ident(target.schema, target.partition), lo, hi))
-    cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-        ident(target.schema, target.partition), ident(f"{target.table}_bounds"[:63])))
     cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
         ident(target.schema, f"{target.stage}_pkey"), ident(f"{target.partition}_pkey")))
+    for name, bucket in leaves:
+        leaf = ident(target.schema, name)
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, DROP CONSTRAINT {}").format(
+            leaf, ident(BOUNDS), ident(BUCKET)))  # BUCKET names the stage's oid: never left behind
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(leaf, ident(target.leaf(bucket))))
+        cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            ident(target.schema, f"{name}_pkey"), ident(f"{target.leaf(bucket)}_pkey")))
     return replaced, superseded
 
 

@@ -3,27 +3,31 @@
 Prediction tables (``predictions.<name>`` and ``predictions.<name>_shadow``) are partitioned by
 RANGE (as_of_date, model_version): one partition per scored date and model version. Writing a date:
 
-1. :func:`begin` creates an empty *stage* table shaped like the parent (not attached: readers
-   cannot see it), checks that the model exists and the features table has the spec's columns.
-2. :func:`score_shard` (one call per shard; shards run in parallel as mapped Airflow tasks)
-   streams the shard's feature rows out by Arrow record batches (ADBC), scores each batch and
-   streams the predictions into the stage table with ADBC's binary COPY. Memory is bounded by
-   ``batch_rows``, never by the partition size.
-3. :func:`publish` checks the row count, adds the primary key and a CHECK constraint matching the
-   partition bounds (so ATTACH does not rescan), and in ONE transaction under an advisory lock
-   detaches and drops the old partition (if any) and attaches the stage table in its place.
-   Readers see the old or the new partition, never a half-written or empty one; GRANTs and views
-   are on the parent, so they survive.
+1. :func:`begin` creates an empty *stage* table shaped like the parent and partitioned by HASH of the
+   entity key (not attached: readers cannot see it), checks that the model exists and the features
+   table has the spec's columns.
+2. :func:`score_shard` (one call per shard; shards run in parallel as mapped Airflow tasks) scores
+   the entities of its hash bucket (``satisfies_hash_partition``: PostgreSQL's own hash partitioning
+   of the stage decides which shard owns an entity) into ITS OWN table: it streams the feature rows
+   out by Arrow record batches (ADBC), scores each batch, streams the predictions in with ADBC's
+   binary COPY, then builds that table's primary key and indexes and the CHECK constraints that let
+   it be attached without a rescan - all in one transaction, so a shard's table is complete or
+   absent. Memory is bounded by ``batch_rows``, never by the partition size; the index builds of
+   the shards run in parallel, each over its own rows.
+3. :func:`publish` attaches the shards' tables to the stage as its hash partitions (checking that
+   every shard is there and the row counts), and in ONE transaction under an advisory lock detaches
+   and drops the old partition (if any) and attaches the stage in its place: no index is built and
+   no row is scanned while the table's lock is held. Readers see the old or the new partition,
+   never a half-written or empty one; GRANTs and views are on the parent, so they survive.
 
-A failure before publish leaves the published predictions untouched (the stage table is dropped
-by :func:`abort` or by the next :func:`begin` of the same run). Stage tables are named per (date,
-version, run), so concurrent runs of one date never share one.
+A failure before publish leaves the published predictions untouched (the stage and its shards'
+tables are dropped by :func:`abort` or by the next :func:`begin` of the same run). Stage tables are
+named per (date, version, run), so concurrent runs of one date never share one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -38,7 +42,7 @@ from airtrain.faults import failpoint
 from airtrain.model import explain
 from airtrain.model.evaluation import predict_scores
 from airtrain.registry import champions, versions
-from airtrain.serving.publish import publish
+from airtrain.serving.publish import BOUNDS, BUCKET, publish, shard_tables, stage_comment
 from airtrain.serving.target import NoModelError, ScoringError, ScoringTarget, quoted, target_for
 from airtrain.spec import PipelineSpec
 from airtrain.warehouse.connection import Warehouse, ident
@@ -119,43 +123,92 @@ def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, model: str | int = 
     else:
         t = replace(t, shards=spec.scoring.partitions)
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(t.schema, t.stage)))
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-            ident(t.schema, t.stage), ident(t.schema, t.table)))
-        # whose stage this is, for drop_orphan_stages (a stage outlives a run that died before publish)
-        cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident(t.schema, t.stage), sql.Literal(json.dumps(
-            {"airtrain_stage": True, "run_id": run_id, "created_at": dt.datetime.now(dt.UTC).isoformat()}))))
+        create_stage(cur, spec, t, run_id)
     return t
+
+
+def create_stage(cur: Any, spec: PipelineSpec, target: ScoringTarget, run_id: str) -> None:
+    """The (date, version, run)'s empty stage, partitioned by HASH of the entity key: one sub-partition
+    per shard, attached by publish (an earlier stage of the same run, and its shards' tables, dropped)."""
+    _drop_stage(cur, target)
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY HASH ({})").format(
+        ident(target.schema, target.stage), ident(target.schema, target.table), ident(spec.entity_key)))
+    # whose stage this is, for drop_orphan_stages (a stage outlives a run that died before publish)
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident(target.schema, target.stage), sql.Literal(
+        stage_comment(run_id))))
+
+
+def _drop_stage(cur: Any, target: ScoringTarget) -> None:
+    """The stage (with the shard tables attached to it) and the shards' tables not attached yet."""
+    for name, _ in shard_tables(cur, target):
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, name)))
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
 
 
 def abort(wh: Warehouse, target: ScoringTarget) -> None:
     with wh.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(target.schema, target.stage)))
+        _drop_stage(cur, target)
 
 
-def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, arm_filter: str = "") -> str:
-    """The shard's features for one date. No bind parameters on purpose: the ADBC driver streams
-    a parameterless query with COPY in bounded record batches, but materialises the whole result
-    of a parameterised one. The date is a ``datetime.date`` rendered by us and the shard numbers
-    are ints, so the literal is safe."""
+def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, arm_filter: str = "",
+                   stage_oid: int = 0) -> str:
+    """The shard's features for one date: the entities whose key falls in hash bucket ``shard`` of
+    ``shards`` of the stage (``stage_oid``: PostgreSQL's hash partitioning of the stage by the entity
+    key, so the shard's rows are exactly its sub-partition's). No bind parameters on purpose: the
+    ADBC driver streams a parameterless query with COPY in bounded record batches, but materialises
+    the whole result of a parameterised one. The date is a ``datetime.date`` rendered by us and the
+    oid and shard numbers are ints, so the literal is safe."""
     if not isinstance(as_of, dt.date):
         raise TypeError("as_of must be a datetime.date")
     schema, table = spec.table("features")
     cols = ", ".join(quoted(c) for c in [spec.entity_key, spec.date_column, *spec.feature_names])
     where = f"{quoted(spec.date_column)} = DATE '{as_of.isoformat()}'"
     if shards > 1:
-        where += f" AND mod(abs(hashtext({quoted(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
+        where += f" AND {_bucket(spec, stage_oid, shard, shards)}"
     if arm_filter:  # a canary arm (built by airtrain.serving.arms.arm_condition from our own values)
         where += f" AND {arm_filter}"
     return f"SELECT {cols} FROM {quoted(schema, table)} WHERE {where}"  # noqa: S608 - allow-listed identifiers
 
 
-def _shard_delete(spec: PipelineSpec, target: ScoringTarget, shard: int, shards: int) -> str:
-    """Remove this shard's rows from the stage table (left by an earlier attempt that committed)."""
-    where = ""
-    if shards > 1:
-        where = f" WHERE mod(abs(hashtext({quoted(spec.entity_key)}::text)), {int(shards)}) = {int(shard)}"
-    return f"DELETE FROM {quoted(target.schema, target.stage)}{where}"  # noqa: S608 - allow-listed identifiers
+def _sql_string(text: str) -> str:
+    """``text`` as a dollar-quoted SQL literal (ADBC's DDL takes no parameters; no escaping rule of the
+    server's settings applies inside dollar quotes)."""
+    import secrets
+
+    tag = f"$a{secrets.token_hex(6)}$"
+    if "\x00" in text or tag in text:
+        raise ValueError("cannot quote this text")
+    return f"{tag}{text}{tag}"
+
+
+def _bucket(spec: PipelineSpec, stage_oid: int, shard: int, shards: int) -> str:
+    """True for the keys of hash bucket ``shard`` of ``shards`` of the stage: the very expression of the
+    partition constraint PostgreSQL gives that sub-partition (so, as a CHECK constraint of the shard's
+    table, it lets ATTACH skip the scan)."""
+    if int(stage_oid) <= 0:
+        raise ScoringError("a sharded scoring needs its stage table (scoring.begin)")
+    return f"satisfies_hash_partition({int(stage_oid)}::oid, {int(shards)}, {int(shard)}, {quoted(spec.entity_key)})"
+
+
+def finish_shard_sql(spec: PipelineSpec, target: ScoringTarget, shard: int, shards: int, stage_oid: int, *,
+                     run_id: str, rows: int) -> list[str]:
+    """After the shard's rows are in its table: its primary key, the indexes the parent has, the CHECK
+    constraints of its place (the date and version: the range partition's bounds; its hash bucket) so
+    that publish attaches it without scanning, and the comment publish reads (run, shard of shards,
+    rows). Our own identifiers and ints only, and a dollar-quoted comment."""
+    table = quoted(target.schema, target.shard_table(shard))
+    key = quoted(spec.entity_key)
+    d = target.as_of.isoformat()
+    ddl = [f'ALTER TABLE {table} ADD CONSTRAINT {quoted(target.shard_table(shard) + "_pkey")} PRIMARY KEY '
+           f"({key}, as_of_date, model_version)",
+           f"CREATE INDEX ON {table} (as_of_date)", f"CREATE INDEX ON {table} (model_version, as_of_date)",
+           f"ALTER TABLE {table} ADD CONSTRAINT {quoted(BOUNDS)} CHECK (as_of_date IS NOT NULL AND model_version IS "
+           f"NOT NULL AND as_of_date = '{d}'::date AND model_version = {int(target.version)})"]
+    # also for one shard (modulus 1): without it, ATTACH would scan the table to prove what is trivially true
+    ddl.append(f"ALTER TABLE {table} ADD CONSTRAINT {quoted(BUCKET)} CHECK ({_bucket(spec, stage_oid, shard, shards)})")
+    comment = stage_comment(run_id, shard=int(shard), shards=int(shards), rows=int(rows))
+    ddl.append(f"COMMENT ON TABLE {table} IS {_sql_string(comment)}")
+    return ddl
 
 
 def _prediction_batches(reader: Any, model: Any, spec: PipelineSpec, version: int, run_id: str,
@@ -216,25 +269,40 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     schema = pa.schema([(spec.entity_key, key_type), ("as_of_date", pa.date32()), ("model_version", pa.int32()),
                         ("score", pa.float64()), ("predicted_label", pa.int16()), ("run_id", pa.string()),
                         *_explain_fields(spec)])
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)::oid", (f'"{target.schema}"."{target.stage}"',))
+        stage_oid = cur.fetchone()[0]
+    if stage_oid is None:
+        raise ScoringError(f"the stage table {target.schema}.{target.stage} does not exist (its run was published, "
+                           "aborted or dropped as an orphan): re-run the scoring from begin_scoring")
+    mine = quoted(target.schema, target.shard_table(shard))
     uri = wh.adbc_uri()
     with adbc.connect(uri) as rconn, adbc.connect(uri) as wconn:
         with rconn.cursor() as rcur, wconn.cursor() as wcur:
             # about scoring.batch_rows rows per record batch (~100 bytes per feature row)
             rcur.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(spec.scoring.batch_rows * 100)})
-            # a retried shard replaces what an earlier attempt of it committed (never duplicates)
-            wcur.execute(_shard_delete(spec, target, int(shard), int(shards)))
+            # the shard's own table, shaped like the stage (a canary candidate's default arm included); a
+            # retried shard replaces what an earlier attempt of it committed (never duplicates)
+            wcur.execute(f"DROP TABLE IF EXISTS {mine}")
+            wcur.execute(f"CREATE TABLE {mine} (LIKE {quoted(target.schema, target.stage)} INCLUDING DEFAULTS)")
             rcur.execute(_feature_query(spec, target.as_of, int(shard), int(shards),
-                                        target.arm_filter(quoted(spec.entity_key))))
+                                        target.arm_filter(quoted(spec.entity_key)), stage_oid))
             reader = rcur.fetch_record_batch()
             batches = _prediction_batches(reader, model, spec, target.version, run_id,
                                           spec.evaluation.threshold, schema)
             out = pa.RecordBatchReader.from_batches(schema, batches)
-            rows = wcur.adbc_ingest(target.stage, out, mode="append", db_schema_name=target.schema)
+            rows = wcur.adbc_ingest(target.shard_table(shard), out, mode="append", db_schema_name=target.schema)
+            t_index = time.monotonic()
+            wcur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # the primary-key build sorts in memory
+            for ddl in finish_shard_sql(spec, target, int(shard), int(shards), int(stage_oid), run_id=run_id,
+                                        rows=int(rows)):
+                wcur.execute(ddl)
             failpoint("score.before_commit")
         wconn.commit()
     failpoint("score.after_commit")
-    return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3)}
+    return {"shard": shard, "rows": int(rows), "seconds": round(time.monotonic() - t0, 3),
+            "index_seconds": round(time.monotonic() - t_index, 3)}
 
 
 def score_date(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, model: str | int = "champion",

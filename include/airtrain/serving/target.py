@@ -54,12 +54,32 @@ class ScoringTarget:
                    None if d.get("rows") is None else int(d["rows"]), str(d.get("arm") or ""),
                    str(d.get("salt") or ""), float(d.get("fraction") or 0.0))
 
+    def shard_table(self, shard: int) -> str:
+        """The table one shard writes and indexes (not attached: readers cannot see it); :func:`publish
+        <airtrain.serving.publish.publish>` attaches it to the stage as its hash sub-partition."""
+        return leaf_name(self.stage, shard)
+
+    def leaf(self, shard: int) -> str:
+        """The name a shard's table gets once the date's partition is published."""
+        return leaf_name(self.partition, shard)
+
     def arm_filter(self, key_sql: str) -> str:
         """SQL text selecting this arm's entities ('' = every entity)."""
         if not self.arm:
             return ""
 
         return arm_condition(key_sql, self.salt, self.fraction, self.arm)
+
+
+def leaf_name(base: str, shard: int) -> str:
+    """``<base>_s<shard>``, within PostgreSQL's 63 bytes with room for ``_pkey`` (a longer base is cut and
+    keeps a hash of itself, so two bases never share a leaf name)."""
+    name = f"{base}_s{int(shard)}"
+    if len(name.encode()) + len("_pkey") <= 63:
+        return name
+    digest = hashlib.blake2b(base.encode(), digest_size=4).hexdigest()
+    tail = f"_{digest}_s{int(shard)}"
+    return base.encode()[:63 - len("_pkey") - len(tail)].decode(errors="ignore") + tail
 
 
 def quoted(*parts: str) -> str:
