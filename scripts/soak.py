@@ -478,6 +478,7 @@ class WorkerKiller(threading.Thread):
     def __init__(self, stack: Stack, run_id: str, rng: random.Random, entry: dict, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.stack, self.run_id, self.rng, self.entry, self.stop = stack, run_id, rng, entry, stop
+        self.day_over = threading.Event()  # set by the day loop once the day's runs are quiet
 
     def shard(self, map_index: int) -> tuple | None:
         rows = self.stack.query("airflow", "SELECT try_number, hostname, state FROM task_instance WHERE dag_id = %s "
@@ -489,7 +490,7 @@ class WorkerKiller(threading.Thread):
         st, entry = self.stack, self.entry
         workers = {"w1", "w2"}  # the stack's CELERY_WORKERS=2 (task_instance.hostname: airtrain_dev.workername)
         deadline, victims = time.monotonic() + 1200, []
-        while not victims and time.monotonic() < deadline and not self.stop.is_set():
+        while not victims and time.monotonic() < deadline and not self.stop.is_set() and not self.day_over.is_set():
             victims = [r for r in st.query("airflow", "SELECT map_index, try_number, hostname FROM task_instance "
                                                       "WHERE dag_id = %s AND run_id = %s AND task_id = 'score' AND "
                                                       "state = 'running' AND try_number <= %s",
@@ -524,6 +525,8 @@ class WorkerKiller(threading.Thread):
     def verdict(self) -> str | None:
         """None when the killed shard ran again on another worker and succeeded, else what went wrong."""
         e = self.entry
+        if "shard" not in e:  # the day's scoring ended before a shard was seen running
+            e.setdefault("skipped", "no scoring shard seen running")
         if e.get("skipped"):
             return None
         final = self.shard(e["map_index"])
@@ -704,6 +707,7 @@ def soak(args: argparse.Namespace) -> dict:
             day_log["busy_at_timeout"] = left
             problems = invariants(stack)
             if killer is not None:
+                killer.day_over.set()
                 killer.join(timeout=60)
                 wrong = killer.verdict()
                 if not killer.entry.get("skipped"):
