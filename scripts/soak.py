@@ -331,6 +331,26 @@ def wait_quiet(stack: Stack, approvals: list[dict], timeout: float = 3600) -> li
     return left
 
 
+def task_log(stack: Stack, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """A try's log through the REST API (local files or the S3 bucket of the Celery stack alike)."""
+    path = (f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/logs/{try_number}"
+            "?full_content=true" + (f"&map_index={map_index}" if map_index >= 0 else ""))
+    status, body = stack.api("GET", path)
+    return json.dumps(body) if status == 200 else ""
+
+
+#: what a refused corrupted artifact leaves in the failed try's log (airtrain.model.artifacts)
+REFUSED_ARTIFACT = "ArtifactIntegrityError"
+
+
+def failure_cause(logs: list[str]) -> str:
+    """Why a run failed, from the logs of its failed tries: the permanent fault when every one of them
+    shows the corrupted artifact refused; anything else is a transient fault that outlived the retries."""
+    if logs and all(REFUSED_ARTIFACT in text for text in logs):
+        return "corrupt_artifact (permanent: refused)"
+    return "transient fault(s): FAILED AFTER RETRIES"
+
+
 def clear_failed(stack: Stack, run_id: str) -> None:
     status, body = stack.api("POST", f"/api/v2/dags/{DAG}/clearTaskInstances",
                              {"dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True, "dry_run": False,
@@ -697,9 +717,11 @@ def soak(args: argparse.Namespace) -> dict:
                 for r in failed:
                     tis = stack.query("airflow", "SELECT task_id, map_index, try_number FROM task_instance WHERE "
                                                  "dag_id = %s AND run_id = %s AND state = 'failed'", (DAG, r))
-                    result["failed_runs"].append({"run_id": r, "why": "transient fault(s): FAILED AFTER RETRIES",
-                                                  "tasks": [list(t) for t in tis], "cleared": True, "attempt": attempt})
-                    say(f"run {r} FAILED after its retries ({tis}); clearing it")
+                    # another run (a manual-run fault) on a corrupted-artifact day is refused like the day's own
+                    why = failure_cause([task_log(stack, r, *t) for t in tis])
+                    result["failed_runs"].append({"run_id": r, "why": why, "tasks": [list(t) for t in tis],
+                                                  "cleared": True, "attempt": attempt, "day": str(d)})
+                    say(f"run {r} FAILED ({why}; {tis}); clearing it")
                     clear_failed(stack, r)
                 left = wait_quiet(stack, result["approvals"])
             st = run_state(stack, run_id)

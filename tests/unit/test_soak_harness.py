@@ -91,3 +91,14 @@ def test_the_verdict_on_a_worker_kill_needs_a_later_successful_try_on_the_other_
     assert "other worker" in Fake(dict(base), (1, "w1", "success")).verdict()  # never ran again
     assert Fake({"kind": "kill_worker", "skipped": "no scoring shard seen running"}, None).verdict() is None
     json.dumps(ok.entry)  # recorded in the soak's result as it is
+
+
+def test_a_failed_run_is_put_down_to_the_corrupted_artifact_only_when_every_failed_try_shows_it_refused(soak):
+    refused = '{"content": [{"event": "Task failed with exception", "error_detail": [{"exc_value": ' \
+              '"ArtifactIntegrityError: model artifact checksum mismatch"}]}]}'
+    other = '{"content": [{"event": "Task failed with exception", "error_detail": [{"exc_value": "OperationalError"}]}]}'
+    assert "permanent" in soak.failure_cause([refused, refused])  # both shards of a manual run on a corrupt day
+    assert "permanent" not in soak.failure_cause([refused, other])
+    assert "permanent" not in soak.failure_cause([other])
+    assert "permanent" not in soak.failure_cause([])  # no evidence is no excuse
+    assert "permanent" not in soak.failure_cause([""])  # the log could not be read
