@@ -99,6 +99,7 @@ TIME_FAULTS = {  # kind: weight (the injector's random choice). A component or P
 #: faults after which a run failing (after its retries, or at once) is expected: they cannot heal by retrying
 PERMANENT = {"corrupt_artifact"}
 PRED_EXCLUDED = {"run_id", "scored_at"}
+LANDING_PATH = "data/landing/churn"  # the churn spec's source.path, under the landing root
 #: the Celery variant: a lost worker's task is failed (then retried) once its heartbeat is this old
 CELERY_HEARTBEAT_TIMEOUT_S = 60
 
@@ -121,7 +122,7 @@ class Stack:
     def __init__(self, base: Path, executor: str) -> None:
         self.base, self.local, self.env_file = base, base / "local", base / "stack.env"
         self.spec_dir, self.project = base / "pipelines", base / "project"
-        self.landing = self.project / "data/landing/churn"
+        self.landing = self.project / LANDING_PATH
         self.staging = base / "staging"
         self.pg_port, self.ui_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.ui_port}"
@@ -209,6 +210,24 @@ class Stack:
         except OSError as exc:
             return 0, {"error": str(exc)}
 
+    def put_landing(self, name: str, data: bytes) -> None:
+        """A landing object as an upstream system delivers it: into the local folder by write-then-rename
+        (LocalExecutor stack), or into the S3 bucket (the Celery stack's AIRTRAIN_LANDING_URL; one PUT:
+        an object appears whole, or replaces the one before whole)."""
+        if self.executor == "celery":
+            import boto3
+            from airtrain_dev import s3server
+            from devstack import LOCAL_BUCKET, s3_endpoint
+
+            client = boto3.client("s3", endpoint_url=s3_endpoint(self.cfg()), aws_access_key_id=s3server.ACCESS_KEY,
+                                  aws_secret_access_key=s3server.SECRET_KEY, region_name=s3server.REGION)
+            client.put_object(Bucket=LOCAL_BUCKET, Key=f"airtrain/{LANDING_PATH}/{name}", Body=data)
+            return
+        self.landing.mkdir(parents=True, exist_ok=True)
+        tmp = self.landing / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(self.landing / name)
+
     def pid(self, name: str) -> int | None:
         f = self.local / "run" / f"{name}.pid"
         try:
@@ -259,27 +278,28 @@ def simulate(stack: Stack, seed: int, days: int) -> None:
 
 def deliver(stack: Stack, d: dt.date, halves: bool = False, between: Any = None) -> None:
     """The day's landing file, then its ready marker (sha256sum line). ``halves``: the file is written in
-    place in two parts, ``between()`` runs after the first (the run is then already waiting)."""
-    stack.landing.mkdir(parents=True, exist_ok=True)
+    place in two parts, ``between()`` runs after the first (the run is then already waiting); in the
+    Celery stack's bucket, the first half is an object the whole file replaces later."""
     data = (stack.staging / f"{d}.csv").read_bytes()
-    target = stack.landing / f"{d}.csv"
     if halves:
         cut = data.index(b"\n", len(data) // 2) + 1
-        with open(target, "wb") as f:
-            f.write(data[:cut])
-            f.flush()
-            os.fsync(f.fileno())
+        if stack.executor == "celery":
+            stack.put_landing(f"{d}.csv", data[:cut])
             if between:
                 between()
-            f.write(data[cut:])
+            stack.put_landing(f"{d}.csv", data)
+        else:
+            stack.landing.mkdir(parents=True, exist_ok=True)
+            with open(stack.landing / f"{d}.csv", "wb") as f:
+                f.write(data[:cut])
+                f.flush()
+                os.fsync(f.fileno())
+                if between:
+                    between()
+                f.write(data[cut:])
     else:
-        tmp = stack.landing / f".{d}.csv.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(target)
-    marker = stack.landing / f"{d}.csv.ready"
-    tmp = stack.landing / f".{d}.csv.ready.tmp"
-    tmp.write_text(f"{hashlib.sha256(data).hexdigest()}  {d}.csv\n")
-    tmp.replace(marker)
+        stack.put_landing(f"{d}.csv", data)
+    stack.put_landing(f"{d}.csv.ready", f"{hashlib.sha256(data).hexdigest()}  {d}.csv\n".encode())
 
 
 # ------------------------------------------------------------------------------------------- runs
