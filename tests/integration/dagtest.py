@@ -190,3 +190,23 @@ def copy_landing(src: Path, dst: Path) -> None:
 
 
 _ = os
+
+
+def hand_staged(wh, spec, target, run_id: str, select: str, params: tuple = ()):
+    """A stage of ``target`` as one shard would leave it, with the rows of ``select`` (a SELECT of the
+    prediction columns ``customer_id, as_of_date, model_version, score, run_id``): for publish tests
+    that need no model. Returns the target."""
+    from airtrain.serving import scoring
+    from psycopg2 import sql
+
+    with wh.connect() as conn, conn.cursor() as cur:
+        scoring.create_stage(cur, spec, target, run_id)
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+            sql.Identifier(target.schema, target.shard_table(0)), sql.Identifier(target.schema, target.stage)))
+        cur.execute(sql.SQL("INSERT INTO {} (customer_id, as_of_date, model_version, score, run_id) ").format(
+            sql.Identifier(target.schema, target.shard_table(0))) + sql.SQL(select), params)
+        rows = cur.rowcount
+        cur.execute("SELECT %s::regclass::oid", (f'"{target.schema}"."{target.stage}"',))
+        for ddl in scoring.finish_shard_sql(spec, target, 0, 1, cur.fetchone()[0], run_id=run_id, rows=rows):
+            cur.execute(ddl)
+    return target

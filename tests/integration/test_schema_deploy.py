@@ -32,7 +32,7 @@ from airtrain.warehouse.connection import Warehouse
 from airtrain.warehouse.ddl import SchemaBehindError
 from psycopg2 import sql
 
-from tests.integration.dagtest import TEST_SPEC, Project, fetch, land_days, merged
+from tests.integration.dagtest import TEST_SPEC, Project, fetch, hand_staged, land_days, merged
 
 pytestmark = pytest.mark.integration
 
@@ -148,14 +148,8 @@ def test_publish_steps_back_behind_a_long_reader_and_never_queues_readers(wareho
     as_of = dt.date(2026, 3, 1)
 
     def staged(run_id: str, score: float, n: int = 50) -> ScoringTarget:
-        t = target_for(spec, as_of, 1, "champion", run_id)
-        with warehouse.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-                sql.Identifier(t.schema, t.stage), sql.Identifier(t.schema, t.table)))
-            cur.execute(sql.SQL("INSERT INTO {} (customer_id, as_of_date, model_version, score, run_id) "
-                                "SELECT g, %s, 1, %s, %s FROM generate_series(1, %s) g").format(
-                sql.Identifier(t.schema, t.stage)), (as_of, score, run_id, n))
-        return t
+        return hand_staged(warehouse, spec, target_for(spec, as_of, 1, "champion", run_id), run_id,
+                           "SELECT g, %s, 1, %s, %s FROM generate_series(1, %s) g", (as_of, score, run_id, n))
 
     publishing.publish(warehouse, spec, staged("run-a", 0.1), 50)
     reader = psycopg2.connect(warehouse.uri)
@@ -195,11 +189,8 @@ def test_publish_gives_up_with_a_clear_retryable_error(warehouse, tmp_path):
     as_of = dt.date(2026, 3, 2)
     targets = []
     for run_id in ("run-a", "run-b"):
-        t = target_for(spec, as_of, 1, "champion", run_id)
-        with warehouse.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-                sql.Identifier(t.schema, t.stage), sql.Identifier(t.schema, t.table)))
-        targets.append(t)
+        targets.append(hand_staged(warehouse, spec, target_for(spec, as_of, 1, "champion", run_id), run_id,
+                                   "SELECT 1, NULL::date, 1, 0.0, '' WHERE false"))
     publishing.publish(warehouse, spec, targets[0], 0)
     reader = psycopg2.connect(warehouse.uri, application_name="analyst")
     try:

@@ -24,9 +24,8 @@ from airtrain.spec import hashing
 from airtrain.steps import release, retrain, schema
 from airtrain.steps.schema import apply_schema, verify_schema
 from airtrain.warehouse.ddl import SchemaBehindError
-from psycopg2 import sql
 
-from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, template_project
+from tests.integration.dagtest import ROOT, TEST_SPEC, Project, fetch, hand_staged, template_project
 from tests.integration.test_scoring import DAYS, LAST, ROWS, START, _validate_and_promote
 
 pytestmark = pytest.mark.integration
@@ -157,20 +156,9 @@ def test_a_version_whose_input_has_no_values_on_the_date_cannot_be_rolled_back_t
 
 def _staged(wh, spec, as_of: dt.date, version: int, run_id: str, keys: range) -> ScoringTarget:
     """A stage of one shard holding ``keys`` (a scoring without a model: the rows are what matters)."""
-    from airtrain.serving import scoring
-
-    t = target_for(spec, as_of, version, "champion", run_id)
-    with wh.connect() as conn, conn.cursor() as cur:
-        scoring.create_stage(cur, spec, t, run_id)
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-            sql.Identifier(t.schema, t.shard_table(0)), sql.Identifier(t.schema, t.stage)))
-        cur.execute(sql.SQL("INSERT INTO {} (customer_id, as_of_date, model_version, score, run_id) "
-                            "SELECT g, %s, %s, 0.5, %s FROM generate_series(%s, %s) g").format(
-            sql.Identifier(t.schema, t.shard_table(0))), (as_of, version, run_id, keys.start, keys.stop - 1))
-        cur.execute("SELECT %s::regclass::oid", (f'"{t.schema}"."{t.stage}"',))
-        for ddl in scoring.finish_shard_sql(spec, t, 0, 1, cur.fetchone()[0], run_id=run_id, rows=len(keys)):
-            cur.execute(ddl)
-    return t
+    return hand_staged(wh, spec, target_for(spec, as_of, version, "champion", run_id), run_id,
+                       "SELECT g, %s, %s, 0.5, %s FROM generate_series(%s, %s) g",
+                       (as_of, version, run_id, keys.start, keys.stop - 1))
 
 
 def test_a_re_score_of_a_date_replaces_every_other_version_of_that_date(warehouse, tmp_path):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -173,8 +174,6 @@ def _feature_query(spec: PipelineSpec, as_of: dt.date, shard: int, shards: int, 
 def _sql_string(text: str) -> str:
     """``text`` as a dollar-quoted SQL literal (ADBC's DDL takes no parameters; no escaping rule of the
     server's settings applies inside dollar quotes)."""
-    import secrets
-
     tag = f"$a{secrets.token_hex(6)}$"
     if "\x00" in text or tag in text:
         raise ValueError("cannot quote this text")
