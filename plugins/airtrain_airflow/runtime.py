@@ -417,5 +417,16 @@ def begin_scoring(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     ti = get_current_context()["ti"]
     return _skip_if(serving.begin_scoring(
         warehouse_for(spec), spec, _day(plan.get("as_of")), run_id=plan["run_id"],
-        is_live=lambda run: ti.get_dr_count(dag_id=spec.retrain_dag_id, run_ids=[run],
-                                            states=["queued", "running"]) > 0))
+        is_live=lambda run: stage_owner_may_resume(ti, spec.retrain_dag_id, run)))
+
+
+#: the states of a run whose scoring may still go on: queued or running, or failed - a failed run is
+#: cleared and resumed from its failed tasks (Airflow's "Clear"), which need the run's stage; its stage
+#: is dropped only once older than publish.STAGE_MAX_AGE (found by the chaos soak: a failed run's
+#: stage was dropped by the next run's begin_scoring, and clearing the failed shards could not recover)
+RESUMABLE_RUN_STATES = ("queued", "running", "failed")
+
+
+def stage_owner_may_resume(ti: Any, dag_id: str, run_id: str) -> bool:
+    """Whether ``run_id`` may still need its stage table (drop_orphan_stages' ``is_live``)."""
+    return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=list(RESUMABLE_RUN_STATES)) > 0
