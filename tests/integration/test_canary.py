@@ -137,6 +137,30 @@ def test_the_monitor_aborts_a_worse_candidate_and_alerts(project):
     assert alerted
 
 
+def test_a_rerun_of_a_date_after_the_decision_gets_the_arms_in_force_on_that_date(project):
+    """Point in time (soak defect 4): the monitor aborted the canary on D2 + 1, so D2 was and is a canary
+    date - a later re-run of D2 scores it with both arms again, not with whatever runs now (nothing)."""
+    from airtrain.registry.rollouts import in_force
+    from airtrain.serving import canary
+
+    spec, wh = project.spec(), project.warehouse
+    rid = _rollouts(project)[0][0]
+    (decided_on, ends_on), = fetch(wh, "SELECT decided_on, ends_on FROM registry.rollouts WHERE id = %s", (rid,))
+    assert decided_on == D2 + dt.timedelta(days=1) and ends_on == D2 + dt.timedelta(days=2)
+    assert [in_force(wh, spec, d).id if in_force(wh, spec, d) else None
+            for d in (D1 - dt.timedelta(days=1), D1, D2 + dt.timedelta(days=1), ends_on)] == [None, rid, rid, None]
+    before = _arms(project, D2)
+    run = "manual__rerun-after-abort"
+    target = canary.begin(wh, spec, D2, run_id=run)
+    assert target["canary"]["rollout_id"] == rid
+    shards = [canary.score_shard(wh, spec, target, run_id=run, shard=s, shards=target["shards"])
+              for s in range(target["shards"])]
+    canary.publish(wh, spec, target, shards, run_id=run)
+    assert _arms(project, D2) == before and {a for a, _ in before.values()} == {"champion", "candidate"}
+    (runs,), = fetch(wh, "SELECT array_agg(DISTINCT run_id) FROM predictions.churn WHERE as_of_date = %s", (D2,))
+    assert runs == [run]  # re-published by this run, with the same arms and versions
+
+
 def _start(project, version: int, newer_only: bool = True) -> int:
     from airtrain.registry import release
 
@@ -165,6 +189,8 @@ def test_manual_graduate_needs_a_reason_and_goes_through_the_promotion_log(proje
     status, reason, by = fetch(project.warehouse, "SELECT status, reason, decided_by FROM registry.rollouts "
                                                   "WHERE id = %s", (rid,))[0]
     assert status == "graduated" and "looks right in the dashboards" in reason
+    # its arms scored up to the run's date: D2 was re-scored by the new champion (promotion effective_on)
+    assert fetch(project.warehouse, "SELECT ends_on FROM registry.rollouts WHERE id = %s", (rid,)) == [(D2,)]
     action, why = fetch(project.warehouse, "SELECT action, reason FROM registry.promotion_log WHERE pipeline = 'churn' "
                                            "ORDER BY id DESC LIMIT 1")[0]
     assert action == "promote" and why.startswith("canary graduated: graduate by")

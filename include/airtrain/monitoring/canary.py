@@ -197,7 +197,8 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
         graduate(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of,
                  metrics=json.loads(json.dumps(asdict(d), default=str)), effective_on=as_of + dt.timedelta(days=1))
     else:
-        abort(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of)
+        abort(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of,
+              ends_on=as_of + dt.timedelta(days=1))  # the date was scored with both arms
     out["applied"] = True
     return out
 

@@ -118,7 +118,7 @@ def graduate(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str
                            effective_on=effective_on or decided_on)
     if res.get("refused"):
         abort(wh, spec, rollout, reason=f"cannot graduate: {res['refused']}", actor=actor, run_id=run_id,
-              decided_on=decided_on)
+              decided_on=decided_on, ends_on=effective_on)
         raise CanaryError(f"canary of v{rollout.candidate_version} not graduated: {res['refused']} (aborted)")
     return {"decision": "graduate", "rollout_id": rollout.id, **res}
 

@@ -91,6 +91,20 @@ def running(wh: Warehouse, spec: PipelineSpec, cur: Any = None) -> Rollout | Non
     return row_to_rollout(r) if r else None
 
 
+def in_force(wh: Warehouse, spec: PipelineSpec, day: dt.date) -> Rollout | None:
+    """The canary that scores partition ``day``: the running one if ``day`` is not before its start, or a
+    decided one whose ``started_on <= day < ends_on`` (a re-run of a date the canary scored gives it its
+    arms again: point in time, not "whatever runs now"). The newest such rollout when test-made ones overlap."""
+    with wh.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT {} FROM {} WHERE pipeline = %s AND status IN ('running', 'graduated', 'aborted') "
+            "AND COALESCE(started_on, '-infinity'::date) <= %s "
+            "AND (status = 'running' OR %s < COALESCE(ends_on, decided_on + 1)) ORDER BY id DESC LIMIT 1").format(
+            sql.SQL(ROLLOUT_COLS), registry_table(spec, "rollouts")), (spec.name, day, day))
+        r = cur.fetchone()
+    return row_to_rollout(r) if r else None
+
+
 def list_rollouts(wh: Warehouse, spec: PipelineSpec, limit: int = 20) -> list[dict[str, Any]]:
     """The newest rollouts, running ones first (UI page, readers)."""
     try:
@@ -115,21 +129,26 @@ def close_on_champion_change(cur: Any, spec: PipelineSpec, *, new_champion: int,
     cur.execute(sql.SQL(
         "UPDATE {} SET status = CASE WHEN candidate_version = %s THEN 'graduated' ELSE 'aborted' END, "
         "reason = CASE WHEN candidate_version = %s THEN %s ELSE %s END, decided_by = %s, decided_run_id = %s, "
-        "decided_at = now(), decided_on = COALESCE(%s, current_date), promotion_id = %s "
-        "WHERE pipeline = %s AND status = 'running'").format(registry_table(spec, "rollouts")),
+        "decided_at = now(), decided_on = COALESCE(%s, current_date), promotion_id = %s, "
+        "ends_on = (SELECT effective_on FROM {} WHERE id = %s) "
+        "WHERE pipeline = %s AND status = 'running'").format(registry_table(spec, "rollouts"),
+                                                            registry_table(spec, "promotion_log")),
         (new_champion, new_champion, reason, f"aborted: v{new_champion} was made the champion by {action} ({reason})",
-         actor, run_id, decided_on, promotion_id, spec.name))
+         actor, run_id, decided_on, promotion_id, promotion_id, spec.name))
 
 
 def abort(wh: Warehouse, spec: PipelineSpec, rollout: Rollout, *, reason: str, actor: str, run_id: str,
-          decided_on: dt.date | None) -> bool:
-    """Retire the candidate (the champion keeps every entity). Returns whether this call closed it."""
+          decided_on: dt.date | None, ends_on: dt.date | None = None) -> bool:
+    """Retire the candidate (the champion keeps every entity). Returns whether this call closed it.
+    ``ends_on``: the first date the arms no longer score (default ``decided_on``: a person's decision in
+    the run of that date, which scores it with the champion alone; the monitor passes the next day)."""
     with wh.connect() as conn, conn.cursor() as cur:
         registry_lock(cur, "promote", spec.name)
         cur.execute(sql.SQL(
             "UPDATE {} SET status = 'aborted', reason = %s, decided_by = %s, decided_run_id = %s, decided_at = now(), "
-            "decided_on = COALESCE(%s, current_date) WHERE id = %s AND status = 'running'").format(
-            registry_table(spec, "rollouts")), (f"aborted: {reason}", actor, run_id, decided_on, rollout.id))
+            "decided_on = COALESCE(%s, current_date), ends_on = COALESCE(%s, %s, current_date) "
+            "WHERE id = %s AND status = 'running'").format(registry_table(spec, "rollouts")),
+            (f"aborted: {reason}", actor, run_id, decided_on, ends_on, decided_on, rollout.id))
         return cur.rowcount == 1
 
 

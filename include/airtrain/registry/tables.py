@@ -30,7 +30,8 @@ ROLLOUTS_DDL = (
     "CHECK (fraction > 0 AND fraction < 1), salt text NOT NULL, started_on date, "
     "started_at timestamptz NOT NULL DEFAULT now(), status text NOT NULL CHECK (status IN "
     "('running','graduated','aborted','not_started')), decided_on date, decided_at timestamptz, reason text, "
-    "decided_by text, run_id text NOT NULL, decided_run_id text, promotion_id bigint, alerted_at timestamptz)")
+    "decided_by text, run_id text NOT NULL, decided_run_id text, promotion_id bigint, alerted_at timestamptz, "
+    "ends_on date)")
 ROLLOUTS_RUNNING_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running ON {} (pipeline) WHERE status = 'running'"
 APPROVALS_DDL = (
     "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, version integer NOT NULL, "
@@ -74,6 +75,9 @@ def create(cur: Any, spec: PipelineSpec, report: SchemaReport) -> None:
     # the partition date a champion change is effective for (registry.champion_as_of); rows logged before
     # it existed are read as their version's training as_of (the log is append-only: never back-filled)
     add_missing_columns(cur, reg, "promotion_log", [("effective_on", "date")], report)
+    # the first partition date a decided canary no longer scores (rollouts.in_force: a re-run of a date scores
+    # it with the arms in force on that date); rows decided before it existed are read as decided_on + 1
+    add_missing_columns(cur, reg, "rollouts", [("ends_on", "date")], report)
     cur.execute(sql.SQL(APPEND_ONLY_FN.replace("{schema}", "{}")).format(ident(reg)))
     cur.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'promotion_log_append_only' AND tgrelid = %s::regclass",
                 (f'"{reg}"."promotion_log"',))
@@ -116,6 +120,10 @@ def create(cur: Any, spec: PipelineSpec, report: SchemaReport) -> None:
         (reg, "promotion_log", "effective_on"): "The first partition date the change is for: the model that scores "
                                                 "a date D is the to_version of the newest row (by id) with "
                                                 "effective_on <= D (NULL: the version's training as_of).",
+        (reg, "rollouts", "ends_on"): "The first partition date this decided canary no longer scores (the day "
+                                      "after the monitor's decision; the run's date for a person's decision; the "
+                                      "champion change's effective_on). A date D with started_on <= D < ends_on is "
+                                      "scored with both arms, also when it is re-run later.",
         (reg, "model_versions", "lineage"): "Training window, row counts, data hash, library and code versions.",
         (reg, "model_versions", "artifact_signature"): "hmac-sha256:<key id>:<hex> over (pipeline, version, "
                                                        "artifact_sha256), made with a key the warehouse never "

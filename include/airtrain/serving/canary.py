@@ -11,7 +11,7 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.registry import champions
-from airtrain.registry.rollouts import CanaryError, enabled, running
+from airtrain.registry.rollouts import CanaryError, enabled, in_force
 from airtrain.serving import scoring
 from airtrain.serving.publish import publish as publish_date
 from airtrain.serving.target import ScoringTarget
@@ -21,15 +21,18 @@ from airtrain.warehouse.connection import Warehouse, ident
 
 def begin(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str) -> dict[str, Any]:
     """The date's scoring target: the champion's for that date (as :func:`airtrain.serving.scoring.begin`), or -
-    while a canary runs and the date is not older than its start - the champion arm's, carrying the
-    candidate arm's target under ``"canary"``. A date before the canary started (a backfill, a re-run)
-    is scored by its champion alone."""
-    rollout = running(wh, spec) if enabled(spec) else None
-    if rollout is not None and rollout.started_on is not None and as_of < rollout.started_on:
-        rollout = None
+    for a date the canary in force on it scores (:func:`airtrain.registry.rollouts.in_force`: the running
+    one from its start, a decided one up to its ``ends_on``) - the champion arm's, carrying the candidate
+    arm's target under ``"canary"``. So a re-run of a date gives the arms that date had, whatever runs now;
+    a date before a canary started (a backfill) or after it ended is scored by its champion alone."""
+    rollout = in_force(wh, spec, as_of) if enabled(spec) else None
     if rollout is None:
         return scoring.begin(wh, spec, as_of, "champion", run_id=run_id).as_dict()
     champion = champions.champion_as_of(wh, spec, as_of)
+    if champion != rollout.champion_version and rollout.status != "running":
+        # a decided canary overtaken on this date by a later champion change effective on it (a rollback
+        # or a forced promotion for an earlier date): the registry's champion of the date scores it alone
+        return scoring.begin(wh, spec, as_of, "champion", run_id=run_id).as_dict()
     if champion != rollout.champion_version:
         raise CanaryError(f"rollout {rollout.id} runs against v{rollout.champion_version} but the champion is "
                           f"v{champion}; abort it (canary_action: abort) - nothing was scored")
