@@ -889,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--executor", choices=("local", "celery"), default="local")
     ap.add_argument("--faults", choices=("on", "off"), default="on")
-    ap.add_argument("--mean-gap", type=float, default=12.0, help="mean seconds between two timed faults")
+    ap.add_argument("--mean-gap", type=float, default=10.0, help="mean seconds between two timed faults")
     ap.add_argument("--p-halves", type=float, default=0.3, help="share of days whose file lands in two halves")
     ap.add_argument("--p-corrupt", type=float, default=0.15, help="share of days run against a corrupted artifact")
     ap.add_argument("--p-worker-kill", type=float, default=1.0,

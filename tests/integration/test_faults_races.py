@@ -49,6 +49,7 @@ def test_a_retried_shard_that_had_committed_does_not_duplicate(proj):
     assert_invariants(proj)
 
 
+@pytest.mark.e2e  # ~55 s: in make test-e2e; make test keeps two runs of one date in test_concurrency's four
 def test_two_runs_of_the_same_date_at_once(proj):
     d = day(BOOT + len(FAILPOINTS))
     # forced, so each run wants to promote: exactly one promotion must happen, never two
