@@ -68,6 +68,7 @@ def test_shards_partition_the_entities_exactly_once(trained):
     target = scoring.begin(wh, spec, LAST)
     parts = [scoring.score_shard(wh, spec, target, run_id="r", shard=s, shards=4) for s in range(4)]
     assert sum(p["rows"] for p in parts) == ROWS and all(p["rows"] > 0 for p in parts)
+    assert all(p["threads"] == scoring.scoring_threads(4) for p in parts)  # the shards share the cores
     publish.publish(wh, spec, target, ROWS)
     assert len(keys(wh, LAST)) == ROWS
 

@@ -108,6 +108,81 @@ def test_arrow_columns_hold_exactly_top_k_entries_per_row(only_a):
     assert all(len(v) == 2 for v in vals.to_pylist())
 
 
+def _messy(n=300, seed=1):
+    """Rows with missing numbers, a missing category and a category the model never saw."""
+    df, _ = frame(n, seed)
+    df.loc[df.index[:5], "a"] = np.nan
+    df.loc[df.index[5:9], "c"] = None
+    df.loc[df.index[9:12], "c"] = "never_seen"
+    return df
+
+
+@pytest.mark.parametrize("estimator", ["sklearn.linear_model.LogisticRegression",
+                                       "sklearn.ensemble.HistGradientBoostingClassifier"])
+def test_the_preprocessed_matrix_path_gives_exactly_the_whole_pipeline_numbers(estimator, monkeypatch):
+    """build_pipeline's Pipelines (imputer + scaler for a linear model, imputer alone for trees, imputer +
+    one-hot) are explained on the preprocessed matrix: every contribution and score equals the exact
+    path's (each column moved, the whole Pipeline scored again)."""
+    from airtrain.model import explain
+
+    spec = tiny_spec()
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"estimator": estimator})})
+    df, y = frame()
+    model = build_pipeline(spec).fit(features_frame(df, spec), y)
+    blocks = explain.column_blocks(model)
+    assert blocks is not None and set(blocks) == {"a", "b", "c"}
+    assert blocks["c"].stop - blocks["c"].start == 3  # x, y, z one-hot
+    ref = reference_values(model, ["a", "b", "c"])
+    rows = _messy()
+    fast_scores, cols, fast = explain.score_and_contributions(model, rows, spec, ref)
+    exact_calls = []
+    real_exact = explain._exact
+    monkeypatch.setattr(explain, "_exact", lambda *a: exact_calls.append(len(a[1])) or real_exact(*a))
+    explain.score_and_contributions(model, rows, spec, ref)
+    assert exact_calls == [explain.CHECK_ROWS]  # the fast path ran; the exact one only on the checked rows
+    monkeypatch.setattr(explain, "column_blocks", lambda model: None)
+    exact_scores, _, exact = explain.score_and_contributions(model, rows, spec, ref)
+    assert exact_calls[-1] == len(rows)  # this time the exact path did the whole frame
+    assert cols == ["a", "b", "c"]
+    np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fast_scores, exact_scores, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fast_scores, model.predict_proba(features_frame(rows, spec))[:, 1], rtol=1e-12)
+    assert np.count_nonzero(fast[:, 0]) > 0 and np.all(fast[:5, 0] == 0.0)  # a missing `a` contributes nothing
+
+
+def test_a_pipeline_with_a_step_that_is_not_per_column_is_explained_the_exact_way():
+    from airtrain.model import explain
+    from sklearn.decomposition import PCA
+
+    spec = tiny_spec()
+    df, y = frame()
+    model = build_pipeline(spec)
+    num = model.steps[0][1].transformers[0][1]
+    num.steps.append(("pca", PCA(n_components=2)))  # mixes a and b: moving one column moves both outputs
+    model.fit(features_frame(df, spec), y)
+    assert explain.column_blocks(model) is None
+    ref = reference_values(model, ["a", "b", "c"])
+    scores, _, contrib = explain.score_and_contributions(model, df.head(10), spec, ref)
+    X = features_frame(df.head(10), spec)
+    moved = X.assign(b=ref["b"])
+    np.testing.assert_allclose(contrib[:, 1], scores - model.predict_proba(moved)[:, 1], rtol=1e-12)
+
+
+def test_when_the_preprocessed_path_disagrees_on_the_checked_rows_the_exact_one_is_used(only_a, monkeypatch, caplog):
+    """Fails closed: a wrong map of columns (here a and b swapped) is caught on the checked rows, logged,
+    and the batch is explained the exact way."""
+    from airtrain.model import explain
+
+    spec, model, df = only_a
+    ref = reference_values(model, ["a", "b", "c"])
+    right = explain.column_blocks(model)
+    monkeypatch.setattr(explain, "column_blocks", lambda m: {**right, "a": right["b"], "b": right["a"]})
+    with caplog.at_level("WARNING", logger="airtrain.model.explain"):
+        _, _, contrib = explain.score_and_contributions(model, df.head(40), spec, ref)
+    assert "differ from the exact ones" in caplog.text
+    assert np.all(contrib[:, 1:] == 0.0) and np.count_nonzero(contrib[:, 0]) == 40  # only `a` has weight
+
+
 def test_explanations_are_off_by_default_and_top_k_is_bounded_by_the_inputs():
     data = copy.deepcopy(GOOD)
     data["scoring"].pop("explain", None)

@@ -318,8 +318,11 @@ def incomplete_landing_files(spec: PipelineSpec, dates: list[dt.date], project_r
 
 
 #: bytes of CSV per record batch (pyarrow's block size), rows per Parquet record batch: what bounds an
-#: ingest's memory, whatever the size of the file
-BATCH_BYTES = 16 << 20
+#: ingest's memory, whatever the size of the file. pyarrow's streaming CSV reader reads blocks ahead of
+#: its consumer in the background, more of them the longer the file: with 16 MB blocks the read alone
+#: peaked at 287 MB for 1M rows and 491 MB for 5M; with 1 MB blocks at 135 / 140 MB, and no slower
+#: (docs/BENCHMARKS.md, "Reading the scale numbers")
+BATCH_BYTES = 1 << 20
 BATCH_ROWS = 100_000
 _GLOB = set("*?[")
 
