@@ -37,6 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 from psycopg2 import sql
+from threadpoolctl import threadpool_limits
 
 from airtrain.data.features import date_rows
 from airtrain.data.tables import feature_sql_type
@@ -277,7 +278,6 @@ def score_shard(wh: Warehouse, spec: PipelineSpec, target: ScoringTarget, *, run
     """Score one shard of the date's features into the stage table. Returns rows and timings."""
     import adbc_driver_postgresql.dbapi as adbc
     import pyarrow as pa
-    from threadpoolctl import threadpool_limits
 
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is outside 0..{shards - 1}")

@@ -20,7 +20,8 @@ class PredictionExplainSpec(SpecModel):
     method: Literal["baseline_substitution"] = Field("baseline_substitution", description=(
         '`baseline_substitution`: contribution of a feature = score of the row minus the score with that '
         "feature set to its training reference (the median / most frequent value the model's own imputer "
-        'learned). Costs about one extra predict per model input and batch (docs/BENCHMARKS.md).'))
+        'learned). Costs about one extra prediction of the estimator per model input (the rows are '
+        'preprocessed once; docs/BENCHMARKS.md).'))
 
 
 class ScoringSpec(SpecModel):
