@@ -33,6 +33,7 @@ POINTS = (
     "rollback.before_commit", "rollback.after_commit",
     "drift.after_commit",  # the drift check's metrics and decision are stored
     "trigger.after_commit",  # the triggered retrain run is recorded on its window (and alerted)
+    "canary.after_commit",  # the monitor's canary decision is stored and applied (graduated / aborted)
 )
 
 

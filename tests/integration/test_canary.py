@@ -112,16 +112,25 @@ def test_a_rerun_of_the_date_does_not_duplicate(project):
     assert invariants.check(project.warehouse, project.spec()) == []  # each canary date complete across its arms
 
 
-def test_the_monitor_aborts_a_worse_candidate_and_alerts(project):
+def test_the_monitor_aborts_a_worse_candidate_and_alerts(project, monkeypatch, tmp_path):
+    """Also Airflow's own retry of the decision (the same task instance, try 2): canary_check fails right
+    after the abort is committed; its retry finds no running canary and changes nothing."""
     from airtrain_airflow.factory import build_monitor_dag
 
     from tests.integration.tabletouch import check_lineage, record_table_touches
+    from tests.integration.test_retries import arm, fired, tries
 
+    log_before = fetch(project.warehouse, "SELECT count(*) FROM registry.promotion_log WHERE pipeline = 'churn'")
     monitor = build_monitor_dag(project.spec())
+    arm(monkeypatch, tmp_path, "canary.after_commit")
     with record_table_touches(project.warehouse.uri) as touches:  # what each task read and wrote
         dr = monitor.test(logical_date=dt.datetime.now(dt.UTC), run_conf={"date": str(D2 + dt.timedelta(days=1))})
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["canary_check"] == "success", states
+    assert fired(tmp_path) == {"canary.after_commit"} and tries(dr)["canary_check"] == [2], tries(dr)
+    assert fetch(project.warehouse, "SELECT count(*) FROM monitoring.canary_evaluations WHERE pipeline = 'churn'") == [(1,)]
+    assert [r[3] for r in _rollouts(project)].count("aborted") == 1
+    assert fetch(project.warehouse, "SELECT count(*) FROM registry.promotion_log WHERE pipeline = 'churn'") == log_before
     # its OpenLineage datasets = what it touched (an abort leaves the champion and its log alone)
     problems = check_lineage(touches, monitor, ["canary_check"],
                              idle_outputs=frozenset({"registry.champions", "registry.promotion_log"}))

@@ -18,6 +18,7 @@ from typing import Any
 from psycopg2 import sql
 
 from airtrain.data.labels import load_labels
+from airtrain.faults import failpoint
 from airtrain.model.evaluation import compute_metrics
 from airtrain.registry import rollouts, status
 from airtrain.registry.release import graduate
@@ -199,6 +200,7 @@ def evaluate(wh: Warehouse, spec: PipelineSpec, as_of: dt.date, *, run_id: str, 
     else:
         abort(wh, spec, rollout, reason=d.reason, actor=actor, run_id=run_id, decided_on=as_of,
               ends_on=as_of + dt.timedelta(days=1))  # the date was scored with both arms
+    failpoint("canary.after_commit")  # a retry finds no running canary: nothing is decided or applied twice
     out["applied"] = True
     return out
 
