@@ -162,10 +162,16 @@ def floors(stack: Stack, spec: Any, day: dt.date) -> dict[str, float]:
     # the model's own throughput: the rows typed as the model takes them (features_frame) before the clock,
     # predicted in batches of scoring.batch_rows (as scoring does; one call over 1M rows is slower)
     df[spec.feature_names] = features_frame(df, spec)
-    t0 = time.perf_counter()
-    for i in range(0, len(df), spec.scoring.batch_rows):
-        predict_scores(model, df.iloc[i:i + spec.scoring.batch_rows], spec)
-    out["score_floor_s"] = time.perf_counter() - t0
+
+    def predict_floor() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(df), spec.scoring.batch_rows):
+            predict_scores(model, df.iloc[i:i + spec.scoring.batch_rows], spec)
+        return time.perf_counter() - t0
+
+    # measured before and after the scoring below, the faster counts (the stack's idle components share
+    # the 2 cores: the floor is the best the model does, so the ratios are not flattered)
+    tries = [predict_floor()]
     out["score_floor_rows"] = len(df)
     if spec.scoring.explain is not None:  # what scoring.explain adds: one prediction per model input
         from airtrain.model import explain
@@ -181,8 +187,10 @@ def floors(stack: Stack, spec: Any, day: dt.date) -> dict[str, float]:
         per_row = (time.perf_counter() - t0) / n
         out["explain_floor_rows"] = n
         out["explain_floor_s"] = per_row * len(df)
-    del df
     out.update(plain_scoring(wh, spec, day, model))
+    tries.append(predict_floor())
+    out["score_floor_tries_s"] = [round(t, 2) for t in tries]
+    out["score_floor_s"] = min(tries)
     return out
 
 
@@ -313,7 +321,7 @@ def render(out: dict[str, Any], machine: str) -> str:
         "scheduler (LocalExecutor). Run time per task from the metadata database; peak RSS of the task process "
         "(`airflow worker -- <ti>`, psutil every 0.2 s); the floor is the in-warehouse rate of the same rows "
         "measured in the same run (server-side `INSERT … SELECT` into a copy of the table with its keys; the "
-        "champion's `predict_proba` in memory, in batches of `scoring.batch_rows`).",
+        "champion's `predict_proba` in memory, in batches of `scoring.batch_rows`, the faster of two passes).",
         "",
         f"Whole run: **{res['wall']:.0f} s** (queued → end).",
         "",

@@ -216,10 +216,12 @@ def column_blocks(model: Any) -> dict[str, slice] | None:
         return None
     blocks: dict[str, slice] = {}
     for name, trans, columns in pre.transformers_:
+        if isinstance(trans, str) and trans == "drop":  # the remainder (its columns may be given by position)
+            continue
         names = list(columns) if isinstance(columns, list | tuple) else None
         if names is None or not all(isinstance(c, str) for c in names):
             return None
-        if trans == "drop" or not names:
+        if not names:
             continue
         widths = _widths(trans, len(names))
         where = pre.output_indices_.get(name)
