@@ -277,7 +277,7 @@ def main() -> int:
                 f"peak RSS {peaks.get(t['task'].split('[')[0], 0) / 2**20:7.0f} MB")
         stack.stop_services()
         out["floors"] = floors(stack, spec, day)
-        say("floors: " + json.dumps({k: round(v, 2) for k, v in out["floors"].items()}))
+        say("floors: " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in out["floors"].items()}))
         (tmp / "result.json").write_text(json.dumps(out, indent=1, default=str))
         if res["state"] != "success":
             args.keep = True
