@@ -98,8 +98,13 @@ def stack():
 
 
 def test_backfill_through_two_celery_workers_keeps_the_invariants(stack):
-    pids = stack.pids()
-    for name in ("broker", "objstore", "api-server", "scheduler", "worker-w1", "worker-w2"):
+    names = ("broker", "objstore", "api-server", "scheduler", "worker-w1", "worker-w2")
+    # the supervisor starts the scheduler only once the API server answers: on a loaded machine it can
+    # come a little after `devstack up` returns, so wait for every component (at most 120 s) first
+    deadline = time.monotonic() + 120
+    while not all((pids := stack.pids()).get(n) for n in names) and time.monotonic() < deadline:
+        time.sleep(2)
+    for name in names:
         assert pids.get(name), pids
     boot = next(r["dag_run_id"] for r in stack.runs() if r["dag_run_id"].startswith("demo_bootstrap__"))
     assert stack.wait_run(boot, 1200) == "success", stack.task_instances("churn_retrain", boot)
